@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-dev
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/leyline schema show
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy leyline bus
+
+bench: $(STAMP)
+	$(PYTHON) -m bench all
+
+clean:
+	rm -rf $(VENV) leyline-data .pytest_cache .hypothesis .ruff_cache .mypy_cache

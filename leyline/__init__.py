@@ -1,0 +1,132 @@
+"""Leyline contracts: versioned msgspec messages, the seed lifecycle, and their codec."""
+
+from leyline.actions import (
+    DEFAULT_BLUEPRINTS,
+    DEFAULT_CATALOG,
+    BlueprintCatalog,
+    BlueprintSpec,
+    action_to_command,
+    blueprint_of,
+    is_germinate,
+)
+from leyline.budgets import DEFAULT_BUDGETS, PerformanceBudgets
+from leyline.commands import (
+    OPERATION_TARGET_STAGE,
+    AckOutcome,
+    AdaptationCommand,
+    CommandAck,
+    CommandType,
+    RiskLevel,
+    SeedOperation,
+)
+from leyline.errors import BudgetError, ContractError, LeylineError, LifecycleError, RejectReason
+from leyline.gates import (
+    DEFAULT_GATE_THRESHOLDS,
+    GateInputs,
+    GateLevel,
+    GateResult,
+    GateThresholds,
+    evaluate_gate,
+    gate_for,
+)
+from leyline.guard import LifecycleGuard, Verdict
+from leyline.lifecycle import (
+    VALID_TRANSITIONS,
+    SeedStage,
+    is_active_stage,
+    is_failure_stage,
+    is_live_stage,
+    is_terminal_stage,
+    is_valid_transition,
+    next_stage,
+)
+from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade, parse_tag, tag_of
+from leyline.reports import FieldReport, SeedMetrics, SeedStateReport
+from leyline.signals import (
+    HISTORY_LENGTH,
+    TENSOR_SCHEMA_SIZE,
+    FastTrainingSignals,
+    HistoryWindow,
+    TensorSchema,
+    TrainingMetrics,
+    TrainingSignals,
+)
+from leyline.telemetry import (
+    PAYLOAD_FOR_EVENT,
+    SeedTelemetry,
+    Severity,
+    TelemetryEvent,
+    TelemetryEventType,
+    TelemetryPayload,
+)
+from leyline.wire import REGISTRY, Message, decode, encode
+
+LEYLINE_VERSION = "0.2.0"
+
+__all__ = [
+    "DEFAULT_BLUEPRINTS",
+    "DEFAULT_BUDGETS",
+    "DEFAULT_CATALOG",
+    "DEFAULT_GATE_THRESHOLDS",
+    "HISTORY_LENGTH",
+    "LEYLINE_VERSION",
+    "OPERATION_TARGET_STAGE",
+    "PAYLOAD_FOR_EVENT",
+    "REGISTRY",
+    "TENSOR_SCHEMA_SIZE",
+    "VALID_TRANSITIONS",
+    "AckOutcome",
+    "AdaptationCommand",
+    "BlueprintCatalog",
+    "BlueprintSpec",
+    "BudgetError",
+    "CommandAck",
+    "CommandType",
+    "ContractError",
+    "FastTrainingSignals",
+    "FieldReport",
+    "GateInputs",
+    "GateLevel",
+    "GateResult",
+    "GateThresholds",
+    "HistoryWindow",
+    "LeylineError",
+    "LifecycleError",
+    "LifecycleGuard",
+    "Message",
+    "MessageDecoder",
+    "MessageEncoder",
+    "PerformanceBudgets",
+    "Registry",
+    "RejectReason",
+    "RiskLevel",
+    "SeedMetrics",
+    "SeedOperation",
+    "SeedStage",
+    "SeedStateReport",
+    "SeedTelemetry",
+    "Severity",
+    "TelemetryEvent",
+    "TelemetryEventType",
+    "TelemetryPayload",
+    "TensorSchema",
+    "TrainingMetrics",
+    "TrainingSignals",
+    "Upgrade",
+    "Verdict",
+    "action_to_command",
+    "blueprint_of",
+    "decode",
+    "encode",
+    "evaluate_gate",
+    "gate_for",
+    "is_active_stage",
+    "is_failure_stage",
+    "is_germinate",
+    "is_live_stage",
+    "is_terminal_stage",
+    "is_valid_transition",
+    "next_stage",
+    "parse_tag",
+    "tag_of",
+]

@@ -1,0 +1,42 @@
+"""The registry of every Leyline wire type, with their budgets, and the shared codec."""
+
+from __future__ import annotations
+
+from leyline.budgets import DEFAULT_BUDGETS
+from leyline.commands import AdaptationCommand, CommandAck
+from leyline.registry import MessageDecoder, MessageEncoder, Registry
+from leyline.reports import FieldReport, SeedStateReport
+from leyline.signals import FastTrainingSignals, TrainingSignals
+from leyline.telemetry import SeedTelemetry, TelemetryEvent
+
+REGISTRY = Registry()
+REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
+REGISTRY.register(AdaptationCommand, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+for _cls in (TrainingSignals, SeedStateReport, FieldReport, TelemetryEvent, SeedTelemetry):
+    REGISTRY.register(_cls)
+
+Message = (
+    FastTrainingSignals
+    | AdaptationCommand
+    | CommandAck
+    | TrainingSignals
+    | SeedStateReport
+    | FieldReport
+    | TelemetryEvent
+    | SeedTelemetry
+)
+
+_ENCODER: MessageEncoder = REGISTRY.encoder()
+_DECODER: MessageDecoder = REGISTRY.decoder()
+
+
+def encode(message: Message) -> bytes:
+    """Encode any registered message, refusing one over its size budget."""
+    return _ENCODER.encode(message)
+
+
+def decode(data: bytes | memoryview) -> Message:
+    """Decode any registered message; `ContractError` (with reason and path) otherwise."""
+    message: Message = _DECODER.decode(data)
+    return message
