@@ -19,7 +19,9 @@ from leyline.commands import (
     RiskLevel,
     SeedOperation,
 )
+from leyline.control import Heartbeat, Ready
 from leyline.errors import BudgetError, ContractError, LeylineError, LifecycleError, RejectReason
+from leyline.features import DEFAULT_BOUNDS, FeatureBounds, normalise_into, write_raw
 from leyline.gates import (
     DEFAULT_GATE_THRESHOLDS,
     GateInputs,
@@ -59,12 +61,14 @@ from leyline.telemetry import (
     TelemetryEventType,
     TelemetryPayload,
 )
+from leyline.tensors import BatchConverter, to_tensor
 from leyline.wire import REGISTRY, Message, decode, encode
 
 LEYLINE_VERSION = "0.2.0"
 
 __all__ = [
     "DEFAULT_BLUEPRINTS",
+    "DEFAULT_BOUNDS",
     "DEFAULT_BUDGETS",
     "DEFAULT_CATALOG",
     "DEFAULT_GATE_THRESHOLDS",
@@ -77,6 +81,7 @@ __all__ = [
     "VALID_TRANSITIONS",
     "AckOutcome",
     "AdaptationCommand",
+    "BatchConverter",
     "BlueprintCatalog",
     "BlueprintSpec",
     "BudgetError",
@@ -84,11 +89,13 @@ __all__ = [
     "CommandType",
     "ContractError",
     "FastTrainingSignals",
+    "FeatureBounds",
     "FieldReport",
     "GateInputs",
     "GateLevel",
     "GateResult",
     "GateThresholds",
+    "Heartbeat",
     "HistoryWindow",
     "LeylineError",
     "LifecycleError",
@@ -97,6 +104,7 @@ __all__ = [
     "MessageDecoder",
     "MessageEncoder",
     "PerformanceBudgets",
+    "Ready",
     "Registry",
     "RejectReason",
     "RiskLevel",
@@ -127,6 +135,9 @@ __all__ = [
     "is_terminal_stage",
     "is_valid_transition",
     "next_stage",
+    "normalise_into",
     "parse_tag",
     "tag_of",
+    "to_tensor",
+    "write_raw",
 ]

@@ -22,6 +22,7 @@ class RejectReason(enum.IntEnum):
     UNKNOWN_TARGET = 12
     OVER_BUDGET = 13
     HANDLER_ERROR = 14
+    BAD_TOPIC = 15
 
 
 class LeylineError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from leyline.budgets import DEFAULT_BUDGETS
 from leyline.commands import AdaptationCommand, CommandAck
+from leyline.control import Heartbeat, Ready
 from leyline.registry import MessageDecoder, MessageEncoder, Registry
 from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, TrainingSignals
@@ -13,7 +14,15 @@ REGISTRY = Registry()
 REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
 REGISTRY.register(AdaptationCommand, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
-for _cls in (TrainingSignals, SeedStateReport, FieldReport, TelemetryEvent, SeedTelemetry):
+for _cls in (
+    TrainingSignals,
+    SeedStateReport,
+    FieldReport,
+    TelemetryEvent,
+    SeedTelemetry,
+    Heartbeat,
+    Ready,
+):
     REGISTRY.register(_cls)
 
 Message = (
@@ -25,6 +34,8 @@ Message = (
     | FieldReport
     | TelemetryEvent
     | SeedTelemetry
+    | Heartbeat
+    | Ready
 )
 
 _ENCODER: MessageEncoder = REGISTRY.encoder()

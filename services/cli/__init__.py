@@ -10,6 +10,9 @@ from collections.abc import Sequence
 #: Subcommand modules, each with `add_parser(subparsers)` that sets `handler` on its parser.
 _COMMANDS = (
     "services.cli.schema",
+    "services.cli.proxy",
+    "services.cli.events",
+    "services.cli.report",
 )
 
 

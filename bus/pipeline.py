@@ -1,0 +1,131 @@
+"""The enforcement pipeline every subscriber runs, in order:
+
+frames -> size -> topic and header -> tag and major version -> typed decode with value
+constraints -> sequence -> freshness (fast signals) -> semantic guard -> handler.
+
+`Pipeline.process` turns one multipart message into an `Envelope` to deliver or a `Rejection`;
+it never raises on its input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from bus.header import Header, decode_header
+from bus.metrics import SubscriberMetrics
+from bus.rejection import Rejection
+from bus.sequence import ACCEPTED, Order, SequenceTracker
+from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, parse_topic
+from leyline import REGISTRY, ContractError, Heartbeat, MessageDecoder, Ready, RejectReason
+
+FRAMES = 3
+
+
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A message that passed every check, with where it came from."""
+
+    channel: Channel
+    scope: str
+    topic: bytes
+    header: Header
+    message: Any
+
+    @property
+    def is_control(self) -> bool:
+        return self.scope == CONTROL_SCOPE
+
+
+#: A semantic check after decoding: None to pass, or the error that refuses the message.
+SemanticGuard = Callable[[Envelope], ContractError | None]
+
+_ORDER_REASONS = {
+    Order.DUPLICATE: (RejectReason.DUPLICATE, "sequence {seq} was already delivered"),
+    Order.OUT_OF_ORDER: (RejectReason.OUT_OF_ORDER, "sequence {seq} arrived after a later one"),
+    Order.STALE_INCARNATION: (RejectReason.STALE, "sequence {seq} is from an earlier incarnation"),
+}
+
+
+class Pipeline:
+    """Checks one subscriber's incoming messages; holds its sequence state and metrics."""
+
+    def __init__(
+        self,
+        channels: Iterable[Channel],
+        *,
+        guards: Mapping[Channel, SemanticGuard] | None = None,
+        max_signal_age_ns: int | None = None,
+        metrics: SubscriberMetrics | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._decoders: dict[Channel, MessageDecoder] = {
+            channel: REGISTRY.decoder(CHANNEL_CONTRACTS[channel]) for channel in channels
+        }
+        self._control = REGISTRY.decoder([Heartbeat, Ready])
+        self._guards = dict(guards or {})
+        self._max_age = max_signal_age_ns
+        self._clock = clock
+        self.tracker = SequenceTracker()
+        self.metrics = metrics or SubscriberMetrics()
+
+    def process(self, frames: list[bytes]) -> Envelope | Rejection:
+        """Run every check on one multipart message."""
+        if len(frames) != FRAMES:
+            first = frames[0] if frames else b""
+            return self._reject(
+                ContractError(RejectReason.FRAME_COUNT, f"{len(frames)} frames, expected 3"),
+                "?",
+                first,
+            )
+        topic_frame, header_frame, payload = frames
+        try:
+            channel, scope = parse_topic(topic_frame)
+            header = decode_header(header_frame)
+        except ContractError as bad_frame:
+            return self._reject(bad_frame, "?", topic_frame)
+        self.metrics.received[channel] += 1
+        decoder = self._control if scope == CONTROL_SCOPE else self._decoders.get(channel)
+        if decoder is None:
+            unwanted = ContractError(RejectReason.BAD_TOPIC, f"not subscribed to {channel.value}")
+            return self._reject(unwanted, header.sender, topic_frame)
+        started = time.perf_counter_ns()
+        try:
+            message = decoder.decode(payload)
+        except ContractError as bad_payload:
+            return self._reject(bad_payload, header.sender, topic_frame)
+        self.metrics.decode_latency.observe(time.perf_counter_ns() - started)
+        envelope = Envelope(channel, scope, topic_frame, header, message)
+        if scope == CONTROL_SCOPE:
+            return envelope
+        sequence = header.sequence
+        order = self.tracker.observe(header.sender, topic_frame, header.incarnation, sequence)
+        if order not in ACCEPTED:
+            reason, text = _ORDER_REASONS[order]
+            misordered = ContractError(reason, text.format(seq=sequence), "$.header.sequence")
+            return self._reject(misordered, header.sender, topic_frame, message)
+        if order is Order.RESTART:
+            self.metrics.restarts += 1
+        if self._max_age is not None and channel is Channel.SIG:
+            age = self._clock() - header.sent_ns
+            if age > self._max_age:
+                stale = ContractError(
+                    RejectReason.STALE,
+                    f"signal is {age / 1e6:.0f} ms old, limit {self._max_age / 1e6:.0f} ms",
+                    "$.header.sent_ns",
+                )
+                return self._reject(stale, header.sender, topic_frame, message)
+        guard = self._guards.get(channel)
+        if guard is not None:
+            refusal = guard(envelope)
+            if refusal is not None:
+                return self._reject(refusal, header.sender, topic_frame, message)
+        return envelope
+
+    def _reject(
+        self, error: ContractError, sender: str, topic: bytes, message: Any = None
+    ) -> Rejection:
+        self.metrics.rejected[error.reason] += 1
+        return Rejection.from_error(error, sender, topic, message)

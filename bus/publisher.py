@@ -1,0 +1,160 @@
+"""The publisher: contract messages out, with header, per-topic sequence and counted drops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import zmq
+
+from bus.header import WIRE_VERSION, Header, encode_header
+from bus.metrics import PublisherMetrics
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
+from bus.topics import Channel, control_topic, topic
+from leyline import REGISTRY, Heartbeat, Message, Ready
+
+_SUBSCRIBE = 1
+
+
+class Publisher:
+    """Publishes on `<channel>.<scope>.` topics from one sender id.
+
+    Sequences count per topic, so a subscriber filtering one scope sees them contiguous.
+    A full send queue never blocks and never drops silently: the message is counted in
+    `metrics.dropped` and its sequence stays used, so subscribers see the gap too.
+    Call `service()` from the owning loop: it answers new subscriptions with `Ready` and sends
+    heartbeats when due.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        sender_id: str,
+        *,
+        bind: bool = True,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
+        heartbeat_interval_s: float = 1.0,
+        incarnation: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.sender_id = sender_id
+        self.incarnation = incarnation if incarnation is not None else time.time_ns()
+        self._context = context or zmq.Context.instance()
+        self._socket = make_socket(self._context, "xpub", options)
+        self.address = attach(self._socket, address, bind)
+        self._clock = clock
+        self._encoder = REGISTRY.encoder()
+        self._topics: dict[tuple[Channel, str], bytes] = {}
+        self._sequences: dict[bytes, int] = {}
+        self._channels: set[Channel] = set()
+        self._heartbeat_ns = int(heartbeat_interval_s * 1e9)
+        self._next_heartbeat = 0
+        self.subscriptions: dict[bytes, int] = {}
+        self.metrics = PublisherMetrics()
+
+    def publish(
+        self,
+        channel: Channel,
+        scope: str,
+        message: Message,
+        correlation_id: str | None = None,
+    ) -> int | None:
+        """Send `message`; returns its sequence, or None when a full queue dropped it."""
+        key = (channel, scope)
+        topic_frame = self._topics.get(key)
+        if topic_frame is None:
+            topic_frame = self._topics[key] = topic(channel, scope)
+            self._channels.add(channel)
+        sequence = self._sequences.get(topic_frame, 0) + 1
+        self._sequences[topic_frame] = sequence
+        header = Header(
+            WIRE_VERSION, self.sender_id, self.incarnation, sequence, self._clock(), correlation_id
+        )
+        frames = [topic_frame, encode_header(header), self._encoder.encode(message)]
+        if self._send(frames):
+            self.metrics.sent[channel] += 1
+            return sequence
+        self.metrics.dropped[channel] += 1
+        return None
+
+    def last_sequences(self, channel: Channel) -> dict[str, int]:
+        """The last sequence sent on each topic of `channel`."""
+        prefix = f"{channel.value}.".encode()
+        return {t.decode(): s for t, s in self._sequences.items() if t.startswith(prefix)}
+
+    def service(self, now_ns: int | None = None) -> None:
+        """Answer new subscriptions and send heartbeats when due; never blocks."""
+        while True:
+            try:
+                event = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event and event[0] == _SUBSCRIBE:
+                self._on_subscribe(event[1:])
+            elif event:
+                prefix = event[1:]
+                self.subscriptions[prefix] = max(0, self.subscriptions.get(prefix, 0) - 1)
+        now = now_ns if now_ns is not None else time.monotonic_ns()
+        if now >= self._next_heartbeat:
+            self.heartbeat()
+            self._next_heartbeat = now + self._heartbeat_ns
+
+    def heartbeat(self) -> None:
+        """Announce liveness and the last sequence of every topic, per channel."""
+        interval_ms = self._heartbeat_ns // 1_000_000
+        for channel in sorted(self._channels | self._subscribed_channels()):
+            beat = Heartbeat(interval_ms=interval_ms, last_sequences=self.last_sequences(channel))
+            self._send_control(channel, beat)
+
+    def wait_for_subscribers(
+        self, prefix: bytes = b"", count: int = 1, timeout_s: float = 5.0
+    ) -> bool:
+        """Block (servicing) until `count` subscriptions covering `prefix` have arrived."""
+        deadline = time.monotonic() + timeout_s
+        while self._covering(prefix) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._socket.poll(int(min(remaining, 0.05) * 1000), zmq.POLLIN)
+            self.service()
+        return True
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def _covering(self, prefix: bytes) -> int:
+        return sum(n for sub, n in self.subscriptions.items() if prefix.startswith(sub))
+
+    def _subscribed_channels(self) -> set[Channel]:
+        found: set[Channel] = set()
+        for prefix, count in self.subscriptions.items():
+            if count:
+                found.update(_channels_of(prefix))
+        return found
+
+    def _on_subscribe(self, prefix: bytes) -> None:
+        self.subscriptions[prefix] = self.subscriptions.get(prefix, 0) + 1
+        ready = Ready(prefix=prefix.decode("ascii", errors="replace"), publisher=self.sender_id)
+        for channel in _channels_of(prefix):
+            self._send_control(channel, ready)
+
+    def _send_control(self, channel: Channel, message: Heartbeat | Ready) -> None:
+        header = Header(WIRE_VERSION, self.sender_id, self.incarnation, 0, self._clock())
+        frames = [control_topic(channel), encode_header(header), self._encoder.encode(message)]
+        self._send(frames)
+
+    def _send(self, frames: list[bytes]) -> bool:
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        return True
+
+
+def _channels_of(prefix: bytes) -> list[Channel]:
+    """The channels a subscription prefix covers (every channel for the empty prefix)."""
+    if b"." in prefix:
+        name = prefix.split(b".", 1)[0]
+        return [c for c in Channel if c.value.encode() == name]
+    return [c for c in Channel if c.value.encode().startswith(prefix)]

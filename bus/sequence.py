@@ -1,0 +1,112 @@
+"""Per-stream sequence checking: in order, gap, duplicate, late, or a sender restart.
+
+A stream is one (sender, topic). Each carries the sender's incarnation, so a restarted sender
+(new incarnation, sequence from 1) is told apart from duplicates. The last `WINDOW` sequences
+are remembered as a bitmask, so a repeated message is a duplicate and a message older than
+its successor (delivered late or forged) is out of order; both are refused.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+WINDOW = 1024
+_MASK = (1 << WINDOW) - 1
+
+
+class Order(enum.IntEnum):
+    """How a sequence number relates to its stream."""
+
+    NEXT = 0
+    FIRST = 1
+    RESTART = 2
+    GAP = 3
+    DUPLICATE = 4
+    OUT_OF_ORDER = 5
+    STALE_INCARNATION = 6
+
+
+#: Orders that mean the message is delivered.
+ACCEPTED = frozenset({Order.NEXT, Order.FIRST, Order.RESTART, Order.GAP})
+
+
+@dataclass(slots=True)
+class _Stream:
+    incarnation: int
+    last: int
+    seen: int  # bit i set: sequence (last - i) was delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequences `first`..`last` of a stream never arrived (`initial`: before we joined)."""
+
+    sender: str
+    topic: bytes
+    first: int
+    last: int
+    initial: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+class SequenceTracker:
+    """Classifies each (sender, topic, incarnation, sequence) and remembers gaps found."""
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple[str, bytes], _Stream] = {}
+        self.gaps: list[Gap] = []
+
+    def observe(self, sender: str, topic: bytes, incarnation: int, sequence: int) -> Order:
+        """Record one arrival and say how it fits its stream."""
+        key = (sender, topic)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._streams[key] = _Stream(incarnation, sequence, 1)
+            if sequence > 1:
+                self.gaps.append(Gap(sender, topic, 1, sequence - 1, initial=True))
+            return Order.FIRST
+        if incarnation != stream.incarnation:
+            if incarnation < stream.incarnation:
+                return Order.STALE_INCARNATION
+            stream.incarnation, stream.last, stream.seen = incarnation, sequence, 1
+            if sequence > 1:
+                self.gaps.append(Gap(sender, topic, 1, sequence - 1, initial=True))
+            return Order.RESTART
+        step = sequence - stream.last
+        if step == 1:
+            stream.last = sequence
+            stream.seen = ((stream.seen << 1) | 1) & _MASK
+            return Order.NEXT
+        if step > 1:
+            self.gaps.append(Gap(sender, topic, stream.last + 1, sequence - 1))
+            stream.last = sequence
+            stream.seen = ((stream.seen << step) | 1) & _MASK
+            return Order.GAP
+        age = -step
+        if age < WINDOW and (stream.seen >> age) & 1:
+            return Order.DUPLICATE
+        return Order.OUT_OF_ORDER
+
+    def advance(self, sender: str, topic: bytes, incarnation: int, last_sent: int) -> Gap | None:
+        """A heartbeat says `last_sent` was sent on this stream: record the tail we missed."""
+        stream = self._streams.get((sender, topic))
+        if stream is None or stream.incarnation != incarnation or last_sent <= stream.last:
+            return None
+        gap = Gap(sender, topic, stream.last + 1, last_sent)
+        self.gaps.append(gap)
+        stream.seen = (stream.seen << (last_sent - stream.last)) & _MASK
+        stream.last = last_sent
+        return gap
+
+    def last(self, sender: str, topic: bytes) -> int | None:
+        stream = self._streams.get((sender, topic))
+        return None if stream is None else stream.last
+
+    def take_gaps(self) -> list[Gap]:
+        """The gaps found since the last call."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
