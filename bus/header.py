@@ -44,7 +44,8 @@ def decode_header(frame: bytes) -> Header:
         raise ContractError(RejectReason.BAD_HEADER, f"header of {len(frame)} bytes")
     try:
         header = _DECODER.decode(frame)
-    except msgspec.DecodeError as exc:
+    # msgspec lets bad UTF-8 in a string field escape as UnicodeDecodeError.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ContractError(RejectReason.BAD_HEADER, str(exc)) from None
     if header.wire_version != WIRE_VERSION:
         raise ContractError(

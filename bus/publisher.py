@@ -78,6 +78,10 @@ class Publisher:
         self.metrics.dropped[channel] += 1
         return None
 
+    def attach(self, address: str, bind: bool) -> str:
+        """Bind or connect to one more endpoint (a publisher may do both)."""
+        return attach(self._socket, address, bind)
+
     def last_sequences(self, channel: Channel) -> dict[str, int]:
         """The last sequence sent on each topic of `channel`."""
         prefix = f"{channel.value}.".encode()

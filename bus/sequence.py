@@ -44,6 +44,7 @@ class Gap:
 
     sender: str
     topic: bytes
+    incarnation: int
     first: int
     last: int
     initial: bool = False
@@ -67,14 +68,14 @@ class SequenceTracker:
         if stream is None:
             self._streams[key] = _Stream(incarnation, sequence, 1)
             if sequence > 1:
-                self.gaps.append(Gap(sender, topic, 1, sequence - 1, initial=True))
+                self.gaps.append(Gap(sender, topic, incarnation, 1, sequence - 1, initial=True))
             return Order.FIRST
         if incarnation != stream.incarnation:
             if incarnation < stream.incarnation:
                 return Order.STALE_INCARNATION
             stream.incarnation, stream.last, stream.seen = incarnation, sequence, 1
             if sequence > 1:
-                self.gaps.append(Gap(sender, topic, 1, sequence - 1, initial=True))
+                self.gaps.append(Gap(sender, topic, incarnation, 1, sequence - 1, initial=True))
             return Order.RESTART
         step = sequence - stream.last
         if step == 1:
@@ -82,9 +83,9 @@ class SequenceTracker:
             stream.seen = ((stream.seen << 1) | 1) & _MASK
             return Order.NEXT
         if step > 1:
-            self.gaps.append(Gap(sender, topic, stream.last + 1, sequence - 1))
+            self.gaps.append(Gap(sender, topic, incarnation, stream.last + 1, sequence - 1))
             stream.last = sequence
-            stream.seen = ((stream.seen << step) | 1) & _MASK
+            stream.seen = _shifted(stream.seen, step) | 1
             return Order.GAP
         age = -step
         if age < WINDOW and (stream.seen >> age) & 1:
@@ -96,9 +97,9 @@ class SequenceTracker:
         stream = self._streams.get((sender, topic))
         if stream is None or stream.incarnation != incarnation or last_sent <= stream.last:
             return None
-        gap = Gap(sender, topic, stream.last + 1, last_sent)
+        gap = Gap(sender, topic, incarnation, stream.last + 1, last_sent)
         self.gaps.append(gap)
-        stream.seen = (stream.seen << (last_sent - stream.last)) & _MASK
+        stream.seen = _shifted(stream.seen, last_sent - stream.last)
         stream.last = last_sent
         return gap
 
@@ -110,3 +111,8 @@ class SequenceTracker:
         """The gaps found since the last call."""
         gaps, self.gaps = self.gaps, []
         return gaps
+
+
+def _shifted(seen: int, step: int) -> int:
+    """The window after the stream moved `step` ahead; a huge (hostile) step empties it."""
+    return (seen << step) & _MASK if step < WINDOW else 0

@@ -77,6 +77,12 @@ class Subscriber:
         self._next_liveness_check = 0
         self.log = RateLimitedLog()
 
+    def attach(self, address: str, bind: bool) -> str:
+        """Bind or connect to one more endpoint (a subscriber may do both)."""
+        resolved = attach(self._socket, address, bind)
+        self.addresses.append(resolved)
+        return resolved
+
     def on(self, channel: Channel, handler: Handler) -> None:
         """Deliver every valid message of `channel` to `handler`."""
         self._handlers.setdefault(channel, []).append(handler)

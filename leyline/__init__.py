@@ -3,6 +3,7 @@
 from leyline.actions import (
     DEFAULT_BLUEPRINTS,
     DEFAULT_CATALOG,
+    SLOT_IDS,
     BlueprintCatalog,
     BlueprintSpec,
     action_to_command,
@@ -77,6 +78,7 @@ __all__ = [
     "OPERATION_TARGET_STAGE",
     "PAYLOAD_FOR_EVENT",
     "REGISTRY",
+    "SLOT_IDS",
     "TENSOR_SCHEMA_SIZE",
     "VALID_TRANSITIONS",
     "AckOutcome",

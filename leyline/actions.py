@@ -7,6 +7,7 @@ and the action-to-command mapping are all derived from it, so they cannot disagr
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from typing import cast
 
@@ -16,6 +17,8 @@ from leyline.commands import AdaptationCommand, CommandType, RiskLevel
 from leyline.lifecycle import SeedStage
 
 _GERMINATE = "GERMINATE_"
+#: Names that survive the trip into an action name and back (`upper()` then `lower()`).
+_BLUEPRINT_NAME = re.compile(r"[a-z0-9_]+")
 
 
 class BlueprintSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,10 +29,20 @@ class BlueprintSpec(msgspec.Struct, frozen=True, kw_only=True):
     param_estimate: int
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if not _BLUEPRINT_NAME.fullmatch(self.name):
+            raise ValueError(f"blueprint name {self.name!r} is not lowercase ASCII [a-z0-9_]+")
+
     @property
     def key(self) -> str:
         return f"{self.topology}:{self.name}"
 
+
+#: Seed slots (host injection points) per topology; a signal's `slot_index` indexes these.
+SLOT_IDS: dict[str, tuple[str, ...]] = {
+    "cnn": ("block2_post", "block3_post"),
+    "transformer": tuple(f"layer_{i}_post_block" for i in range(6)),
+}
 
 DEFAULT_BLUEPRINTS: tuple[BlueprintSpec, ...] = (
     BlueprintSpec(name="norm", topology="cnn", param_estimate=100, description="GroupNorm tweak"),

@@ -124,7 +124,9 @@ class LifecycleGuard:
         elif kind is CommandType.CULL:
             target = SeedStage.CULLED
         else:
-            target = command.target_stage or next_stage(current)
+            # Not `or`: UNKNOWN is 0, and an explicit target must be judged, never replaced.
+            explicit = command.target_stage
+            target = explicit if explicit is not None else next_stage(current)
         if target is None or not is_valid_transition(current, target):
             shown = target.name if target is not None else "(no successor)"
             return _refuse(

@@ -23,11 +23,13 @@ T = TypeVar("T", bound=msgspec.Struct)
 _TAG = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\.v(?P<major>[0-9]+)$")
 _PATH = re.compile(r" - at `(?P<path>\$[^`]*)`$")
 _MSGPACK_MAP_MARKERS = frozenset({0xDE, 0xDF, *range(0x80, 0x90)})
+#: Bytes that are not readable msgpack; msgspec lets bad UTF-8 and deep nesting escape as these.
+_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def parse_tag(tag: str) -> tuple[str, int]:
     """Split `"<Name>.v<major>"` into name and major; ValueError if it is not one."""
-    match = _TAG.match(tag)
+    match = _TAG.fullmatch(tag)
     if match is None:
         raise ValueError(f"not a versioned tag: {tag!r}")
     return match["name"], int(match["major"])
@@ -170,13 +172,16 @@ class MessageDecoder:
             message = decoder.decode(data)
         except msgspec.ValidationError as exc:  # a subclass of DecodeError: catch it first
             raise self._explain(data, exc) from None
-        except msgspec.DecodeError as exc:
+        except _UNREADABLE as exc:
             raise ContractError(RejectReason.MALFORMED, str(exc)) from None
         lift = self._lifts.get(type(message))
         return message if lift is None else lift(message)
 
     def _explain(self, data: bytes | memoryview, exc: msgspec.ValidationError) -> ContractError:
-        tag = _peek_tag(data)
+        try:
+            tag = _peek_tag(data)
+        except _UNREADABLE as unreadable:
+            return ContractError(RejectReason.MALFORMED, str(unreadable))
         if tag is None:
             return ContractError(RejectReason.UNKNOWN_TAG, "message carries no tag")
         if tag not in self._accepted:
@@ -208,13 +213,17 @@ def _union_decoder(classes: list[type[msgspec.Struct]]) -> msgspec.msgpack.Decod
 
 
 def _peek_tag(data: bytes | memoryview) -> str | None:
-    """The tag of a message that failed to decode, read leniently (errors only)."""
-    try:
-        if data[0] in _MSGPACK_MAP_MARKERS:
+    """The tag of a message that failed to decode, read leniently (errors only).
+
+    None when the message has no string tag; raises one of `_UNREADABLE` for bytes that are
+    not msgpack at all.
+    """
+    if data[0] in _MSGPACK_MAP_MARKERS:
+        try:
             return msgspec.msgpack.decode(data, type=_MapTag).type
-        head = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError:
-        return None
+        except msgspec.ValidationError:
+            return None
+    head = msgspec.msgpack.decode(data)
     if isinstance(head, list) and head and isinstance(head[0], str):
         return head[0]
     return None

@@ -231,7 +231,7 @@ class SeedTelemetry(msgspec.Struct, kw_only=True, tag="SeedTelemetry.v1"):
         return 10
 
     def to_features(self) -> list[float]:
-        """The 10 model features, each in a bounded range (stage now clamped at the bottom)."""
+        """The 10 model features, each in a bounded range (stage and epoch clamped)."""
         return [
             min(self.gradient_norm, 10.0) / 10.0,
             self.gradient_health,
@@ -242,7 +242,7 @@ class SeedTelemetry(msgspec.Struct, kw_only=True, tag="SeedTelemetry.v1"):
             max(-1.0, min(1.0, self.accuracy_delta / 10.0)),
             max(0.0, min((self.stage - 1) / 6.0, 1.0)),
             self.alpha,
-            self.epoch / max(self.max_epochs, 1),
+            min(self.epoch / max(self.max_epochs, 1), 1.0),  # a run may outlive its plan
         ]
 
 

@@ -7,12 +7,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from services.config import ConfigError
+
 #: Subcommand modules, each with `add_parser(subparsers)` that sets `handler` on its parser.
 _COMMANDS = (
     "services.cli.schema",
     "services.cli.proxy",
     "services.cli.events",
     "services.cli.report",
+    "services.cli.sink",
+    "services.cli.controller",
 )
 
 
@@ -29,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the chosen subcommand; its return value is the exit code."""
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as error:
+        print(f"leyline {args.command}: {error}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -1,0 +1,31 @@
+"""Run benchmarks by name: progress on stderr, one JSON line of figures per benchmark on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+#: Every benchmark: its name on the command line and the module whose `run()` measures it.
+BENCHMARKS: dict[str, str] = {
+    "codec": "bench.codec",
+    "convert": "bench.convert",
+    "sink": "bench.sink",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="the benchmark to run")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    for name in names:
+        figures = importlib.import_module(BENCHMARKS[name]).run()
+        print(json.dumps({"benchmark": name, **figures}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

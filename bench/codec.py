@@ -1,0 +1,135 @@
+"""Codec: encode and decode of every registered message, beside bare msgspec as the ceiling.
+
+Ours is `leyline.encode` / `leyline.decode`: the versioned tag, the size budget, the union
+decoder over every registered type, value constraints and cross-field checks. The ceiling
+is msgspec msgpack on a bare Struct with the same fields and defaults: no tag, no
+constraints, no enums, no budget check, decoded as its one known type.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import operator
+import types
+import typing
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+import leyline
+from bench._harness import measure, progress, ratio
+from bench._samples import messages
+from leyline import DEFAULT_BUDGETS, REGISTRY, tag_of
+
+
+def run() -> dict[str, Any]:
+    samples = {type(message): message for message in messages()}
+    figures: dict[str, Any] = {}
+    unmeasured = []
+    for tag, entry in REGISTRY.entries().items():
+        sample = samples.get(entry.cls)
+        if sample is None:
+            progress(f"{tag}: no sample in bench/_samples.py, not measured")
+            unmeasured.append(tag)
+            continue
+        figures[tag] = _measure_message(sample)
+        row = figures[tag]
+        progress(
+            f"{tag:26s} {row['bytes']:5d} B  encode {row['encode_ns']:8.0f} ns "
+            f"(ratio {row['encode_ratio']:.2f})  decode {row['decode_ns']:8.0f} ns "
+            f"(ratio {row['decode_ratio']:.2f})"
+        )
+    worst_us = max(max(r["encode_ns"], r["decode_ns"]) for r in figures.values()) / 1e3
+    budget_us = DEFAULT_BUDGETS.serialization_budget_us
+    progress(f"slowest encode or decode {worst_us:.1f} us, budget {budget_us:.0f} us")
+    return {
+        "messages": figures,
+        "worst_us": round(worst_us, 2),
+        "serialization_budget_us": budget_us,
+        "within_budget": worst_us <= budget_us,
+        "unmeasured": unmeasured,
+    }
+
+
+def _measure_message(sample: msgspec.Struct) -> dict[str, Any]:
+    encode: typing.Callable[[Any], bytes] = leyline.encode
+    data = encode(sample)
+    if leyline.decode(data) != sample:
+        raise AssertionError(f"{tag_of(type(sample))} does not round-trip")
+    bare_type = _bare_struct(type(sample), sample)
+    bare = _bare_instance(sample, bare_type)
+    bare_encoder = msgspec.msgpack.Encoder()
+    bare_decoder = msgspec.msgpack.Decoder(bare_type)
+    bare_data = bare_encoder.encode(bare)
+    if bare_decoder.decode(bare_data) != bare:
+        raise AssertionError(f"bare {type(sample).__name__} does not round-trip")
+    ours_enc, bare_enc, ours_dec, bare_dec = measure(
+        lambda: encode(sample),
+        lambda: bare_encoder.encode(bare),
+        lambda: leyline.decode(data),
+        lambda: bare_decoder.decode(bare_data),
+    )
+    return {
+        "bytes": len(data),
+        "ceiling_bytes": len(bare_data),
+        "encode_ns": round(ours_enc.best_ns, 1),
+        "encode_ops_s": round(ours_enc.per_s),
+        "ceiling_encode_ns": round(bare_enc.best_ns, 1),
+        "encode_ratio": ratio(bare_enc, ours_enc),
+        "decode_ns": round(ours_dec.best_ns, 1),
+        "decode_ops_s": round(ours_dec.per_s),
+        "ceiling_decode_ns": round(bare_dec.best_ns, 1),
+        "decode_ratio": ratio(bare_dec, ours_dec),
+    }
+
+
+def _bare_struct(cls: type[msgspec.Struct], value: msgspec.Struct | None) -> Any:
+    """`cls` without tag or constraints; unions of Structs narrowed to what `value` holds."""
+    hints = typing.get_type_hints(cls)
+    config = cls.__struct_config__
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for info in msgspec.structs.fields(cls):
+        plain = _plain(hints[info.name], getattr(value, info.name, None))
+        if info.default is not msgspec.NODEFAULT:
+            default = info.default.value if isinstance(info.default, enum.Enum) else info.default
+            fields.append((info.name, plain, default))
+        elif info.default_factory is not msgspec.NODEFAULT:
+            fields.append((info.name, plain, msgspec.field(default_factory=info.default_factory)))
+        else:
+            fields.append((info.name, plain))
+    return msgspec.defstruct(
+        f"Bare{cls.__name__}",
+        fields,
+        kw_only=True,
+        array_like=config.array_like,
+        omit_defaults=config.omit_defaults,
+        frozen=config.frozen,
+        gc=config.gc,
+    )
+
+
+def _plain(annotation: Any, value: Any) -> Any:
+    """The annotation with enums as int and nested Structs bare (constraints already gone)."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return _bare_struct(annotation, value)
+    if isinstance(annotation, type) and issubclass(annotation, int) and annotation is not bool:
+        return int
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, msgspec.Struct):
+            bare = _bare_struct(type(value), value)
+            return bare | None if type(None) in args else bare
+        return functools.reduce(operator.or_, (_plain(arg, None) for arg in args))
+    if origin is not None:
+        return origin[tuple(_plain(arg, None) for arg in args)]
+    return annotation
+
+
+def _bare_instance(sample: msgspec.Struct, bare_type: Any) -> Any:
+    data = msgspec.to_builtins(sample, builtin_types=(datetime,))
+    if isinstance(data, list):
+        data = data[1:]  # an array-like message leads with its tag
+    return msgspec.convert(data, bare_type)

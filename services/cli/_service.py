@@ -1,0 +1,75 @@
+"""What the service subcommands share: config flags, logging, and the node on the bus."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+
+from bus import Channel, SemanticGuard
+from services.config import (
+    BusConfig,
+    add_config_file_flag,
+    add_config_flags,
+    config_from_args,
+)
+from services.logging import configure_logging
+from services.node import Node
+
+ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
+
+
+def add_service_parser(
+    subparsers: Any, name: str, help_text: str, cls: type[msgspec.Struct]
+) -> argparse.ArgumentParser:
+    """A subcommand with `--config`, `--log-level`, its own settings and the bus settings."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+    add_config_file_flag(parser)
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    add_config_flags(parser, cls, name)
+    add_config_flags(parser, BusConfig, "bus")
+    return parser
+
+
+def load_service(
+    cls: type[ConfigT], section: str, args: argparse.Namespace
+) -> tuple[ConfigT, BusConfig]:
+    """The service's settings and the bus settings, logging configured and context bound."""
+    config = config_from_args(cls, section, args)
+    bus = config_from_args(BusConfig, "bus", args)
+    configure_logging(args.log_level)
+    structlog.contextvars.bind_contextvars(service=section)
+    return config, bus
+
+
+def make_node(
+    node_id: str,
+    bus: BusConfig,
+    *,
+    subscribe: Iterable[tuple[Channel, str | None]],
+    publish_bind: Sequence[str] = (),
+    publish_connect: Sequence[str] = (),
+    subscribe_bind: Sequence[str] = (),
+    subscribe_connect: Sequence[str] = (),
+    guards: Mapping[Channel, SemanticGuard] | None = None,
+) -> Node:
+    """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM."""
+    node = Node(
+        node_id,
+        subscribe=subscribe,
+        publish_bind=publish_bind,
+        publish_connect=publish_connect,
+        subscribe_bind=subscribe_bind,
+        subscribe_connect=subscribe_connect,
+        guards=guards,
+        options=bus.socket_options(),
+        heartbeat_s=bus.heartbeat_s,
+        stale_after_s=bus.stale_after_s,
+        max_signal_age_s=bus.max_signal_age_s,
+        metrics_port=bus.metrics_port,
+    )
+    node.handle_signals()
+    return node

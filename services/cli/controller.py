@@ -1,0 +1,66 @@
+"""`leyline controller`: decide seed commands from the workers' fast signals."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import structlog
+
+from bus import Channel, TransitionGuard
+from services.cli._service import add_service_parser, load_service, make_node
+from services.config import ControllerConfig
+from services.controller.heuristic import HeuristicPolicy
+from services.controller.inference import InferenceLoop
+from services.controller.layout import ActionLayout
+from services.controller.mlp import MlpPolicy
+from services.controller.policy import ControlPolicy
+from services.controller.process import Controller
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = add_service_parser(subparsers, "controller", "run the controller", ControllerConfig)
+    parser.set_defaults(handler=_run)
+
+
+def build_policy(config: ControllerConfig) -> ControlPolicy:
+    """The configured policy: the spec's heuristic, or an MLP from its checkpoint."""
+    if config.policy == "mlp":
+        if config.checkpoint is None:
+            raise SystemExit("leyline controller: --policy mlp needs --checkpoint FILE")
+        return MlpPolicy.load(config.checkpoint)
+    return HeuristicPolicy(ActionLayout(config.topology))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, bus = load_service(ControllerConfig, "controller", args)
+    node = make_node(
+        "controller",
+        bus,
+        subscribe=[(Channel.SIG, None), (Channel.ACK, None), (Channel.REP, None)],
+        publish_bind=[config.commands],
+        publish_connect=[config.sink],
+        subscribe_bind=[config.intake],
+        guards={Channel.REP: TransitionGuard()},
+    )
+    device = None if config.device == "auto" else config.device
+    loop = InferenceLoop(
+        build_policy(config),
+        max_batch=config.max_batch,
+        max_wait_s=config.max_wait_ms / 1000,
+        device=device,
+    )
+    controller = Controller(node, loop, config.topology)
+    log = structlog.get_logger("leyline.controller")
+    log.info("controller running", device=str(loop.device), policy=config.policy)
+    try:
+        controller.run()
+    finally:
+        node.close()
+    log.info(
+        "controller stopped",
+        issued=controller.issued,
+        applied=controller.applied,
+        rejected=controller.rejected,
+    )
+    return 0

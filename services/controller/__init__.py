@@ -1,0 +1,36 @@
+"""The controller's decision core: policies, legal-action masks and the inference loop."""
+
+from services.controller.batcher import PendingSignal, SignalBatcher
+from services.controller.columns import Column, ColumnBuffer, ObservationBatch, pick_device
+from services.controller.heuristic import (
+    DEFAULT_ROTATIONS,
+    DEFAULT_THRESHOLDS,
+    HeuristicPolicy,
+    HeuristicThresholds,
+)
+from services.controller.inference import Decision, InferenceLoop
+from services.controller.layout import ActionLayout
+from services.controller.masks import ActionMasker
+from services.controller.mlp import MlpPolicy
+from services.controller.policy import ControlPolicy, DecisionReason, PolicyOutput
+
+__all__ = [
+    "DEFAULT_ROTATIONS",
+    "DEFAULT_THRESHOLDS",
+    "ActionLayout",
+    "ActionMasker",
+    "Column",
+    "ColumnBuffer",
+    "ControlPolicy",
+    "Decision",
+    "DecisionReason",
+    "HeuristicPolicy",
+    "HeuristicThresholds",
+    "InferenceLoop",
+    "MlpPolicy",
+    "ObservationBatch",
+    "PendingSignal",
+    "PolicyOutput",
+    "SignalBatcher",
+    "pick_device",
+]

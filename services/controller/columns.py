@@ -1,0 +1,116 @@
+"""The raw decision columns of a batch, beside the normalised features a learned policy reads.
+
+Rules and masks compare against thresholds (epoch < 5, improvement < -2.0 pp, stage ==
+PROBATIONARY). Deciding on normalised float32 features would move those comparisons by a
+rounding step, so the few raw values the rules need travel as float64 (exact for every
+integer count and every Python float) in one small preallocated buffer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from leyline import FastTrainingSignals
+from leyline.tensors import default_device
+
+
+class Column(enum.IntEnum):
+    """Index of each raw value in the decision columns."""
+
+    ROW = 0
+    EPOCH = 1
+    PLATEAU_EPOCHS = 2
+    VAL_ACCURACY = 3
+    HAS_ACTIVE_SEED = 4
+    SEED_STAGE = 5
+    SEED_EPOCHS_IN_STAGE = 6
+    SEED_IMPROVEMENT = 7
+    AVAILABLE_SLOTS = 8
+
+
+COLUMN_COUNT = len(Column)
+
+
+class ObservationBatch(NamedTuple):
+    """What a policy sees for one batch: normalised features and the raw decision columns.
+
+    `columns[:, Column.ROW]` is each observation's memory row, one per (worker, slot).
+    """
+
+    features: torch.Tensor
+    columns: torch.Tensor
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self.columns[:, Column.ROW].long()
+
+    def column(self, column: Column) -> torch.Tensor:
+        return self.columns[:, column]
+
+
+def pick_device(device: torch.device | str | None = None) -> torch.device:
+    """`device` when given, else CUDA when present, else the CPU."""
+    return default_device() if device is None else torch.device(device)
+
+
+def column_values(signal: FastTrainingSignals, row: int) -> tuple[float, ...]:
+    """The raw decision columns of one signal, in `Column` order."""
+    return (
+        row,
+        signal.epoch,
+        signal.plateau_epochs,
+        signal.val_accuracy,
+        signal.has_active_seed,
+        int(signal.seed_stage),
+        signal.seed_epochs_in_stage,
+        signal.seed_improvement,
+        signal.available_slots,
+    )
+
+
+class ColumnBuffer:
+    """Writes the decision columns of a batch into one preallocated buffer and ships it.
+
+    The staging buffer is pinned when the target is CUDA, so the copy is asynchronous and
+    there is exactly one host-to-device transfer per batch; on the CPU the buffer is used
+    in place. The returned tensor is a view of the owned buffer, valid until the next `fill`.
+    """
+
+    def __init__(self, max_batch: int, device: torch.device | str | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.device = pick_device(device)
+        pinned = self.device.type == "cuda"
+        self._host = torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, pin_memory=pinned)
+        self._host_view = self._host.numpy()
+        self._device_buffer = (
+            torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, device=self.device)
+            if pinned
+            else self._host
+        )
+        # The end of the last copy: refilling the host buffer waits for it (see BatchConverter).
+        self._copied = torch.Event(self.device) if pinned else None
+
+    def fill(self, signals: Sequence[FastTrainingSignals], rows: Sequence[int]) -> torch.Tensor:
+        """The [B, COLUMN_COUNT] float64 columns of `signals` on the device (a view, reused)."""
+        count = len(signals)
+        if count > self.max_batch:
+            raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")
+        if self._copied is not None:
+            self._copied.synchronize()
+        if count:
+            self._host_view[:count] = [
+                column_values(signal, row) for signal, row in zip(signals, rows, strict=True)
+            ]
+        if self._device_buffer is self._host:
+            return self._host[:count]
+        target = self._device_buffer[:count]
+        target.copy_(self._host[:count], non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+        return target

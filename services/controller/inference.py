@@ -1,0 +1,141 @@
+"""The inference loop: pending signals to decisions and commands, a micro-batch at a time.
+
+Synchronous and thread-free, for a controller's event loop: `submit` each signal as it
+arrives, call `step(now)` whenever the loop wakes (at the latest at `deadline()`), and send
+the commands of the decisions it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from leyline import AdaptationCommand, BatchConverter, FastTrainingSignals, action_to_command
+from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
+from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
+from services.controller.masks import ActionMasker
+from services.controller.policy import ControlPolicy, DecisionReason
+
+
+class Decision(NamedTuple):
+    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command."""
+
+    worker_id: str
+    slot_id: str
+    epoch: int
+    action: enum.IntEnum
+    confidence: float
+    reason: DecisionReason
+    command: AdaptationCommand | None
+
+
+class InferenceLoop:
+    """Micro-batches the freshest signals and runs `policy` on `device` under inference mode.
+
+    Per batch: the features are converted once by a `BatchConverter` and the raw decision
+    columns by a `ColumnBuffer` (each one preallocated buffer, pinned on CUDA, one transfer),
+    legal-action masks are computed on the device, the policy decides, illegal choices fall
+    back to WAIT, and the results come back to the host in one transfer.
+    """
+
+    def __init__(
+        self,
+        policy: ControlPolicy,
+        *,
+        max_batch: int = 64,
+        max_wait_s: float = 0.002,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.policy = policy.to(self.device).eval()
+        self.layout = policy.layout
+        self.batcher = SignalBatcher(max_batch, max_wait_s)
+        self._converter = BatchConverter(max_batch, self.device, policy.bounds)
+        self._columns = ColumnBuffer(max_batch, self.device)
+        self._masker = ActionMasker(self.layout, self.device)
+        self._rows: dict[SlotKey, int] = {}
+
+    @property
+    def max_batch(self) -> int:
+        return self.batcher.max_batch
+
+    def submit(
+        self,
+        worker_id: str,
+        slot_id: str,
+        signal: FastTrainingSignals,
+        now: float | None = None,
+    ) -> bool:
+        """Queue the signal of one slot (freshest wins); False when it was stale."""
+        return self.batcher.submit(worker_id, slot_id, signal, now)
+
+    def deadline(self) -> float | None:
+        """The latest time `step` should run to honour the maximum wait; None when idle."""
+        return self.batcher.deadline()
+
+    def step(self, now: float | None = None) -> list[Decision]:
+        """Decide every batch that is ready at `now` (full, or waited long enough)."""
+        now = time.monotonic() if now is None else now
+        decisions: list[Decision] = []
+        while batch := self.batcher.take(now):
+            decisions.extend(self.decide(batch))
+        return decisions
+
+    def flush(self) -> list[Decision]:
+        """Decide everything pending now, ready or not (shutdown, tests)."""
+        decisions: list[Decision] = []
+        while batch := self.batcher.take(force=True):
+            decisions.extend(self.decide(batch))
+        return decisions
+
+    def forget(self, worker_id: str) -> None:
+        """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
+        self.batcher.forget(worker_id)
+        rows = [row for (worker, _), row in self._rows.items() if worker == worker_id]
+        if rows:
+            self.policy.forget(torch.tensor(rows, device=self.device))
+
+    def decide(self, batch: Sequence[PendingSignal]) -> list[Decision]:
+        """Run the policy on one batch (at most `max_batch`) and turn its actions into commands."""
+        if not batch:
+            return []
+        signals = [item.signal for item in batch]
+        rows = [self._row(item.worker_id, item.slot_id) for item in batch]
+        self.policy.reserve(len(self._rows))
+        with torch.inference_mode():
+            features = self._converter.convert(signals)
+            columns = self._columns.fill(signals, rows)
+            masks = self._masker(columns)
+            actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
+            legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
+            actions = torch.where(legal, actions, self.layout.wait)
+            reasons = torch.where(legal, reasons, DecisionReason.ILLEGAL_PROPOSAL)
+            results = torch.stack(
+                (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
+            ).tolist()
+        return [
+            self._decision(item, int(action), conf, DecisionReason(int(reason)))
+            for item, action, conf, reason in zip(batch, *results, strict=True)
+        ]
+
+    def _row(self, worker_id: str, slot_id: str) -> int:
+        key = (worker_id, slot_id)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self._rows)
+        return row
+
+    def _decision(
+        self, item: PendingSignal, index: int, confidence: float, reason: DecisionReason
+    ) -> Decision:
+        action = self.layout.action(index)
+        command = action_to_command(
+            action, seed_id=None, slot_id=item.slot_id, reason=reason.text, confidence=confidence
+        )
+        return Decision(
+            item.worker_id, item.slot_id, item.signal.epoch, action, confidence, reason, command
+        )

@@ -1,0 +1,167 @@
+"""What every service process shares: its bus endpoints, telemetry of its own, and its loop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from bus import (
+    DEFAULT_SOCKET_OPTIONS,
+    Channel,
+    MetricsServer,
+    Publisher,
+    Rejection,
+    SemanticGuard,
+    SocketOptions,
+    Subscriber,
+)
+from leyline import Message, Severity, TelemetryEvent, TelemetryEventType
+from leyline.telemetry import ContractViolation, PeerLiveness
+
+_log = structlog.get_logger("leyline.node")
+
+
+class TokenBucket:
+    """Allows `rate` events per second with bursts of `rate`; counts what it refuses."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = rate
+        self._last = time.monotonic()
+        self.refused = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class Node:
+    """One process on the bus: a publisher, a subscriber, and the loop that services both.
+
+    Rejections and peers going silent become telemetry events of this node (rate-limited, so
+    a hostile flood cannot turn into a telemetry flood), so the sink records them.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        subscribe: Iterable[tuple[Channel, str | None]],
+        publish_bind: Sequence[str] = (),
+        publish_connect: Sequence[str] = (),
+        subscribe_bind: Sequence[str] = (),
+        subscribe_connect: Sequence[str] = (),
+        guards: Mapping[Channel, SemanticGuard] | None = None,
+        options: SocketOptions | None = None,
+        heartbeat_s: float = 1.0,
+        stale_after_s: float = 5.0,
+        max_signal_age_s: float | None = None,
+        metrics_port: int | None = None,
+        violation_rate: float = 20.0,
+    ) -> None:
+        options = options or DEFAULT_SOCKET_OPTIONS
+        self.node_id = node_id
+        self.publisher = Publisher(
+            publish_bind[0] if publish_bind else publish_connect[0],
+            node_id,
+            bind=bool(publish_bind),
+            heartbeat_interval_s=heartbeat_s,
+            options=options,
+        )
+        for address in publish_bind[1:]:
+            self.publisher.attach(address, bind=True)
+        for address in publish_connect[0 if publish_bind else 1 :]:
+            self.publisher.attach(address, bind=False)
+        self.subscriber = Subscriber(
+            [],
+            subscribe,
+            guards=guards,
+            max_signal_age_s=max_signal_age_s,
+            stale_after_s=stale_after_s,
+            options=options,
+        )
+        for address in subscribe_bind:
+            self.subscriber.attach(address, bind=True)
+        for address in subscribe_connect:
+            self.subscriber.attach(address, bind=False)
+        self.subscriber.on_rejection(self._report_rejection)
+        self.subscriber.on_liveness(self._report_liveness)
+        self._violations = TokenBucket(violation_rate)
+        self._metrics = None
+        if metrics_port is not None:
+            sources = [self.subscriber.metrics.samples, self.publisher.metrics.samples]
+            self._metrics = MetricsServer(sources, {"node": node_id}, metrics_port)
+        self.stopping = False
+
+    def publish(self, channel: Channel, message: Message, scope: str | None = None) -> int | None:
+        """Publish on `channel`, scoped to this node unless told otherwise."""
+        return self.publisher.publish(channel, scope or self.node_id, message)
+
+    def emit(self, event: TelemetryEvent) -> None:
+        self.publish(Channel.TEL, event)
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def handle_signals(self) -> None:
+        """SIGINT and SIGTERM end the loop cleanly instead of killing the process."""
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self.stop)
+
+    def pump(self, timeout_ms: int = 0) -> int:
+        """One turn of the bus: deliver what arrived, answer subscriptions, heartbeat."""
+        delivered = self.subscriber.poll(timeout_ms)
+        self.publisher.service()
+        return delivered
+
+    def run(self, tick: Callable[[], None] | None = None, timeout_ms: int = 50) -> None:
+        """Pump the bus and call `tick` until stopped."""
+        while not self.stopping:
+            self.pump(timeout_ms)
+            if tick is not None:
+                tick()
+
+    def close(self) -> None:
+        self.publisher.service()
+        self.publisher.close()
+        self.subscriber.close()
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def _report_rejection(self, rejection: Rejection) -> None:
+        if not self._violations.take():
+            return
+        payload = ContractViolation(
+            reason=rejection.reason.name.lower(),
+            sender=rejection.sender[:128],
+            topic=rejection.topic[:128],
+            detail=rejection.detail[:1024],
+        )
+        self.emit(
+            TelemetryEvent(
+                event_type=TelemetryEventType.CONTRACT_VIOLATION,
+                payload=payload,
+                severity=Severity.WARNING,
+                message=f"rejected {rejection.reason.name.lower()} from {rejection.sender}"[:1024],
+            )
+        )
+
+    def _report_liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
+        kind = TelemetryEventType.PEER_STALE if stale else TelemetryEventType.PEER_RECOVERED
+        _log.warning("peer silent" if stale else "peer back", peer=sender, silent_ms=silent_ms)
+        self.emit(
+            TelemetryEvent(
+                event_type=kind,
+                payload=PeerLiveness(peer=sender, channel="*", silent_for_ms=silent_ms),
+                severity=Severity.WARNING if stale else Severity.INFO,
+            )
+        )

@@ -1,0 +1,181 @@
+"""The sink's SQLite schema, versioned with `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Bumped whenever the tables change; a store refuses a file written by a newer schema.
+SCHEMA_VERSION = 1
+
+# Every table keeps the full message as JSON for fidelity, beside typed columns to query on.
+# The bus numbers messages per (sender, topic) and starts again at 1 when a sender restarts
+# with a new incarnation, so (sender, topic, incarnation, sequence) names one message: it is
+# the idempotency key. A narrower key would drop a restarted worker's messages as repeats.
+_TABLES = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    seed_id TEXT,
+    slot_id TEXT,
+    epoch INTEGER,
+    severity TEXT NOT NULL,
+    illegal TEXT,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+CREATE INDEX events_by_time ON events (sent_ns);
+CREATE INDEX events_by_seed ON events (seed_id, sent_ns);
+CREATE INDEX events_by_type ON events (event_type, sent_ns);
+
+CREATE TABLE commands (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    command_type TEXT NOT NULL,
+    issued_ns INTEGER NOT NULL,
+    seed_id TEXT,
+    slot_id TEXT,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+CREATE INDEX commands_by_worker ON commands (worker);
+CREATE INDEX commands_by_id ON commands (command_id);
+
+CREATE TABLE acks (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    command_type TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    stage_after TEXT,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+CREATE INDEX acks_by_worker ON acks (worker, outcome);
+CREATE INDEX acks_by_command ON acks (command_id);
+
+CREATE TABLE field_reports (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    report_id TEXT NOT NULL,
+    seed_id TEXT NOT NULL,
+    slot_id TEXT NOT NULL,
+    blueprint_id TEXT NOT NULL,
+    final_stage TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+
+CREATE TABLE seed_reports (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    seed_id TEXT NOT NULL,
+    slot_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+
+CREATE TABLE losses (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    first_missing_sequence INTEGER NOT NULL,
+    last_missing_sequence INTEGER NOT NULL,
+    recorded_at_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    UNIQUE (sender, channel, topic, incarnation, first_missing_sequence),
+    CHECK (last_missing_sequence >= first_missing_sequence)
+);
+
+CREATE TABLE stage_history (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    slot_id TEXT NOT NULL,
+    seed_id TEXT,
+    from_stage TEXT NOT NULL,
+    to_stage TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    illegal TEXT
+);
+CREATE INDEX stage_history_by_slot ON stage_history (sender, slot_id);
+"""
+
+#: The tables that hold bus messages, each keyed by (sender, topic, incarnation, sequence).
+MESSAGE_TABLES = ("events", "commands", "acks", "field_reports", "seed_reports")
+
+
+class StoreError(Exception):
+    """The database cannot be used: missing, not SQLite, or written by a newer schema."""
+
+
+def configure(connection: sqlite3.Connection) -> None:
+    """WAL so readers never block the writer; NORMAL sync, durable at every WAL checkpoint."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def migrate(connection: sqlite3.Connection, *, create: bool) -> None:
+    """Bring an empty file to the current schema; refuse unknown or newer ones."""
+    if _version(connection) == SCHEMA_VERSION:
+        return
+    # IMMEDIATE takes the write lock first, so two sinks opening one new file cannot both create.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(connection)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"schema version {version} is newer than this sink's {SCHEMA_VERSION}; "
+                "upgrade leyline"
+            )
+        if version < SCHEMA_VERSION and not create:
+            raise StoreError(f"not a leyline sink database (schema version {version})")
+        if version == 0:
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _version(connection: sqlite3.Connection) -> int:
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    return version

@@ -1,0 +1,145 @@
+"""`leyline up`: the sink, the controller and N workers as processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from services.progress import WorkerProgress, read_progress
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class StackPlan(msgspec.Struct, frozen=True):
+    """Every process of a local stack: its name and its LEYLINE_* environment."""
+
+    data_dir: str
+    services: tuple[tuple[str, str, dict[str, str]], ...]
+
+    @property
+    def sink_db(self) -> Path:
+        return Path(self.data_dir) / "sink.db"
+
+
+def plan_stack(workers: int, epochs: int, data_dir: str, seed: int = 0) -> StackPlan:
+    """Assign free ports and build each service's environment."""
+    commands, controller_intake, sink_intake = (
+        f"tcp://127.0.0.1:{port}" for port in free_ports(3)
+    )
+    data = Path(data_dir)
+    services: list[tuple[str, str, dict[str, str]]] = [
+        (
+            "sink",
+            "sink",
+            {"LEYLINE_SINK_INTAKE": sink_intake, "LEYLINE_SINK_DB": str(data / "sink.db")},
+        ),
+        (
+            "controller",
+            "controller",
+            {
+                "LEYLINE_CONTROLLER_COMMANDS": commands,
+                "LEYLINE_CONTROLLER_INTAKE": controller_intake,
+                "LEYLINE_CONTROLLER_SINK": sink_intake,
+                "LEYLINE_CONTROLLER_JOURNAL": str(data / "controller-journal.db"),
+            },
+        ),
+    ]
+    for index in range(1, workers + 1):
+        services.append(
+            (
+                f"w{index}",
+                "worker",
+                {
+                    "LEYLINE_WORKER_ID": f"w{index}",
+                    "LEYLINE_WORKER_COMMANDS": commands,
+                    "LEYLINE_WORKER_INTAKE": json.dumps([controller_intake, sink_intake]),
+                    "LEYLINE_WORKER_EPOCHS": str(epochs),
+                    "LEYLINE_WORKER_DATA_DIR": str(data),
+                    "LEYLINE_WORKER_SEED": str(seed + index),
+                },
+            )
+        )
+    return StackPlan(str(data), tuple(services))
+
+
+class Stack:
+    """Starts the planned processes, watches them, and stops them cleanly."""
+
+    def __init__(self, plan: StackPlan) -> None:
+        self.plan = plan
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self) -> None:
+        logs = Path(self.plan.data_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, command, env in self.plan.services:
+            log = (logs / f"{name}.log").open("wb")
+            self._logs.append(log)
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", command],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def workers(self) -> dict[str, subprocess.Popen[bytes]]:
+        return {n: p for n, p in self.processes.items() if n not in ("sink", "controller")}
+
+    def failed_early(self) -> list[str]:
+        """Services that exited before the workers finished (the sink or the controller)."""
+        return [
+            name
+            for name in ("sink", "controller")
+            if name in self.processes and self.processes[name].poll() is not None
+        ]
+
+    def wait_workers(
+        self, on_progress: Callable[[list[WorkerProgress]], None], interval_s: float = 0.5
+    ) -> bool:
+        """Until every worker exits; True when all exited 0 and no service died early."""
+        while any(p.poll() is None for p in self.workers().values()):
+            if self.failed_early():
+                return False
+            on_progress(read_progress(self.plan.sink_db))
+            time.sleep(interval_s)
+        on_progress(read_progress(self.plan.sink_db))
+        return all(p.returncode == 0 for p in self.workers().values())
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM workers, then the controller, then the sink (so it stores the last words)."""
+        order = [*self.workers(), "controller", "sink"]
+        for name in order:
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._logs:
+            log.close()

@@ -1,0 +1,89 @@
+"""Peers that fall silent are marked stale and recovered; old fast signals are refused."""
+
+from __future__ import annotations
+
+import time
+
+from bus_loops import pump_until
+from bus_samples import channel_samples, fast_signals, frames, header
+
+from bus import Channel, Envelope, Pipeline, Rejection
+from bus.testing import InProcessBus, capture_rejections
+from leyline import RejectReason, encode
+
+SECOND = 1_000_000_000
+
+
+def test_silent_publisher_goes_stale_then_recovers(inproc: InProcessBus) -> None:
+    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02)
+    subscriber = inproc.subscriber([(Channel.SIG, None)], stale_after_s=0.3)
+    inproc.connect(publisher, subscriber)
+    events: list[tuple[str, bool, float]] = []
+    subscriber.on_liveness(lambda peer, stale, silent_ms: events.append((peer, stale, silent_ms)))
+    beats = subscriber.metrics.heartbeats
+    assert pump_until(
+        lambda: subscriber.metrics.heartbeats > beats + 3, subscriber, publishers=(publisher,)
+    )
+    assert events == []
+    # The publisher's loop stops servicing: no heartbeats, no messages.
+    assert pump_until(lambda: len(events) == 1, subscriber)
+    peer, stale, silent_ms = events[0]
+    assert (peer, stale) == ("w1", True) and silent_ms > 300
+    assert subscriber.stale_peers() == {"w1"}
+    assert subscriber.metrics.stale_peers == 1
+    # It comes back.
+    assert pump_until(lambda: len(events) == 2, subscriber, publishers=(publisher,))
+    assert events[1][:2] == ("w1", False)
+    assert subscriber.stale_peers() == set()
+    assert subscriber.metrics.stale_peers == 0
+
+
+def test_liveness_is_judged_on_the_clock_given() -> None:
+    with InProcessBus() as bus:
+        publisher = bus.publisher("w1")
+        subscriber = bus.subscriber([(Channel.SIG, None)], stale_after_s=5.0)
+        bus.connect(publisher, subscriber)
+        events: list[tuple[str, bool, float]] = []
+        subscriber.on_liveness(lambda *event: events.append(event))
+        now = time.monotonic_ns()
+        subscriber.check_liveness(now + 4 * SECOND)
+        assert events == []
+        subscriber.check_liveness(now + 6 * SECOND)
+        assert [e[:2] for e in events] == [("w1", True)]
+
+
+def test_signal_older_than_max_age_is_stale() -> None:
+    now = 1_000 * SECOND
+    pipeline = Pipeline([Channel.SIG], max_signal_age_ns=SECOND // 2, clock=lambda: now)
+    payload = encode(fast_signals())
+    fresh = [b"sig.w1.", header(sequence=1, sent_ns=now - SECOND // 4), payload]
+    old = [b"sig.w1.", header(sequence=2, sent_ns=now - SECOND), payload]
+    assert isinstance(pipeline.process(fresh), Envelope)
+    outcome = pipeline.process(old)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is RejectReason.STALE
+    assert outcome.path == "$.header.sent_ns"
+    assert "1000 ms old" in outcome.detail
+    assert pipeline.metrics.rejected[RejectReason.STALE] == 1
+
+
+def test_max_age_applies_to_fast_signals_only() -> None:
+    pipeline = Pipeline([Channel.SIG, Channel.TEL], max_signal_age_ns=SECOND, clock=lambda: 0)
+    event = channel_samples()[Channel.TEL][1]
+    old_event = [b"tel.w1.", header(sent_ns=0), encode(event)]
+    assert isinstance(pipeline.process(old_event), Envelope)
+    assert isinstance(pipeline.process(frames(Channel.SIG, "w1", fast_signals())), Envelope)
+
+
+def test_subscriber_refuses_signals_from_a_lagging_publisher(inproc: InProcessBus) -> None:
+    lagging = inproc.publisher("w1", clock=lambda: time.time_ns() - 10 * SECOND)
+    subscriber = inproc.subscriber([(Channel.SIG, None)], max_signal_age_s=1.0)
+    inproc.connect(lagging, subscriber)
+    delivered: list[Envelope] = []
+    subscriber.on(Channel.SIG, delivered.append)
+    with capture_rejections(subscriber) as rejected:
+        lagging.publish(Channel.SIG, "w1", fast_signals())
+        assert pump_until(lambda: len(rejected) == 1, subscriber)
+    assert rejected[0].reason is RejectReason.STALE
+    assert rejected[0].message == fast_signals()
+    assert delivered == []

@@ -1,0 +1,102 @@
+"""Many to many through the XSUB/XPUB proxy: in this process, and as `leyline proxy`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from bus_loops import ANY_PORT, handshake, pump_until
+from bus_samples import fast_signals
+
+from bus import Channel, Envelope, Proxy, Publisher, Subscriber
+
+PER_PUBLISHER = 200
+
+
+def _many_to_many(frontend: str, backend: str) -> tuple[list[Publisher], list[Subscriber]]:
+    publishers = [Publisher(frontend, f"w{n}", bind=False) for n in (1, 2)]
+    subscribers = [Subscriber(backend, [(Channel.SIG, None)]) for _ in range(2)]
+    for subscriber in subscribers:
+        handshake(subscriber, *publishers)
+    return publishers, subscribers
+
+
+def _publish_and_receive_all(publishers: list[Publisher], subscribers: list[Subscriber]) -> None:
+    received: list[list[Envelope]] = [[] for _ in subscribers]
+    for subscriber, sink in zip(subscribers, received, strict=True):
+        subscriber.on(Channel.SIG, sink.append)
+    for epoch in range(PER_PUBLISHER):
+        for publisher in publishers:
+            publisher.publish(Channel.SIG, publisher.sender_id, fast_signals(epoch % 30))
+    total = PER_PUBLISHER * len(publishers)
+    assert pump_until(lambda: all(len(r) == total for r in received), *subscribers)
+    for subscriber, sink in zip(subscribers, received, strict=True):
+        for publisher in publishers:
+            sequences = [e.header.sequence for e in sink if e.header.sender == publisher.sender_id]
+            assert sequences == list(range(1, PER_PUBLISHER + 1))
+        assert subscriber.metrics.rejected_total == 0
+        assert subscriber.metrics.gaps == 0
+
+
+@pytest.fixture
+def running_proxy() -> Iterator[Proxy]:
+    proxy = Proxy(ANY_PORT, ANY_PORT)
+    stop = threading.Event()
+    thread = threading.Thread(target=proxy.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    yield proxy
+    stop.set()
+    thread.join(timeout=5)
+    proxy.close()
+
+
+def test_two_publishers_reach_two_subscribers_through_the_proxy(running_proxy: Proxy) -> None:
+    publishers, subscribers = _many_to_many(running_proxy.frontend, running_proxy.backend)
+    try:
+        _publish_and_receive_all(publishers, subscribers)
+    finally:
+        for endpoint in [*publishers, *subscribers]:
+            endpoint.close()
+    metrics = running_proxy.metrics
+    # Every data message went through once, plus Ready and heartbeat control messages.
+    assert metrics.messages >= PER_PUBLISHER * len(publishers)
+    assert metrics.bytes > metrics.messages * 3
+    assert metrics.subscriptions >= 2 * 2  # two prefixes per subscriber (data, control)
+    assert metrics.dropped == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_leyline_proxy_command_forwards_between_processes() -> None:
+    frontend, backend = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+    command = [sys.executable, "-m", "services.cli", "proxy", "--frontend", frontend]
+    process = subprocess.Popen(
+        [*command, "--backend", backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        publishers, subscribers = _many_to_many(frontend, backend)
+        try:
+            _publish_and_receive_all(publishers, subscribers)
+        finally:
+            for endpoint in [*publishers, *subscribers]:
+                endpoint.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, output
+    assert b"proxy stopped" in output

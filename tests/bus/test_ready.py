@@ -1,0 +1,71 @@
+"""The ready handshake: once it returns, nothing published afterwards is lost to a late joiner."""
+
+from __future__ import annotations
+
+from bus_loops import ANY_PORT, handshake, pump_until
+from bus_samples import fast_signals
+
+from bus import Channel, Envelope, Publisher, Subscriber
+from bus.testing import InProcessBus
+
+AFTER_READY = 20
+
+
+def _late_joiner_gets_everything(publisher: Publisher, subscriber: Subscriber) -> None:
+    received: list[Envelope] = []
+    subscriber.on(Channel.SIG, received.append)
+    handshake(subscriber, publisher)
+    first = publisher.publish(Channel.SIG, "w1", fast_signals())
+    for _ in range(AFTER_READY - 1):
+        publisher.publish(Channel.SIG, "w1", fast_signals())
+    assert pump_until(lambda: len(received) == AFTER_READY, subscriber, timeout_s=5.0)
+    assert [e.header.sequence for e in received] == list(range(first, first + AFTER_READY))
+
+
+def test_late_inproc_subscriber_receives_all_after_connect(inproc: InProcessBus) -> None:
+    publisher = inproc.publisher("w1")
+    for _ in range(200):
+        publisher.publish(Channel.SIG, "w1", fast_signals())  # before anyone listens
+        subscriber = inproc.subscriber([(Channel.SIG, "w1")])
+        received: list[Envelope] = []
+        subscriber.on(Channel.SIG, received.append)
+        inproc.connect(publisher, subscriber)
+        first = publisher.publish(Channel.SIG, "w1", fast_signals())
+        assert first is not None
+        assert pump_until(lambda: len(received) == 1, subscriber, timeout_s=5.0)
+        assert received[0].header.sequence == first
+        subscriber.close()
+
+
+def test_late_tcp_subscriber_receives_all_after_ready() -> None:
+    publisher = Publisher(ANY_PORT, "w1")
+    try:
+        for _ in range(30):
+            publisher.publish(Channel.SIG, "w1", fast_signals())
+            subscriber = Subscriber(publisher.address, [(Channel.SIG, "w1")])
+            try:
+                _late_joiner_gets_everything(publisher, subscriber)
+            finally:
+                subscriber.close()
+    finally:
+        publisher.close()
+
+
+def test_ready_needs_every_named_publisher(inproc: InProcessBus) -> None:
+    first, second = inproc.publisher("w1"), inproc.publisher("w2")
+    subscriber = inproc.subscriber([(Channel.SIG, None)], publishers=[first, second])
+    assert not subscriber.wait_ready(0.05, publishers=["w1", "w2"])
+    first.service()
+    assert pump_until(lambda: subscriber.wait_ready(0.01, publishers=["w1"]), subscriber)
+    assert not subscriber.wait_ready(0.05, publishers=["w1", "w2"])
+    second.service()
+    assert pump_until(lambda: subscriber.wait_ready(0.01, publishers=["w1", "w2"]), subscriber)
+
+
+def test_publisher_waits_for_its_subscribers(inproc: InProcessBus) -> None:
+    publisher = inproc.publisher("controller")
+    assert not publisher.wait_for_subscribers(b"cmd.w1.", timeout_s=0.05)
+    inproc.subscriber([(Channel.CMD, "w1")], publishers=[publisher])
+    inproc.subscriber([(Channel.CMD, None)], publishers=[publisher])
+    assert publisher.wait_for_subscribers(b"cmd.w1.", count=2)
+    assert not publisher.wait_for_subscribers(b"cmd.w1.", count=3, timeout_s=0.05)

@@ -1,0 +1,34 @@
+"""Fixtures for the worker tests: the digits split once per session, fresh models and slots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from leyline import LifecycleGuard
+from services.worker import DigitsSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
+from services.worker.config import LifecycleConfig
+
+
+@pytest.fixture(scope="session")
+def digits() -> DigitsSplit:
+    return load_digits_split(seed=0)
+
+
+@pytest.fixture
+def model() -> WorkerModel:
+    return WorkerModel("w1")
+
+
+@pytest.fixture
+def make_trainer(digits: DigitsSplit) -> Callable[[], Trainer]:
+    return lambda: Trainer(WorkerModel("w1"), digits)
+
+
+@pytest.fixture
+def slot() -> SeedSlot:
+    """A free-standing slot on 4 channels with the default lifecycle."""
+    torch.manual_seed(0)
+    return SeedSlot("w1", "block2_post", 4, LifecycleGuard(), LifecycleConfig())
