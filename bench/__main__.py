@@ -12,6 +12,7 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "codec": "bench.codec",
     "convert": "bench.convert",
+    "inference": "bench.inference",
     "sink": "bench.sink",
 }
 

@@ -14,7 +14,13 @@ from typing import NamedTuple
 
 import torch
 
-from leyline import AdaptationCommand, BatchConverter, FastTrainingSignals, action_to_command
+from leyline import (
+    AdaptationCommand,
+    BatchConverter,
+    FastTrainingSignals,
+    FeatureBounds,
+    action_to_command,
+)
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.masks import ActionMasker
@@ -62,6 +68,11 @@ class InferenceLoop:
     @property
     def max_batch(self) -> int:
         return self.batcher.max_batch
+
+    @property
+    def bounds(self) -> FeatureBounds:
+        """The bounds the features are normalised with: the policy's own."""
+        return self._converter.bounds
 
     def submit(
         self,

@@ -127,4 +127,3 @@ class Controller:
             )
         else:
             self.applied += 1
-

@@ -34,7 +34,7 @@ _S = SeedStage
 #: Stages a gate guards; failure stages and DORMANT are entered without one.
 _GATED = frozenset({_S.GERMINATED, _S.TRAINING, _S.BLENDING, _S.SHADOWING, _S.PROBATIONARY,
                     _S.FOSSILIZED})  # fmt: skip
-#: Stages in which the seed's input is cut from the host graph (everything before permanence).
+#: Stages that blend the seed in while its input stays cut from the host graph.
 _ON_TRIAL = frozenset({_S.BLENDING, _S.SHADOWING, _S.PROBATIONARY})
 
 
@@ -132,9 +132,11 @@ class SeedSlot(nn.Module):
         if seed is None:
             return x
         if stage is _S.TRAINING:
+            if not torch.is_grad_enabled():
+                return x  # the isolated value is the host's: no need to run the seed
             out = seed(x.detach())
-            leaks = self.training and out.requires_grad
-            if leaks and reaches_parameter(out, self.host_parameter_ids):
+            learning = self.training and out.requires_grad
+            if learning and reaches_parameter(out, self.host_parameter_ids):
                 self.metrics.isolation_violations += 1
             return isolated(x, out)
         if stage in _ON_TRIAL:

@@ -1,4 +1,4 @@
-"""Property: whatever frames arrive, the pipeline answers an Envelope or a Rejection, never raises."""
+"""Property: whatever frames arrive, the pipeline returns an Envelope or a Rejection."""
 
 from __future__ import annotations
 

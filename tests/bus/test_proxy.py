@@ -44,6 +44,13 @@ def _publish_and_receive_all(publishers: list[Publisher], subscribers: list[Subs
         assert subscriber.metrics.gaps == 0
 
 
+def _close(publishers: list[Publisher], subscribers: list[Subscriber]) -> None:
+    for publisher in publishers:
+        publisher.close()
+    for subscriber in subscribers:
+        subscriber.close()
+
+
 @pytest.fixture
 def running_proxy() -> Iterator[Proxy]:
     proxy = Proxy(ANY_PORT, ANY_PORT)
@@ -61,8 +68,7 @@ def test_two_publishers_reach_two_subscribers_through_the_proxy(running_proxy: P
     try:
         _publish_and_receive_all(publishers, subscribers)
     finally:
-        for endpoint in [*publishers, *subscribers]:
-            endpoint.close()
+        _close(publishers, subscribers)
     metrics = running_proxy.metrics
     # Every data message went through once, plus Ready and heartbeat control messages.
     assert metrics.messages >= PER_PUBLISHER * len(publishers)
@@ -93,8 +99,7 @@ def test_leyline_proxy_command_forwards_between_processes() -> None:
         try:
             _publish_and_receive_all(publishers, subscribers)
         finally:
-            for endpoint in [*publishers, *subscribers]:
-                endpoint.close()
+            _close(publishers, subscribers)
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=10)

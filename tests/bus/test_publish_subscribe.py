@@ -56,9 +56,7 @@ def test_sequences_count_per_topic(inproc: InProcessBus) -> None:
     for channel in (Channel.CMD, Channel.SIG):
         subscriber.on(channel, lambda e: seen.append((e.topic, e.header.sequence)))
     order = [(Channel.SIG, "w1"), (Channel.SIG, "w2"), (Channel.SIG, "w1"), (Channel.CMD, "w1")]
-    returned = [
-        publisher.publish(c, s, channel_samples()[c][0]) for c, s in order + order
-    ]
+    returned = [publisher.publish(c, s, channel_samples()[c][0]) for c, s in order + order]
     assert returned == [1, 1, 2, 1, 3, 2, 4, 2]
     assert pump_until(lambda: len(seen) == len(returned), subscriber)
     for name in (b"sig.w1.", b"sig.w2.", b"cmd.w1."):

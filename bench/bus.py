@@ -1,0 +1,287 @@
+"""Bus: typed publish-to-subscribe throughput and a signal-to-command round trip, two processes.
+
+Ours is the whole bus: `Publisher.publish` (topic, header, per-topic sequence, budgeted encode)
+and `Subscriber.poll` (frames, size, topic, header, tag and version, typed decode with value
+constraints, sequence, guard, handler). Two ceilings run in the same run over the same tcp
+loopback transport and socket options:
+
+- transport: raw pyzmq PUB/SUB moving the same three pre-encoded frames, nothing decoded;
+- codec: raw pyzmq plus msgspec encode and typed decode of the same Structs, two frames (topic,
+  payload), no header, no sequence, no guard, no handler dispatch.
+
+The publisher (throughput) or the command side (round trip) is a child process started with
+`spawn`; this process subscribes and times. High-water marks are off (0) for every candidate
+so that throughput counts messages moved, not messages dropped. Runs of all candidates
+interleave, so a neighbour's load hits them alike; the best run is the figure.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+import zmq
+
+from bench._harness import progress
+from bench._samples import fast_signals
+from bus import (
+    WIRE_VERSION,
+    Channel,
+    CommandGuard,
+    Envelope,
+    Header,
+    Publisher,
+    SocketOptions,
+    Subscriber,
+)
+from bus.header import encode_header
+from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode
+
+MODES = ("ours", "codec", "transport")
+THROUGHPUT_MESSAGES = 50_000
+THROUGHPUT_RUNS = 3
+ROUND_TRIPS = 5_000
+ROUND_TRIP_RUNS = 2
+UNBOUNDED = SocketOptions(send_hwm=0, receive_hwm=0)
+ANY_PORT = "tcp://127.0.0.1:*"
+SLOT = "block2_post"
+SIG, CMD = b"sig.w1.", b"cmd.w1."
+
+Frames = list[bytes]
+
+
+def _command() -> AdaptationCommand:
+    return AdaptationCommand(
+        command_type=CommandType.ADVANCE_STAGE, target_slot_id=SLOT, target_stage=SeedStage.BLENDING
+    )
+
+
+def _pre_encoded(topic: bytes, message: msgspec.Struct) -> Frames:
+    header = Header(WIRE_VERSION, "bench", 1, 1, time.time_ns())
+    return [topic, encode_header(header), encode(message)]  # type: ignore[arg-type]
+
+
+def _raw(context: zmq.Context[zmq.Socket[bytes]], kind: int) -> zmq.Socket[bytes]:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
+def _wait_subscribed(xpub: zmq.Socket[bytes]) -> None:
+    """A raw XPUB knows a subscriber is listening once its subscription arrives."""
+    if not xpub.poll(10_000):
+        raise TimeoutError("no subscriber")
+    xpub.recv()
+
+
+# --- the child process ------------------------------------------------------------------------
+
+
+def _child(conn: Connection) -> None:
+    """Serve the parent's requests: publish a stream, or answer signals with commands."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    while True:
+        request = conn.recv()
+        if request is None:
+            break
+        task, mode, count = request
+        (_publish_stream if task == "stream" else _answer)(conn, context, mode, count)
+    context.term()
+
+
+def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> None:
+    signal = fast_signals()
+    if mode == "ours":
+        publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED)
+        conn.send(publisher.address)
+        while not conn.poll(0.002):  # answer subscriptions until the parent has its Ready
+            publisher.service()
+        conn.recv()
+        publish = publisher.publish
+        for _ in range(count):
+            publish(Channel.SIG, "w1", signal)
+        conn.send(sum(publisher.metrics.dropped.values()))
+        publisher.close()
+        return
+    sock = _raw(context, zmq.XPUB)
+    sock.bind(ANY_PORT)
+    conn.send(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    _wait_subscribed(sock)
+    conn.send("ready")
+    conn.recv()
+    send = sock.send_multipart
+    if mode == "transport":
+        frames = _pre_encoded(SIG, signal)
+        for _ in range(count):
+            send(frames)
+    else:
+        encoder = msgspec.msgpack.Encoder()
+        for _ in range(count):
+            send([SIG, encoder.encode(signal)])
+    conn.send(0)
+    sock.close()
+
+
+def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
+    """The command side of the round trip: every signal received is answered by a command."""
+    command = _command()
+    if mode == "ours":
+        publisher = Publisher(ANY_PORT, "controller", context=context, options=UNBOUNDED)
+        conn.send(publisher.address)
+        subscriber = Subscriber(conn.recv(), [(Channel.SIG, None)], context=context)
+        subscriber.on(Channel.SIG, lambda _: publisher.publish(Channel.CMD, "w1", command))
+        while not subscriber.wait_ready(0.002, publishers=["w1"]) or not conn.poll():
+            publisher.service()
+        conn.recv()
+        answered = 0
+        while answered < count:
+            answered += subscriber.poll(100)
+        subscriber.close()
+        publisher.close()
+        return
+    pub, sub = _raw(context, zmq.XPUB), _raw(context, zmq.SUB)
+    pub.bind(ANY_PORT)
+    conn.send(pub.getsockopt_string(zmq.LAST_ENDPOINT))
+    sub.setsockopt(zmq.SUBSCRIBE, SIG)
+    sub.connect(conn.recv())
+    _wait_subscribed(pub)
+    conn.send("ready")
+    conn.recv()
+    recv, send = sub.recv_multipart, pub.send_multipart
+    if mode == "transport":
+        reply = _pre_encoded(CMD, command)
+        for _ in range(count):
+            recv()
+            send(reply)
+    else:
+        decode = msgspec.msgpack.Decoder(type(fast_signals())).decode
+        encoder = msgspec.msgpack.Encoder()
+        for _ in range(count):
+            decode(recv()[1])
+            send([CMD, encoder.encode(command)])
+    sub.close()
+    pub.close()
+
+
+# --- this process -----------------------------------------------------------------------------
+
+
+def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
+    """Receive `count` signals from the child; returns messages per second."""
+    conn.send(("stream", mode, count))
+    address = conn.recv()
+    received = 0
+    if mode == "ours":
+        subscriber = Subscriber(address, [(Channel.SIG, "w1")], context=context)
+
+        def on_signal(_: Envelope) -> None:
+            nonlocal received
+            received += 1
+
+        subscriber.on(Channel.SIG, on_signal)
+        if not subscriber.wait_ready(10.0, publishers=["w1"]):
+            raise TimeoutError("publisher never answered")
+        conn.send("go")
+        started = time.perf_counter()
+        conn.send("go")
+        while received < count:
+            subscriber.poll(100)
+        elapsed = time.perf_counter() - started
+        subscriber.close()
+    else:
+        sub = _raw(context, zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, SIG)
+        sub.connect(address)
+        conn.recv()  # ready
+        decode = msgspec.msgpack.Decoder(type(fast_signals())).decode
+        started = time.perf_counter()
+        conn.send("go")
+        recv = sub.recv_multipart
+        while received < count:
+            if not sub.poll(100):
+                continue
+            while received < count:  # drain what is queued, as the bus does
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if mode == "codec":
+                    decode(frames[1])
+                received += 1
+        elapsed = time.perf_counter() - started
+        sub.close()
+    if conn.recv() != 0:
+        raise AssertionError("the publisher dropped messages with no high-water mark")
+    return count / elapsed
+
+
+def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[int]:
+    """`count` signal-to-command round trips through the child; returns each in ns."""
+    conn.send(("answer", mode, count))
+    their_address = conn.recv()
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    signal = fast_signals()
+    if mode == "ours":
+        lifecycle = LifecycleGuard()
+        lifecycle.record("w1", SLOT, SeedStage.TRAINING)
+        guard = CommandGuard(lifecycle, "w1", lambda c: c.target_slot_id)
+        publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED)
+        subscriber = Subscriber(
+            their_address, [(Channel.CMD, "w1")], context=context, guards={Channel.CMD: guard}
+        )
+        conn.send(publisher.address)
+        answers = 0
+
+        def on_command(_: Envelope) -> None:
+            nonlocal answers
+            answers += 1
+
+        subscriber.on(Channel.CMD, on_command)
+        while not subscriber.wait_ready(0.002, publishers=["controller"]):
+            publisher.service()
+        conn.send("ready")  # we heard them; they keep servicing until they hear us
+        conn.send("go")
+        for n in range(1, count + 1):
+            started = clock()
+            publisher.publish(Channel.SIG, "w1", signal)
+            while answers < n:
+                subscriber.poll(100)
+            samples.append(clock() - started)
+        subscriber.close()
+        publisher.close()
+        return samples
+    pub, sub = _raw(context, zmq.XPUB), _raw(context, zmq.SUB)
+    pub.bind(ANY_PORT)
+    sub.setsockopt(zmq.SUBSCRIBE, CMD)
+    sub.connect(their_address)
+    conn.send(pub.getsockopt_string(zmq.LAST_ENDPOINT))
+    conn.recv()  # ready: they have our subscription... and we must have theirs
+    _wait_subscribed(pub)
+    conn.send("go")
+    recv, send = sub.recv_multipart, pub.send_multipart
+    if mode == "transport":
+        frames = _pre_encoded(SIG, signal)
+        for _ in range(count):
+            started = clock()
+            send(frames)
+            recv()
+            samples.append(clock() - started)
+    else:
+        encoder = msgspec.msgpack.Encoder()
+        decode = msgspec.msgpack.Decoder(AdaptationCommand).decode
+        for _ in range(count):
+            started = clock()
+            send([SIG, encoder.encode(signal)])
+            decode(recv()[1])
+            samples.append(clock() - started)
+    sub.close()
+    pub.close()
+    return samples

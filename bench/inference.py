@@ -1,0 +1,205 @@
+"""Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
+
+**ours**: `InferenceLoop` with max batch B: B `submit`s (one per slot, conflation included),
+then `step`, which converts the batch (one `BatchConverter` call and one `ColumnBuffer`
+fill), computes the masks, runs the policy under `torch.inference_mode`, reads the results
+back in one transfer and builds the `Decision`s and their `AdaptationCommand`s.
+**ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
+on the device). The ratio is the share of a decision's time the policy itself takes.
+
+Slots cycle through every seed stage, so the mix holds WAITs, germinations, culls and
+fossilizations. Decisions/s come from `bench._harness.measure` (best repeat); the per-batch
+p50/p99 from timing each of `LATENCY_BATCHES` batches alone. Each timed batch carries a newer
+epoch per slot than the last, built beforehand, so nothing is dropped as stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import msgspec
+import torch
+
+from bench._harness import MIN_LOOP_NS, Timing, measure, progress, ratio
+from bench._samples import fast_signals
+from leyline import DEFAULT_BOUNDS, FastTrainingSignals, SeedStage
+from services.controller import (
+    ActionLayout,
+    ColumnBuffer,
+    ControlPolicy,
+    HeuristicPolicy,
+    InferenceLoop,
+    MlpPolicy,
+    ObservationBatch,
+)
+from services.controller.masks import ActionMasker
+
+BATCH_SIZES = (1, 8, 64, 256)
+LATENCY_BATCHES = 300
+#: The harness runs 31 repeats of >= 1 ms loops plus warm-up and calibration: this many ms of
+#: batches (estimated from a trial batch), with a margin, are built before timing.
+_POOL_MS = 3 * (31 + 10) * MIN_LOOP_NS / 1e6
+
+
+def _slot_signals(count: int) -> list[FastTrainingSignals]:
+    """One signal per slot, the slots cycling through every stage (a plateau on empty ones)."""
+    base = fast_signals(epoch=12)
+    stages = list(SeedStage)
+    signals = []
+    for slot in range(count):
+        stage = stages[slot % len(stages)]
+        empty = stage in (SeedStage.UNKNOWN, SeedStage.DORMANT)
+        signals.append(
+            msgspec.structs.replace(
+                base,
+                seed_stage=stage,
+                has_active_seed=0 if empty else 1,
+                available_slots=1 if empty else 0,
+                plateau_epochs=3,
+                seed_epochs_in_stage=6,
+                seed_improvement=-3.0 if slot % 2 else 1.0,
+                slot_index=slot,
+            )
+        )
+    return signals
+
+
+class _Feed:
+    """Batches of B slots, each batch one epoch newer than the last, built ahead of timing."""
+
+    def __init__(self, slots: Sequence[FastTrainingSignals], batches: int) -> None:
+        self._batches: Iterator[list[FastTrainingSignals]] = iter(
+            [
+                [msgspec.structs.replace(signal, epoch=epoch) for signal in slots]
+                for epoch in range(20, 20 + batches)
+            ]
+        )
+
+    def next(self) -> list[FastTrainingSignals]:
+        return next(self._batches)
+
+
+def _full_loop(loop: InferenceLoop, feed: _Feed, keys: list[str]) -> Callable[[], object]:
+    clock = itertools.count()
+
+    def decide_one_batch() -> object:
+        now = float(next(clock))
+        for key, signal in zip(keys, feed.next(), strict=True):
+            loop.submit(key, "block2_post", signal, now)
+        return loop.step(now)
+
+    return decide_one_batch
+
+
+def _bare_forward(policy: ControlPolicy, size: int, device: torch.device) -> Callable[[], object]:
+    signals = _slot_signals(size)
+    columns = ColumnBuffer(size, device).fill(signals, range(size)).clone()
+    features = torch.zeros((size, 27), device=device)
+    masks = ActionMasker(policy.layout, device)(columns)
+    batch = ObservationBatch(features, columns)
+    synchronise = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def forward() -> object:
+        with torch.inference_mode():
+            out = policy(batch, masks)
+        if synchronise is not None:
+            synchronise()
+        return out
+
+    return forward
+
+
+def _latencies(candidate: Callable[[], object], count: int) -> list[float]:
+    """Microseconds of each of `count` single calls, garbage collection paused."""
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            candidate()
+            samples.append((time.perf_counter_ns() - start) / 1e3)
+    finally:
+        gc.enable()
+    return samples
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _one_size(
+    make_policy: Callable[[], ControlPolicy], size: int, device: torch.device
+) -> dict[str, Any]:
+    loop = InferenceLoop(make_policy(), max_batch=size, max_wait_s=1.0, device=device)
+    keys = [f"w{n}" for n in range(size)]
+    slots = _slot_signals(size)
+    trial = _full_loop(loop, _Feed(slots, 5), keys)
+    start = time.perf_counter_ns()
+    for _ in range(5):
+        trial()
+    per_batch_ms = max((time.perf_counter_ns() - start) / 5 / 1e6, 1e-3)
+    # Epochs continue past the trial's, so nothing is stale.
+    feed = _Feed(slots, int(_POOL_MS / per_batch_ms) + LATENCY_BATCHES + 200)
+    for _ in range(5):
+        feed.next()
+    ours_call = _full_loop(loop, feed, keys)
+    ceiling_call = _bare_forward(loop.policy, size, device)
+    ours, ceiling = measure(ours_call, ceiling_call)
+    latencies = _latencies(ours_call, LATENCY_BATCHES)
+    return _figures(size, ours, ceiling, latencies)
+
+
+def _figures(size: int, ours: Timing, ceiling: Timing, latencies: list[float]) -> dict[str, Any]:
+    return {
+        "decisions_per_s": round(size * ours.per_s),
+        "batch_us": round(ours.best_us, 1),
+        "p50_us": round(statistics.median(latencies), 1),
+        "p99_us": round(_percentile(latencies, 0.99), 1),
+        "ceiling_us": round(ceiling.best_us, 1),
+        "ceiling_decisions_per_s": round(size * ceiling.per_s),
+        "ratio": ratio(ceiling, ours),
+    }
+
+
+def run(device: str | torch.device = "cpu") -> dict[str, Any]:
+    target = torch.device(device)
+    layout = ActionLayout("cnn")
+    policies: dict[str, Callable[[], ControlPolicy]] = {
+        "heuristic": lambda: HeuristicPolicy(layout),
+        "mlp": lambda: MlpPolicy(layout, DEFAULT_BOUNDS),
+    }
+    torch.manual_seed(0)
+    results: dict[str, Any] = {"device": str(target), "threads": torch.get_num_threads()}
+    for name, make_policy in policies.items():
+        per_size: dict[str, Any] = {}
+        for size in BATCH_SIZES:
+            figures = _one_size(make_policy, size, target)
+            per_size[str(size)] = figures
+            progress(
+                f"{name:9s} B={size:3d}  {figures['decisions_per_s']:9d} decisions/s  "
+                f"p50 {figures['p50_us']:8.1f} us  p99 {figures['p99_us']:8.1f} us  "
+                f"forward {figures['ceiling_us']:7.1f} us  ratio {figures['ratio']:.3f}"
+            )
+        results[name] = per_size
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    args = parser.parse_args(argv)
+    print(json.dumps({"benchmark": "inference", **run(args.device)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

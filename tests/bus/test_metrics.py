@@ -1,0 +1,110 @@
+"""Counters readable from code, rendered as Prometheus text and served over HTTP."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+import structlog
+from bus_loops import pump_until
+from bus_samples import fast_signals, header
+
+from bus import Channel, MetricsServer, Rejection, render_prometheus
+from bus.metrics import Histogram, MetricSource
+from bus.rejection import RateLimitedLog
+from bus.testing import InProcessBus
+from leyline import RejectReason
+
+SAMPLE_LINE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
+    r'\{(?P<labels>([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")?(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*)\}'
+    r" (?P<value>\S+)$"
+)
+
+
+def _parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition; fails on any line that is not one."""
+    samples = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        match = SAMPLE_LINE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', match["labels"]))
+        samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+def _busy_bus(bus: InProcessBus) -> tuple[list[MetricSource], dict[str, str]]:
+    publisher = bus.publisher("w1")
+    subscriber = bus.subscriber([(Channel.SIG, None)])
+    bus.connect(publisher, subscriber)
+    for epoch in range(5):
+        publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+    assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 5, subscriber)
+    subscriber.pipeline.process([b"sig.w1.", header(), b"\xc1"])  # one malformed payload
+    return [publisher.metrics.samples, subscriber.metrics.samples], {"service": "worker"}
+
+
+def test_prometheus_text_parses_and_carries_the_counts(inproc: InProcessBus) -> None:
+    sources, labels = _busy_bus(inproc)
+    samples = _parse(render_prometheus(sources, labels))
+    worker = ("service", "worker")
+    assert samples[("leyline_sent_total", frozenset({worker, ("channel", "sig")}))] == 5
+    assert samples[("leyline_delivered_total", frozenset({worker, ("channel", "sig")}))] == 5
+    assert samples[("leyline_received_total", frozenset({worker, ("channel", "sig")}))] >= 6
+    assert samples[("leyline_rejected_total", frozenset({worker, ("reason", "malformed")}))] == 1
+    assert samples[("leyline_dropped_total", frozenset({worker, ("channel", "sig")}))] == 0
+    assert samples[("leyline_decode_seconds_count", frozenset({worker}))] >= 5
+    buckets = sorted(
+        value for (name, _), value in samples.items() if name == "leyline_decode_seconds_bucket"
+    )
+    assert buckets[-1] == samples[("leyline_decode_seconds_count", frozenset({worker}))]
+
+
+def test_histogram_buckets_and_quantiles() -> None:
+    histogram = Histogram((10, 100, 1000))
+    for value in (5, 50, 50, 500, 5000):
+        histogram.observe(value)
+    assert histogram.counts == [1, 2, 1, 1]
+    assert histogram.count == 5 and histogram.total == 5605
+    assert histogram.quantile(0.5) == 100
+    assert histogram.quantile(1.0) == 1000  # beyond the last bound: the last bound
+
+
+def test_metrics_server_serves_metrics_over_http(inproc: InProcessBus) -> None:
+    sources, labels = _busy_bus(inproc)
+    server = MetricsServer(sources, labels, port=0)
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            samples = _parse(response.read().decode())
+        assert (
+            samples[("leyline_sent_total", frozenset({("service", "worker"), ("channel", "sig")}))]
+            == 5
+        )
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{url}/other", timeout=5)
+        assert missing.value.code == 404
+    finally:
+        server.close()
+
+
+def test_rejections_are_logged_at_a_bounded_rate_per_reason() -> None:
+    def rejection(reason: RejectReason) -> Rejection:
+        return Rejection(reason=reason, sender="evil", topic="sig.w1.", detail="bad")
+
+    with structlog.testing.capture_logs() as logs:
+        log = RateLimitedLog(per_second=1.0, logger=structlog.get_logger("test"))
+        for _ in range(100):
+            log.log(rejection(RejectReason.MALFORMED))
+        log.log(rejection(RejectReason.OVERSIZE))
+    malformed = [e for e in logs if e["reason"] == "MALFORMED"]
+    # A burst gets the bucket (one token) and nothing more unless a second passes mid-burst.
+    assert 1 <= len(malformed) <= 2
+    assert log.suppressed == 100 - len(malformed)
+    assert [e["reason"] for e in logs if e["reason"] != "MALFORMED"] == ["OVERSIZE"]
+    assert malformed[0]["sender"] == "evil" and malformed[0]["log_level"] == "warning"

@@ -1,0 +1,180 @@
+"""The inference loop end to end: submit, micro-batch, decide, and the commands it makes."""
+
+from __future__ import annotations
+
+import torch
+from conftest import SignalFactory
+from reference_heuristic import reference_legal_actions
+
+from leyline import CommandType, FeatureBounds, RiskLevel, SeedStage
+from services.controller import (
+    ActionLayout,
+    ControlPolicy,
+    DecisionReason,
+    HeuristicPolicy,
+    InferenceLoop,
+    MlpPolicy,
+    ObservationBatch,
+    PolicyOutput,
+)
+
+
+class AlwaysCull(ControlPolicy):
+    """A policy that ignores its masks: the loop must still never emit an illegal action."""
+
+    def forward(self, batch: ObservationBatch, masks: torch.Tensor) -> PolicyOutput:
+        rows = batch.columns.shape[0]
+        actions = torch.full((rows,), self.layout.cull, device=masks.device)
+        confidence = torch.ones(rows, device=masks.device)
+        return PolicyOutput(actions, confidence, torch.full_like(actions, DecisionReason.LEARNED))
+
+
+def _loop(layout: ActionLayout, **options: object) -> InferenceLoop:
+    return InferenceLoop(HeuristicPolicy(layout), **options)  # type: ignore[arg-type]
+
+
+def test_runs_on_cuda_when_present_else_on_the_cpu(layout: ActionLayout) -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert _loop(layout).device.type == expected
+
+
+def test_device_can_be_chosen(layout: ActionLayout) -> None:
+    loop = _loop(layout, device="cpu")
+    assert loop.device == torch.device("cpu")
+    assert loop.policy.position.device == torch.device("cpu")
+
+
+def test_wait_sends_no_command(layout: ActionLayout, signal: SignalFactory) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "block2_post", signal(epoch=2), now=0.0)
+    [decision] = loop.flush()
+    assert decision.action.name == "WAIT"
+    assert decision.reason is DecisionReason.WARMING_UP
+    assert decision.command is None
+
+
+def test_a_germination_becomes_a_germinate_command(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "block2_post", signal(epoch=8, plateau_epochs=4), now=0.0)
+    [decision] = loop.flush()
+    command = decision.command
+    assert command is not None
+    assert (decision.worker_id, decision.slot_id, decision.epoch) == ("w1", "block2_post", 8)
+    assert command.command_type is CommandType.GERMINATE
+    assert command.blueprint_id == "conv_enhance"
+    assert command.target_slot_id == "block2_post"
+    assert command.target_stage is SeedStage.GERMINATED
+    assert command.risk_level is RiskLevel.YELLOW
+    assert command.reason == "plateau"
+    assert command.confidence == decision.confidence == 0.8
+
+
+def test_fossilize_and_cull_become_their_commands(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    probation = {"epoch": 12, "seed_stage": SeedStage.PROBATIONARY}
+    loop.submit("w1", "s", signal(**probation, seed_improvement=1.0), now=0.0)
+    loop.submit("w2", "s", signal(**probation, seed_improvement=0.0), now=0.0)
+    fossilize, cull = loop.flush()
+    assert fossilize.command is not None and cull.command is not None
+    assert fossilize.command.command_type is CommandType.ADVANCE_STAGE
+    assert fossilize.command.target_stage is SeedStage.FOSSILIZED
+    assert cull.command.command_type is CommandType.CULL
+    assert cull.command.target_stage is SeedStage.CULLED
+    assert cull.command.risk_level is RiskLevel.ORANGE
+
+
+def test_the_freshest_signal_of_a_slot_is_decided_once(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "s", signal(epoch=6, plateau_epochs=0), now=0.0)
+    loop.submit("w1", "s", signal(epoch=7, plateau_epochs=3), now=0.001)
+    loop.submit("w1", "s", signal(epoch=5, plateau_epochs=0), now=0.002)
+    [decision] = loop.flush()
+    assert decision.epoch == 7
+    assert decision.action.name == "GERMINATE_CONV_ENHANCE"
+
+
+def test_a_partial_batch_is_decided_when_the_wait_runs_out(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu", max_batch=8, max_wait_s=0.010)
+    loop.submit("w1", "s", signal(epoch=1), now=5.000)
+    loop.submit("w2", "s", signal(epoch=1), now=5.008)
+    assert loop.step(now=5.009) == []
+    assert loop.deadline() == 5.010
+    assert [d.worker_id for d in loop.step(now=5.010)] == ["w1", "w2"]
+    assert loop.deadline() is None
+
+
+def test_full_batches_are_decided_at_once_and_the_rest_waits(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu", max_batch=4, max_wait_s=1.0)
+    for worker in range(10):
+        loop.submit(f"w{worker}", "s", signal(epoch=1), now=0.0)
+    assert len(loop.step(now=0.0)) == 8
+    assert loop.step(now=0.5) == []
+    assert [d.worker_id for d in loop.step(now=1.0)] == ["w8", "w9"]
+
+
+def test_memory_is_kept_per_worker_and_slot(layout: ActionLayout, signal: SignalFactory) -> None:
+    loop = _loop(layout, device="cpu")
+    plateau = {"epoch": 8, "plateau_epochs": 5}
+    for worker, slot in (("w1", "a"), ("w1", "b"), ("w2", "a")):
+        loop.submit(worker, slot, signal(**plateau), now=0.0)
+    assert {d.action.name for d in loop.flush()} == {"GERMINATE_CONV_ENHANCE"}
+    loop.submit("w1", "a", signal(**{**plateau, "epoch": 9}), now=1.0)
+    loop.submit("w2", "b", signal(**{**plateau, "epoch": 9}), now=1.0)
+    assert [d.action.name for d in loop.flush()] == [
+        "GERMINATE_ATTENTION",
+        "GERMINATE_CONV_ENHANCE",
+    ]
+
+
+def test_forget_resets_a_restarted_workers_memory(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "s", signal(epoch=8, plateau_epochs=5), now=0.0)
+    loop.flush()
+    loop.forget("w1")
+    loop.submit("w1", "s", signal(epoch=6, plateau_epochs=5), now=1.0)
+    [decision] = loop.flush()
+    assert decision.action.name == "GERMINATE_CONV_ENHANCE"
+
+
+def test_an_illegal_choice_of_any_policy_falls_back_to_wait(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = InferenceLoop(AlwaysCull(layout), device="cpu")
+    loop.submit("w1", "s", signal(epoch=9), now=0.0)
+    loop.submit("w2", "s", signal(epoch=9, seed_stage=SeedStage.TRAINING), now=0.0)
+    empty, live = loop.flush()
+    assert (empty.action.name, empty.reason, empty.command) == (
+        "WAIT",
+        DecisionReason.ILLEGAL_PROPOSAL,
+        None,
+    )
+    assert live.action.name == "CULL"
+
+
+def test_the_mlp_policy_runs_in_the_loop_with_its_own_bounds(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    bounds = FeatureBounds(max_epochs=75)
+    loop = InferenceLoop(MlpPolicy(layout, bounds), device="cpu", max_batch=16)
+    stages = list(SeedStage)
+    for index, stage in enumerate(stages):
+        loop.submit(f"w{index}", "s", signal(epoch=index, seed_stage=stage), now=0.0)
+    decisions = loop.flush()
+    assert loop.bounds == bounds
+    assert len(decisions) == len(stages)
+    for decision, stage in zip(decisions, stages, strict=True):
+        assert decision.reason is DecisionReason.LEARNED
+        legal = reference_legal_actions(layout, signal(epoch=0, seed_stage=stage))
+        assert decision.action in legal

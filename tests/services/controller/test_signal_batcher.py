@@ -1,0 +1,87 @@
+"""Freshest-wins conflation and the micro-batching clock, with time driven by the test."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SignalFactory
+
+from services.controller import SignalBatcher
+
+
+def test_a_newer_epoch_replaces_the_pending_one_in_place(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=1.0)
+    batcher.submit("w1", "s", signal(epoch=3), now=0.0)
+    batcher.submit("w2", "s", signal(epoch=3), now=0.5)
+    assert batcher.submit("w1", "s", signal(epoch=4), now=0.9)
+    batch = batcher.take(now=1.0)
+    assert [(p.worker_id, p.signal.epoch, p.arrived) for p in batch] == [
+        ("w1", 4, 0.0),
+        ("w2", 3, 0.5),
+    ]
+    assert (batcher.accepted, batcher.conflated, batcher.stale) == (3, 1, 0)
+
+
+def test_an_older_epoch_than_the_pending_one_is_dropped(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit("w1", "s", signal(epoch=5), now=0.0)
+    assert not batcher.submit("w1", "s", signal(epoch=4), now=0.0)
+    assert [p.signal.epoch for p in batcher.take(now=0.0)] == [5]
+    assert batcher.stale == 1
+
+
+def test_an_epoch_already_decided_is_dropped(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit("w1", "s", signal(epoch=5), now=0.0)
+    batcher.take(now=0.0)
+    assert not batcher.submit("w1", "s", signal(epoch=5), now=1.0)
+    assert batcher.submit("w1", "s", signal(epoch=6), now=1.0)
+
+
+def test_slots_of_one_worker_are_kept_apart(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit("w1", "a", signal(epoch=1), now=0.0)
+    batcher.submit("w1", "b", signal(epoch=1), now=0.0)
+    assert len(batcher) == 2
+
+
+def test_a_full_batch_is_ready_without_waiting(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=3, max_wait_s=10.0)
+    for worker in ("w1", "w2", "w3", "w4"):
+        batcher.submit(worker, "s", signal(epoch=1), now=0.0)
+    batch = batcher.take(now=0.0)
+    assert [p.worker_id for p in batch] == ["w1", "w2", "w3"]
+    assert batcher.take(now=0.0) == []
+    assert len(batcher) == 1
+
+
+def test_a_partial_batch_waits_for_the_oldest_signals_deadline(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=4, max_wait_s=0.005)
+    batcher.submit("w1", "s", signal(epoch=1), now=100.0)
+    batcher.submit("w2", "s", signal(epoch=1), now=100.004)
+    assert batcher.deadline() == pytest.approx(100.005)
+    assert batcher.take(now=100.0049) == []
+    assert [p.worker_id for p in batcher.take(now=100.005)] == ["w1", "w2"]
+    assert batcher.deadline() is None
+
+
+def test_take_can_be_forced_before_the_deadline(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=4, max_wait_s=60.0)
+    batcher.submit("w1", "s", signal(epoch=1), now=0.0)
+    assert len(batcher.take(now=0.0, force=True)) == 1
+
+
+def test_forget_lets_a_restarted_worker_begin_at_epoch_zero(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit("w1", "s", signal(epoch=9), now=0.0)
+    batcher.take(now=0.0)
+    batcher.submit("w1", "s", signal(epoch=10), now=0.0)
+    batcher.submit("w2", "s", signal(epoch=10), now=0.0)
+    batcher.forget("w1")
+    assert [p.worker_id for p in batcher.take(now=0.0)] == ["w2"]
+    assert batcher.submit("w1", "s", signal(epoch=0), now=0.0)
+
+
+@pytest.mark.parametrize(("max_batch", "max_wait_s"), [(0, 1.0), (1, -0.1)])
+def test_rejects_impossible_limits(max_batch: int, max_wait_s: float) -> None:
+    with pytest.raises(ValueError):
+        SignalBatcher(max_batch, max_wait_s)
