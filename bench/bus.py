@@ -81,6 +81,20 @@ def _wait_subscribed(xpub: zmq.Socket[bytes]) -> None:
     xpub.recv()
 
 
+def _mutual_ready(conn: Connection, publisher: Publisher, subscriber: Subscriber, peer: str) -> None:
+    """Service our publisher until we heard `peer`'s Ready and the other side says so too.
+
+    Each side tells the other once its own subscriber is ready, and keeps answering the other's
+    subscriptions until it hears the same back; the caller then reads that message.
+    """
+    told = False
+    while not (told and conn.poll()):
+        publisher.service()
+        if not told and subscriber.wait_ready(0.002, publishers=[peer]):
+            conn.send("ready")
+            told = True
+
+
 # --- the child process ------------------------------------------------------------------------
 
 
@@ -137,9 +151,8 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
         conn.send(publisher.address)
         subscriber = Subscriber(conn.recv(), [(Channel.SIG, None)], context=context)
         subscriber.on(Channel.SIG, lambda _: publisher.publish(Channel.CMD, "w1", command))
-        while not subscriber.wait_ready(0.002, publishers=["w1"]) or not conn.poll():
-            publisher.service()
-        conn.recv()
+        _mutual_ready(conn, publisher, subscriber, "w1")
+        conn.recv()  # their ready: both directions are proven
         answered = 0
         while answered < count:
             answered += subscriber.poll(100)
@@ -188,7 +201,6 @@ def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
         subscriber.on(Channel.SIG, on_signal)
         if not subscriber.wait_ready(10.0, publishers=["w1"]):
             raise TimeoutError("publisher never answered")
-        conn.send("go")
         started = time.perf_counter()
         conn.send("go")
         while received < count:
@@ -245,10 +257,8 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
             answers += 1
 
         subscriber.on(Channel.CMD, on_command)
-        while not subscriber.wait_ready(0.002, publishers=["controller"]):
-            publisher.service()
-        conn.send("ready")  # we heard them; they keep servicing until they hear us
-        conn.send("go")
+        _mutual_ready(conn, publisher, subscriber, "controller")
+        conn.recv()  # their ready: both directions are proven
         for n in range(1, count + 1):
             started = clock()
             publisher.publish(Channel.SIG, "w1", signal)
@@ -263,8 +273,8 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
     sub.setsockopt(zmq.SUBSCRIBE, CMD)
     sub.connect(their_address)
     conn.send(pub.getsockopt_string(zmq.LAST_ENDPOINT))
-    conn.recv()  # ready: they have our subscription... and we must have theirs
-    _wait_subscribed(pub)
+    _wait_subscribed(pub)  # they listen to us
+    conn.recv()  # and we to them
     conn.send("go")
     recv, send = sub.recv_multipart, pub.send_multipart
     if mode == "transport":
@@ -285,3 +295,66 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
     sub.close()
     pub.close()
     return samples
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3
+
+
+def run() -> dict[str, Any]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    parent, child_end = multiprocessing.get_context("spawn").Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=_child, args=(child_end,))
+    child.start()
+    try:
+        rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for _ in range(THROUGHPUT_RUNS):
+            for mode in MODES:
+                rates[mode].append(_stream(parent, context, mode, THROUGHPUT_MESSAGES))
+                progress(f"throughput {mode:9s} {rates[mode][-1]:10,.0f} msg/s")
+        trips: dict[str, list[int]] = {mode: [] for mode in MODES}
+        for _ in range(ROUND_TRIP_RUNS):
+            for mode in MODES:
+                run_samples = _round_trips(parent, context, mode, ROUND_TRIPS // ROUND_TRIP_RUNS)
+                trips[mode].extend(run_samples)
+                progress(f"round trip {mode:9s} median {statistics.median(run_samples) / 1e3:7.1f} us")
+        parent.send(None)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+        context.term()
+    throughput = {mode: round(max(rates[mode])) for mode in MODES}
+    latency = {}
+    for mode in MODES:
+        ordered = sorted(trips[mode])
+        latency[mode] = {
+            name: round(_percentile(ordered, q), 1)
+            for name, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999))
+        }
+    figures = {
+        "throughput_msg_s": throughput,
+        "throughput_ratio_to_codec": round(throughput["ours"] / throughput["codec"], 3),
+        "throughput_ratio_to_transport": round(throughput["ours"] / throughput["transport"], 3),
+        "round_trip": latency,
+        "round_trip_p99_ratio_to_transport": round(
+            latency["ours"]["p99_us"] / latency["transport"]["p99_us"], 3
+        ),
+        "round_trip_p99_ratio_to_codec": round(
+            latency["ours"]["p99_us"] / latency["codec"]["p99_us"], 3
+        ),
+        "round_trips": ROUND_TRIPS,
+        "messages_per_run": THROUGHPUT_MESSAGES,
+    }
+    progress(
+        f"throughput ours/codec {figures['throughput_ratio_to_codec']} (target >= 0.85), "
+        f"round-trip p99 ours/transport {figures['round_trip_p99_ratio_to_transport']} "
+        "(target <= 1.15)"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run()))

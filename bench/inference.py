@@ -170,8 +170,14 @@ def _figures(size: int, ours: Timing, ceiling: Timing, latencies: list[float]) -
     }
 
 
-def run(device: str | torch.device = "cpu") -> dict[str, Any]:
+def run(device: str | torch.device = "cpu", threads: int = 1) -> dict[str, Any]:
+    """Figures per policy and batch size; one intra-op thread, as a controller would pin it.
+
+    Batches this small gain nothing from a second thread, and on a shared machine its
+    spin-waiting stalls for milliseconds when a neighbour holds the other core.
+    """
     target = torch.device(device)
+    torch.set_num_threads(threads)
     layout = ActionLayout("cnn")
     policies: dict[str, Callable[[], ControlPolicy]] = {
         "heuristic": lambda: HeuristicPolicy(layout),
@@ -196,8 +202,10 @@ def run(device: str | torch.device = "cpu") -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    print(json.dumps({"benchmark": "inference", **run(args.device)}), flush=True)
+    figures = run(args.device, args.threads)
+    print(json.dumps({"benchmark": "inference", **figures}), flush=True)
     return 0
 
 

@@ -28,7 +28,7 @@ class Publisher:
 
     def __init__(
         self,
-        address: str,
+        address: str | None,
         sender_id: str,
         *,
         bind: bool = True,
@@ -42,7 +42,7 @@ class Publisher:
         self.incarnation = incarnation if incarnation is not None else time.time_ns()
         self._context = context or zmq.Context.instance()
         self._socket = make_socket(self._context, "xpub", options)
-        self.address = attach(self._socket, address, bind)
+        self.address = "" if address is None else attach(self._socket, address, bind)
         self._clock = clock
         self._encoder = REGISTRY.encoder()
         self._topics: dict[tuple[Channel, str], bytes] = {}

@@ -23,6 +23,7 @@ from leyline import (
     SeedTelemetry,
     TelemetryEvent,
     TrainingSignals,
+    WorkerHello,
 )
 
 CONTROL_SCOPE = "*"
@@ -43,7 +44,7 @@ class Channel(enum.StrEnum):
 CHANNEL_CONTRACTS: dict[Channel, tuple[type[msgspec.Struct], ...]] = {
     Channel.CMD: (AdaptationCommand,),
     Channel.SIG: (FastTrainingSignals,),
-    Channel.ACK: (CommandAck,),
+    Channel.ACK: (CommandAck, WorkerHello),
     Channel.TEL: (TelemetryEvent, SeedTelemetry),
     Channel.REP: (SeedStateReport, FieldReport, TrainingSignals),
 }

@@ -19,8 +19,9 @@ from leyline.commands import (
     CommandType,
     RiskLevel,
     SeedOperation,
+    WorkerHello,
 )
-from leyline.control import Heartbeat, Ready
+from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.errors import BudgetError, ContractError, LeylineError, LifecycleError, RejectReason
 from leyline.features import DEFAULT_BOUNDS, FeatureBounds, normalise_into, write_raw
 from leyline.gates import (
@@ -109,6 +110,8 @@ __all__ = [
     "Ready",
     "Registry",
     "RejectReason",
+    "ReplayDone",
+    "ReplayRequest",
     "RiskLevel",
     "SeedMetrics",
     "SeedOperation",
@@ -124,6 +127,7 @@ __all__ = [
     "TrainingSignals",
     "Upgrade",
     "Verdict",
+    "WorkerHello",
     "action_to_command",
     "blueprint_of",
     "decode",

@@ -22,6 +22,8 @@ Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 Positive = Annotated[float, msgspec.Meta(gt=0.0, le=_MAX)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Flag = Annotated[int, msgspec.Meta(ge=0, le=1)]
+#: Sequence numbers and incarnations (nanosecond clocks): 63-bit, msgspec's integer limit.
+Serial = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Ident = Annotated[str, msgspec.Meta(max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 

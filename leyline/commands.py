@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from leyline._types import Finite, Ident, Positive, Text, Unit, new_id, utc_now
+from leyline._types import Count, Finite, Ident, Positive, Text, Unit, new_id, utc_now
 from leyline.lifecycle import SeedStage
 
 
@@ -88,6 +88,8 @@ class AdaptationCommand(
     confidence: Unit = 1.0
     risk_level: RiskLevel = RiskLevel.GREEN
     annotations: Annotations = msgspec.field(default_factory=dict)
+    #: The controller's per-worker journal sequence (1, 2, ...); 0 for an unjournaled command.
+    sequence: Count = 0
 
     def __post_init__(self) -> None:
         kind = self.command_type
@@ -126,3 +128,12 @@ class CommandAck(
     stage_after: SeedStage | None = None
     epoch: int = 0
     duration_ms: Finite = 0.0
+
+
+class WorkerHello(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="WorkerHello.v1"
+):
+    """A (re)starting worker names the last command sequence it applied, to get the rest."""
+
+    worker_id: Ident
+    last_applied_sequence: Count = 0

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from leyline._types import Count, Ident
+from leyline._types import Count, Ident, Serial
 
 Topic = Annotated[str, msgspec.Meta(max_length=256)]
 
@@ -15,7 +15,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="Heartbeat.v1"):
     """A publisher is alive; the last sequence it sent on each topic reveals tail gaps."""
 
     interval_ms: Count
-    last_sequences: dict[Topic, Count] = msgspec.field(default_factory=dict)
+    last_sequences: dict[Topic, Serial] = msgspec.field(default_factory=dict)
+    #: Where to ask for a replay of recent messages ("" when the publisher keeps none).
+    replay_endpoint: Topic = ""
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="Ready.v1"):
@@ -23,3 +25,24 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="Ready.v1"):
 
     prefix: Topic
     publisher: Ident
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, tag="ReplayRequest.v1"):
+    """Ask a publisher to resend sequences `first`..`last` of one topic and incarnation."""
+
+    topic: Topic
+    incarnation: Serial
+    first: Serial
+    last: Serial
+
+
+class ReplayDone(msgspec.Struct, frozen=True, kw_only=True, tag="ReplayDone.v1"):
+    """The end of a replay: which of the requested sequences the window still held."""
+
+    topic: Topic
+    incarnation: Serial
+    first: Serial
+    last: Serial
+    #: The oldest sequence still in the window (0 when it holds none of this topic).
+    oldest_kept: Serial
+    resent: Serial

@@ -120,6 +120,7 @@ class CommandExecuted(_Payload, frozen=True, tag="CommandExecuted"):
     command_id: Ident
     command_type: Ident
     stage_after: SeedStage | None = None
+    sequence: Count = 0
 
 
 class CommandFailed(_Payload, frozen=True, tag="CommandFailed"):
@@ -127,6 +128,7 @@ class CommandFailed(_Payload, frozen=True, tag="CommandFailed"):
     command_type: Ident
     reason: Ident
     detail: Text = ""
+    sequence: Count = 0
 
 
 class ContractViolation(_Payload, frozen=True, tag="ContractViolation"):

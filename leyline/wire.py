@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from leyline.budgets import DEFAULT_BUDGETS
-from leyline.commands import AdaptationCommand, CommandAck
-from leyline.control import Heartbeat, Ready
+from leyline.commands import AdaptationCommand, CommandAck, WorkerHello
+from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import MessageDecoder, MessageEncoder, Registry
 from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, TrainingSignals
@@ -14,6 +14,7 @@ REGISTRY = Registry()
 REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
 REGISTRY.register(AdaptationCommand, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(WorkerHello, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 for _cls in (
     TrainingSignals,
     SeedStateReport,
@@ -22,6 +23,8 @@ for _cls in (
     SeedTelemetry,
     Heartbeat,
     Ready,
+    ReplayRequest,
+    ReplayDone,
 ):
     REGISTRY.register(_cls)
 
@@ -36,6 +39,9 @@ Message = (
     | SeedTelemetry
     | Heartbeat
     | Ready
+    | ReplayRequest
+    | ReplayDone
+    | WorkerHello
 )
 
 _ENCODER: MessageEncoder = REGISTRY.encoder()

@@ -106,8 +106,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     data_dir: Annotated[FilePath, _help("checkpoints and data live here")] = "leyline-data"
     seed: Annotated[int, msgspec.Meta(ge=0, description="fixes every random choice")] = 0
     batch_size: Annotated[PositiveInt, _help("training batch size")] = 64
-    lr: Annotated[Rate, _help("host learning rate")] = 0.05
-    seed_lr: Annotated[Rate, _help("seed learning rate")] = 0.05
+    lr: Annotated[Rate, _help("host learning rate (Adam)")] = 3e-3
+    seed_lr: Annotated[Rate, _help("seed learning rate (Adam)")] = 3e-3
     embargo_epochs: Annotated[PositiveInt, _help("epochs a culled slot cools off")] = 3
     max_epochs_preset: Annotated[PositiveInt, _help("max epochs that set stage dwells")] = 25
     threads: Annotated[PositiveInt, _help("torch CPU threads")] = 1

@@ -71,15 +71,11 @@ class Node:
         options = options or DEFAULT_SOCKET_OPTIONS
         self.node_id = node_id
         self.publisher = Publisher(
-            publish_bind[0] if publish_bind else publish_connect[0],
-            node_id,
-            bind=bool(publish_bind),
-            heartbeat_interval_s=heartbeat_s,
-            options=options,
+            None, node_id, heartbeat_interval_s=heartbeat_s, options=options
         )
-        for address in publish_bind[1:]:
+        for address in publish_bind:
             self.publisher.attach(address, bind=True)
-        for address in publish_connect[0 if publish_bind else 1 :]:
+        for address in publish_connect:
             self.publisher.attach(address, bind=False)
         self.subscriber = Subscriber(
             [],

@@ -17,6 +17,8 @@ _COMMANDS = (
     "services.cli.report",
     "services.cli.sink",
     "services.cli.controller",
+    "services.cli.worker",
+    "services.cli.up",
 )
 
 

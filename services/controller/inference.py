@@ -64,6 +64,9 @@ class InferenceLoop:
         self._columns = ColumnBuffer(max_batch, self.device)
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
+        # Lookup tables: an enum call per decision showed up at large batches (bench inference).
+        self._actions = tuple(self.layout.actions)
+        self._reasons = {int(reason): reason for reason in DecisionReason}
 
     @property
     def max_batch(self) -> int:
@@ -129,7 +132,7 @@ class InferenceLoop:
                 (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
             ).tolist()
         return [
-            self._decision(item, int(action), conf, DecisionReason(int(reason)))
+            self._decision(item, int(action), conf, int(reason))
             for item, action, conf, reason in zip(batch, *results, strict=True)
         ]
 
@@ -141,11 +144,20 @@ class InferenceLoop:
         return row
 
     def _decision(
-        self, item: PendingSignal, index: int, confidence: float, reason: DecisionReason
+        self, item: PendingSignal, index: int, confidence: float, reason_code: int
     ) -> Decision:
-        action = self.layout.action(index)
-        command = action_to_command(
-            action, seed_id=None, slot_id=item.slot_id, reason=reason.text, confidence=confidence
+        action = self._actions[index]
+        reason = self._reasons[reason_code]
+        command = (
+            None
+            if index == self.layout.wait
+            else action_to_command(
+                action,
+                seed_id=None,
+                slot_id=item.slot_id,
+                reason=reason.text,
+                confidence=confidence,
+            )
         )
         return Decision(
             item.worker_id, item.slot_id, item.signal.epoch, action, confidence, reason, command

@@ -31,7 +31,10 @@ class DecisionReason(enum.IntEnum):
     @property
     def text(self) -> str:
         """The short, stable text a command carries: the lowercased name."""
-        return self.name.lower()
+        return _REASON_TEXT[self]
+
+
+_REASON_TEXT = {reason: reason.name.lower() for reason in DecisionReason}
 
 
 class PolicyOutput(NamedTuple):

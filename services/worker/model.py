@@ -155,7 +155,7 @@ class WorkerModel:
         """Check `command` with the guard and carry it out if legal; the outcome says which."""
         if command.command_type is CommandType.REQUEST_STATE:
             return self._outcome(command, None, SlotChange(), reports=self.reports())
-        slot = self._resolve(command)
+        slot = self.resolve(command)
         if isinstance(slot, str):
             return self._rejected(command, None, CommandRefusal.UNKNOWN_TARGET, slot)
         verdict = self.guard.check_command(self.worker_id, slot.slot_id, command)
@@ -168,7 +168,7 @@ class WorkerModel:
             slot.commands_received.append(command.command_id)
         return self._handlers[command.command_type](command, slot, verdict)
 
-    def _resolve(self, command: AdaptationCommand) -> SeedSlot | str:
+    def resolve(self, command: AdaptationCommand) -> SeedSlot | str:
         """The slot a command names (slot id first, else seed id), or why there is none."""
         slot_id, seed_id = command.target_slot_id, command.target_seed_id
         germinate = command.command_type is CommandType.GERMINATE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 import torch
-from conftest import make_signal
+from controller_signals import make_signal
 from reference_heuristic import ReferenceHeuristic, reference_legal_actions
 
 from leyline import FastTrainingSignals, SeedStage

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import SignalFactory
+from controller_signals import SignalFactory
 from reference_heuristic import reference_legal_actions
 
 from leyline import CommandType, FeatureBounds, RiskLevel, SeedStage
@@ -178,3 +179,27 @@ def test_the_mlp_policy_runs_in_the_loop_with_its_own_bounds(
         assert decision.reason is DecisionReason.LEARNED
         legal = reference_legal_actions(layout, signal(epoch=0, seed_stage=stage))
         assert decision.action in legal
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_cuda_loop_decides_like_the_cpu_loop(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loops = [_loop(layout, device=device, max_batch=32) for device in ("cpu", "cuda")]
+    stages = list(SeedStage)
+    decided: list[list[tuple[str, float, DecisionReason]]] = [[], []]
+    for epoch in range(4, 16):
+        for loop, out in zip(loops, decided, strict=True):
+            for slot in range(20):
+                stage = stages[(slot + epoch) % len(stages)]
+                sig = signal(
+                    epoch=epoch,
+                    plateau_epochs=slot % 5,
+                    seed_stage=stage,
+                    seed_epochs_in_stage=slot % 7,
+                    seed_improvement=(slot % 9) - 4.0,
+                    val_accuracy=float(epoch + slot),
+                )
+                loop.submit(f"w{slot}", "s", sig, now=float(epoch))
+            out.extend((d.action.name, d.confidence, d.reason) for d in loop.flush())
+    assert decided[0] == decided[1]

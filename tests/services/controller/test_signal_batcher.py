@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SignalFactory
+from controller_signals import SignalFactory
 
 from services.controller import SignalBatcher
 
