@@ -122,6 +122,7 @@ def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> No
         for _ in range(count):
             publish(Channel.SIG, "w1", signal)
         conn.send(sum(publisher.metrics.dropped.values()))
+        conn.recv()  # everything arrived: closing cannot discard a queued message
         publisher.close()
         return
     sock = _raw(context, zmq.XPUB)
@@ -140,6 +141,7 @@ def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> No
         for _ in range(count):
             send([SIG, encoder.encode(signal)])
     conn.send(0)
+    conn.recv()
     sock.close()
 
 
@@ -156,6 +158,7 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
         answered = 0
         while answered < count:
             answered += subscriber.poll(100)
+        conn.recv()
         subscriber.close()
         publisher.close()
         return
@@ -179,6 +182,7 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
         for _ in range(count):
             decode(recv()[1])
             send([CMD, encoder.encode(command)])
+    conn.recv()
     sub.close()
     pub.close()
 
@@ -231,6 +235,7 @@ def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
         sub.close()
     if conn.recv() != 0:
         raise AssertionError("the publisher dropped messages with no high-water mark")
+    conn.send("done")
     return count / elapsed
 
 
@@ -265,6 +270,7 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
             while answers < n:
                 subscriber.poll(100)
             samples.append(clock() - started)
+        conn.send("done")
         subscriber.close()
         publisher.close()
         return samples
@@ -292,6 +298,7 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
             send([SIG, encoder.encode(signal)])
             decode(recv()[1])
             samples.append(clock() - started)
+    conn.send("done")
     sub.close()
     pub.close()
     return samples

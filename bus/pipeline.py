@@ -71,8 +71,12 @@ class Pipeline:
         self.tracker = SequenceTracker()
         self.metrics = metrics or SubscriberMetrics()
 
-    def process(self, frames: list[bytes]) -> Envelope | Rejection:
-        """Run every check on one multipart message."""
+    def process(self, frames: list[bytes], replay: bool = False) -> Envelope | Rejection:
+        """Run every check on one multipart message.
+
+        A replayed message (`replay`) fills a gap already counted, so the sequence step is
+        skipped; every other check runs as usual.
+        """
         if len(frames) != FRAMES:
             first = frames[0] if frames else b""
             return self._reject(
@@ -98,7 +102,7 @@ class Pipeline:
             return self._reject(bad_payload, header.sender, topic_frame)
         self.metrics.decode_latency.observe(time.perf_counter_ns() - started)
         envelope = Envelope(channel, scope, topic_frame, header, message)
-        if scope == CONTROL_SCOPE:
+        if scope == CONTROL_SCOPE or replay:
             return envelope
         sequence = header.sequence
         order = self.tracker.observe(header.sender, topic_frame, header.incarnation, sequence)

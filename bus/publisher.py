@@ -9,6 +9,7 @@ import zmq
 
 from bus.header import WIRE_VERSION, Header, encode_header
 from bus.metrics import PublisherMetrics
+from bus.replay import ReplayServer, ReplayWindow
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
 from bus.topics import Channel, control_topic, topic
 from leyline import REGISTRY, Heartbeat, Message, Ready
@@ -37,6 +38,8 @@ class Publisher:
         heartbeat_interval_s: float = 1.0,
         incarnation: int | None = None,
         clock: Callable[[], int] = time.time_ns,
+        replay_window: int = 0,
+        replay_address: str = "tcp://127.0.0.1:*",
     ) -> None:
         self.sender_id = sender_id
         self.incarnation = incarnation if incarnation is not None else time.time_ns()
@@ -52,6 +55,18 @@ class Publisher:
         self._next_heartbeat = 0
         self.subscriptions: dict[bytes, int] = {}
         self.metrics = PublisherMetrics()
+        self._window: ReplayWindow | None = None
+        self._replay: ReplayServer | None = None
+        if replay_window > 0:
+            self._window = ReplayWindow(replay_window)
+            self._replay = ReplayServer(
+                self._context, replay_address, self._window, sender_id, self.incarnation
+            )
+
+    @property
+    def replay_endpoint(self) -> str:
+        """Where this publisher answers replay requests ("" when it keeps no window)."""
+        return "" if self._replay is None else self._replay.endpoint
 
     def publish(
         self,
@@ -72,6 +87,9 @@ class Publisher:
             WIRE_VERSION, self.sender_id, self.incarnation, sequence, self._clock(), correlation_id
         )
         frames = [topic_frame, encode_header(header), self._encoder.encode(message)]
+        if self._window is not None and channel is not Channel.SIG:
+            # Kept even when the send fails below: a dropped message is what replay is for.
+            self._window.record(topic_frame, sequence, frames[1], frames[2])
         if self._send(frames):
             self.metrics.sent[channel] += 1
             return sequence
@@ -99,6 +117,8 @@ class Publisher:
             elif event:
                 prefix = event[1:]
                 self.subscriptions[prefix] = max(0, self.subscriptions.get(prefix, 0) - 1)
+        if self._replay is not None:
+            self._replay.serve()
         now = now_ns if now_ns is not None else time.monotonic_ns()
         if now >= self._next_heartbeat:
             self.heartbeat()
@@ -108,7 +128,11 @@ class Publisher:
         """Announce liveness and the last sequence of every topic, per channel."""
         interval_ms = self._heartbeat_ns // 1_000_000
         for channel in sorted(self._channels | self._subscribed_channels()):
-            beat = Heartbeat(interval_ms=interval_ms, last_sequences=self.last_sequences(channel))
+            beat = Heartbeat(
+                interval_ms=interval_ms,
+                last_sequences=self.last_sequences(channel),
+                replay_endpoint=self.replay_endpoint,
+            )
             self._send_control(channel, beat)
 
     def wait_for_subscribers(
@@ -126,6 +150,8 @@ class Publisher:
 
     def close(self) -> None:
         self._socket.close()
+        if self._replay is not None:
+            self._replay.close()
 
     def _covering(self, prefix: bytes) -> int:
         return sum(n for sub, n in self.subscriptions.items() if prefix.startswith(sub))

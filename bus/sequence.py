@@ -93,14 +93,24 @@ class SequenceTracker:
         return Order.OUT_OF_ORDER
 
     def advance(self, sender: str, topic: bytes, incarnation: int, last_sent: int) -> Gap | None:
-        """A heartbeat says `last_sent` was sent on this stream: record the tail we missed."""
-        stream = self._streams.get((sender, topic))
-        if stream is None or stream.incarnation != incarnation or last_sent <= stream.last:
-            return None
-        gap = Gap(sender, topic, incarnation, stream.last + 1, last_sent)
-        self.gaps.append(gap)
-        stream.seen = _shifted(stream.seen, last_sent - stream.last)
-        stream.last = last_sent
+        """A heartbeat says `last_sent` was sent on this stream: record what we missed.
+
+        For a stream not seen yet (we joined late, or the sender restarted) everything up to
+        `last_sent` is an initial gap, and the stream starts there.
+        """
+        key = (sender, topic)
+        stream = self._streams.get(key)
+        gap: Gap | None = None
+        if stream is None or incarnation > stream.incarnation:
+            self._streams[key] = _Stream(incarnation, last_sent, 0)
+            if last_sent >= 1:
+                gap = Gap(sender, topic, incarnation, 1, last_sent, initial=True)
+        elif stream.incarnation == incarnation and last_sent > stream.last:
+            gap = Gap(sender, topic, incarnation, stream.last + 1, last_sent)
+            stream.seen = (stream.seen << (last_sent - stream.last)) & _MASK
+            stream.last = last_sent
+        if gap is not None:
+            self.gaps.append(gap)
         return gap
 
     def last(self, sender: str, topic: bytes) -> int | None:

@@ -76,6 +76,8 @@ class Subscriber:
         self._ready: dict[Channel, set[str]] = {channel: set() for channel in self.channels}
         self._next_liveness_check = 0
         self.log = RateLimitedLog()
+        #: Where each sender answers replay requests, learned from its heartbeats.
+        self.replay_endpoints: dict[str, str] = {}
 
     def attach(self, address: str, bind: bool) -> str:
         """Bind or connect to one more endpoint (a subscriber may do both)."""
@@ -130,6 +132,17 @@ class Subscriber:
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
+
+    def replayed(self, frames: list[bytes]) -> Envelope | None:
+        """Check and deliver one replayed message; a control message is returned instead."""
+        outcome = self.pipeline.process(frames, replay=True)
+        if isinstance(outcome, Rejection):
+            self._reject(outcome)
+            return None
+        if outcome.is_control:
+            return outcome
+        self._deliver(outcome)
+        return None
 
     def wait_ready(self, timeout_s: float = 5.0, publishers: int | Iterable[str] = 1) -> bool:
         """Process input until every subscribed channel has heard from its publishers.
@@ -206,6 +219,8 @@ class Subscriber:
         self.metrics.heartbeats += 1
         tracker = self.pipeline.tracker
         header = envelope.header
+        if message.replay_endpoint:
+            self.replay_endpoints[header.sender] = message.replay_endpoint
         for name, last in message.last_sequences.items():
             topic_frame = name.encode()
             if any(topic_frame.startswith(prefix) for prefix in self._prefixes):

@@ -45,8 +45,8 @@ CHANNEL_CONTRACTS: dict[Channel, tuple[type[msgspec.Struct], ...]] = {
     Channel.CMD: (AdaptationCommand,),
     Channel.SIG: (FastTrainingSignals,),
     Channel.ACK: (CommandAck, WorkerHello),
-    Channel.TEL: (TelemetryEvent, SeedTelemetry),
-    Channel.REP: (SeedStateReport, FieldReport, TrainingSignals),
+    Channel.TEL: (TelemetryEvent,),
+    Channel.REP: (SeedStateReport, FieldReport, TrainingSignals, SeedTelemetry),
 }
 
 _CHANNELS = {channel.value.encode(): channel for channel in Channel}

@@ -45,6 +45,12 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     send_hwm: Annotated[PositiveInt, _help("messages queued per peer before send fails")] = 10_000
     receive_hwm: Annotated[PositiveInt, _help("messages queued per peer on receive")] = 10_000
     metrics_port: Annotated[Port | None, _help("serve /metrics on this port")] = None
+    replay_window: Annotated[
+        int, msgspec.Meta(ge=0, le=1_000_000, description="messages kept per topic for replay")
+    ] = 4096
+    replay_host: Annotated[
+        str, msgspec.Meta(min_length=1, description="host the replay endpoint binds and announces")
+    ] = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.stale_after_s <= self.heartbeat_s:

@@ -67,11 +67,19 @@ class Node:
         max_signal_age_s: float | None = None,
         metrics_port: int | None = None,
         violation_rate: float = 20.0,
+        replay_window: int = 0,
+        replay_host: str = "127.0.0.1",
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
+        self.subscriber_options = options
         self.node_id = node_id
         self.publisher = Publisher(
-            None, node_id, heartbeat_interval_s=heartbeat_s, options=options
+            None,
+            node_id,
+            heartbeat_interval_s=heartbeat_s,
+            options=options,
+            replay_window=replay_window,
+            replay_address=f"tcp://{replay_host}:*",
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)

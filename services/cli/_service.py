@@ -70,6 +70,8 @@ def make_node(
         stale_after_s=bus.stale_after_s,
         max_signal_age_s=bus.max_signal_age_s,
         metrics_port=bus.metrics_port,
+        replay_window=bus.replay_window,
+        replay_host=bus.replay_host,
     )
     node.handle_signals()
     return node

@@ -12,6 +12,7 @@ from services.cli._service import add_service_parser, load_service, make_node
 from services.config import ControllerConfig
 from services.controller.heuristic import HeuristicPolicy
 from services.controller.inference import InferenceLoop
+from services.controller.journal import CommandJournal
 from services.controller.layout import ActionLayout
 from services.controller.mlp import MlpPolicy
 from services.controller.policy import ControlPolicy
@@ -50,17 +51,22 @@ def _run(args: argparse.Namespace) -> int:
         max_wait_s=config.max_wait_ms / 1000,
         device=device,
     )
-    controller = Controller(node, loop, config.topology)
+    journal = CommandJournal(config.journal)
+    controller = Controller(
+        node, loop, journal, topology=config.topology, ack_timeout_s=config.ack_timeout_s
+    )
     log = structlog.get_logger("leyline.controller")
     log.info("controller running", device=str(loop.device), policy=config.policy)
     try:
         controller.run()
     finally:
         node.close()
+        journal.close()
     log.info(
         "controller stopped",
         issued=controller.issued,
         applied=controller.applied,
         rejected=controller.rejected,
+        resent=controller.resent,
     )
     return 0

@@ -1,4 +1,10 @@
-"""The controller process: fast signals in, policy decisions out as commands, acks tracked."""
+"""The controller process: fast signals in, policy decisions out as journaled commands.
+
+Every command is committed to the journal before it is sent, numbered per worker. Unacked
+commands are resent with exponential backoff; a worker's hello (on start or after a restart)
+names the last sequence it applied and gets everything after it again, in order. Workers
+deduplicate by command id and sequence, so a resend is acknowledged, never re-applied.
+"""
 
 from __future__ import annotations
 
@@ -15,60 +21,86 @@ from leyline import (
     FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
+    WorkerHello,
 )
 from leyline.telemetry import CommandIssued
 from services.controller.inference import Decision, InferenceLoop
+from services.controller.journal import CommandJournal, JournalEntry
 from services.node import Node
 
 _log = structlog.get_logger("leyline.controller")
+MAX_BACKOFF_S = 30.0
 
 
-class IssuedCommand:
-    """A command sent and not yet acknowledged."""
+class InFlight:
+    """A journaled command not yet acknowledged, and when to send it again."""
 
-    __slots__ = ("command", "issued_at", "slot_id", "worker_id")
+    __slots__ = ("attempts", "entry", "resend_at")
 
-    def __init__(self, worker_id: str, slot_id: str, command: AdaptationCommand) -> None:
-        self.worker_id = worker_id
-        self.slot_id = slot_id
-        self.command = command
-        self.issued_at = time.monotonic()
+    def __init__(self, entry: JournalEntry, resend_at: float) -> None:
+        self.entry = entry
+        self.attempts = 1
+        self.resend_at = resend_at
 
 
 class Controller:
     """Keeps the freshest signal per (worker, slot), decides in micro-batches, sends commands.
 
     A slot with a command in flight is not decided again until its ack arrives, so one
-    plateau never becomes two germinations. Reported stage changes pass the lifecycle guard
-    (`TransitionGuard` on the report channel) before the controller believes them.
+    plateau never becomes two germinations.
     """
 
-    def __init__(self, node: Node, loop: InferenceLoop, topology: str = "cnn") -> None:
+    def __init__(
+        self,
+        node: Node,
+        loop: InferenceLoop,
+        journal: CommandJournal,
+        *,
+        topology: str = "cnn",
+        ack_timeout_s: float = 2.0,
+    ) -> None:
         self.node = node
         self.loop = loop
+        self.journal = journal
         self.slots = SLOT_IDS[topology]
-        self.in_flight: dict[str, IssuedCommand] = {}
+        self.ack_timeout_s = ack_timeout_s
+        now = time.monotonic()
+        # A restarted controller picks up what it had sent and not seen acknowledged.
+        self.in_flight: dict[str, InFlight] = {
+            entry.command.command_id: InFlight(entry, now + ack_timeout_s)
+            for entry in journal.unacked()
+        }
+        self.issued = 0
         self.applied = 0
         self.rejected = 0
-        self.issued = 0
+        self.resent = 0
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
     def tick(self) -> None:
-        """Decide whatever batches are ready and publish their commands."""
+        """Decide the batches that are ready, publish their commands, resend overdue ones."""
         for decision in self.loop.step():
             self._act(decision)
+        now = time.monotonic()
+        for flight in self.in_flight.values():
+            if now >= flight.resend_at:
+                self._send(flight.entry)
+                flight.attempts += 1
+                backoff = self.ack_timeout_s * 2 ** (flight.attempts - 1)
+                flight.resend_at = now + min(backoff, MAX_BACKOFF_S)
+                self.resent += 1
 
     def run(self) -> None:
-        self.node.run(self.tick, timeout_ms=self._timeout_ms())
-
-    def _timeout_ms(self) -> int:
-        return max(1, int(self.loop.batcher.max_wait_s * 1000))
+        while not self.node.stopping:
+            deadline = self.loop.deadline()
+            wait = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
+            self.node.pump(max(1, int(wait * 1000)))
+            self.tick()
 
     def _busy(self, worker_id: str, slot_id: str) -> bool:
         return any(
-            issued.worker_id == worker_id and issued.slot_id == slot_id
-            for issued in self.in_flight.values()
+            f.entry.worker_id == worker_id and f.entry.slot_id == slot_id
+            for f in self.in_flight.values()
         )
 
     def _on_signal(self, envelope: Envelope) -> None:
@@ -82,14 +114,15 @@ class Controller:
             self.loop.submit(worker_id, slot_id, signal)
 
     def _act(self, decision: Decision) -> None:
-        command = decision.command
-        if command is None or self._busy(decision.worker_id, decision.slot_id):
+        if decision.command is None or self._busy(decision.worker_id, decision.slot_id):
             return
-        self.in_flight[command.command_id] = IssuedCommand(
-            decision.worker_id, decision.slot_id, command
+        entry = self.journal.issue(decision.worker_id, decision.slot_id, decision.command)
+        self.in_flight[entry.command.command_id] = InFlight(
+            entry, time.monotonic() + self.ack_timeout_s
         )
-        self.node.publish(Channel.CMD, command, scope=decision.worker_id)
+        self._send(entry)
         self.issued += 1
+        command = entry.command
         self.node.emit(
             TelemetryEvent(
                 event_type=TelemetryEventType.COMMAND_ISSUED,
@@ -100,22 +133,31 @@ class Controller:
                 ),
                 slot_id=decision.slot_id,
                 epoch=decision.epoch,
-                message=f"{decision.action.name} ({command.reason})",
+                message=f"{decision.action.name} #{command.sequence} ({command.reason})",
             )
         )
         _log.info(
             "command issued",
             worker=decision.worker_id,
             slot=decision.slot_id,
+            sequence=command.sequence,
             action=decision.action.name,
             reason=command.reason,
         )
 
+    def _send(self, entry: JournalEntry) -> None:
+        self.node.publish(Channel.CMD, entry.command, scope=entry.worker_id)
+
     def _on_ack(self, envelope: Envelope) -> None:
-        ack: CommandAck = envelope.message
-        issued = self.in_flight.pop(ack.command_id, None)
-        if issued is None:
+        message = envelope.message
+        if isinstance(message, WorkerHello):
+            self._on_hello(message)
             return
+        ack: CommandAck = message
+        flight = self.in_flight.pop(ack.command_id, None)
+        if flight is None:
+            return  # a repeated ack of a command already settled
+        self.journal.acknowledge(ack.command_id, ack.outcome)
         if ack.outcome is AckOutcome.REJECTED:
             self.rejected += 1
             _log.warning(
@@ -127,3 +169,29 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _on_hello(self, hello: WorkerHello) -> None:
+        """Settle what the worker already applied; resend the rest now, in order."""
+        worker = hello.worker_id
+        if hello.last_applied_sequence == 0:
+            self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
+        for flight in [f for f in self.in_flight.values() if f.entry.worker_id == worker]:
+            command: AdaptationCommand = flight.entry.command
+            if command.sequence <= hello.last_applied_sequence:
+                # Applied, its ack lost: the worker's checkpoint says so.
+                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
+                del self.in_flight[command.command_id]
+        pending = sorted(
+            (f for f in self.in_flight.values() if f.entry.worker_id == worker),
+            key=lambda f: f.entry.command.sequence,
+        )
+        now = time.monotonic()
+        for flight in pending:
+            self._send(flight.entry)
+            flight.resend_at = now + self.ack_timeout_s
+        _log.info(
+            "worker hello",
+            worker=worker,
+            last_applied=hello.last_applied_sequence,
+            resent=len(pending),
+        )

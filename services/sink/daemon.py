@@ -7,20 +7,25 @@ import time
 import structlog
 
 from bus import Channel, Envelope, Gap
-from leyline import TelemetryEvent
+from bus.replay import ReplayClient
+from leyline import ReplayDone, TelemetryEvent
 from services.node import Node
+from services.sink.repair import GapRepair
 from services.sink.rows import StorableMessage, StoredMessage
 from services.sink.store import TelemetryStore
 
 _log = structlog.get_logger("leyline.sink")
 AUDITED = (Channel.TEL, Channel.CMD, Channel.ACK, Channel.REP)
+#: Channels whose every message the sink keeps, so a stream's start is worth replaying too.
+REPAIRED_FROM_START = frozenset(c.value.encode() for c in (Channel.TEL, Channel.CMD, Channel.ACK))
 
 
 class SinkDaemon:
     """Buffers valid messages and commits them every `batch_size` or `flush_interval_s`.
 
     Nothing counts as stored before its transaction commits. A sequence gap the bus reports
-    becomes an explicit loss row, so holes in the record are never silent.
+    is replayed from the publisher's window; what the window no longer holds becomes an
+    explicit loss row, so holes in the record are never silent.
     """
 
     def __init__(
@@ -36,19 +41,26 @@ class SinkDaemon:
         self._batch_size = batch_size
         self._flush_ns = int(flush_interval_s * 1e9)
         self._pending: list[StoredMessage] = []
-        self._gaps: list[Gap] = []
+        self.replay = ReplayClient(options=node.subscriber_options)
+        self.repair = GapRepair(store, node.subscriber, self.replay)
         self._next_flush = time.monotonic_ns() + self._flush_ns
         self.stored = 0
         self.duplicates = 0
         for channel in AUDITED:
             node.subscriber.on(channel, self._receive)
-        node.subscriber.on_gap(self._gaps.append)
+        node.subscriber.on_gap(self._on_gap)
         node.emit = self._store_own  # type: ignore[method-assign]
 
     def tick(self) -> None:
-        """Commit when the batch is full or the flush interval has passed."""
+        """Take in replayed messages; commit when the batch is full or the interval passed."""
+        for frames in self.replay.drain():
+            done = self.node.subscriber.replayed(frames)
+            if done is not None and isinstance(done.message, ReplayDone):
+                self.flush()  # what was replayed is committed before its gap is settled
+                self.repair.settle(done.header.sender, done.message)
         if len(self._pending) >= self._batch_size or time.monotonic_ns() >= self._next_flush:
             self.flush()
+            self.repair.tick()
 
     def flush(self) -> None:
         if self._pending:
@@ -56,24 +68,17 @@ class SinkDaemon:
             result = self.store.write_batch(batch)
             self.stored += result.stored
             self.duplicates += result.duplicates
-        for gap in self._gaps:
-            channel = gap.topic.split(b".", 1)[0].decode()
-            reason = "joined_late" if gap.initial else "sequence_gap"
-            self.store.record_loss(
-                gap.sender,
-                channel,
-                gap.first,
-                gap.last,
-                reason,
-                topic=gap.topic.decode(),
-                incarnation=gap.incarnation,
-            )
-        self._gaps.clear()
         self._next_flush = time.monotonic_ns() + self._flush_ns
+
+    def _on_gap(self, gap: Gap) -> None:
+        """Repair every gap in the middle of a stream, and the start of the streams we keep."""
+        if not gap.initial or gap.topic.split(b".", 1)[0] in REPAIRED_FROM_START:
+            self.repair.add(gap)
 
     def run(self) -> None:
         self.node.run(self.tick)
         self.flush()
+        self.replay.close()
 
     def _receive(self, envelope: Envelope) -> None:
         message = envelope.message

@@ -239,6 +239,21 @@ class TelemetryStore:
         highest: int | None = self._connection.execute(_MAX_SEQUENCE, params).fetchone()[0]
         return highest
 
+    def missing(
+        self, sender: str, topic: str, incarnation: int, first: int, last: int
+    ) -> list[tuple[int, int]]:
+        """The runs of sequences in `first`..`last` of one stream that are not stored."""
+        stored = [s for s in self.sequences(sender, topic, incarnation) if first <= s <= last]
+        runs: list[tuple[int, int]] = []
+        expected = first
+        for sequence in stored:
+            if sequence > expected:
+                runs.append((expected, sequence - 1))
+            expected = sequence + 1
+        if expected <= last:
+            runs.append((expected, last))
+        return runs
+
     def sequences(self, sender: str, topic: str, incarnation: int = 0) -> list[int]:
         """Every sequence stored from one sender's stream, ascending (for finding gaps)."""
         params = (sender, topic, incarnation) * len(MESSAGE_TABLES)

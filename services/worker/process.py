@@ -163,7 +163,7 @@ class Worker:
         for event in report.events:
             node.emit(event)
         for telemetry in report.seed_telemetry:
-            node.publish(Channel.TEL, telemetry)
+            node.publish(Channel.REP, telemetry)
         for state in report.reports:
             node.publish(Channel.REP, state)
         for signal in report.fast:

@@ -1,0 +1,163 @@
+"""Replay of recent messages: a bounded window at the publisher, requests from subscribers.
+
+A publisher with a window keeps the last `size` messages of every topic it publishes on
+(except fast signals, where only the freshest matters) and answers `ReplayRequest`s on a
+ROUTER socket whose address it announces in its heartbeats. A subscriber that found a gap
+asks over a DEALER socket; the replayed frames are the original ones (same header, same
+sequence) and go through the same pipeline, so storing them is idempotent. A `ReplayDone`
+closes each answer and says what the window no longer held: those messages are lost for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+
+import zmq
+
+from bus.header import WIRE_VERSION, Header, encode_header
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
+from bus.topics import Channel, control_topic, parse_topic
+from leyline import REGISTRY, ContractError, ReplayDone, ReplayRequest
+
+_REQUESTS = REGISTRY.decoder([ReplayRequest])
+_ENCODER = REGISTRY.encoder()
+
+
+class ReplayWindow:
+    """The last `size` (sequence, header, payload) of each topic."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._topics: dict[bytes, deque[tuple[int, bytes, bytes]]] = {}
+
+    def record(self, topic: bytes, sequence: int, header: bytes, payload: bytes) -> None:
+        kept = self._topics.get(topic)
+        if kept is None:
+            kept = self._topics[topic] = deque(maxlen=self.size)
+        kept.append((sequence, header, payload))
+
+    def between(self, topic: bytes, first: int, last: int) -> list[tuple[int, bytes, bytes]]:
+        """The kept messages with `first` <= sequence <= `last`, in order."""
+        return [item for item in self._topics.get(topic, ()) if first <= item[0] <= last]
+
+    def oldest(self, topic: bytes) -> int:
+        """The oldest sequence kept for `topic`; 0 when none is."""
+        kept = self._topics.get(topic)
+        return kept[0][0] if kept else 0
+
+    def __len__(self) -> int:
+        return sum(len(kept) for kept in self._topics.values())
+
+
+class ReplayServer:
+    """Answers replay requests from a window, on a ROUTER socket."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        address: str,
+        window: ReplayWindow,
+        sender_id: str,
+        incarnation: int,
+    ) -> None:
+        self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, 4096)  # requests are tiny
+        self.endpoint = attach(self._socket, address, bind=True)
+        self.window = window
+        self._sender = sender_id
+        self._incarnation = incarnation
+        self.served = 0
+
+    def serve(self) -> None:
+        """Answer every queued request without blocking; malformed requests are ignored."""
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue
+            identity, body = frames
+            try:
+                request = _REQUESTS.decode(body)
+                channel, _ = parse_topic(request.topic.encode())
+            except ContractError:
+                continue
+            self._answer(identity, channel, request)
+
+    def _answer(self, identity: bytes, channel: Channel, request: ReplayRequest) -> None:
+        topic = request.topic.encode()
+        kept = (
+            self.window.between(topic, request.first, request.last)
+            if request.incarnation == self._incarnation
+            else []
+        )
+        for _, header, payload in kept:
+            self._send([identity, topic, header, payload])
+        oldest = self.window.oldest(topic) if request.incarnation == self._incarnation else 0
+        done = ReplayDone(
+            topic=request.topic,
+            incarnation=request.incarnation,
+            first=request.first,
+            last=request.last,
+            oldest_kept=oldest,
+            resent=len(kept),
+        )
+        done_header = encode_header(Header(WIRE_VERSION, self._sender, self._incarnation, 0, 0))
+        self._send([identity, control_topic(channel), done_header, _ENCODER.encode(done)])
+        self.served += 1
+
+    def _send(self, frames: list[bytes]) -> None:
+        # A requester that is gone or flooded times out and records the loss itself.
+        with contextlib.suppress(zmq.Again):
+            self._socket.send_multipart(frames, zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class ReplayClient:
+    """Sends replay requests to publishers' endpoints and collects the answers."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
+    ) -> None:
+        self._context = context or zmq.Context.instance()
+        self._options = options
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
+
+    def request(self, endpoint: str, request: ReplayRequest) -> bool:
+        """Ask `endpoint` for a replay; False when the request could not be queued."""
+        sock = self._sockets.get(endpoint)
+        if sock is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, self._options.receive_hwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._options.max_message_bytes)
+            sock.connect(endpoint)
+            self._sockets[endpoint] = sock
+        try:
+            sock.send(_ENCODER.encode(request), zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def drain(self, limit: int = 1024) -> list[list[bytes]]:
+        """The answer frames that have arrived (each a topic, header, payload triple)."""
+        received: list[list[bytes]] = []
+        for sock in self._sockets.values():
+            while len(received) < limit:
+                try:
+                    received.append(sock.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        return received
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()

@@ -1,0 +1,124 @@
+"""Gap repair: ask publishers to replay what the sink missed; record what is gone as losses.
+
+A gap inside a publisher's replay window is refilled (stored idempotently, so a repeat is
+harmless). Whatever the window no longer holds, or whoever never answers, becomes an explicit
+loss row with its reason: the record may have holes, but never silent ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from bus import Gap, Subscriber
+from bus.replay import ReplayClient
+from leyline import ReplayDone, ReplayRequest
+from services.sink.store import TelemetryStore
+
+StreamKey = tuple[str, str, int]  # sender, topic, incarnation
+
+
+class _Need(msgspec.Struct):
+    sender: str
+    topic: str
+    incarnation: int
+    first: int
+    last: int
+    since: float
+    sent_at: float = 0.0
+
+
+class GapRepair:
+    """Requests replays for gaps and settles each as refilled or lost."""
+
+    def __init__(
+        self,
+        store: TelemetryStore,
+        subscriber: Subscriber,
+        client: ReplayClient,
+        *,
+        answer_timeout_s: float = 5.0,
+        endpoint_wait_s: float = 3.0,
+    ) -> None:
+        self._store = store
+        self._subscriber = subscriber
+        self._client = client
+        self._answer_timeout = answer_timeout_s
+        self._endpoint_wait = endpoint_wait_s
+        self._waiting: list[_Need] = []
+        self._asked: dict[tuple[str, str, int, int], _Need] = {}
+        self.requested = 0
+        self.lost = 0
+
+    def add(self, gap: Gap) -> None:
+        self._waiting.append(
+            _Need(
+                gap.sender,
+                gap.topic.decode(),
+                gap.incarnation,
+                gap.first,
+                gap.last,
+                time.monotonic(),
+            )
+        )
+
+    def tick(self) -> None:
+        """Send the requests that can be sent; give up on those that waited too long."""
+        now = time.monotonic()
+        still: list[_Need] = []
+        for need in self._waiting:
+            endpoint = self._subscriber.replay_endpoints.get(need.sender)
+            if endpoint is None:
+                if now - need.since > self._endpoint_wait:
+                    self._lose(need, need.first, need.last, "no_replay_endpoint")
+                else:
+                    still.append(need)
+                continue
+            for first, last in self._store.missing(
+                need.sender, need.topic, need.incarnation, need.first, need.last
+            ):
+                run = msgspec.structs.replace(need, first=first, last=last)
+                if not self._ask(endpoint, run, now):
+                    still.append(run)
+        self._waiting = still
+        for key, need in list(self._asked.items()):
+            if now - need.sent_at > self._answer_timeout:
+                del self._asked[key]
+                self._lose(need, need.first, need.last, "replay_timeout")
+
+    def _ask(self, endpoint: str, need: _Need, now: float) -> bool:
+        request = ReplayRequest(
+            topic=need.topic, incarnation=need.incarnation, first=need.first, last=need.last
+        )
+        if not self._client.request(endpoint, request):
+            return False
+        need.sent_at = now
+        self._asked[(need.sender, need.topic, need.incarnation, need.first)] = need
+        self.requested += 1
+        return True
+
+    def settle(self, sender: str, done: ReplayDone) -> None:
+        """A replay answer ended: what the window no longer held is lost."""
+        need = self._asked.pop((sender, done.topic, done.incarnation, done.first), None)
+        if need is None:
+            return
+        kept_from = done.oldest_kept or done.last + 1
+        if kept_from > done.first:
+            self._lose(need, done.first, min(done.last, kept_from - 1), "beyond_window")
+
+    def pending(self) -> int:
+        return len(self._waiting) + len(self._asked)
+
+    def _lose(self, need: _Need, first: int, last: int, reason: str) -> None:
+        channel = need.topic.split(".", 1)[0]
+        if self._store.record_loss(
+            need.sender,
+            channel,
+            first,
+            last,
+            reason,
+            topic=need.topic,
+            incarnation=need.incarnation,
+        ):
+            self.lost += last - first + 1
