@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/leyline schema show
+	$(VENV)/bin/leyline up
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

@@ -107,7 +107,7 @@ class SequenceTracker:
                 gap = Gap(sender, topic, incarnation, 1, last_sent, initial=True)
         elif stream.incarnation == incarnation and last_sent > stream.last:
             gap = Gap(sender, topic, incarnation, stream.last + 1, last_sent)
-            stream.seen = (stream.seen << (last_sent - stream.last)) & _MASK
+            stream.seen = _shifted(stream.seen, last_sent - stream.last)
             stream.last = last_sent
         if gap is not None:
             self.gaps.append(gap)

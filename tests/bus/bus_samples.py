@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from bus import WIRE_VERSION, Channel, Header, topic
+from bus import CHANNEL_CONTRACTS, WIRE_VERSION, Channel, Header, topic
 from bus.header import encode_header
 from leyline import (
     AckOutcome,
@@ -25,6 +25,7 @@ from leyline import (
     TelemetryEvent,
     TelemetryEventType,
     TrainingSignals,
+    WorkerHello,
     encode,
 )
 from leyline.telemetry import SeedStageChanged
@@ -64,46 +65,50 @@ def stage_changed(from_stage: SeedStage, to_stage: SeedStage, slot: str = SLOT) 
     )
 
 
+def _samples() -> list[msgspec.Struct]:
+    """One or more valid instances of every contract any channel carries."""
+    return [
+        advance(),
+        AdaptationCommand(
+            command_type=CommandType.GERMINATE,
+            target_slot_id=SLOT,
+            blueprint_id="conv_enhance",
+            timestamp=NOW,
+        ),
+        AdaptationCommand(
+            command_type=CommandType.SET_ALPHA, target_seed_id="seed-1", alpha_value=0.5
+        ),
+        fast_signals(),
+        FastTrainingSignals.empty(3),
+        CommandAck(
+            command_id=str(uuid.UUID(int=7)),
+            worker_id="w1",
+            outcome=AckOutcome.APPLIED,
+            command_type=CommandType.GERMINATE,
+            stage_after=SeedStage.GERMINATED,
+        ),
+        WorkerHello(worker_id="w1", last_applied_sequence=41),
+        stage_changed(SeedStage.GERMINATED, SeedStage.TRAINING),
+        SeedTelemetry(seed_id="seed-1", captured_at=NOW, gradient_norm=0.12),
+        SeedStateReport(
+            seed_id="seed-1",
+            slot_id=SLOT,
+            stage=SeedStage.TRAINING,
+            previous_stage=SeedStage.GERMINATED,
+        ),
+        FieldReport(seed_id="seed-1", final_stage=SeedStage.FOSSILIZED, success=True),
+        TrainingSignals(loss_history=[1.5, 1.4], accuracy_history=[50.0, 51.0]),
+    ]
+
+
 def channel_samples() -> dict[Channel, list[Message]]:
-    """At least one valid instance of every contract of every channel."""
-    return {
-        Channel.CMD: [
-            advance(),
-            AdaptationCommand(
-                command_type=CommandType.GERMINATE,
-                target_slot_id=SLOT,
-                blueprint_id="conv_enhance",
-                timestamp=NOW,
-            ),
-            AdaptationCommand(
-                command_type=CommandType.SET_ALPHA, target_seed_id="seed-1", alpha_value=0.5
-            ),
-        ],
-        Channel.SIG: [fast_signals(), FastTrainingSignals.empty(3)],
-        Channel.ACK: [
-            CommandAck(
-                command_id=str(uuid.UUID(int=7)),
-                worker_id="w1",
-                outcome=AckOutcome.APPLIED,
-                command_type=CommandType.GERMINATE,
-                stage_after=SeedStage.GERMINATED,
-            )
-        ],
-        Channel.TEL: [
-            stage_changed(SeedStage.GERMINATED, SeedStage.TRAINING),
-            SeedTelemetry(seed_id="seed-1", captured_at=NOW, gradient_norm=0.12),
-        ],
-        Channel.REP: [
-            SeedStateReport(
-                seed_id="seed-1",
-                slot_id=SLOT,
-                stage=SeedStage.TRAINING,
-                previous_stage=SeedStage.GERMINATED,
-            ),
-            FieldReport(seed_id="seed-1", final_stage=SeedStage.FOSSILIZED, success=True),
-            TrainingSignals(loss_history=[1.5, 1.4], accuracy_history=[50.0, 51.0]),
-        ],
-    }
+    """The samples grouped by the channel that carries their contract."""
+    grouped: dict[Channel, list[Message]] = {channel: [] for channel in Channel}
+    for sample in _samples():
+        for channel, contracts in CHANNEL_CONTRACTS.items():
+            if type(sample) in contracts:
+                grouped[channel].append(sample)  # type: ignore[arg-type]
+    return grouped
 
 
 def header(

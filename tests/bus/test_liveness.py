@@ -69,7 +69,7 @@ def test_signal_older_than_max_age_is_stale() -> None:
 
 def test_max_age_applies_to_fast_signals_only() -> None:
     pipeline = Pipeline([Channel.SIG, Channel.TEL], max_signal_age_ns=SECOND, clock=lambda: 0)
-    event = channel_samples()[Channel.TEL][1]
+    event = channel_samples()[Channel.TEL][0]
     old_event = [b"tel.w1.", header(sent_ns=0), encode(event)]
     assert isinstance(pipeline.process(old_event), Envelope)
     assert isinstance(pipeline.process(frames(Channel.SIG, "w1", fast_signals())), Envelope)

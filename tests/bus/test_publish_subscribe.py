@@ -11,6 +11,12 @@ from bus.testing import InProcessBus, capture_rejections
 from leyline import RejectReason
 
 
+def test_samples_cover_every_contract_of_every_channel() -> None:
+    samples = channel_samples()
+    for channel, contracts in CHANNEL_CONTRACTS.items():
+        assert {type(m) for m in samples[channel]} == set(contracts), channel
+
+
 @pytest.mark.parametrize("channel", list(Channel))
 def test_every_contract_of_a_channel_round_trips(inproc: InProcessBus, channel: Channel) -> None:
     publisher = inproc.publisher("w1")

@@ -119,11 +119,32 @@ def test_heartbeat_reveals_a_tail_gap_once() -> None:
     assert tracker.observe("w1", T, 1, 8) is Order.NEXT
 
 
-def test_heartbeat_without_news_or_from_elsewhere_changes_nothing() -> None:
-    tracker = _tracker(1, 2, 3)
-    assert tracker.advance("w1", T, 1, 3) is None
-    assert tracker.advance("w1", T, 1, 2) is None
-    assert tracker.advance("w1", T, 2, 9) is None  # another incarnation
-    assert tracker.advance("w9", T, 1, 9) is None  # a stream never seen
-    assert tracker.advance("w1", T, 1, 2**32 - 1) is not None  # huge, and cheap
-    assert tracker.take_gaps()[-1].last == 2**32 - 1
+def test_heartbeat_without_news_or_from_an_older_incarnation_changes_nothing() -> None:
+    tracker = _tracker(1, 2, 3, incarnation=5)
+    assert tracker.advance("w1", T, 5, 3) is None
+    assert tracker.advance("w1", T, 5, 2) is None
+    assert tracker.advance("w1", T, 4, 9) is None
+    assert tracker.take_gaps() == []
+    assert tracker.last("w1", T) == 3
+
+
+def test_heartbeat_of_an_unseen_stream_starts_it_with_an_initial_gap() -> None:
+    tracker = SequenceTracker()
+    assert tracker.advance("w1", T, 1, 9) == _gap(1, 9, initial=True)
+    assert tracker.observe("w1", T, 1, 10) is Order.NEXT
+    assert tracker.observe("w1", T, 1, 9) is Order.OUT_OF_ORDER
+
+
+def test_heartbeat_of_a_new_incarnation_restarts_the_stream() -> None:
+    tracker = _tracker(1, 2, 3, incarnation=5)
+    assert tracker.advance("w1", T, 6, 2) == _gap(1, 2, incarnation=6, initial=True)
+    assert tracker.observe("w1", T, 6, 3) is Order.NEXT
+    assert tracker.observe("w1", T, 5, 4) is Order.STALE_INCARNATION
+
+
+def test_hostile_heartbeat_with_a_huge_last_sequence_is_cheap() -> None:
+    tracker = _tracker(1)
+    # A 2**32-bit shift would allocate half a gigabyte; the window simply empties instead.
+    assert tracker.advance("w1", T, 1, 2**32 - 1) == _gap(2, 2**32 - 1)
+    assert tracker.observe("w1", T, 1, 2**32) is Order.NEXT
+    assert tracker.observe("w1", T, 1, 1) is Order.OUT_OF_ORDER
