@@ -96,7 +96,9 @@ def _wait_subscribed(xpub: zmq.Socket[bytes]) -> None:
     xpub.recv()
 
 
-def _mutual_ready(conn: Connection, publisher: Publisher, subscriber: Subscriber, peer: str) -> None:
+def _mutual_ready(
+    conn: Connection, publisher: Publisher, subscriber: Subscriber, peer: str
+) -> None:
     """Service our publisher until we heard `peer`'s Ready and the other side says so too.
 
     Each side tells the other once its own subscriber is ready, and keeps answering the other's
@@ -166,8 +168,14 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
     if mode == "ours":
         publisher = Publisher(ANY_PORT, "controller", context=context, options=UNBOUNDED)
         conn.send(publisher.address)
-        subscriber = Subscriber(conn.recv(), [(Channel.SIG, None)], context=context)
-        subscriber.on(Channel.SIG, lambda _: publisher.publish(Channel.CMD, "w1", command))
+        subscriber = Subscriber(
+            conn.recv(), [(Channel.SIG, None)], context=context, options=UNBOUNDED
+        )
+
+        def on_signal(_: Envelope) -> None:
+            publisher.publish(Channel.CMD, "w1", command)
+
+        subscriber.on(Channel.SIG, on_signal)
         _mutual_ready(conn, publisher, subscriber, "w1")
         conn.recv()  # their ready: both directions are proven
         answered = 0
@@ -211,7 +219,7 @@ def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
     address = conn.recv()
     received = 0
     if mode == "ours":
-        subscriber = Subscriber(address, [(Channel.SIG, "w1")], context=context)
+        subscriber = Subscriber(address, [(Channel.SIG, "w1")], context=context, options=UNBOUNDED)
 
         def on_signal(_: Envelope) -> None:
             nonlocal received
@@ -267,7 +275,11 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[
         guard = CommandGuard(lifecycle, "w1", lambda c: c.target_slot_id)
         publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED)
         subscriber = Subscriber(
-            their_address, [(Channel.CMD, "w1")], context=context, guards={Channel.CMD: guard}
+            their_address,
+            [(Channel.CMD, "w1")],
+            context=context,
+            options=UNBOUNDED,
+            guards={Channel.CMD: guard},
         )
         conn.send(publisher.address)
         answers = 0
@@ -339,7 +351,9 @@ def run() -> dict[str, Any]:
             for mode in MODES:
                 run_samples = _round_trips(parent, context, mode, ROUND_TRIPS // ROUND_TRIP_RUNS)
                 trips[mode].extend(run_samples)
-                progress(f"round trip {mode:9s} median {statistics.median(run_samples) / 1e3:7.1f} us")
+                progress(
+                    f"round trip {mode:9s} median {statistics.median(run_samples) / 1e3:7.1f} us"
+                )
         parent.send(None)
     finally:
         child.join(timeout=10)

@@ -105,13 +105,19 @@ class Node:
             sources = [self.subscriber.metrics.samples, self.publisher.metrics.samples]
             self._metrics = MetricsServer(sources, {"node": node_id}, metrics_port)
         self.stopping = False
+        #: Where this node's own telemetry goes instead of the bus (the sink stores its own).
+        self.local_telemetry: Callable[[TelemetryEvent], None] | None = None
 
     def publish(self, channel: Channel, message: Message, scope: str | None = None) -> int | None:
         """Publish on `channel`, scoped to this node unless told otherwise."""
         return self.publisher.publish(channel, scope or self.node_id, message)
 
     def emit(self, event: TelemetryEvent) -> None:
-        self.publish(Channel.TEL, event)
+        """Publish one of this node's own telemetry events (or hand it to `local_telemetry`)."""
+        if self.local_telemetry is not None:
+            self.local_telemetry(event)
+        else:
+            self.publish(Channel.TEL, event)
 
     def stop(self, *_: object) -> None:
         self.stopping = True

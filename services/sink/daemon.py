@@ -49,7 +49,7 @@ class SinkDaemon:
         for channel in AUDITED:
             node.subscriber.on(channel, self._receive)
         node.subscriber.on_gap(self._on_gap)
-        node.emit = self._store_own  # type: ignore[method-assign]
+        node.local_telemetry = self._store_own
 
     def tick(self) -> None:
         """Take in replayed messages; commit when the batch is full or the interval passed."""

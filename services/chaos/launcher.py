@@ -1,0 +1,85 @@
+"""The local stack with each service under the fault injector's hand: start, kill, pause."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from services.stack import Stack, StackPlan
+
+#: Services that are not workers.
+INFRASTRUCTURE = ("sink", "controller")
+
+
+class ChaosStack(Stack):
+    """A `Stack` whose services start one at a time and can be killed, paused and restarted.
+
+    A restarted service runs the same command with the same environment as the first time,
+    so it finds its journal, checkpoint or database where it left them; its log is appended.
+    """
+
+    def __init__(self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] = {}) -> None:
+        super().__init__(plan)
+        self._commands = {name: (command, dict(base)) for name, command, base in plan.services}
+        for name, extra in env.items():
+            self._commands[name][1].update(extra)
+        self.starts: dict[str, int] = dict.fromkeys(self._commands, 0)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._commands)
+
+    def start(self, names: Iterable[str] | None = None) -> None:
+        """Start `names` (every service by default) in the order given."""
+        for name in self._commands if names is None else names:
+            self.launch(name)
+
+    def launch(self, name: str) -> None:
+        """Start one service (again); it must not be running."""
+        if self.alive(name):
+            raise RuntimeError(f"{name} is already running")
+        command, env = self._commands[name]
+        logs = Path(self.plan.data_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = (logs / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", command],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.starts[name] += 1
+
+    def alive(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    def pids(self) -> dict[str, int]:
+        """The pid of every running service."""
+        return {name: p.pid for name, p in self.processes.items() if p.poll() is None}
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no handler runs, nothing is flushed, the process is simply gone."""
+        process = self.processes[name]
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def pause(self, name: str) -> None:
+        os.kill(self.processes[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.kill(self.processes[name].pid, signal.SIGCONT)
+
+    def crashed(self) -> list[str]:
+        """Services that exited on their own with a non-zero status (not killed by us)."""
+        return [
+            name
+            for name, process in self.processes.items()
+            if process.poll() is not None and process.returncode not in (0, -signal.SIGKILL)
+        ]
