@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bus.pipeline import Envelope
 from leyline import (
     AdaptationCommand,
+    CommandType,
     ContractError,
     LifecycleGuard,
     RejectReason,
@@ -45,6 +46,8 @@ class CommandGuard:
         command = envelope.message
         if not isinstance(command, AdaptationCommand):
             return None
+        if command.command_type is CommandType.REQUEST_STATE:
+            return None  # a state query addresses the worker as a whole, never one slot
         slot = self._resolve(command)
         if slot is None:
             return ContractError(

@@ -89,12 +89,14 @@ class PublisherMetrics:
     def __init__(self) -> None:
         self.sent = _per_channel()
         self.dropped = _per_channel()
+        self.control_dropped = 0
 
     def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
         for channel in Channel:
             labels = {"channel": channel.value}
             yield "leyline_sent_total", labels, self.sent[channel]
             yield "leyline_dropped_total", labels, self.dropped[channel]
+        yield "leyline_control_dropped_total", {}, self.control_dropped
 
 
 MetricSource = Callable[[], Iterable[tuple[str, dict[str, str], float]]]

@@ -123,7 +123,12 @@ class Pipeline:
                 return self._reject(stale, header.sender, topic_frame, message)
         guard = self._guards.get(channel)
         if guard is not None:
-            refusal = guard(envelope)
+            try:
+                refusal = guard(envelope)
+            except Exception as exc:  # a faulty guard must not kill the subscriber
+                refusal = ContractError(
+                    RejectReason.HANDLER_ERROR, f"guard failed: {type(exc).__name__}: {exc}"
+                )
             if refusal is not None:
                 return self._reject(refusal, header.sender, topic_frame, message)
         return envelope

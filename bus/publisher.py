@@ -174,7 +174,8 @@ class Publisher:
     def _send_control(self, channel: Channel, message: Heartbeat | Ready) -> None:
         header = Header(WIRE_VERSION, self.sender_id, self.incarnation, 0, self._clock())
         frames = [control_topic(channel), encode_header(header), self._encoder.encode(message)]
-        self._send(frames)
+        if not self._send(frames):
+            self.metrics.control_dropped += 1
 
     def _send(self, frames: list[bytes]) -> bool:
         # Frame by frame with int flags: what send_multipart does, without its per-frame

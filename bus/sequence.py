@@ -12,6 +12,9 @@ import enum
 from dataclasses import dataclass
 
 WINDOW = 1024
+#: Streams remembered at most; beyond it the least recently started is forgotten, so forged
+#: sender ids cannot grow memory without bound.
+MAX_STREAMS = 65_536
 _MASK = (1 << WINDOW) - 1
 
 
@@ -66,7 +69,7 @@ class SequenceTracker:
         key = (sender, topic)
         stream = self._streams.get(key)
         if stream is None:
-            self._streams[key] = _Stream(incarnation, sequence, 1)
+            self._start(key, _Stream(incarnation, sequence, 1))
             if sequence > 1:
                 self.gaps.append(Gap(sender, topic, incarnation, 1, sequence - 1, initial=True))
             return Order.FIRST
@@ -102,7 +105,7 @@ class SequenceTracker:
         stream = self._streams.get(key)
         gap: Gap | None = None
         if stream is None or incarnation > stream.incarnation:
-            self._streams[key] = _Stream(incarnation, last_sent, 0)
+            self._start(key, _Stream(incarnation, last_sent, 0))
             if last_sent >= 1:
                 gap = Gap(sender, topic, incarnation, 1, last_sent, initial=True)
         elif stream.incarnation == incarnation and last_sent > stream.last:
@@ -112,6 +115,16 @@ class SequenceTracker:
         if gap is not None:
             self.gaps.append(gap)
         return gap
+
+    def _start(self, key: tuple[str, bytes], stream: _Stream) -> None:
+        self._streams.pop(key, None)
+        if len(self._streams) >= MAX_STREAMS:
+            del self._streams[next(iter(self._streams))]
+        self._streams[key] = stream
+
+    def __len__(self) -> int:
+        """How many streams are remembered."""
+        return len(self._streams)
 
     def last(self, sender: str, topic: bytes) -> int | None:
         stream = self._streams.get((sender, topic))

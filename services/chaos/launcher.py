@@ -22,16 +22,22 @@ class ChaosStack(Stack):
     so it finds its journal, checkpoint or database where it left them; its log is appended.
     """
 
-    def __init__(self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] = {}) -> None:
+    def __init__(
+        self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
         super().__init__(plan)
         self._commands = {name: (command, dict(base)) for name, command, base in plan.services}
-        for name, extra in env.items():
+        for name, extra in (env or {}).items():
             self._commands[name][1].update(extra)
         self.starts: dict[str, int] = dict.fromkeys(self._commands, 0)
 
     @property
     def names(self) -> list[str]:
         return list(self._commands)
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [name for name, (command, _) in self._commands.items() if command == "worker"]
 
     def start(self, names: Iterable[str] | None = None) -> None:
         """Start `names` (every service by default) in the order given."""

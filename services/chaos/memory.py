@@ -44,7 +44,7 @@ class ProcessMemory(msgspec.Struct, kw_only=True):
 class MemoryWatch:
     """Samples the RSS of named processes; judges the ones that lived long enough."""
 
-    def __init__(self, min_samples: int = 20) -> None:
+    def __init__(self, min_samples: int = 60) -> None:
         self.min_samples = min_samples
         self.processes: dict[int, ProcessMemory] = {}
 
@@ -69,11 +69,19 @@ class MemoryWatch:
             peaks[record.service] = max(peaks.get(record.service, 0.0), record.peak_kib / 1024)
         return dict(sorted(peaks.items()))
 
-    def violations(self, max_growth_mib: float) -> list[str]:
-        """One line per process whose steady-state growth exceeded `max_growth_mib`."""
-        return [
+    def violations(self, max_growth_mib: float, max_rss_mib: float) -> list[str]:
+        """One line per process above `max_rss_mib`, or whose steady-state growth (judged
+        processes only) exceeded `max_growth_mib`."""
+        found = [
             f"{p.service} (pid {p.pid}) grew {p.growth_kib / 1024:.1f} MiB in the second half "
             f"of its life (bound {max_growth_mib:g} MiB)"
             for p in self.judged()
             if p.growth_kib > max_growth_mib * 1024
         ]
+        found.extend(
+            f"{p.service} (pid {p.pid}) reached {p.peak_kib / 1024:.0f} MiB "
+            f"(bound {max_rss_mib:g} MiB)"
+            for p in self.processes.values()
+            if p.peak_kib > max_rss_mib * 1024
+        )
+        return found

@@ -19,6 +19,7 @@ _COMMANDS = (
     "services.cli.controller",
     "services.cli.worker",
     "services.cli.up",
+    "services.cli.chaos",
 )
 
 

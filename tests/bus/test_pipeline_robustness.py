@@ -1,0 +1,35 @@
+"""A faulty guard or a flood of forged senders cannot kill a subscriber or grow its memory."""
+
+from __future__ import annotations
+
+import pytest
+from bus_samples import fast_signals, frames
+
+import bus.sequence
+from bus import Channel, Envelope, Pipeline, Rejection, SequenceTracker
+from leyline import RejectReason
+
+
+def test_a_guard_that_raises_becomes_a_handler_error_rejection() -> None:
+    def broken_guard(envelope: Envelope) -> None:
+        raise KeyError("slot table not loaded")
+
+    pipeline = Pipeline([Channel.SIG], guards={Channel.SIG: broken_guard})
+    outcome = pipeline.process(frames(Channel.SIG, "w1", fast_signals(), sender="w1"))
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is RejectReason.HANDLER_ERROR
+    assert "KeyError" in outcome.detail
+    assert pipeline.metrics.rejected[RejectReason.HANDLER_ERROR] == 1
+
+
+def test_forged_sender_ids_never_grow_the_tracker_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bus.sequence, "MAX_STREAMS", 8)
+    tracker = SequenceTracker()
+    for n in range(100):
+        tracker.observe(f"forged-{n}", b"sig.x.", 1, 1)
+    assert len(tracker) == 8
+    # The newest streams are the ones kept.
+    assert tracker.last("forged-99", b"sig.x.") == 1
+    assert tracker.last("forged-0", b"sig.x.") is None
