@@ -20,9 +20,19 @@ from bus.metrics import SubscriberMetrics
 from bus.rejection import Rejection
 from bus.sequence import ACCEPTED, Order, SequenceTracker
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, parse_topic
-from leyline import REGISTRY, ContractError, Heartbeat, MessageDecoder, Ready, RejectReason
+from leyline import (
+    REGISTRY,
+    ContractError,
+    Heartbeat,
+    MessageDecoder,
+    Ready,
+    RejectReason,
+    ReplayDone,
+)
 
 FRAMES = 3
+#: Valid topics remembered already parsed (the hot path sees a handful, over and over).
+MAX_CACHED_TOPICS = 4096
 
 
 class Envelope(msgspec.Struct, frozen=True, gc=False):
@@ -65,10 +75,13 @@ class Pipeline:
             channel: REGISTRY.decoder(CHANNEL_CONTRACTS[channel]) for channel in channels
         }
         self._control = REGISTRY.decoder([Heartbeat, Ready])
+        # A replay answer ends with a ReplayDone on the control topic; only replays carry one.
+        self._replay_control = REGISTRY.decoder([ReplayDone])
         self._guards = dict(guards or {})
         self._max_age = max_signal_age_ns
         self._clock = clock
         self.tracker = SequenceTracker()
+        self._topics: dict[bytes, tuple[Channel, str]] = {}
         self.metrics = metrics or SubscriberMetrics()
 
     def process(self, frames: list[bytes], replay: bool = False) -> Envelope | Rejection:
@@ -86,12 +99,21 @@ class Pipeline:
             )
         topic_frame, header_frame, payload = frames
         try:
-            channel, scope = parse_topic(topic_frame)
+            parsed = self._topics.get(topic_frame)
+            if parsed is None:
+                parsed = parse_topic(topic_frame)
+                if len(self._topics) < MAX_CACHED_TOPICS:
+                    self._topics[topic_frame] = parsed
+            channel, scope = parsed
             header = decode_header(header_frame)
         except ContractError as bad_frame:
             return self._reject(bad_frame, "?", topic_frame)
         self.metrics.received[channel] += 1
-        decoder = self._control if scope == CONTROL_SCOPE else self._decoders.get(channel)
+        decoder: MessageDecoder | None
+        if scope == CONTROL_SCOPE:
+            decoder = self._replay_control if replay else self._control
+        else:
+            decoder = self._decoders.get(channel)
         if decoder is None:
             unwanted = ContractError(RejectReason.BAD_TOPIC, f"not subscribed to {channel.value}")
             return self._reject(unwanted, header.sender, topic_frame)
