@@ -163,8 +163,7 @@ def test_every_service_passes_its_compose_healthcheck(compose_run: ComposeRun) -
 
 
 def test_every_service_exits_cleanly(compose_run: ComposeRun) -> None:
-    assert compose_run.exit_codes == dict.fromkeys(compose_run.exit_codes, 0)
-    assert len(compose_run.exit_codes) == 4
+    assert compose_run.exit_codes == dict.fromkeys(compose_run.health, 0)
 
 
 def test_both_workers_epochs_reach_the_sink(compose_run: ComposeRun) -> None:

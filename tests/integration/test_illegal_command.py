@@ -72,10 +72,8 @@ class WorkerProbe:
             heard = self.subscriber.wait_ready(0.0, publishers=[self.worker_id])
             return (heard and self.publisher.wait_for_subscribers(commands, 1, 0.0)) or None
 
-        wait_until(
-            ready, timeout_s, f"{self.worker_id} to connect", pause=self.pump,
-            context=context.log_tails,
-        )  # fmt: skip
+        what = f"{self.worker_id} to connect"
+        wait_until(ready, timeout_s, what, pause=self.pump, context=context.log_tails)
 
     def send(self, command: AdaptationCommand) -> CommandAck:
         """Publish `command` with the next journal sequence; the worker's ack of it."""
@@ -137,6 +135,8 @@ class Rig:
 
     def stored_ack(self, command_id: str) -> tuple[Any, ...] | None:
         """The sink's row of the worker's ack of `command_id`, once stored."""
+        if not self.sink_db.is_file():
+            return None  # the sink has not created its database yet
         rows = query(
             self.sink_db, "SELECT outcome, reason FROM acks WHERE command_id = ?", [command_id]
         )
@@ -195,6 +195,20 @@ def assert_rejected(rig: Rig, command: AdaptationCommand, reason: str, *mentions
         lambda: rig.stored_ack(command.command_id), SINK_TIMEOUT_S, "the sink to store the ack"
     )
     assert stored == ("REJECTED", reason)
+
+
+def violations(probe: WorkerProbe) -> list[ContractViolation]:
+    """The worker's reports of messages it refused on its command topic."""
+    events = probe.events(TelemetryEventType.CONTRACT_VIOLATION)
+    commands = topic(Channel.CMD, WORKER).decode()
+    return [v for v in events if isinstance(v, ContractViolation) and v.topic == commands]
+
+
+def test_worker_answers_request_state_with_every_slot_and_no_violation(rig: Rig) -> None:
+    refused = len(violations(rig.probe))
+    assert set(rig.probe.state()) == set(SLOT_IDS["cnn"])
+    # The refusal would have arrived before the ack: one connection keeps the worker's order.
+    assert violations(rig.probe)[refused:] == []
 
 
 def test_worker_rejects_advancing_an_empty_slot_to_fossilized(rig: Rig) -> None:
@@ -260,12 +274,7 @@ def test_worker_reports_garbage_frames_and_keeps_running(rig: Rig) -> None:
     probe.send_raw([commands, b"two frames only"])
 
     def reported() -> set[str] | None:
-        violations = probe.events(TelemetryEventType.CONTRACT_VIOLATION)
-        reasons = {
-            v.reason
-            for v in violations
-            if isinstance(v, ContractViolation) and v.topic == commands.decode()
-        }
+        reasons = {v.reason for v in violations(probe)}
         return reasons if {"bad_header", "frame_count"} <= reasons else None
 
     wait_until(reported, ANSWER_TIMEOUT_S, "the worker to report both frames", pause=probe.pump)
