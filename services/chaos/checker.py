@@ -124,6 +124,16 @@ def check(files: RunFiles) -> Verdict:
     return verdict
 
 
+def unaccounted_events(files: RunFiles) -> int:
+    """Sequences the sink knows were sent but holds neither stored nor lost (live or not)."""
+    with TelemetryStore(files.sink_db, create=False) as store:
+        sequences = store.connection.execute(_TEL_SEQUENCES).fetchall()
+        losses = store.connection.execute(_TEL_LOSSES).fetchall()
+    verdict = Verdict(counts=Counts())
+    _check_telemetry(verdict, files, sequences, losses)
+    return verdict.counts.events_unaccounted
+
+
 def _check_commands(
     verdict: Verdict,
     files: RunFiles,
@@ -211,7 +221,7 @@ def _check_telemetry(
         sender, topic, incarnation = stream
         have = stored.get(stream, set())
         covered = set(have)
-        for first, last, reason in lost.get(stream, ()):
+        for first, last, _ in lost.get(stream, ()):
             covered.update(range(first, last + 1))
             counts.events_lost += last - first + 1
         high = max(covered)

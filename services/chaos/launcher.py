@@ -22,9 +22,7 @@ class ChaosStack(Stack):
     so it finds its journal, checkpoint or database where it left them; its log is appended.
     """
 
-    def __init__(
-        self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] | None = None
-    ) -> None:
+    def __init__(self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         super().__init__(plan)
         self._commands = {name: (command, dict(base)) for name, command, base in plan.services}
         for name, extra in (env or {}).items():

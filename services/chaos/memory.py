@@ -44,7 +44,7 @@ class ProcessMemory(msgspec.Struct, kw_only=True):
 class MemoryWatch:
     """Samples the RSS of named processes; judges the ones that lived long enough."""
 
-    def __init__(self, min_samples: int = 60) -> None:
+    def __init__(self, min_samples: int = 80) -> None:
         self.min_samples = min_samples
         self.processes: dict[int, ProcessMemory] = {}
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
 
-from services.chaos.checker import RunFiles, Verdict, check
+from services.chaos.checker import RunFiles, Verdict, check, unaccounted_events
 from services.chaos.faults import FaultInjector
 from services.chaos.launcher import INFRASTRUCTURE, ChaosStack
 from services.chaos.memory import MemoryWatch
 from services.chaos.policy import write_restless_policy
 from services.chaos.schedule import Fault, random_schedule
 from services.controller.journal import CommandJournal
+from services.sink.schema import StoreError
 from services.stack import plan_stack
 
 #: Epochs a chaos worker is given: more than any run reaches; the run ends by stopping it.
@@ -120,12 +122,38 @@ def unacked(journal: Path) -> int:
         opened.close()
 
 
+def sink_caught_up(files: RunFiles, workers: list[str], since_ns: int) -> bool:
+    """The sink stored an event sent after `since_ns` from each of `workers` (they report
+    every epoch), and holds every earlier sequence it knows of (stored or recorded lost)."""
+    if not files.sink_db.is_file():
+        return False
+    uri = f"{files.sink_db.resolve().as_uri()}?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True, timeout=1.0) as db:
+            recent = {
+                sender
+                for (sender,) in db.execute(
+                    "SELECT DISTINCT sender FROM events WHERE channel = 'tel' AND sent_ns > ?",
+                    (since_ns,),
+                )
+            }
+        return recent >= set(workers) and unaccounted_events(files) == 0
+    except (sqlite3.Error, StoreError):  # the sink has not created its tables yet
+        return False
+
+
 def settle_and_stop(
-    injector: FaultInjector, settings: ChaosSettings, journal: Path, timeout_s: float = 20.0
+    injector: FaultInjector, settings: ChaosSettings, files: RunFiles, timeout_s: float = 30.0
 ) -> None:
-    """Calm for `settle_s`, then until every command is acked (or `timeout_s`), then stop."""
+    """Calm for `settle_s`; then until the sink has caught up with every publisher and every
+    command is acknowledged (or `timeout_s` passed); then a clean stop."""
     injector.wait(settings.settle_s)
-    injector.wait_until(lambda: unacked(journal) == 0, timeout_s)
+    since = time.time_ns()
+    workers = injector.stack.worker_names
+    injector.wait_until(
+        lambda: sink_caught_up(files, workers, since) and unacked(files.journal) == 0,
+        timeout_s,
+    )
     injector.stack.stop()
 
 
@@ -134,7 +162,9 @@ def judge(
 ) -> tuple[Verdict, dict[str, float]]:
     """The checker's verdict on a stopped stack, with the memory bound and crashes added."""
     verdict = check(RunFiles.of(data_dir, settings.replay_window))
-    verdict.failures.extend(injector.memory.violations(settings.max_rss_growth_mib, settings.max_rss_mib))
+    verdict.failures.extend(
+        injector.memory.violations(settings.max_rss_growth_mib, settings.max_rss_mib)
+    )
     verdict.failures.extend(
         f"{name} exited with status {injector.stack.processes[name].returncode}"
         for name in injector.stack.crashed()
@@ -151,9 +181,7 @@ def run_chaos(
     started = time.monotonic()
     stack = build_stack(settings, data_dir)
     injector = FaultInjector(stack, MemoryWatch())
-    schedule = random_schedule(
-        settings.faults, stack.worker_names, random.Random(settings.seed)
-    )
+    schedule = random_schedule(settings.faults, stack.worker_names, random.Random(settings.seed))
     try:
         stack.start()
         if not injector.wait_until(workers_training(stack), 120.0):
@@ -162,7 +190,7 @@ def run_chaos(
             if on_fault is not None:
                 on_fault(number, fault)
             injector.inject(fault)
-        settle_and_stop(injector, settings, data_dir / "controller-journal.db")
+        settle_and_stop(injector, settings, RunFiles.of(data_dir, settings.replay_window))
     finally:
         stack.stop()
     verdict, peaks = judge(injector, settings, data_dir)

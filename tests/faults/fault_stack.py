@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlite3
+from pathlib import Path
 
 from services.chaos import (
     ChaosSettings,
     FaultInjector,
     MemoryWatch,
+    RunFiles,
     Verdict,
     build_stack,
     judge,
@@ -74,7 +74,8 @@ class FaultHarness:
 
     def finish(self) -> Verdict:
         """Settle, stop cleanly, and return the checker's verdict (memory bound included)."""
-        settle_and_stop(self.injector, self.settings, self.journal)
+        files = RunFiles.of(self.data_dir, self.settings.replay_window)
+        settle_and_stop(self.injector, self.settings, files)
         verdict, _ = judge(self.injector, self.settings, self.data_dir)
         return verdict
 
