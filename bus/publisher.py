@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import zmq
 
 from bus.header import WIRE_VERSION, Header, encode_header
 from bus.metrics import PublisherMetrics
-from bus.replay import ReplayServer, ReplayWindow
+from bus.outbox import DurableWindow
+from bus.replay import ReplayServer, ReplayWindow, Window
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
 from bus.topics import Channel, control_topic, topic
 from leyline import REGISTRY, Heartbeat, Message, Ready
+from leyline.control import EarlierIncarnation
 
 _SUBSCRIBE = 1
 _SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -42,6 +45,7 @@ class Publisher:
         clock: Callable[[], int] = time.time_ns,
         replay_window: int = 0,
         replay_address: str = "tcp://127.0.0.1:*",
+        replay_store: str | Path | None = None,
     ) -> None:
         self.sender_id = sender_id
         self.incarnation = incarnation if incarnation is not None else time.time_ns()
@@ -57,10 +61,19 @@ class Publisher:
         self._next_heartbeat = 0
         self.subscriptions: dict[bytes, int] = {}
         self.metrics = PublisherMetrics()
-        self._window: ReplayWindow | None = None
+        self._window: Window | None = None
         self._replay: ReplayServer | None = None
+        self._earlier: list[EarlierIncarnation] = []
         if replay_window > 0:
-            self._window = ReplayWindow(replay_window)
+            if replay_store is None:
+                self._window = ReplayWindow(replay_window, self.incarnation)
+            else:
+                durable = DurableWindow(replay_store, replay_window, self.incarnation)
+                self._earlier = [
+                    EarlierIncarnation(incarnation=old, last_sequences=topics)
+                    for old, topics in sorted(durable.earlier.items())
+                ]
+                self._window = durable
             self._replay = ReplayServer(
                 self._context, replay_address, self._window, sender_id, self.incarnation
             )
@@ -134,8 +147,20 @@ class Publisher:
                 interval_ms=interval_ms,
                 last_sequences=self.last_sequences(channel),
                 replay_endpoint=self.replay_endpoint,
+                earlier=self._earlier_on(channel),
             )
             self._send_control(channel, beat)
+
+    def _earlier_on(self, channel: Channel) -> list[EarlierIncarnation]:
+        prefix = f"{channel.value}."
+        found = []
+        for earlier in self._earlier:
+            topics = {t: s for t, s in earlier.last_sequences.items() if t.startswith(prefix)}
+            if topics:
+                found.append(
+                    EarlierIncarnation(incarnation=earlier.incarnation, last_sequences=topics)
+                )
+        return found
 
     def wait_for_subscribers(
         self, prefix: bytes = b"", count: int = 1, timeout_s: float = 5.0
@@ -154,6 +179,8 @@ class Publisher:
         self._socket.close()
         if self._replay is not None:
             self._replay.close()
+        if isinstance(self._window, DurableWindow):
+            self._window.close()
 
     def _covering(self, prefix: bytes) -> int:
         return sum(n for sub, n in self.subscriptions.items() if prefix.startswith(sub))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from typing import Protocol
 
 import zmq
 
@@ -24,11 +25,27 @@ _REQUESTS = REGISTRY.decoder([ReplayRequest])
 _ENCODER = REGISTRY.encoder()
 
 
-class ReplayWindow:
-    """The last `size` (sequence, header, payload) of each topic."""
+class Window(Protocol):
+    """Where a replay server finds the messages it is asked for."""
 
-    def __init__(self, size: int) -> None:
+    size: int
+    incarnation: int
+
+    def record(self, topic: bytes, sequence: int, header: bytes, payload: bytes) -> None: ...
+
+    def between(
+        self, topic: bytes, incarnation: int, first: int, last: int
+    ) -> list[tuple[int, bytes, bytes]]: ...
+
+    def oldest(self, topic: bytes, incarnation: int) -> int: ...
+
+
+class ReplayWindow:
+    """The last `size` (sequence, header, payload) of each topic, in memory, this incarnation."""
+
+    def __init__(self, size: int, incarnation: int) -> None:
         self.size = size
+        self.incarnation = incarnation
         self._topics: dict[bytes, deque[tuple[int, bytes, bytes]]] = {}
 
     def record(self, topic: bytes, sequence: int, header: bytes, payload: bytes) -> None:
@@ -37,13 +54,17 @@ class ReplayWindow:
             kept = self._topics[topic] = deque(maxlen=self.size)
         kept.append((sequence, header, payload))
 
-    def between(self, topic: bytes, first: int, last: int) -> list[tuple[int, bytes, bytes]]:
+    def between(
+        self, topic: bytes, incarnation: int, first: int, last: int
+    ) -> list[tuple[int, bytes, bytes]]:
         """The kept messages with `first` <= sequence <= `last`, in order."""
+        if incarnation != self.incarnation:
+            return []
         return [item for item in self._topics.get(topic, ()) if first <= item[0] <= last]
 
-    def oldest(self, topic: bytes) -> int:
+    def oldest(self, topic: bytes, incarnation: int) -> int:
         """The oldest sequence kept for `topic`; 0 when none is."""
-        kept = self._topics.get(topic)
+        kept = self._topics.get(topic) if incarnation == self.incarnation else None
         return kept[0][0] if kept else 0
 
     def __len__(self) -> int:
@@ -57,12 +78,14 @@ class ReplayServer:
         self,
         context: zmq.Context[zmq.Socket[bytes]],
         address: str,
-        window: ReplayWindow,
+        window: Window,
         sender_id: str,
         incarnation: int,
     ) -> None:
         self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # Room for a whole window's answer: a smaller queue would drop part of a replay.
+        self._socket.setsockopt(zmq.SNDHWM, 4 * window.size + 16)
         self._socket.setsockopt(zmq.MAXMSGSIZE, 4096)  # requests are tiny
         self.endpoint = attach(self._socket, address, bind=True)
         self.window = window
@@ -89,14 +112,10 @@ class ReplayServer:
 
     def _answer(self, identity: bytes, channel: Channel, request: ReplayRequest) -> None:
         topic = request.topic.encode()
-        kept = (
-            self.window.between(topic, request.first, request.last)
-            if request.incarnation == self._incarnation
-            else []
-        )
+        kept = self.window.between(topic, request.incarnation, request.first, request.last)
         for _, header, payload in kept:
             self._send([identity, topic, header, payload])
-        oldest = self.window.oldest(topic) if request.incarnation == self._incarnation else 0
+        oldest = self.window.oldest(topic, request.incarnation)
         done = ReplayDone(
             topic=request.topic,
             incarnation=request.incarnation,

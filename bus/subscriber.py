@@ -85,6 +85,7 @@ class Subscriber:
         self.log = RateLimitedLog()
         #: Where each sender answers replay requests, learned from its heartbeats.
         self.replay_endpoints: dict[str, str] = {}
+        self._announced: dict[tuple[str, bytes, int], int] = {}
 
     def attach(self, address: str, bind: bool) -> str:
         """Bind or connect to one more endpoint (a subscriber may do both)."""
@@ -206,6 +207,18 @@ class Subscriber:
     def close(self) -> None:
         self._socket.close()
 
+    def _announce(self, sender: str, topic_frame: bytes, incarnation: int, last: int) -> None:
+        """An earlier life of `sender` sent up to `last` on a topic: a gap to check, once."""
+        if not any(topic_frame.startswith(prefix) for prefix in self._prefixes):
+            return
+        key = (sender, topic_frame, incarnation)
+        if self._announced.get(key, 0) >= last or len(self._announced) >= MAX_STREAMS:
+            return
+        self._announced[key] = last
+        self.pipeline.tracker.gaps.append(
+            Gap(sender, topic_frame, incarnation, 1, last, initial=True)
+        )
+
     def _seen(self, sender: str) -> None:
         last_seen = self._last_seen
         if sender not in last_seen and len(last_seen) >= MAX_STREAMS:
@@ -239,6 +252,9 @@ class Subscriber:
         header = envelope.header
         if message.replay_endpoint:
             self.replay_endpoints[header.sender] = message.replay_endpoint
+        for earlier in message.earlier:
+            for name, last in earlier.last_sequences.items():
+                self._announce(header.sender, name.encode(), earlier.incarnation, last)
         for name, last in message.last_sequences.items():
             topic_frame = name.encode()
             if any(topic_frame.startswith(prefix) for prefix in self._prefixes):

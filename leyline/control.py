@@ -11,6 +11,13 @@ from leyline._types import Count, Ident, Serial
 Topic = Annotated[str, msgspec.Meta(max_length=256)]
 
 
+class EarlierIncarnation(msgspec.Struct, frozen=True, kw_only=True):
+    """How far an earlier life of the publisher got, per topic (from its durable window)."""
+
+    incarnation: Serial
+    last_sequences: dict[Topic, Serial] = msgspec.field(default_factory=dict)
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="Heartbeat.v1"):
     """A publisher is alive; the last sequence it sent on each topic reveals tail gaps."""
 
@@ -18,6 +25,8 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="Heartbeat.v1"):
     last_sequences: dict[Topic, Serial] = msgspec.field(default_factory=dict)
     #: Where to ask for a replay of recent messages ("" when the publisher keeps none).
     replay_endpoint: Topic = ""
+    #: Earlier incarnations whose messages the publisher can still replay.
+    earlier: list[EarlierIncarnation] = msgspec.field(default_factory=list)
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="Ready.v1"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import structlog
 
@@ -69,6 +70,7 @@ class Node:
         violation_rate: float = 20.0,
         replay_window: int = 0,
         replay_host: str = "127.0.0.1",
+        replay_store: Path | None = None,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
         self.subscriber_options = options
@@ -80,6 +82,7 @@ class Node:
             options=options,
             replay_window=replay_window,
             replay_address=f"tcp://{replay_host}:*",
+            replay_store=replay_store,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -55,8 +56,13 @@ def make_node(
     subscribe_bind: Sequence[str] = (),
     subscribe_connect: Sequence[str] = (),
     guards: Mapping[Channel, SemanticGuard] | None = None,
+    replay_store: Path | None = None,
 ) -> Node:
-    """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM."""
+    """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM.
+
+    With `replay_store` its replay window is durable: a restarted node can still replay what
+    its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
+    """
     node = Node(
         node_id,
         subscribe=subscribe,
@@ -72,6 +78,7 @@ def make_node(
         metrics_port=bus.metrics_port,
         replay_window=bus.replay_window,
         replay_host=bus.replay_host,
+        replay_store=replay_store,
     )
     node.handle_signals()
     return node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -43,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         publish_connect=[config.sink],
         subscribe_bind=[config.intake],
         guards={Channel.REP: TransitionGuard()},
+        replay_store=Path(config.journal).parent / "outbox" / "controller.db",
     )
     device = None if config.device == "auto" else config.device
     loop = InferenceLoop(

@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
         guards={Channel.CMD: CommandGuard(model.guard, config.id, resolve_slot)},
+        replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")
     worker = Worker(node, Trainer(model), checkpoint, epochs=config.epochs)

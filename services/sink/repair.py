@@ -16,7 +16,10 @@ from bus.replay import ReplayClient
 from leyline import ReplayDone, ReplayRequest
 from services.sink.store import TelemetryStore
 
-StreamKey = tuple[str, str, int]  # sender, topic, incarnation
+#: Topics whose every message the sink stores, so a replayed one must show up in the store.
+_FULLY_STORED = "tel."
+#: Replay requests per gap before what is still missing is recorded as lost.
+MAX_ATTEMPTS = 3
 
 
 class _Need(msgspec.Struct):
@@ -27,6 +30,7 @@ class _Need(msgspec.Struct):
     last: int
     since: float
     sent_at: float = 0.0
+    attempts: int = 1
 
 
 class GapRepair:
@@ -99,13 +103,27 @@ class GapRepair:
         return True
 
     def settle(self, sender: str, done: ReplayDone) -> None:
-        """A replay answer ended: what the window no longer held is lost."""
+        """A replay answer ended (and what it brought is committed): what the window no
+        longer held is lost; telemetry that should have come and did not is asked again."""
         need = self._asked.pop((sender, done.topic, done.incarnation, done.first), None)
         if need is None:
             return
         kept_from = done.oldest_kept or done.last + 1
         if kept_from > done.first:
             self._lose(need, done.first, min(done.last, kept_from - 1), "beyond_window")
+        if not need.topic.startswith(_FULLY_STORED) or kept_from > done.last:
+            return
+        for first, last in self._store.missing(
+            sender, need.topic, need.incarnation, max(done.first, kept_from), done.last
+        ):
+            if need.attempts >= MAX_ATTEMPTS:
+                self._lose(need, first, last, "replay_incomplete")
+            else:
+                self._waiting.append(
+                    msgspec.structs.replace(
+                        need, first=first, last=last, attempts=need.attempts + 1
+                    )
+                )
 
     def pending(self) -> int:
         return len(self._waiting) + len(self._asked)
