@@ -94,7 +94,6 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         "leyline-data/controller-journal.db"
     )
     ack_timeout_s: Annotated[Seconds, _help("resend a command unacked for this long")] = 2.0
-    worker_silence_s: Annotated[Seconds, _help("forget a worker silent for this long")] = 10.0
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

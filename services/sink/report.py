@@ -46,9 +46,10 @@ _LIFECYCLE_COUNTS = {
 _ACK_COUNTS = {"APPLIED": "commands_applied", "REJECTED": "commands_rejected"}
 
 # Accuracy is the validation accuracy of the first and last epoch sent (sequences restart
-# with a sender's incarnation, send times do not).
+# with a sender's incarnation, send times do not). Epochs count once each: a worker killed
+# between publishing an epoch and checkpointing it trains (and reports) that epoch again.
 _ACCURACY = """
-SELECT sender, COUNT(*),
+SELECT sender, COUNT(DISTINCT epoch),
   (SELECT json_extract(first.message, '$.payload.val_accuracy') FROM events AS first
    WHERE first.sender = e.sender AND first.event_type = 'EPOCH_COMPLETED'
    ORDER BY first.sent_ns, first.sequence LIMIT 1),
