@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import structlog
-
 from bus import Channel, Envelope, Gap
 from bus.replay import ReplayClient
 from leyline import ReplayDone, TelemetryEvent
@@ -14,7 +12,6 @@ from services.sink.repair import GapRepair
 from services.sink.rows import StorableMessage, StoredMessage
 from services.sink.store import TelemetryStore
 
-_log = structlog.get_logger("leyline.sink")
 AUDITED = (Channel.TEL, Channel.CMD, Channel.ACK, Channel.REP)
 #: Channels whose every message the sink keeps, so a stream's start is worth replaying too.
 REPAIRED_FROM_START = frozenset(c.value.encode() for c in (Channel.TEL, Channel.CMD, Channel.ACK))
