@@ -62,10 +62,8 @@ def event_seed(event: TelemetryEvent) -> str | None:
     return seed
 
 
-def event_row(
-    record: StoredMessage, event: TelemetryEvent, illegal: str | None = None
-) -> tuple[object, ...]:
-    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused."""
+def _placement(record: StoredMessage) -> tuple[object, ...]:
+    """The columns that place a message on the bus (`_PLACE`), first in every message table."""
     return (
         record.sender,
         record.channel,
@@ -73,6 +71,15 @@ def event_row(
         record.incarnation,
         record.sequence,
         record.sent_ns,
+    )
+
+
+def event_row(
+    record: StoredMessage, event: TelemetryEvent, illegal: str | None = None
+) -> tuple[object, ...]:
+    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused."""
+    return (
+        *_placement(record),
         event.event_type.name,
         event_seed(event),
         event.slot_id,
@@ -86,12 +93,7 @@ def event_row(
 def command_row(record: StoredMessage, command: AdaptationCommand) -> tuple[object, ...]:
     """The `commands` columns; the worker is the scope of the topic it was sent on."""
     return (
-        record.sender,
-        record.channel,
-        record.topic,
-        record.incarnation,
-        record.sequence,
-        record.sent_ns,
+        *_placement(record),
         scope_of(record.topic),
         command.command_id,
         command.command_type.name,
@@ -105,12 +107,7 @@ def command_row(record: StoredMessage, command: AdaptationCommand) -> tuple[obje
 def ack_row(record: StoredMessage, ack: CommandAck) -> tuple[object, ...]:
     """The `acks` columns."""
     return (
-        record.sender,
-        record.channel,
-        record.topic,
-        record.incarnation,
-        record.sequence,
-        record.sent_ns,
+        *_placement(record),
         ack.worker_id,
         ack.command_id,
         ack.command_type.name,
@@ -124,12 +121,7 @@ def ack_row(record: StoredMessage, ack: CommandAck) -> tuple[object, ...]:
 def field_report_row(record: StoredMessage, report: FieldReport) -> tuple[object, ...]:
     """The `field_reports` columns."""
     return (
-        record.sender,
-        record.channel,
-        record.topic,
-        record.incarnation,
-        record.sequence,
-        record.sent_ns,
+        *_placement(record),
         report.report_id,
         report.seed_id,
         report.slot_id,
@@ -143,12 +135,7 @@ def field_report_row(record: StoredMessage, report: FieldReport) -> tuple[object
 def seed_report_row(record: StoredMessage, report: SeedStateReport) -> tuple[object, ...]:
     """The `seed_reports` columns."""
     return (
-        record.sender,
-        record.channel,
-        record.topic,
-        record.incarnation,
-        record.sequence,
-        record.sent_ns,
+        *_placement(record),
         report.seed_id,
         report.slot_id,
         report.stage.name,
