@@ -124,6 +124,9 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     workers: Annotated[PositiveInt, _help("training workers to start")] = 2
     epochs: Annotated[PositiveInt, _help("epochs each worker trains")] = 30
     data_dir: Annotated[FilePath, _help("every service's files go here")] = "leyline-data"
+    resume: Annotated[bool, _help("continue the run in data_dir instead of starting a new one")] = (
+        False
+    )
 
 
 #: Every section a TOML file may hold, and the settings it configures.

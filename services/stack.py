@@ -32,6 +32,28 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+#: What a run leaves in its data folder; a new run moves these aside first.
+RUN_FILES = ("sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs")
+
+
+def archive_previous_run(data_dir: str | Path) -> Path | None:
+    """Move the last run's files into `previous-runs/<UTC time>/`; None when there were none.
+
+    A new `leyline up` must not resume finished workers or mix its records with the last
+    run's, and nothing a user ran should be deleted.
+    """
+    data = Path(data_dir)
+    found = [data / name for name in RUN_FILES if (data / name).exists()]
+    found += sorted(data.glob("controller-journal.db*"))
+    if not found:
+        return None
+    archive = data / "previous-runs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    archive.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        path.rename(archive / path.name)
+    return archive
+
+
 class StackPlan(msgspec.Struct, frozen=True):
     """Every process of a local stack: its name and its LEYLINE_* environment."""
 
@@ -45,9 +67,7 @@ class StackPlan(msgspec.Struct, frozen=True):
 
 def plan_stack(workers: int, epochs: int, data_dir: str, seed: int = 0) -> StackPlan:
     """Assign free ports and build each service's environment."""
-    commands, controller_intake, sink_intake = (
-        f"tcp://127.0.0.1:{port}" for port in free_ports(3)
-    )
+    commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
     data = Path(data_dir)
     services: list[tuple[str, str, dict[str, str]]] = [
         (

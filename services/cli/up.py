@@ -13,7 +13,7 @@ import msgspec
 from services.config import StackConfig, add_config_file_flag, add_config_flags, config_from_args
 from services.progress import WorkerProgress
 from services.sink import TelemetryStore, build_report, report_as_text
-from services.stack import Stack, plan_stack
+from services.stack import Stack, archive_previous_run, plan_stack
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,6 +42,8 @@ class ProgressPrinter:
 
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(StackConfig, "stack", args)
+    if not config.resume and (archive := archive_previous_run(config.data_dir)):
+        print(f"leyline up: the previous run's files are now in {archive}", flush=True)
     plan = plan_stack(config.workers, config.epochs, config.data_dir)
     stack = Stack(plan)
     interrupted = False
