@@ -28,6 +28,7 @@ _log = structlog.get_logger("leyline.bus")
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class Subscriber:
@@ -122,17 +123,22 @@ class Subscriber:
         """Process up to one batch of already-queued messages without waiting.
 
         ZMQ_EVENTS is asked before each receive instead of letting the last one raise
-        `zmq.Again`: an exception per drain costs more than the check (bench/bus.py).
+        `zmq.Again`: an exception per drain costs more than the check (bench/bus.py). A
+        message's parts are whole once its first part is readable (ZeroMQ delivers a
+        multipart message atomically), so the later receives never wait.
         """
         delivered = 0
         sock = self._socket
-        recv = sock.recv_multipart
-        events = cast(Callable[[int], int], sock.getsockopt)
+        recv = cast(Callable[[int], bytes], sock.recv)
+        option = cast(Callable[[int], int], sock.getsockopt)
         process = self.pipeline.process
         for _ in range(self._batch):
-            if not events(_EVENTS) & _POLLIN:
+            if not option(_EVENTS) & _POLLIN:
                 break
-            frames = recv(_NOBLOCK)
+            # recv_multipart, without its per-frame enum conversions (2.5 us a message).
+            frames = [recv(_NOBLOCK)]
+            while option(_RCVMORE):
+                frames.append(recv(_NOBLOCK))
             outcome = process(frames)
             if isinstance(outcome, Rejection):
                 self._reject(outcome)
