@@ -67,9 +67,6 @@ class ReplayWindow:
         kept = self._topics.get(topic) if incarnation == self.incarnation else None
         return kept[0][0] if kept else 0
 
-    def __len__(self) -> int:
-        return sum(len(kept) for kept in self._topics.values())
-
 
 class ReplayServer:
     """Answers replay requests from a window, on a ROUTER socket."""

@@ -125,9 +125,6 @@ class GapRepair:
                     )
                 )
 
-    def pending(self) -> int:
-        return len(self._waiting) + len(self._asked)
-
     def _lose(self, need: _Need, first: int, last: int, reason: str) -> None:
         channel = need.topic.split(".", 1)[0]
         if self._store.record_loss(
