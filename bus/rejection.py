@@ -39,24 +39,44 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class TokenBucket:
+    """Allows `rate` events a second, in bursts of up to `rate`; counts what it refuses."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = rate
+        self._last = time.monotonic()
+        self.refused = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 class RateLimitedLog:
     """Logs at most `per_second` rejections per reason; the rest are counted as suppressed."""
 
     def __init__(self, per_second: float = 5.0, logger: Any = None) -> None:
         self._per_second = per_second
         self._log = logger or structlog.get_logger("leyline.bus")
-        self._allowance: dict[RejectReason, tuple[float, float]] = {}
-        self.suppressed = 0
+        self._buckets: dict[RejectReason, TokenBucket] = {}
+
+    @property
+    def suppressed(self) -> int:
+        return sum(bucket.refused for bucket in self._buckets.values())
 
     def log(self, rejection: Rejection) -> None:
-        now = time.monotonic()
-        tokens, last = self._allowance.get(rejection.reason, (self._per_second, now))
-        tokens = min(self._per_second, tokens + (now - last) * self._per_second)
-        if tokens < 1.0:
-            self._allowance[rejection.reason] = (tokens, now)
-            self.suppressed += 1
+        bucket = self._buckets.get(rejection.reason)
+        if bucket is None:
+            bucket = self._buckets[rejection.reason] = TokenBucket(self._per_second)
+        if not bucket.take():
             return
-        self._allowance[rejection.reason] = (tokens - 1.0, now)
         self._log.warning(
             "message rejected",
             reason=rejection.reason.name,

@@ -54,16 +54,12 @@ class InProcessBus:
     def connect(self, publisher: Publisher, subscriber: Subscriber, timeout_s: float = 5.0) -> None:
         """Connect and wait until the subscription has provably reached the publisher."""
         if publisher.address not in subscriber.addresses:
-            subscriber.socket.connect(publisher.address)
-            subscriber.addresses.append(publisher.address)
-        deadline_ok = False
+            subscriber.attach(publisher.address, bind=False)
         for _ in range(int(timeout_s / 0.01)):
             publisher.service()
             if subscriber.wait_ready(0.01, publishers=[publisher.sender_id]):
-                deadline_ok = True
-                break
-        if not deadline_ok:
-            raise TimeoutError(f"{publisher.sender_id} never acknowledged the subscription")
+                return
+        raise TimeoutError(f"{publisher.sender_id} never acknowledged the subscription")
 
     def close(self) -> None:
         for endpoint in self._open:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,30 +18,11 @@ from bus import (
     SocketOptions,
     Subscriber,
 )
+from bus.rejection import TokenBucket
 from leyline import Message, Severity, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation, PeerLiveness
 
 _log = structlog.get_logger("leyline.node")
-
-
-class TokenBucket:
-    """Allows `rate` events per second with bursts of `rate`; counts what it refuses."""
-
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._tokens = rate
-        self._last = time.monotonic()
-        self.refused = 0
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens < 1.0:
-            self.refused += 1
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class Node:
