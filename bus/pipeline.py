@@ -121,7 +121,7 @@ class Pipeline:
         try:
             message = decoder.decode(payload)
         except ContractError as bad_payload:
-            return self._reject(bad_payload, header.sender, topic_frame)
+            return self._reject(bad_payload, header.sender, topic_frame, payload=payload)
         self.metrics.decode_latency.observe(time.perf_counter_ns() - started)
         envelope = Envelope(channel, scope, topic_frame, header, message)
         if scope == CONTROL_SCOPE or replay:
@@ -156,7 +156,12 @@ class Pipeline:
         return envelope
 
     def _reject(
-        self, error: ContractError, sender: str, topic: bytes, message: Any = None
+        self,
+        error: ContractError,
+        sender: str,
+        topic: bytes,
+        message: Any = None,
+        payload: bytes = b"",
     ) -> Rejection:
         self.metrics.rejected[error.reason] += 1
-        return Rejection.from_error(error, sender, topic, message)
+        return Rejection.from_error(error, sender, topic, message, payload)

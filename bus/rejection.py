@@ -15,7 +15,8 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     """One refused message: why, from whom, on which topic, and a readable detail.
 
     `message` is the decoded message when the refusal came after decoding (sequence or
-    guard), so a worker can still acknowledge a refused command.
+    guard); `payload` the raw payload when decoding itself refused it, so a receiver can still
+    attribute (and answer) a refused command.
     """
 
     reason: RejectReason
@@ -24,10 +25,16 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     path: str = "$"
     message: Any = None
+    payload: bytes = b""
 
     @classmethod
     def from_error(
-        cls, error: ContractError, sender: str, topic: bytes, message: Any = None
+        cls,
+        error: ContractError,
+        sender: str,
+        topic: bytes,
+        message: Any = None,
+        payload: bytes = b"",
     ) -> Rejection:
         return cls(
             reason=error.reason,
@@ -36,6 +43,7 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
             detail=error.detail[:512],
             path=error.path,
             message=message,
+            payload=payload,
         )
 
 
