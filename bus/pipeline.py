@@ -1,7 +1,9 @@
 """The enforcement pipeline every subscriber runs, in order:
 
-frames -> size -> topic and header -> tag and major version -> typed decode with value
-constraints -> sequence -> freshness (fast signals) -> semantic guard -> handler.
+frames -> size -> topic and header -> identity (the sender is the connection's authenticated
+key, and may publish there; no incarnation from the future) -> tag and major version -> typed
+decode with value constraints -> sequence -> freshness (fast signals) -> semantic guard ->
+handler.
 
 `Pipeline.process` turns one multipart message into an `Envelope` to deliver or a `Rejection`;
 it never raises on its input.
@@ -16,6 +18,7 @@ from typing import Any
 import msgspec
 
 from bus.header import Header, decode_header
+from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
 from bus.rejection import Rejection
 from bus.sequence import ACCEPTED, Order, SequenceTracker
@@ -31,6 +34,8 @@ from leyline import (
 )
 
 FRAMES = 3
+#: Incarnations are start times in ns; one this far past the receiver's clock is refused.
+DEFAULT_MAX_CLOCK_SKEW_S = 3600.0
 #: Valid topics remembered already parsed (the hot path sees a handful, over and over).
 MAX_CACHED_TOPICS = 4096
 
@@ -70,6 +75,8 @@ class Pipeline:
         max_signal_age_ns: int | None = None,
         metrics: SubscriberMetrics | None = None,
         clock: Callable[[], int] = time.time_ns,
+        identity: IdentityPolicy | None = None,
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         self._decoders: dict[Channel, MessageDecoder] = {
             channel: REGISTRY.decoder(CHANNEL_CONTRACTS[channel]) for channel in channels
@@ -80,15 +87,21 @@ class Pipeline:
         self._guards = dict(guards or {})
         self._max_age = max_signal_age_ns
         self._clock = clock
+        self._identity = identity
+        self._max_skew_ns = int(max_clock_skew_s * 1e9)
         self.tracker = SequenceTracker()
         self._topics: dict[bytes, tuple[Channel, str]] = {}
         self.metrics = metrics or SubscriberMetrics()
 
-    def process(self, frames: list[bytes], replay: bool = False) -> Envelope | Rejection:
+    def process(
+        self, frames: list[bytes], replay: bool = False, peer: str | None = None
+    ) -> Envelope | Rejection:
         """Run every check on one multipart message.
 
-        A replayed message (`replay`) fills a gap already counted, so the sequence step is
-        skipped; every other check runs as usual.
+        `peer` is the identity the message's connection authenticated as (the ZAP User-Id on
+        a server socket, the pinned server on a client socket); with an identity policy it
+        must be given. A replayed message (`replay`) fills a gap already counted, so the
+        sequence step is skipped; every other check runs as usual.
         """
         if len(frames) != FRAMES:
             first = frames[0] if frames else b""
@@ -109,6 +122,18 @@ class Pipeline:
         except ContractError as bad_frame:
             return self._reject(bad_frame, "?", topic_frame)
         self.metrics.received[channel] += 1
+        if self._identity is not None:
+            refused = self._identity.check(peer or "", header.sender, channel, scope)
+            if refused is not None:
+                return self._reject(refused, header.sender, topic_frame)
+        if header.incarnation > self._clock() + self._max_skew_ns:
+            future = ContractError(
+                RejectReason.FUTURE_INCARNATION,
+                f"incarnation {header.incarnation} is past this clock plus "
+                f"{self._max_skew_ns / 1e9:.0f} s of allowed skew",
+                "$.header.incarnation",
+            )
+            return self._reject(future, header.sender, topic_frame)
         decoder: MessageDecoder | None
         if scope == CONTROL_SCOPE:
             decoder = self._replay_control if replay else self._control

@@ -12,14 +12,13 @@ from bus.header import WIRE_VERSION, Header, encode_header
 from bus.metrics import PublisherMetrics
 from bus.outbox import DurableWindow
 from bus.replay import ReplayServer, ReplayWindow, Window
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
+from bus.security import Curve
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
 from bus.topics import Channel, control_topic, topic
 from leyline import REGISTRY, Heartbeat, Message, Ready
 from leyline.control import EarlierIncarnation
 
 _SUBSCRIBE = 1
-_SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_SEND_LAST = int(zmq.NOBLOCK)
 
 
 class Publisher:
@@ -46,12 +45,13 @@ class Publisher:
         replay_window: int = 0,
         replay_address: str = "tcp://127.0.0.1:*",
         replay_store: str | Path | None = None,
+        security: Curve | None = None,
     ) -> None:
         self.sender_id = sender_id
         self.incarnation = incarnation if incarnation is not None else time.time_ns()
         self._context = context or zmq.Context.instance()
-        self._socket = make_socket(self._context, "xpub", options)
-        self.address = "" if address is None else attach(self._socket, address, bind)
+        self._socket = SocketGroup(self._context, "xpub", options, security)
+        self.address = "" if address is None else self._socket.attach(address, bind)
         self._clock = clock
         self._encoder = REGISTRY.encoder()
         self._topics: dict[tuple[Channel, str], bytes] = {}
@@ -75,7 +75,12 @@ class Publisher:
                 ]
                 self._window = durable
             self._replay = ReplayServer(
-                self._context, replay_address, self._window, sender_id, self.incarnation
+                self._context,
+                replay_address,
+                self._window,
+                sender_id,
+                self.incarnation,
+                security=security,
             )
 
     @property
@@ -113,7 +118,7 @@ class Publisher:
 
     def attach(self, address: str, bind: bool) -> str:
         """Bind or connect to one more endpoint (a publisher may do both)."""
-        return attach(self._socket, address, bind)
+        return self._socket.attach(address, bind)
 
     def last_sequences(self, channel: Channel) -> dict[str, int]:
         """The last sequence sent on each topic of `channel`."""
@@ -205,16 +210,7 @@ class Publisher:
             self.metrics.control_dropped += 1
 
     def _send(self, frames: list[bytes]) -> bool:
-        # Frame by frame with int flags: what send_multipart does, without its per-frame
-        # enum arithmetic and checks, which cost more than the sends (bench/bus.py).
-        send = self._socket.send
-        try:
-            send(frames[0], _SEND_MORE)
-            send(frames[1], _SEND_MORE)
-            send(frames[2], _SEND_LAST)
-        except zmq.Again:
-            return False
-        return True
+        return self._socket.send_frames(frames)
 
 
 def _channels_of(prefix: bytes) -> list[Channel]:

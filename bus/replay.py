@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import zmq
 
 from bus.header import WIRE_VERSION, Header, encode_header
+from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
 from bus.topics import Channel, control_topic, parse_topic
 from leyline import REGISTRY, ContractError, ReplayDone, ReplayRequest
@@ -78,8 +79,11 @@ class ReplayServer:
         window: Window,
         sender_id: str,
         incarnation: int,
+        security: Curve | None = None,
     ) -> None:
         self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        if security is not None:
+            security.serve(self._socket)  # only trusted keys may ask for a replay
         self._socket.setsockopt(zmq.LINGER, 0)
         # Room for a whole window's answer: a smaller queue would drop part of a replay.
         self._socket.setsockopt(zmq.SNDHWM, 4 * window.size + 16)
@@ -134,41 +138,56 @@ class ReplayServer:
         self._socket.close()
 
 
+class Replayed(NamedTuple):
+    """One replayed message and the publisher whose pinned key its connection proved."""
+
+    peer: str
+    frames: list[bytes]
+
+
 class ReplayClient:
-    """Sends replay requests to publishers' endpoints and collects the answers."""
+    """Sends replay requests to publishers' endpoints and collects the answers.
+
+    With `security`, each endpoint's socket pins the key of the publisher that announced it,
+    so a replay can only come from that publisher.
+    """
 
     def __init__(
         self,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
+        security: Curve | None = None,
     ) -> None:
         self._context = context or zmq.Context.instance()
         self._options = options
-        self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._security = security
+        self._sockets: dict[tuple[str, str], zmq.Socket[bytes]] = {}
 
-    def request(self, endpoint: str, request: ReplayRequest) -> bool:
-        """Ask `endpoint` for a replay; False when the request could not be queued."""
-        sock = self._sockets.get(endpoint)
+    def request(self, peer: str, endpoint: str, request: ReplayRequest) -> bool:
+        """Ask `peer`'s `endpoint` for a replay; False when the request could not be queued."""
+        sock = self._sockets.get((peer, endpoint))
         if sock is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, self._options.receive_hwm)
             sock.setsockopt(zmq.MAXMSGSIZE, self._options.max_message_bytes)
+            if self._security is not None:
+                self._security.pin(sock, peer)
             sock.connect(endpoint)
-            self._sockets[endpoint] = sock
+            self._sockets[(peer, endpoint)] = sock
         try:
             sock.send(_ENCODER.encode(request), zmq.NOBLOCK)
         except zmq.Again:
             return False
         return True
 
-    def drain(self, limit: int = 1024) -> list[list[bytes]]:
-        """The answer frames that have arrived (each a topic, header, payload triple)."""
-        received: list[list[bytes]] = []
-        for sock in self._sockets.values():
+    def drain(self, limit: int = 1024) -> list[Replayed]:
+        """The answers that have arrived (each frames: a topic, header, payload triple)."""
+        received: list[Replayed] = []
+        for (peer, _), sock in self._sockets.items():
             while len(received) < limit:
                 try:
-                    received.append(sock.recv_multipart(zmq.NOBLOCK))
+                    received.append(Replayed(peer, sock.recv_multipart(zmq.NOBLOCK)))
                 except zmq.Again:
                     break
         return received

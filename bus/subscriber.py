@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 import structlog
 import zmq
 
+from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
-from bus.pipeline import Envelope, Pipeline, SemanticGuard
+from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Pipeline, SemanticGuard
 from bus.rejection import RateLimitedLog, Rejection
+from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
 from bus.topics import Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
 
@@ -29,6 +31,7 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_USER_ID = b"User-Id"
 
 
 class Subscriber:
@@ -36,6 +39,10 @@ class Subscriber:
 
     `subscribe` lists (channel, scope) pairs; a scope of None takes the whole channel. The
     receive path polls once, then drains up to `batch` messages without waiting.
+
+    With `security` every bind is a CURVE server and every connect names the server whose
+    key it pins (`controller@tcp://host:port`); each message is then checked against the
+    identity its connection proved (see `bus.identity`).
     """
 
     def __init__(
@@ -50,29 +57,30 @@ class Subscriber:
         max_signal_age_s: float | None = None,
         stale_after_s: float = 5.0,
         batch: int = 256,
+        security: Curve | None = None,
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         wanted = list(subscribe)
         self.channels = sorted({channel for channel, _ in wanted})
         self.metrics = SubscriberMetrics()
+        self.security = security
         self.pipeline = Pipeline(
             self.channels,
             guards=guards,
             max_signal_age_ns=None if max_signal_age_s is None else int(max_signal_age_s * 1e9),
             metrics=self.metrics,
+            identity=None if security is None else IdentityPolicy(security.trust),
+            max_clock_skew_s=max_clock_skew_s,
         )
         self._context = context or zmq.Context.instance()
-        self._socket = make_socket(self._context, "sub", options)
         # Data prefixes first, control topics last: a control message received proves every
         # earlier subscription on the connection has reached the publisher.
         self._prefixes = [subscription(channel, scope) for channel, scope in wanted]
-        for prefix in self._prefixes:
-            self._socket.setsockopt(zmq.SUBSCRIBE, prefix)
-        for channel in self.channels:
-            self._socket.setsockopt(zmq.SUBSCRIBE, control_topic(channel))
-        endpoints = [addresses] if isinstance(addresses, str) else list(addresses)
-        self.addresses = [attach(self._socket, address, bind) for address in endpoints]
         self._poller = zmq.Poller()
-        self._poller.register(self._socket, zmq.POLLIN)
+        self._sockets = SocketGroup(self._context, "sub", options, security, self._prepare)
+        self.addresses: list[str] = []
+        for address in [addresses] if isinstance(addresses, str) else list(addresses):
+            self.attach(address, bind)
         self._handlers: dict[Channel, list[Handler]] = {}
         self._on_rejection: list[RejectionHandler] = []
         self._on_gap: list[GapHandler] = []
@@ -90,9 +98,16 @@ class Subscriber:
 
     def attach(self, address: str, bind: bool) -> str:
         """Bind or connect to one more endpoint (a subscriber may do both)."""
-        resolved = attach(self._socket, address, bind)
+        resolved = self._sockets.attach(address, bind)
         self.addresses.append(resolved)
         return resolved
+
+    def _prepare(self, sock: zmq.Socket[bytes]) -> None:
+        for prefix in self._prefixes:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        for channel in self.channels:
+            sock.setsockopt(zmq.SUBSCRIBE, control_topic(channel))
+        self._poller.register(sock, zmq.POLLIN)
 
     def on(self, channel: Channel, handler: Handler) -> None:
         """Deliver every valid message of `channel` to `handler`."""
@@ -108,8 +123,9 @@ class Subscriber:
         self._on_liveness.append(handler)
 
     @property
-    def socket(self) -> zmq.Socket[bytes]:
-        return self._socket
+    def sockets(self) -> list[zmq.Socket[bytes]]:
+        """Every ZeroMQ socket behind this subscriber (one per server identity it connects to)."""
+        return [link.socket for link in self._sockets.links]
 
     def poll(self, timeout_ms: int = 0) -> int:
         """Wait up to `timeout_ms` for input, then drain a batch; returns messages delivered."""
@@ -128,33 +144,46 @@ class Subscriber:
         multipart message atomically), so the later receives never wait.
         """
         delivered = 0
-        sock = self._socket
-        recv = cast(Callable[[int], bytes], sock.recv)
-        option = cast(Callable[[int], int], sock.getsockopt)
         process = self.pipeline.process
-        for _ in range(self._batch):
-            if not option(_EVENTS) & _POLLIN:
-                break
-            # recv_multipart, without its per-frame enum conversions (2.5 us a message).
-            frames = [recv(_NOBLOCK)]
-            while option(_RCVMORE):
-                frames.append(recv(_NOBLOCK))
-            outcome = process(frames)
-            if isinstance(outcome, Rejection):
-                self._reject(outcome)
-                continue
-            self._seen(outcome.header.sender)
-            if outcome.is_control:
-                self._control(outcome)
-            elif self._deliver(outcome):
-                delivered += 1
+        # Only a server socket's messages carry the identity to check, one per connection.
+        read_identity = self.security is not None
+        for link in self._sockets.links:
+            sock = link.socket
+            recv = cast(Callable[..., Any], sock.recv)
+            option = cast(Callable[[int], int], sock.getsockopt)
+            from_server = read_identity and link.peer is None
+            for _ in range(self._batch):
+                if not option(_EVENTS) & _POLLIN:
+                    break
+                peer = link.peer
+                # recv_multipart, without its per-frame enum conversions (2.5 us a message).
+                if from_server:
+                    first = recv(_NOBLOCK, copy=False)
+                    peer = _identity_of(first)
+                    frames = [first.bytes]
+                else:
+                    frames = [recv(_NOBLOCK)]
+                while option(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
+                outcome = process(frames, peer=peer)
+                if isinstance(outcome, Rejection):
+                    self._reject(outcome)
+                    continue
+                self._seen(outcome.header.sender)
+                if outcome.is_control:
+                    self._control(outcome)
+                elif self._deliver(outcome):
+                    delivered += 1
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
 
-    def replayed(self, frames: list[bytes]) -> Envelope | None:
-        """Check and deliver one replayed message; a control message is returned instead."""
-        outcome = self.pipeline.process(frames, replay=True)
+    def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope | None:
+        """Check and deliver one replayed message; a control message is returned instead.
+
+        `peer` is the publisher whose pinned replay endpoint the frames came from.
+        """
+        outcome = self.pipeline.process(frames, replay=True, peer=peer)
         if isinstance(outcome, Rejection):
             self._reject(outcome)
             return None
@@ -211,7 +240,7 @@ class Subscriber:
         return set(self._stale)
 
     def close(self) -> None:
-        self._socket.close()
+        self._sockets.close()
 
     def _announce(self, sender: str, topic_frame: bytes, incarnation: int, last: int) -> None:
         """An earlier life of `sender` sent up to `last` on a topic: a gap to check, once."""
@@ -285,3 +314,12 @@ class Subscriber:
     def _liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
         for handler in self._on_liveness:
             handler(sender, stale, silent_ms)
+
+
+def _identity_of(frame: zmq.Frame) -> str:
+    """The ZAP User-Id of the connection a message came over ("" when it has none)."""
+    try:
+        identity: str = frame.get(_USER_ID)
+    except zmq.ZMQError:
+        return ""
+    return identity

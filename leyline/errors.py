@@ -23,6 +23,14 @@ class RejectReason(enum.IntEnum):
     OVER_BUDGET = 13
     HANDLER_ERROR = 14
     BAD_TOPIC = 15
+    #: The connection's key is not (or no longer) in the trust directory.
+    UNAUTHENTICATED = 16
+    #: The header names a sender other than the connection's authenticated identity.
+    FORGED_SENDER = 17
+    #: The sender's role may not publish on that channel or scope.
+    NOT_PERMITTED = 18
+    #: An incarnation later than the receiver's clock plus the allowed clock skew.
+    FUTURE_INCARNATION = 19
 
 
 class LeylineError(Exception):

@@ -21,8 +21,11 @@ from bus import SocketOptions
 
 ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
 
-#: A ZeroMQ endpoint: `tcp://host:port`, `ipc://path` or `inproc://name`.
-Address = Annotated[str, msgspec.Meta(pattern=r"^(tcp|ipc|inproc)://\S+$")]
+#: A ZeroMQ endpoint: `tcp://host:port`, `ipc://path` or `inproc://name`. A connect address
+#: names the identity whose key it pins first: `controller@tcp://host:port`.
+Address = Annotated[
+    str, msgspec.Meta(pattern=r"^([A-Za-z0-9_\-:]{1,64}@)?(tcp|ipc|inproc)://\S+$")
+]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
@@ -51,6 +54,10 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     replay_host: Annotated[
         str, msgspec.Meta(min_length=1, description="host the replay endpoint binds and announces")
     ] = "127.0.0.1"
+    keys_dir: Annotated[
+        FilePath, _help("CURVE keys: trust/ (public certificates), secret/<id>.key_secret")
+    ] = "leyline-data/keys"
+    insecure: Annotated[bool, _help("plaintext and unauthenticated: for debugging only")] = False
 
     def __post_init__(self) -> None:
         if self.stale_after_s <= self.heartbeat_s:
@@ -78,7 +85,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     commands: Annotated[Address, _help("command publisher binds here")] = "tcp://127.0.0.1:5550"
     intake: Annotated[Address, _help("signal/ack subscriber binds here")] = "tcp://127.0.0.1:5551"
     sink: Annotated[Address, _help("publisher also connects to the sink here")] = (
-        "tcp://127.0.0.1:5552"
+        "sink@tcp://127.0.0.1:5552"
     )
     device: Annotated[
         str, msgspec.Meta(pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="torch device")
@@ -101,12 +108,12 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     id: Annotated[WorkerId, _help("this worker's id, unique in the run")] = "w1"
     commands: Annotated[Address, _help("connect to the controller's commands")] = (
-        "tcp://127.0.0.1:5550"
+        "controller@tcp://127.0.0.1:5550"
     )
     intake: Annotated[
         tuple[Address, ...],
         msgspec.Meta(min_length=1, description="publisher connects to each of these"),
-    ] = ("tcp://127.0.0.1:5551", "tcp://127.0.0.1:5552")
+    ] = ("controller@tcp://127.0.0.1:5551", "sink@tcp://127.0.0.1:5552")
     epochs: Annotated[PositiveInt, _help("epochs to train")] = 30
     data_dir: Annotated[FilePath, _help("checkpoints and data live here")] = "leyline-data"
     seed: Annotated[int, msgspec.Meta(ge=0, description="fixes every random choice")] = 0
@@ -125,6 +132,9 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     epochs: Annotated[PositiveInt, _help("epochs each worker trains")] = 30
     data_dir: Annotated[FilePath, _help("every service's files go here")] = "leyline-data"
     resume: Annotated[bool, _help("continue the run in data_dir instead of starting a new one")] = (
+        False
+    )
+    insecure: Annotated[bool, _help("plaintext, unauthenticated links: for debugging only")] = (
         False
     )
 

@@ -19,6 +19,7 @@ from bus import (
     Subscriber,
 )
 from bus.rejection import TokenBucket
+from bus.security import Curve
 from leyline import Message, Severity, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation, PeerLiveness
 
@@ -51,10 +52,13 @@ class Node:
         replay_window: int = 0,
         replay_host: str = "127.0.0.1",
         replay_store: Path | None = None,
+        security: Curve | None = None,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
         self.subscriber_options = options
         self.node_id = node_id
+        #: How this node's sockets authenticate (None: plaintext, nothing authenticated).
+        self.security = security
         self.publisher = Publisher(
             None,
             node_id,
@@ -63,6 +67,7 @@ class Node:
             replay_window=replay_window,
             replay_address=f"tcp://{replay_host}:*",
             replay_store=replay_store,
+            security=security,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)
@@ -75,6 +80,7 @@ class Node:
             max_signal_age_s=max_signal_age_s,
             stale_after_s=stale_after_s,
             options=options,
+            security=security,
         )
         for address in subscribe_bind:
             self.subscriber.attach(address, bind=True)

@@ -15,6 +15,7 @@ from typing import IO
 
 import msgspec
 
+from bus.security import Role, ensure_keys
 from services.progress import WorkerProgress, read_progress
 
 
@@ -59,29 +60,51 @@ class StackPlan(msgspec.Struct, frozen=True):
 
     data_dir: str
     services: tuple[tuple[str, str, dict[str, str]], ...]
+    #: Identities whose keys this plan had to create (the stack's first run).
+    created_keys: tuple[str, ...] = ()
 
     @property
     def sink_db(self) -> Path:
         return Path(self.data_dir) / "sink.db"
 
 
-def plan_stack(workers: int, epochs: int, data_dir: str, seed: int = 0) -> StackPlan:
-    """Assign free ports and build each service's environment."""
+def stack_identities(workers: int) -> dict[str, Role]:
+    """Every identity of a local stack: controller, sink, workers w1..wN and one tool key."""
+    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, "tool": Role.TOOL}
+    wanted.update({f"w{index}": Role.WORKER for index in range(1, workers + 1)})
+    return wanted
+
+
+def plan_stack(
+    workers: int, epochs: int, data_dir: str, seed: int = 0, insecure: bool = False
+) -> StackPlan:
+    """Assign free ports and build each service's environment.
+
+    Every service authenticates with its key from `<data_dir>/keys` (see `leyline keys`),
+    unless `insecure`; connect addresses name the identity whose key they pin.
+    """
     commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
     data = Path(data_dir)
+    bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
+    created: list[str] = []
+    if insecure:
+        bus["LEYLINE_BUS_INSECURE"] = "true"
+    else:
+        created = ensure_keys(data / "keys", stack_identities(workers))
     services: list[tuple[str, str, dict[str, str]]] = [
         (
             "sink",
             "sink",
-            {"LEYLINE_SINK_INTAKE": sink_intake, "LEYLINE_SINK_DB": str(data / "sink.db")},
+            {**bus, "LEYLINE_SINK_INTAKE": sink_intake, "LEYLINE_SINK_DB": str(data / "sink.db")},
         ),
         (
             "controller",
             "controller",
             {
+                **bus,
                 "LEYLINE_CONTROLLER_COMMANDS": commands,
                 "LEYLINE_CONTROLLER_INTAKE": controller_intake,
-                "LEYLINE_CONTROLLER_SINK": sink_intake,
+                "LEYLINE_CONTROLLER_SINK": f"sink@{sink_intake}",
                 "LEYLINE_CONTROLLER_JOURNAL": str(data / "controller-journal.db"),
             },
         ),
@@ -92,16 +115,19 @@ def plan_stack(workers: int, epochs: int, data_dir: str, seed: int = 0) -> Stack
                 f"w{index}",
                 "worker",
                 {
+                    **bus,
                     "LEYLINE_WORKER_ID": f"w{index}",
-                    "LEYLINE_WORKER_COMMANDS": commands,
-                    "LEYLINE_WORKER_INTAKE": json.dumps([controller_intake, sink_intake]),
+                    "LEYLINE_WORKER_COMMANDS": f"controller@{commands}",
+                    "LEYLINE_WORKER_INTAKE": json.dumps(
+                        [f"controller@{controller_intake}", f"sink@{sink_intake}"]
+                    ),
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
                     "LEYLINE_WORKER_SEED": str(seed + index),
                 },
             )
         )
-    return StackPlan(str(data), tuple(services))
+    return StackPlan(str(data), tuple(services), tuple(created))
 
 
 class Stack:

@@ -12,6 +12,7 @@ from services.config import ConfigError
 #: Subcommand modules, each with `add_parser(subparsers)` that sets `handler` on its parser.
 _COMMANDS = (
     "services.cli.schema",
+    "services.cli.keys",
     "services.cli.proxy",
     "services.cli.events",
     "services.cli.report",

@@ -11,8 +11,10 @@ import msgspec
 import structlog
 
 from bus import Channel, SemanticGuard
+from bus.security import Curve, SecurityError
 from services.config import (
     BusConfig,
+    ConfigError,
     add_config_file_flag,
     add_config_flags,
     config_from_args,
@@ -46,6 +48,27 @@ def load_service(
     return config, bus
 
 
+def node_security(node_id: str, bus: BusConfig) -> Curve | None:
+    """CURVE with `node_id`'s key from the key directory, or None when told to run insecure.
+
+    A missing key is a configuration error naming what to do, not a silent fall-back.
+    """
+    log = structlog.get_logger("leyline.security")
+    if bus.insecure:
+        log.warning(
+            "running INSECURE: plaintext, and every peer is believed; use only for debugging"
+        )
+        return None
+    try:
+        security = Curve.from_directory(bus.keys_dir, node_id)
+    except SecurityError as error:
+        raise ConfigError(f"invalid config: bus.keys_dir = {bus.keys_dir}: {error}") from None
+    log.info(
+        "CURVE on", identity=security.identity, trusted=len(security.trust.peers())
+    )
+    return security
+
+
 def make_node(
     node_id: str,
     bus: BusConfig,
@@ -65,6 +88,7 @@ def make_node(
     """
     node = Node(
         node_id,
+        security=node_security(node_id, bus),
         subscribe=subscribe,
         publish_bind=publish_bind,
         publish_connect=publish_connect,

@@ -44,7 +44,16 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(StackConfig, "stack", args)
     if not config.resume and (archive := archive_previous_run(config.data_dir)):
         print(f"leyline up: the previous run's files are now in {archive}", flush=True)
-    plan = plan_stack(config.workers, config.epochs, config.data_dir)
+    if config.insecure:
+        print(
+            "leyline up: WARNING: --insecure: plaintext links, every peer is believed",
+            file=sys.stderr,
+            flush=True,
+        )
+    plan = plan_stack(config.workers, config.epochs, config.data_dir, insecure=config.insecure)
+    if plan.created_keys:
+        keys = Path(config.data_dir) / "keys"
+        print(f"leyline up: created CURVE keys for {', '.join(plan.created_keys)} in {keys}")
     stack = Stack(plan)
     interrupted = False
 

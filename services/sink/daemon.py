@@ -38,7 +38,7 @@ class SinkDaemon:
         self._batch_size = batch_size
         self._flush_ns = int(flush_interval_s * 1e9)
         self._pending: list[StoredMessage] = []
-        self.replay = ReplayClient(options=node.subscriber_options)
+        self.replay = ReplayClient(options=node.subscriber_options, security=node.security)
         self.repair = GapRepair(store, node.subscriber, self.replay)
         self._next_flush = time.monotonic_ns() + self._flush_ns
         self.stored = 0
@@ -50,8 +50,8 @@ class SinkDaemon:
 
     def tick(self) -> None:
         """Take in replayed messages; commit when the batch is full or the interval passed."""
-        for frames in self.replay.drain():
-            done = self.node.subscriber.replayed(frames)
+        for replayed in self.replay.drain():
+            done = self.node.subscriber.replayed(replayed.frames, replayed.peer)
             if done is not None and isinstance(done.message, ReplayDone):
                 self.flush()  # what was replayed is committed before its gap is settled
                 self.repair.settle(done.header.sender, done.message)

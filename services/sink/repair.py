@@ -95,7 +95,7 @@ class GapRepair:
         request = ReplayRequest(
             topic=need.topic, incarnation=need.incarnation, first=need.first, last=need.last
         )
-        if not self._client.request(endpoint, request):
+        if not self._client.request(need.sender, endpoint, request):
             return False
         need.sent_at = now
         self._asked[(need.sender, need.topic, need.incarnation, need.first)] = need

@@ -38,12 +38,12 @@ def test_a_restarted_publisher_replays_and_announces_its_earlier_life(tmp_path: 
 
     client = ReplayClient(context)
     request = ReplayRequest(topic="tel.w1.", incarnation=old_life, first=1, last=20)
-    assert client.request(second.replay_endpoint, request)
+    assert client.request("w1", second.replay_endpoint, request)
     frames: list[list[bytes]] = []
     deadline = time.monotonic() + 5
     while len(frames) < 9 and time.monotonic() < deadline:
         second.service()
-        frames.extend(client.drain())
+        frames.extend(replayed.frames for replayed in client.drain())
     pipeline = Pipeline([Channel.TEL])
     outcomes = [pipeline.process(f, replay=True) for f in frames]
     assert all(isinstance(o, Envelope) for o in outcomes)

@@ -248,14 +248,14 @@ def test_refused_command_carries_the_decoded_command(arena: Arena) -> None:
 def test_frame_above_maxmsgsize_drops_the_connection_not_the_subscriber(
     arena: Arena,
 ) -> None:
-    monitor = arena.subscriber.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    monitor = arena.subscriber.sockets[0].get_monitor_socket(zmq.EVENT_DISCONNECTED)
     evil = arena.hostile_peer()
-    limit = int(arena.subscriber.socket.getsockopt(zmq.MAXMSGSIZE))
+    limit = int(arena.subscriber.sockets[0].getsockopt(zmq.MAXMSGSIZE))
     evil.send_multipart([SIG_W1, header(), b"\x00" * (limit + 1)])
     assert monitor.poll(5_000), "libzmq never dropped the peer"
     event = recv_monitor_message(monitor)
     assert event["event"] == zmq.EVENT_DISCONNECTED
-    arena.subscriber.socket.disable_monitor()
+    arena.subscriber.sockets[0].disable_monitor()
     monitor.close()
     # The oversized frame was never delivered nor even seen; valid traffic still flows.
     for epoch in range(10):

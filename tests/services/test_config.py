@@ -57,9 +57,10 @@ def test_every_section_loads_its_defaults_from_an_empty_environment() -> None:
 
 def test_default_endpoints_form_a_working_single_machine_stack() -> None:
     controller, sink, worker = ControllerConfig(), SinkConfig(), WorkerConfig()
-    assert worker.commands == controller.commands
-    assert worker.intake == (controller.intake, sink.intake)
-    assert controller.sink == sink.intake
+    # Connect addresses name the identity whose key they pin; binds are plain addresses.
+    assert worker.commands == f"controller@{controller.commands}"
+    assert worker.intake == (f"controller@{controller.intake}", f"sink@{sink.intake}")
+    assert controller.sink == f"sink@{sink.intake}"
     assert StackConfig().epochs == worker.epochs
 
 
