@@ -1,4 +1,10 @@
-"""An XSUB/XPUB proxy for many-to-many topologies, counting what it forwards."""
+"""An XSUB/XPUB proxy for many-to-many topologies, counting what it forwards.
+
+With CURVE both sides are servers: publishers and subscribers connect pinning the proxy's
+key. The proxy checks each message's header sender against the identity its publisher
+authenticated as (and that identity's right to the topic) before forwarding it, so a
+subscriber can believe the sender a proxy-role connection relays.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,14 @@ from collections.abc import Callable, Iterable
 
 import zmq
 
+from bus.header import decode_header
+from bus.identity import IdentityPolicy
+from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
+from bus.topics import parse_topic
+from leyline import ContractError
+
+_USER_ID = b"User-Id"
 
 
 class ProxyMetrics:
@@ -17,12 +30,15 @@ class ProxyMetrics:
         self.bytes = 0
         self.subscriptions = 0
         self.dropped = 0
+        #: Messages not forwarded: forged sender, not permitted, or unreadable topic/header.
+        self.refused = 0
 
     def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
         yield "leyline_proxy_messages_total", {}, self.messages
         yield "leyline_proxy_bytes_total", {}, self.bytes
         yield "leyline_proxy_subscriptions_total", {}, self.subscriptions
         yield "leyline_proxy_dropped_total", {}, self.dropped
+        yield "leyline_proxy_refused_total", {}, self.refused
 
 
 class Proxy:
@@ -39,10 +55,16 @@ class Proxy:
         *,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
+        security: Curve | None = None,
     ) -> None:
         self._context = context or zmq.Context.instance()
         self._front = make_socket(self._context, "xsub", options)
         self._back = make_socket(self._context, "xpub", options)
+        self._identity: IdentityPolicy | None = None
+        if security is not None:
+            security.serve(self._front)
+            security.serve(self._back)
+            self._identity = IdentityPolicy(security.trust)
         self.frontend = attach(self._front, frontend, bind=True)
         self.backend = attach(self._back, backend, bind=True)
         self.metrics = ProxyMetrics()
@@ -64,16 +86,34 @@ class Proxy:
         if self._front in events:
             while True:
                 try:
-                    frames = self._front.recv_multipart(zmq.NOBLOCK)
+                    frames = self._front.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                if not self._admissible(frames):
+                    self.metrics.refused += 1
+                    continue
                 try:
                     self._back.send_multipart(frames, zmq.NOBLOCK)
                 except zmq.Again:
                     self.metrics.dropped += 1
                     continue
                 self.metrics.messages += 1
-                self.metrics.bytes += sum(len(frame) for frame in frames)
+                self.metrics.bytes += sum(len(frame.bytes) for frame in frames)
+
+    def _admissible(self, frames: list[zmq.Frame]) -> bool:
+        """Whether a message's sender is its publisher's authenticated identity (plaintext:
+        anything is forwarded; the subscribers' pipelines still check everything else)."""
+        if self._identity is None:
+            return True
+        if len(frames) < 2:
+            return False
+        try:
+            channel, scope = parse_topic(frames[0].bytes)
+            header = decode_header(frames[1].bytes)
+            peer = frames[0].get(_USER_ID)
+        except (ContractError, zmq.ZMQError):
+            return False
+        return self._identity.check(peer, header.sender, channel, scope) is None
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():

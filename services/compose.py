@@ -32,8 +32,11 @@ class ComposeService(msgspec.Struct, frozen=True, kw_only=True):
     build: str | None
     command: tuple[str, ...]
     environment: dict[str, str]
-    volume_targets: tuple[str, ...]
+    #: (volume, mount target) pairs; services mounting one volume share its files.
+    volumes: tuple[tuple[str, str], ...]
     depends_on: tuple[str, ...]
+    #: The dependencies that must have run to completion first (one-shot services).
+    completed: tuple[str, ...] = ()
 
 
 def _load_yaml(text: str) -> dict[str, Any]:
@@ -71,23 +74,31 @@ def _environment(raw: Mapping[str, object] | Sequence[str] | None) -> dict[str, 
     return dict(item.partition("=")[::2] for item in raw)
 
 
-def _volume_target(volume: str | Mapping[str, str]) -> str:
+def _volume(volume: str | Mapping[str, str]) -> tuple[str, str]:
     if isinstance(volume, Mapping):
-        return volume["target"]
-    return volume.split(":")[1]
+        return volume["source"], volume["target"]
+    source, target = volume.split(":")[:2]
+    return source, target
 
 
 def _service(name: str, raw: Mapping[str, Any]) -> ComposeService:
     build = raw.get("build")
     command = raw.get("command", ())
+    depends = raw.get("depends_on", ())
+    conditions = depends if isinstance(depends, Mapping) else {}
     return ComposeService(
         name=name,
         image=raw.get("image"),
         build=build.get("context") if isinstance(build, Mapping) else build,
         command=tuple(command.split() if isinstance(command, str) else command),
         environment=_environment(raw.get("environment")),
-        volume_targets=tuple(_volume_target(v) for v in raw.get("volumes", ())),
-        depends_on=tuple(raw.get("depends_on", ())),
+        volumes=tuple(_volume(v) for v in raw.get("volumes", ())),
+        depends_on=tuple(depends),
+        completed=tuple(
+            name
+            for name, condition in conditions.items()
+            if condition.get("condition") == "service_completed_successfully"
+        ),
     )
 
 
@@ -107,18 +118,20 @@ def local_process(
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run `service` as a process on this machine.
 
-    Addresses naming a peer service or every interface become loopback, and paths under the
-    service's volume mounts move under `data_root/<service>`. The environment holds only the
-    service's own variables; merge it over `os.environ`.
+    Addresses naming a peer service or every interface become loopback, and paths under a
+    volume's mount move under `data_root/<volume>` (so services sharing a volume share its
+    files). Command arguments move the same way. The environment holds only the service's
+    own variables; merge it over `os.environ`.
     """
     hosts = {f"//{peer}:" for peer in peers} | {"//0.0.0.0:"}
-    home = data_root / service.name
-    environment = {}
-    for key, value in service.environment.items():
+
+    def local(value: str) -> str:
         for host in hosts:
             value = value.replace(host, f"//{LOOPBACK}:")
-        for target in service.volume_targets:
+        for volume, target in service.volumes:
             if value == target or value.startswith(target.rstrip("/") + "/"):
-                value = str(home) + value[len(target.rstrip("/")) :]
-        environment[key] = value
-    return [*entrypoint, *service.command], environment
+                value = str(data_root / volume) + value[len(target.rstrip("/")) :]
+        return value
+
+    environment = {key: local(value) for key, value in service.environment.items()}
+    return [*entrypoint, *(local(arg) for arg in service.command)], environment

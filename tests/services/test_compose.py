@@ -24,7 +24,7 @@ from services.config import (
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "docker-compose.yml"
 GPU = ROOT / "docker-compose.gpu.yml"
-SERVICES = {"sink", "controller", "worker-1", "worker-2"}
+SERVICES = {"keys", "sink", "controller", "worker-1", "worker-2"}
 
 pytest.importorskip("yaml", reason="reading compose files needs PyYAML")
 needs_compose = pytest.mark.skipif(
@@ -55,6 +55,7 @@ def test_the_stack_is_a_sink_a_controller_and_two_workers(
 ) -> None:
     assert set(services) == SERVICES
     assert {name: s.command for name, s in services.items()} == {
+        "keys": ("keys", "init", "--workers", "2", "--dir", "/keys"),
         "sink": ("sink",),
         "controller": ("controller",),
         "worker-1": ("worker",),
@@ -77,10 +78,22 @@ def test_the_workers_differ_only_in_identity(services: dict[str, ComposeService]
     assert differing == {"LEYLINE_WORKER_ID", "LEYLINE_WORKER_SEED", "LEYLINE_BUS_METRICS_PORT"}
 
 
+def test_every_service_shares_the_one_key_volume(services: dict[str, ComposeService]) -> None:
+    """The keys service writes the stack's keys; every other service reads them at /keys."""
+    assert ("keys", "/keys") in services["keys"].volumes
+    for name, service in services.items():
+        if name != "keys":
+            assert ("keys", "/keys") in service.volumes, name
+            assert service.environment["LEYLINE_BUS_KEYS_DIR"] == "/keys", name
+    assert services["sink"].completed == ("keys",)
+
+
 def test_every_service_environment_is_valid_configuration(
     services: dict[str, ComposeService],
 ) -> None:
     for service in services.values():
+        if service.command[0] == "keys":
+            continue
         load_config(BusConfig, "bus", env=service.environment)
         section = section_of(service)
         load_config(SECTIONS[section], section, env=service.environment)
@@ -95,9 +108,9 @@ def test_workers_connect_where_the_controller_and_sink_bind(
     sink = load_config(SinkConfig, "sink", env=settings("sink"))
     controller = load_config(ControllerConfig, "controller", env=settings("controller"))
     worker = load_config(WorkerConfig, "worker", env=settings("worker-1"))
-    assert worker.commands == controller.commands
-    assert worker.intake == (controller.intake, sink.intake)
-    assert controller.sink == sink.intake
+    assert worker.commands == f"controller@{controller.commands}"
+    assert worker.intake == (f"controller@{controller.intake}", f"sink@{sink.intake}")
+    assert controller.sink == f"sink@{sink.intake}"
 
 
 def test_local_processes_get_loopback_hosts_and_their_own_data_dirs(
@@ -105,17 +118,22 @@ def test_local_processes_get_loopback_hosts_and_their_own_data_dirs(
 ) -> None:
     argv, env = local_process(services["worker-2"], list(services), tmp_path)
     assert argv == ["leyline", "worker"]
-    assert env["LEYLINE_WORKER_COMMANDS"] == "tcp://127.0.0.1:5550"
-    assert env["LEYLINE_WORKER_INTAKE"] == '["tcp://127.0.0.1:5551","tcp://127.0.0.1:5552"]'
-    assert env["LEYLINE_WORKER_DATA_DIR"] == str(tmp_path / "worker-2")
+    assert env["LEYLINE_WORKER_COMMANDS"] == "controller@tcp://127.0.0.1:5550"
+    assert env["LEYLINE_WORKER_INTAKE"] == (
+        '["controller@tcp://127.0.0.1:5551","sink@tcp://127.0.0.1:5552"]'
+    )
+    assert env["LEYLINE_WORKER_DATA_DIR"] == str(tmp_path / "worker-2-data")
+    assert env["LEYLINE_BUS_KEYS_DIR"] == str(tmp_path / "keys")
     _, sink_env = local_process(services["sink"], list(services), tmp_path)
-    assert sink_env["LEYLINE_SINK_DB"] == str(tmp_path / "sink" / "sink.db")
+    assert sink_env["LEYLINE_SINK_DB"] == str(tmp_path / "sink-data" / "sink.db")
 
 
 def test_metrics_ports_are_distinct_so_services_can_share_one_host(
     services: dict[str, ComposeService],
 ) -> None:
-    ports = [s.environment["LEYLINE_BUS_METRICS_PORT"] for s in services.values()]
+    ports = [
+        s.environment["LEYLINE_BUS_METRICS_PORT"] for n, s in services.items() if n != "keys"
+    ]
     assert len(set(ports)) == len(ports)
 
 
@@ -142,7 +160,7 @@ def healthcheck(test: list[str], port: int | None) -> int:
 
 def test_the_healthcheck_passes_when_metrics_are_served_and_fails_when_not() -> None:
     resolved = compose_config([BASE])["services"]
-    tests = {str(resolved[name]["healthcheck"]["test"]) for name in SERVICES}
+    tests = {str(resolved[name]["healthcheck"]["test"]) for name in SERVICES - {"keys"}}
     assert len(tests) == 1
     test = resolved["sink"]["healthcheck"]["test"]
     server = MetricsServer([], {"service": "sink"}, 0)
@@ -158,6 +176,6 @@ def test_reading_the_file_directly_agrees_with_docker_compose(
     services: dict[str, ComposeService],
 ) -> None:
     direct = compose_services([BASE], binary="no-such-docker-compose")
-    assert {n: (s.command, s.environment, s.volume_targets) for n, s in direct.items()} == {
-        n: (s.command, s.environment, s.volume_targets) for n, s in services.items()
+    assert {n: (s.command, s.environment, s.volumes) for n, s in direct.items()} == {
+        n: (s.command, s.environment, s.volumes) for n, s in services.items()
     }
