@@ -88,7 +88,9 @@ def test_an_unknown_key_never_connects_and_is_counted(
     for epoch in range(50):
         stranger.publish(Channel.SIG, "w1", fast_signals(epoch % 30))
     genuine.publish(Channel.SIG, "w2", fast_signals(1))
-    assert pump_until(lambda: any(e.header.sender == "w2" and not e.is_control for e in received), intake)
+    assert pump_until(
+        lambda: any(e.header.sender == "w2" and not e.is_control for e in received), intake
+    )
     pump_until(lambda: False, intake, timeout_s=QUIET_S)
     assert {e.header.sender for e in received} == {"w2"}
     assert curve("sink").authenticator(context).denied >= 1
@@ -112,7 +114,9 @@ def test_a_null_mechanism_peer_gets_nothing_in_and_nothing_out(
         except zmq.Again:
             break  # no handshake, no pipe: nothing can even be queued
     genuine.publish(Channel.SIG, "w1", fast_signals(2))
-    assert pump_until(lambda: any(e.header.sender == "w1" and not e.is_control for e in received), intake)
+    assert pump_until(
+        lambda: any(e.header.sender == "w1" and not e.is_control for e in received), intake
+    )
     pump_until(lambda: False, intake, timeout_s=QUIET_S)
     assert {e.header.sender for e in received} == {"w1"}
     plain.close()
@@ -256,7 +260,9 @@ def test_a_subscriber_without_a_key_reads_nothing(context: Context, curve: Curve
 
 def test_a_connect_address_must_name_the_key_it_pins(context: Context, curve: CurveOf) -> None:
     with pytest.raises(SecurityError, match="names no server identity"):
-        Subscriber("tcp://127.0.0.1:5999", [(Channel.CMD, "w1")], context=context, security=curve("w1"))
+        Subscriber(
+            "tcp://127.0.0.1:5999", [(Channel.CMD, "w1")], context=context, security=curve("w1")
+        )
 
 
 def test_the_proxy_relays_authenticated_senders_and_refuses_forged_ones(

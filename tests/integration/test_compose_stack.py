@@ -157,7 +157,8 @@ def compose_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun
             metrics = reply.read().decode()
         exit_codes = {name: processes.processes[name].returncode for name in workers}
         exit_codes |= processes.stop(*[n for n in reversed(order) if n not in workers])
-        yield ComposeRun(processes, workers, health, metrics, exit_codes, data / "sink-data" / "sink.db")
+        sink_db = data / "sink-data" / "sink.db"
+        yield ComposeRun(processes, workers, health, metrics, exit_codes, sink_db)
     finally:
         processes.close()
 
