@@ -54,6 +54,8 @@ class SubscriberMetrics:
         self.restarts = 0
         self.heartbeats = 0
         self.stale_peers = 0
+        #: Announced earlier incarnations forgotten at the cap (they are reported again).
+        self.announcements_forgotten = 0
         self.decode_latency = Histogram()
 
     @property
@@ -72,6 +74,7 @@ class SubscriberMetrics:
         yield "leyline_sender_restarts_total", {}, self.restarts
         yield "leyline_heartbeats_total", {}, self.heartbeats
         yield "leyline_stale_peers", {}, self.stale_peers
+        yield "leyline_announcements_forgotten_total", {}, self.announcements_forgotten
         cumulative = 0
         for bound, count in zip(
             self.decode_latency.bounds, self.decode_latency.counts, strict=False

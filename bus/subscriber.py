@@ -247,8 +247,13 @@ class Subscriber:
         if not any(topic_frame.startswith(prefix) for prefix in self._prefixes):
             return
         key = (sender, topic_frame, incarnation)
-        if self._announced.get(key, 0) >= last or len(self._announced) >= MAX_STREAMS:
+        if self._announced.get(key, 0) >= last:
             return
+        if key not in self._announced and len(self._announced) >= MAX_STREAMS:
+            # Forget the oldest instead of refusing the newest: a forgotten announcement that
+            # comes again is reported again (a repeat the repair dedupes), never missed.
+            del self._announced[next(iter(self._announced))]
+            self.metrics.announcements_forgotten += 1
         self._announced[key] = last
         self.pipeline.tracker.gaps.append(
             Gap(sender, topic_frame, incarnation, 1, last, initial=True)

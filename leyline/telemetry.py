@@ -132,12 +132,18 @@ class CommandFailed(_Payload, frozen=True, tag="CommandFailed"):
 
 
 class ContractViolation(_Payload, frozen=True, tag="ContractViolation"):
-    """A message a subscriber refused: why, from whom, on which topic."""
+    """A message a subscriber refused: why, from whom, on which topic, at which field.
+
+    `command_id` names a refused command when it could be read, so the refusal can be
+    matched with the command's journal entry and its REJECTED ack.
+    """
 
     reason: Ident
     sender: Ident
     topic: Ident
     detail: Text = ""
+    path: Text = "$"
+    command_id: Ident = ""
 
 
 class PeerLiveness(_Payload, frozen=True, tag="PeerLiveness"):

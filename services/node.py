@@ -20,7 +20,7 @@ from bus import (
 )
 from bus.rejection import TokenBucket
 from bus.security import Curve
-from leyline import Message, Severity, TelemetryEvent, TelemetryEventType
+from leyline import AdaptationCommand, Message, Severity, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation, PeerLiveness
 
 _log = structlog.get_logger("leyline.node")
@@ -139,11 +139,14 @@ class Node:
     def _report_rejection(self, rejection: Rejection) -> None:
         if not self._violations.take():
             return
+        command = rejection.message
         payload = ContractViolation(
             reason=rejection.reason.name.lower(),
             sender=rejection.sender[:128],
             topic=rejection.topic[:128],
             detail=rejection.detail[:1024],
+            path=rejection.path[:1024],
+            command_id=command.command_id if isinstance(command, AdaptationCommand) else "",
         )
         self.emit(
             TelemetryEvent(
