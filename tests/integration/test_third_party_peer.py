@@ -203,7 +203,8 @@ class ControllerRig:
     def outcome(self, command_id: str) -> str | None:
         if not self.journal.is_file():
             return None
-        rows = query(self.journal, "SELECT outcome FROM commands WHERE command_id = ?", [command_id])
+        sql = "SELECT outcome FROM commands WHERE command_id = ?"
+        rows = query(self.journal, sql, [command_id])
         return rows[0][0] if rows and rows[0][0] is not None else None
 
 
@@ -233,8 +234,9 @@ def controller_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
             heard = "controller" in peer.commands.ready.get("cmd", set())
             return (heard and peer.out.subscribed(b"sig.w9.")) or None
 
-        wait_until(connected, START_TIMEOUT_S, "the controller", pause=peer.pump,
-                   context=rig.log_tails)  # fmt: skip
+        wait_until(
+            connected, START_TIMEOUT_S, "the controller", pause=peer.pump, context=rig.log_tails
+        )
         yield rig
     finally:
         services.close()
@@ -253,10 +255,14 @@ def test_controller_germinates_on_a_plateau_and_stops_resending_once_acked(
         found = peer.inbox.find("AdaptationCommand.v1")
         return found if len(found) >= 2 else None  # the command, then its first resend
 
-    first, resent = wait_until(
-        commands, ANSWER_TIMEOUT_S, "a command and its resend", pause=peer.pump,
+    found = wait_until(
+        commands,
+        ANSWER_TIMEOUT_S,
+        "a command and its resend",
+        pause=peer.pump,
         context=controller_rig.log_tails,
-    )[:2]  # fmt: skip
+    )
+    first, resent = found[:2]
     command = first.payload
     assert (first.channel, first.scope, first.header.sender) == ("cmd", "w9", "controller")
     assert command.get("command_type", GERMINATE) == GERMINATE

@@ -87,7 +87,7 @@ class Message:
 
 
 class PeerPublisher:
-    """An XPUB that numbers messages per topic, answers subscriptions and heartbeats (§3, §6, §7)."""
+    """An XPUB: numbers messages per topic, answers subscriptions, heartbeats (§3, §6, §7)."""
 
     def __init__(
         self, context: zmq.Context[zmq.Socket[bytes]], sender: str, address: str, *, bind: bool
