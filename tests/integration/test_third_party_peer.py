@@ -8,11 +8,16 @@ real controller process. Both speak plaintext: the stack runs without CURVE toda
 from __future__ import annotations
 
 import ast
+import enum
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from service_processes import ServiceProcesses, query, wait_until
 from third_party_peer import (
@@ -25,15 +30,28 @@ from third_party_peer import (
     REJECTED,
     SET_ALPHA,
     ControllerPeer,
+    Header,
     Message,
     WorkerPeer,
+    adaptation_command,
 )
 
+from leyline import (
+    AckOutcome,
+    CommandType,
+    RejectReason,
+    RiskLevel,
+    SeedStage,
+    Severity,
+    TelemetryEventType,
+)
 from services.stack import free_ports
 
 pytestmark = pytest.mark.slow
 
 PEER_MODULE = Path(__file__).with_name("third_party_peer.py")
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOL = ROOT / "docs" / "protocol.md"
 WORKER = "w1"
 #: Long enough that the worker is still training when the last test ends (it is stopped).
 EPOCHS = 1000
@@ -56,6 +74,82 @@ def test_the_peer_imports_nothing_of_the_project() -> None:
             imported.add((node.module or "").split(".")[0])
     outside = {name for name in imported if name not in sys.stdlib_module_names}
     assert outside == {"zmq", "msgspec"}
+
+
+# -- the document's own facts --------------------------------------------------------------
+
+
+def fenced_after(marker: str) -> str:
+    """The fenced block that follows `<!-- marker -->` in docs/protocol.md."""
+    text = PROTOCOL.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {marker} -->\n```\w*\n(.*?)\n```", text, re.DOTALL)
+    assert found is not None, f"docs/protocol.md has no block after <!-- {marker} -->"
+    return found.group(1)
+
+
+def documented_bytes() -> dict[str, bytes]:
+    """Each example of section 16 by title: the hex lines before its breakdown."""
+    examples: dict[str, bytes] = {}
+    title = ""
+    for line in fenced_after("examples:output").splitlines():
+        if not line.startswith(" "):
+            title = line.split(" (")[0]
+            examples[title] = b""
+        elif "=" not in line and title:
+            examples[title] += bytes.fromhex(line)
+        else:
+            title = ""  # the breakdown has begun
+    return examples
+
+
+def test_the_documented_examples_are_what_leyline_writes() -> None:
+    program = fenced_after("examples:program")
+    ran = subprocess.run(
+        [sys.executable, "-"],
+        input=program,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        check=True,
+    )
+    assert ran.stdout.rstrip("\n") == fenced_after("examples:output")
+
+
+def test_the_peer_writes_the_documented_bytes() -> None:
+    examples = documented_bytes()
+    header = Header(1, "controller", 1764684000000000000, 1, 1764684000123456789)
+    assert msgspec.msgpack.encode(header) == examples["header"]
+    assert msgspec.msgpack.decode(examples["header"], type=Header) == header
+    command = adaptation_command(GERMINATE, 1, target_slot_id="block3_post", blueprint_id="norm")
+    command["command_id"] = "0b5c3f4e-9d2a-4c61-8f7e-2a1b3c4d5e6f"
+    command["timestamp"] = datetime(2026, 12, 2, 14, 0, 0, 123456, tzinfo=UTC)
+    assert msgspec.msgpack.encode(command) == examples["payload AdaptationCommand.v1"]
+    assert msgspec.msgpack.decode(examples["payload AdaptationCommand.v1"]) == command
+
+
+def documented_enums(section: str) -> dict[str, dict[int, str]]:
+    """The `| Name | 1 A, 2 B |` rows of one section of docs/protocol.md."""
+    text = PROTOCOL.read_text(encoding="utf-8")
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, dict[int, str]] = {}
+    for name, values in re.findall(r"^\| (\w+) \| ((?:\d+ \w+, )*\d+ \w+) \|$", body, re.M):
+        tables[name] = {int(v): n for v, n in (item.split(" ") for item in values.split(", "))}
+    return tables
+
+
+def test_the_documented_enum_values_are_the_contracts() -> None:
+    enums: list[type[enum.IntEnum]] = [
+        SeedStage, CommandType, AckOutcome, RiskLevel, TelemetryEventType, Severity,
+    ]  # fmt: skip
+    expected = {e.__name__: {m.value: m.name for m in e} for e in enums}
+    assert documented_enums("11. Enum values") == expected
+
+
+def test_the_documented_rejection_reasons_are_the_contracts() -> None:
+    text = PROTOCOL.read_text(encoding="utf-8").split("## 14. Rejections", 1)[1]
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|", text.split("\n## ", 1)[0], re.M)
+    assert {int(v): n for v, n in rows} == {r.value: r.name.lower() for r in RejectReason}
 
 
 # -- the peer as a controller, commanding a real worker ------------------------------------
@@ -136,7 +230,7 @@ def test_a_fresh_worker_says_hello_with_its_default_sequence_left_out(
 
 def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig) -> None:
     peer = worker_rig.peer
-    germinate = peer.command(
+    germinate = adaptation_command(
         GERMINATE, 1, target_slot_id="block3_post", blueprint_id="norm", reason="third party"
     )
     ack = worker_rig.send_and_answer(germinate)
@@ -148,7 +242,7 @@ def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig
     assert again == ack
 
     # Another command reusing an applied journal sequence is a duplicate, not applied.
-    reused = peer.command(GERMINATE, 1, target_slot_id="block2_post", blueprint_id="norm")
+    reused = adaptation_command(GERMINATE, 1, target_slot_id="block2_post", blueprint_id="norm")
     duplicate = worker_rig.send_and_answer(reused)
     assert (duplicate["outcome"], duplicate["sequence"]) == (DUPLICATE, 1)
     germinated = [
@@ -158,7 +252,7 @@ def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig
 
 
 def test_worker_rejects_an_illegal_command_by_name(worker_rig: WorkerRig) -> None:
-    cull = worker_rig.peer.command(CULL, 2, target_slot_id="block2_post")
+    cull = adaptation_command(CULL, 2, target_slot_id="block2_post")
     ack = worker_rig.send_and_answer(cull)
     assert (ack["outcome"], ack["reason"], ack["sequence"]) == (
         REJECTED,
@@ -170,7 +264,7 @@ def test_worker_rejects_an_illegal_command_by_name(worker_rig: WorkerRig) -> Non
 
 def test_worker_refuses_a_command_that_breaks_its_contract(worker_rig: WorkerRig) -> None:
     peer = worker_rig.peer
-    too_bright = peer.command(SET_ALPHA, 0, target_slot_id="block3_post", alpha_value=5.0)
+    too_bright = adaptation_command(SET_ALPHA, 0, target_slot_id="block3_post", alpha_value=5.0)
     peer.send(too_bright)
 
     def refused() -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 It imports nothing of the project on purpose (a test reads this module's imports): whatever it
 needs to know about the wire, it knows from the document. Section numbers below (§) are the
 document's. Every socket is made by `open_socket`, the one place where CURVE keys would be set
-(§12): a client's key pair and the pinned server key, or a server's key pair and ZAP.
+(§15): a client's key pair and the pinned server key, or a server's key pair and ZAP.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ WIRE_VERSION = 1  # §3
 CONTROL_SCOPE = "*"  # §4
 CHANNELS = ("cmd", "sig", "ack", "tel", "rep")  # §4
 
-# Enum wire values (§8), only those this peer uses.
+# Enum wire values (§11), only those this peer uses.
 GERMINATE, CULL, SET_ALPHA = 1, 3, 4  # CommandType
 APPLIED, REJECTED, DUPLICATE = 1, 2, 3  # AckOutcome
 DORMANT, GERMINATED = 1, 2  # SeedStage
@@ -46,10 +46,10 @@ _HEADER = msgspec.msgpack.Decoder(Header)
 def open_socket(
     context: zmq.Context[zmq.Socket[bytes]], kind: int, address: str, *, bind: bool
 ) -> zmq.Socket[bytes]:
-    """A socket bound or connected to `address`: plaintext today; CURVE options go here (§12)."""
+    """A socket bound or connected to `address`: plaintext today; CURVE options go here (§15)."""
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 500)
-    sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §10: no frame above the payload cap
+    sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §13: no frame above 64 KiB
     if kind == zmq.XPUB:
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every subscription, to answer each (§6)
     if bind:
@@ -65,8 +65,23 @@ def topic(channel: str, scope: str) -> bytes:
 
 
 def now_utc() -> datetime:
-    """A timezone-aware time: msgspec writes it as a msgpack timestamp extension (§9)."""
+    """A timezone-aware time: msgspec writes it as a msgpack timestamp extension (§12)."""
     return datetime.now(UTC)
+
+
+def adaptation_command(command_type: int, journal_sequence: int, **fields: Any) -> dict[str, Any]:
+    """An AdaptationCommand map (§5.1): fields in contract order, defaults left out (§5)."""
+    body: dict[str, Any] = {
+        "type": "AdaptationCommand.v1",
+        "command_id": str(uuid.uuid4()),
+        "timestamp": now_utc(),
+    }
+    if command_type != GERMINATE:  # GERMINATE is the default, so it is omitted
+        body["command_type"] = command_type
+    body.update(fields)
+    if journal_sequence:
+        body["sequence"] = journal_sequence
+    return body
 
 
 @dataclass(frozen=True)
@@ -87,13 +102,13 @@ class Message:
 
 
 class PeerPublisher:
-    """An XPUB: numbers messages per topic, answers subscriptions, heartbeats (§3, §6, §7)."""
+    """An XPUB: numbers each topic's messages, answers subscriptions, heartbeats (§6-§8)."""
 
     def __init__(
         self, context: zmq.Context[zmq.Socket[bytes]], sender: str, address: str, *, bind: bool
     ) -> None:
         self.sender = sender
-        self.incarnation = time.time_ns()  # §11: a new process life, a larger incarnation
+        self.incarnation = time.time_ns()  # §8: a new process life, a larger incarnation
         self.socket = open_socket(context, zmq.XPUB, address, bind=bind)
         self.sequences: dict[bytes, int] = {}
         self.subscriptions: list[bytes] = []
@@ -221,19 +236,6 @@ class ControllerPeer:
             message = self.intake.receive(0)
         self.commands.service()
 
-    def command(self, command_type: int, journal_sequence: int, **fields: Any) -> dict[str, Any]:
-        """An AdaptationCommand map (§5, §9): defaults left out, as Leyline's writers do."""
-        body = {
-            "type": "AdaptationCommand.v1",
-            "command_id": str(uuid.uuid4()),
-            "timestamp": now_utc(),
-            "sequence": journal_sequence,
-            **fields,
-        }
-        if command_type != GERMINATE:  # GERMINATE is the default, so it is omitted
-            body["command_type"] = command_type
-        return body
-
     def send(self, command: dict[str, Any]) -> int:
         """Publish a command to the worker; a resend is the same map under a new header sequence."""
         return self.commands.publish("cmd", self.worker_id, command)
@@ -264,14 +266,14 @@ class WorkerPeer:
         self.out.service()
 
     def hello(self, last_applied_sequence: int = 0) -> None:
-        """WorkerHello (§7.3): 0 is the default, so a fresh worker's hello leaves it out."""
+        """WorkerHello (§10.3): 0 is the default, so a fresh worker's hello leaves it out."""
         hello: dict[str, Any] = {"type": "WorkerHello.v1", "worker_id": self.worker_id}
         if last_applied_sequence:
             hello["last_applied_sequence"] = last_applied_sequence
         self.out.publish("ack", self.worker_id, hello)
 
     def signal(self, epoch: int, plateau_epochs: int, slot_index: int = 0) -> None:
-        """A FastTrainingSignals array (§5): an empty slot that has stopped improving."""
+        """A FastTrainingSignals array (§5.2): an empty slot that has stopped improving."""
         history = [0.5] * 5
         accuracy = [90.0] * 5
         row = [
@@ -283,7 +285,7 @@ class WorkerPeer:
         self.out.publish("sig", self.worker_id, row)
 
     def ack(self, command: dict[str, Any], outcome: int, **fields: Any) -> None:
-        """A CommandAck (§7.2) for a received command map."""
+        """A CommandAck (§5.1, §10.2) for a received command map."""
         ack = {
             "type": "CommandAck.v1",
             "command_id": command["command_id"],
