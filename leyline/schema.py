@@ -19,12 +19,14 @@ the lock under their own tag, so bumping a major while keeping the old one reada
 The export says what msgspec's JSON Schema leaves out:
 
 - **enum names**: an enum is `oneOf` a `const` per member, titled with the member's name.
-  That is JSON Schema's own way to name enum values (`const` and `title` are core keywords
-  since draft 6, json-schema-org/json-schema-spec#57), so every conforming validator accepts
-  exactly the values `enum` would, and annotation readers (form renderers, documentation
-  generators, codegen reading titles) show the names; vendor keys such as `x-enumNames` are
-  each read by one tool family and refused by strict validators. The lock keeps the values
-  only, as `enum`: a name is not on the wire, so renaming a member is not a change to it.
+  That is JSON Schema's own way to name enum values (`const` and `title` are standard
+  keywords since draft 6; json-schema-org/json-schema-spec#57 settled on it instead of a
+  names keyword, and react-jsonschema-form documents it as the compliant replacement for its
+  `enumNames`), so every conforming validator accepts exactly the values `enum` would and
+  annotation readers (form renderers, documentation generators) show the names, while vendor
+  keys (`x-enumNames`, `x-enum-varnames`, `tsEnumNames`) are each read by one tool family
+  only. The lock keeps the values only, as `enum`: a name is not on the wire, so renaming a
+  member is not a change to the contract.
 - **timestamps**: a datetime is `"format": "date-time"` (an RFC 3339 string in JSON) with
   `"x-msgpack": "timestamp"`: on the msgpack wire it is a timestamp extension value (type -1).
   Both stay in the lock, so retyping a datetime to a string is caught.
