@@ -28,6 +28,7 @@ from third_party_peer import (
     GERMINATE,
     GERMINATED,
     REJECTED,
+    SEED_GERMINATED,
     SET_ALPHA,
     ControllerPeer,
     Header,
@@ -46,8 +47,6 @@ from leyline import (
     TelemetryEventType,
 )
 from services.stack import free_ports
-
-pytestmark = pytest.mark.slow
 
 PEER_MODULE = Path(__file__).with_name("third_party_peer.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,13 +167,15 @@ class WorkerRig:
 
     def answer(self, command: dict[str, Any], after: int = 0) -> dict[str, Any]:
         """The worker's next ack of `command` past inbox position `after`."""
+        wanted = command["command_id"]
 
         def found() -> dict[str, Any] | None:
-            acks = self.peer.inbox.find("CommandAck.v1", command_id=command["command_id"])
-            later = [m for m in acks if self.peer.inbox.messages.index(m) >= after]
-            return later[0].payload if later else None
+            for message in self.peer.inbox.messages[after:]:
+                if message.tag == "CommandAck.v1" and message.payload["command_id"] == wanted:
+                    return dict(message.payload)
+            return None
 
-        what = f"the ack of {command['command_id']}"
+        what = f"the ack of {wanted}"
         return wait_until(found, ANSWER_TIMEOUT_S, what, pause=self.peer.pump)
 
     def send_and_answer(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +219,7 @@ def worker_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRig]:
         peer.close()
 
 
+@pytest.mark.slow
 def test_a_fresh_worker_says_hello_with_its_default_sequence_left_out(
     worker_rig: WorkerRig,
 ) -> None:
@@ -228,6 +230,7 @@ def test_a_fresh_worker_says_hello_with_its_default_sequence_left_out(
     assert WORKER in worker_rig.peer.intake.ready["ack"]  # its Ready answered our subscription
 
 
+@pytest.mark.slow
 def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig) -> None:
     peer = worker_rig.peer
     germinate = adaptation_command(
@@ -246,11 +249,14 @@ def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig
     duplicate = worker_rig.send_and_answer(reused)
     assert (duplicate["outcome"], duplicate["sequence"]) == (DUPLICATE, 1)
     germinated = [
-        m for m in peer.inbox.find("TelemetryEvent.v1", event_type=1) if m.scope == WORKER
+        m
+        for m in peer.inbox.find("TelemetryEvent.v1", event_type=SEED_GERMINATED)
+        if m.scope == WORKER
     ]
     assert [m.payload["slot_id"] for m in germinated] == ["block3_post"]
 
 
+@pytest.mark.slow
 def test_worker_rejects_an_illegal_command_by_name(worker_rig: WorkerRig) -> None:
     cull = adaptation_command(CULL, 2, target_slot_id="block2_post")
     ack = worker_rig.send_and_answer(cull)
@@ -262,6 +268,7 @@ def test_worker_rejects_an_illegal_command_by_name(worker_rig: WorkerRig) -> Non
     assert "DORMANT -> CULLED" in ack["detail"]
 
 
+@pytest.mark.slow
 def test_worker_refuses_a_command_that_breaks_its_contract(worker_rig: WorkerRig) -> None:
     peer = worker_rig.peer
     too_bright = adaptation_command(SET_ALPHA, 0, target_slot_id="block3_post", alpha_value=5.0)
@@ -337,6 +344,7 @@ def controller_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
         peer.close()
 
 
+@pytest.mark.slow
 def test_controller_germinates_on_a_plateau_and_stops_resending_once_acked(
     controller_rig: ControllerRig,
 ) -> None:

@@ -26,7 +26,7 @@ CHANNELS = ("cmd", "sig", "ack", "tel", "rep")  # §4
 GERMINATE, CULL, SET_ALPHA = 1, 3, 4  # CommandType
 APPLIED, REJECTED, DUPLICATE = 1, 2, 3  # AckOutcome
 DORMANT, GERMINATED = 1, 2  # SeedStage
-CONTRACT_VIOLATION = 14  # TelemetryEventType
+SEED_GERMINATED, CONTRACT_VIOLATION = 1, 14  # TelemetryEventType
 
 
 class Header(msgspec.Struct, array_like=True, frozen=True):
@@ -145,8 +145,12 @@ class PeerPublisher:
                     for name, seq in self.sequences.items()
                     if name.startswith(f"{channel}.".encode())
                 }
-                beat = {"type": "Heartbeat.v1", "interval_ms": self.heartbeat_ms}
-                self._send(topic(channel, CONTROL_SCOPE), 0, {**beat, "last_sequences": last})
+                beat = {
+                    "type": "Heartbeat.v1",
+                    "interval_ms": self.heartbeat_ms,
+                    "last_sequences": last,
+                }
+                self._send(topic(channel, CONTROL_SCOPE), 0, beat)
 
     def subscribed(self, prefix: bytes) -> bool:
         """True once a subscription covering `prefix` has arrived."""
@@ -192,11 +196,15 @@ class PeerSubscriber:
         if len(frames) != 3:
             return None
         name, header_frame, payload = frames
-        channel, _, rest = name.decode().partition(".")
-        header = _HEADER.decode(header_frame)
+        channel, _, rest = name.decode(errors="replace").partition(".")
+        try:
+            header = _HEADER.decode(header_frame)
+            body = msgspec.msgpack.decode(payload)
+        except msgspec.DecodeError:
+            return None
         if header.wire_version != WIRE_VERSION:
             return None
-        message = Message(channel, rest[:-1], header, msgspec.msgpack.decode(payload))
+        message = Message(channel, rest[:-1], header, body)
         if message.scope == CONTROL_SCOPE:
             self.ready.setdefault(channel, set()).add(header.sender)
         return message
@@ -207,6 +215,13 @@ class Inbox:
     """Everything a peer received, kept for the test to search."""
 
     messages: list[Message] = field(default_factory=list)
+
+    def collect(self, subscriber: PeerSubscriber, timeout_ms: int) -> None:
+        """Wait up to `timeout_ms` for a message, then take every one already queued."""
+        message = subscriber.receive(timeout_ms)
+        while message is not None:
+            self.messages.append(message)
+            message = subscriber.receive(0)
 
     def find(self, tag: str, **fields: Any) -> list[Message]:
         """Messages with payload tag `tag` whose map has every `fields` item."""
@@ -230,10 +245,7 @@ class ControllerPeer:
 
     def pump(self, timeout_ms: int = 20) -> None:
         """Receive what arrived, answer subscriptions, heartbeat."""
-        message = self.intake.receive(timeout_ms)
-        while message is not None:
-            self.inbox.messages.append(message)
-            message = self.intake.receive(0)
+        self.inbox.collect(self.intake, timeout_ms)
         self.commands.service()
 
     def send(self, command: dict[str, Any]) -> int:
@@ -259,10 +271,8 @@ class WorkerPeer:
         self.inbox = Inbox()
 
     def pump(self, timeout_ms: int = 20) -> None:
-        message = self.commands.receive(timeout_ms)
-        while message is not None:
-            self.inbox.messages.append(message)
-            message = self.commands.receive(0)
+        """Receive what arrived, answer subscriptions, heartbeat."""
+        self.inbox.collect(self.commands, timeout_ms)
         self.out.service()
 
     def hello(self, last_applied_sequence: int = 0) -> None:
