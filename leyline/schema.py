@@ -170,18 +170,13 @@ def _readable_classes(registry: Registry) -> Iterator[type[msgspec.Struct]]:
             yield upgrade.legacy
 
 
-def _component_names(cls: type) -> tuple[str, str]:
-    """The names msgspec may give a type's component: qualified when short names collide."""
-    return f"{cls.__module__}.{cls.__qualname__}", cls.__name__
-
-
 def _by_component(infos: Iterable[Any]) -> dict[str, Any]:
-    """Type infos by every component name their type may have."""
+    """Type infos by every name msgspec may give their component (qualified on a clash)."""
     found: dict[str, Any] = {}
     for info in infos:
-        qualified, short = _component_names(info.cls)
-        found[qualified] = info
-        found.setdefault(short, info)
+        cls = info.cls
+        found[f"{cls.__module__}.{cls.__qualname__}"] = info
+        found.setdefault(cls.__name__, info)
     return found
 
 
