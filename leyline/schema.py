@@ -15,13 +15,29 @@ renaming, retyping and requiring fields these are breaking too:
 A new tag (a new type, or a new major beside the old one) is never breaking; removing or
 re-tagging a locked one always is. Older majors kept readable through an `Upgrade` stay in
 the lock under their own tag, so bumping a major while keeping the old one readable passes.
+
+The export says what msgspec's JSON Schema leaves out:
+
+- **enum names**: an enum is `oneOf` a `const` per member, titled with the member's name.
+  That is JSON Schema's own way to name enum values (`const` and `title` are standard
+  keywords since draft 6; json-schema-org/json-schema-spec#57 settled on it instead of a
+  names keyword, and react-jsonschema-form documents it as the compliant replacement for its
+  `enumNames`), so every conforming validator accepts exactly the values `enum` would and
+  annotation readers (form renderers, documentation generators) show the names, while vendor
+  keys (`x-enumNames`, `x-enum-varnames`, `tsEnumNames`) are each read by one tool family
+  only. The lock keeps the values only, as `enum`: a name is not on the wire, so renaming a
+  member is not a change to the contract.
+- **timestamps**: a datetime is `"format": "date-time"` (an RFC 3339 string in JSON) with
+  `"x-msgpack": "timestamp"`: on the msgpack wire it is a timestamp extension value (type -1).
+  Both stay in the lock, so retyping a datetime to a string is caught.
+- **array layouts**: `x-fields` names the items of an array-like struct in wire order.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +49,26 @@ from leyline.wire import REGISTRY
 #: Where the committed lock lives, shipped with the package.
 DEFAULT_LOCK_PATH = Path(__file__).with_name("schema.lock.json")
 
+Schema = dict[str, Any]
+
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _REF_PREFIX = "#/$defs/"
 #: Field names of an array-like struct, in wire order (JSON Schema's prefixItems has none).
 _FIELDS_KEY = "x-fields"
+#: How a value travels on the msgpack wire, where that is not how JSON carries it.
+_MSGPACK_KEY = "x-msgpack"
+_TIMESTAMP: Schema = {
+    "format": "date-time",
+    _MSGPACK_KEY: "timestamp",
+    "description": "a time: an RFC 3339 string in JSON, a timestamp extension value (type -1)"
+    " in msgpack",
+}
 #: Keywords that document a schema without constraining it.
 _DOC_KEYWORDS = frozenset({"title", "description"})
 #: Keywords whose value is a mapping keyed by names (fields, components, tags).
 _NAMING_KEYWORDS = frozenset({"$defs", "tags", "properties", "mapping"})
 #: Keywords whose value is data, never a schema.
 _VALUE_KEYWORDS = frozenset({"default", "enum", "const", _FIELDS_KEY})
-
-Schema = dict[str, Any]
 
 
 class BreakingKind(enum.Enum):
@@ -81,7 +105,10 @@ def export(registry: Registry = REGISTRY) -> Schema:
     roots, components = msgspec.json.schema_components(
         [cls for _, cls in ordered], ref_template=_REF_PREFIX + "{name}"
     )
-    _name_array_fields(components, [cls for _, cls in ordered])
+    infos = list(_type_infos([cls for _, cls in ordered]))
+    _name_array_fields(components, infos)
+    _name_enum_values(components, infos)
+    _describe_timestamps(components, infos)
     return {
         "$schema": _DRAFT,
         "$defs": components,
@@ -90,8 +117,17 @@ def export(registry: Registry = REGISTRY) -> Schema:
 
 
 def lock(registry: Registry = REGISTRY) -> Schema:
-    """The lock document: `export` without the documentation, so docstring edits do not drift."""
+    """The lock document: `export` without the documentation, so docstring edits do not drift.
+
+    Without their titles, an enum's `oneOf` members are bare values: the lock lists them as
+    `enum`, the compact form of the same constraint.
+    """
     document: Schema = _strip_docs(export(registry))
+    for component in document["$defs"].values():
+        members = component.get("oneOf")
+        if members and all(set(member) == {"const"} for member in members):
+            del component["oneOf"]
+            component["enum"] = [member["const"] for member in members]
     return document
 
 
@@ -134,32 +170,78 @@ def _readable_classes(registry: Registry) -> Iterator[type[msgspec.Struct]]:
             yield upgrade.legacy
 
 
-def _name_array_fields(components: Schema, roots: list[type[msgspec.Struct]]) -> None:
+def _by_component(infos: Iterable[Any]) -> dict[str, Any]:
+    """Type infos by every name msgspec may give their component (qualified on a clash)."""
+    found: dict[str, Any] = {}
+    for info in infos:
+        cls = info.cls
+        found[f"{cls.__module__}.{cls.__qualname__}"] = info
+        found.setdefault(cls.__name__, info)
+    return found
+
+
+def _name_array_fields(components: Schema, infos: list[msgspec.inspect.Type]) -> None:
     """Record the field names of each array-like struct component under `x-fields`."""
-    by_name: dict[str, msgspec.inspect.StructType] = {}
-    for info in _struct_infos(roots):
-        if info.array_like:
-            cls = info.cls
-            by_name[f"{cls.__module__}.{cls.__qualname__}"] = info
-            by_name.setdefault(cls.__name__, info)
+    mi = msgspec.inspect
+    arrays = _by_component(i for i in infos if isinstance(i, mi.StructType) and i.array_like)
     for name, component in components.items():
-        found = by_name.get(name)
+        found = arrays.get(name)
         if found is not None and component.get("type") == "array":
             tag_field = [found.tag_field] if found.tag_field is not None else []
             component[_FIELDS_KEY] = [*tag_field, *(f.encode_name for f in found.fields)]
 
 
-def _struct_infos(roots: list[type[msgspec.Struct]]) -> Iterator[msgspec.inspect.StructType]:
-    """Every struct type reachable from `roots`, each once."""
+def _name_enum_values(components: Schema, infos: list[msgspec.inspect.Type]) -> None:
+    """Turn each enum component's `enum` into `oneOf` a `const` per member, titled by name."""
+    enums = _by_component(i for i in infos if isinstance(i, msgspec.inspect.EnumType))
+    for name, component in components.items():
+        found = enums.get(name)
+        if found is not None and "enum" in component:
+            del component["enum"]
+            component["oneOf"] = [
+                {"const": member.value, "title": member.name} for member in found.cls
+            ]
+
+
+def _describe_timestamps(components: Schema, infos: list[msgspec.inspect.Type]) -> None:
+    """Mark every datetime field as a date-time string in JSON, a timestamp in msgpack."""
+    mi = msgspec.inspect
+    structs = _by_component(i for i in infos if isinstance(i, mi.StructType))
+    for name, component in components.items():
+        found = structs.get(name)
+        if found is None:
+            continue
+        if found.array_like:
+            offset = 0 if found.tag_field is None else 1
+            items = component["prefixItems"][offset:]
+            slots = {f.encode_name: item for f, item in zip(found.fields, items, strict=True)}
+        else:
+            slots = component.get("properties", {})
+        for info in found.fields:
+            if _is_datetime(info.type):
+                slots[info.encode_name].update(_TIMESTAMP)
+
+
+def _is_datetime(info: msgspec.inspect.Type) -> bool:
+    while isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
+    return isinstance(info, msgspec.inspect.DateTimeType)
+
+
+def _type_infos(roots: list[type[msgspec.Struct]]) -> Iterator[msgspec.inspect.Type]:
+    """Every struct and enum type reachable from `roots`, each once."""
     mi = msgspec.inspect
     seen: set[type] = set()
     pending: list[mi.Type] = list(mi.multi_type_info(roots))
     while pending:
         info = pending.pop()
-        if isinstance(info, mi.StructType) and info.cls not in seen:
+        if isinstance(info, mi.StructType | mi.EnumType):
+            if info.cls in seen:
+                continue
             seen.add(info.cls)
             yield info
-            pending.extend(f.type for f in info.fields)
+            if isinstance(info, mi.StructType):
+                pending.extend(f.type for f in info.fields)
         elif isinstance(info, mi.Metadata):
             pending.append(info.type)
         elif isinstance(info, mi.CollectionType):

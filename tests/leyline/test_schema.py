@@ -5,12 +5,24 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 import pytest
 
-from leyline import REGISTRY, FastTrainingSignals, Registry, SeedStage, Upgrade, tag_of
+import leyline
+from leyline import (
+    REGISTRY,
+    AdaptationCommand,
+    CommandType,
+    FastTrainingSignals,
+    Registry,
+    SeedStage,
+    Upgrade,
+    encode,
+    tag_of,
+)
 from leyline.reports import SeedMetrics, SeedStateReport
 from leyline.schema import (
     BreakingChange,
@@ -79,6 +91,45 @@ def test_array_like_structs_record_their_field_names_in_wire_order() -> None:
     component = lock()["$defs"]["FastTrainingSignals"]
     assert component["x-fields"] == ["type", *FastTrainingSignals.__struct_fields__]
     assert len(component["x-fields"]) == len(component["prefixItems"])
+
+
+def test_export_names_every_enum_value_and_the_lock_keeps_the_values() -> None:
+    exported = export()["$defs"]["CommandType"]
+    assert "enum" not in exported
+    assert exported["oneOf"] == [{"const": c.value, "title": c.name} for c in CommandType]
+    assert lock()["$defs"]["CommandType"] == {"enum": [c.value for c in CommandType]}
+
+
+def test_export_describes_timestamps_as_json_strings_and_msgpack_timestamps() -> None:
+    field = export()["$defs"]["AdaptationCommand"]["properties"]["timestamp"]
+    assert (field["type"], field["format"], field["x-msgpack"]) == (
+        "string",
+        "date-time",
+        "timestamp",
+    )
+    # What the wire really carries: a msgpack timestamp extension (fixext, type -1).
+    when = datetime(2026, 12, 2, 14, 0, 0, 500, tzinfo=UTC)
+    raw = encode(AdaptationCommand(command_type=CommandType.REQUEST_STATE, timestamp=when))
+    assert bytes([0xD7, 0xFF]) in raw
+    assert when.isoformat().encode() not in raw
+
+
+def test_every_datetime_field_of_the_contracts_is_marked_in_the_lock() -> None:
+    components = lock()["$defs"]
+    marked = {
+        (name, field)
+        for name, component in components.items()
+        for field, node in component.get("properties", {}).items()
+        if node.get("x-msgpack") == "timestamp" and node.get("format") == "date-time"
+    }
+    datetimes = {
+        (name, info.name)
+        for name in components
+        if isinstance(cls := getattr(leyline, name, None), type) and issubclass(cls, msgspec.Struct)
+        for info in msgspec.structs.fields(cls)
+        if info.type is datetime
+    }
+    assert marked == datetimes and len(marked) >= 8
 
 
 def test_an_unchanged_registry_has_no_breaking_changes() -> None:
@@ -185,6 +236,20 @@ def test_each_breaking_change_is_named_with_tag_and_field(
     new: type[msgspec.Struct], field: str, kind: BreakingKind
 ) -> None:
     assert found([PROBE], [new]) == {("Probe.v1", field, kind)}
+
+
+def test_retyping_a_timestamp_to_a_string_is_breaking() -> None:
+    """A msgpack timestamp and a string are different wire types, though JSON spells both as
+    strings."""
+    stamped = probe(when=(datetime, msgspec.field(default_factory=lambda: datetime.now(UTC))))
+    texted = probe(when=(str, msgspec.field(default_factory=str)))
+    assert found([stamped], [texted]) == {("Probe.v1", "when", K.RETYPED_FIELD)}
+
+
+def test_renaming_an_enum_member_is_not_breaking() -> None:
+    """Names are not on the wire: only a changed value is."""
+    renamed = enum.IntEnum("Mood", [("SERENE", 1), ("BUSY", 2)])  # type: ignore[misc]
+    assert found([PROBE], [probe(mood=(renamed, renamed.SERENE))]) == set()
 
 
 def test_a_removed_tag_is_breaking() -> None:

@@ -1,0 +1,313 @@
+"""A Leyline peer written from docs/protocol.md alone, with pyzmq and msgspec and nothing else.
+
+It imports nothing of the project on purpose (a test reads this module's imports): whatever it
+needs to know about the wire, it knows from the document. Section numbers below (§) are the
+document's. Every socket is made by `open_socket`, the one place where CURVE keys would be set
+(§15): a client's key pair and the pinned server key, or a server's key pair and ZAP.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import zmq
+
+WIRE_VERSION = 1  # §3
+CONTROL_SCOPE = "*"  # §4
+CHANNELS = ("cmd", "sig", "ack", "tel", "rep")  # §4
+
+# Enum wire values (§11), only those this peer uses.
+GERMINATE, CULL, SET_ALPHA = 1, 3, 4  # CommandType
+APPLIED, REJECTED, DUPLICATE = 1, 2, 3  # AckOutcome
+DORMANT, GERMINATED = 1, 2  # SeedStage
+SEED_GERMINATED, CONTRACT_VIOLATION = 1, 14  # TelemetryEventType
+
+
+class Header(msgspec.Struct, array_like=True, frozen=True):
+    """The header frame (§3): a 6-element msgpack array."""
+
+    wire_version: int
+    sender: str
+    incarnation: int
+    sequence: int
+    sent_ns: int
+    correlation_id: str | None = None
+
+
+_HEADER = msgspec.msgpack.Decoder(Header)
+
+
+def open_socket(
+    context: zmq.Context[zmq.Socket[bytes]], kind: int, address: str, *, bind: bool
+) -> zmq.Socket[bytes]:
+    """A socket bound or connected to `address`: plaintext today; CURVE options go here (§15)."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 500)
+    sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §13: no frame above 64 KiB
+    if kind == zmq.XPUB:
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every subscription, to answer each (§6)
+    if bind:
+        sock.bind(address)
+    else:
+        sock.connect(address)
+    return sock
+
+
+def topic(channel: str, scope: str) -> bytes:
+    """`<channel>.<scope>.` (§4)."""
+    return f"{channel}.{scope}.".encode()
+
+
+def now_utc() -> datetime:
+    """A timezone-aware time: msgspec writes it as a msgpack timestamp extension (§12)."""
+    return datetime.now(UTC)
+
+
+def adaptation_command(command_type: int, journal_sequence: int, **fields: Any) -> dict[str, Any]:
+    """An AdaptationCommand map (§5.1): fields in contract order, defaults left out (§5)."""
+    body: dict[str, Any] = {
+        "type": "AdaptationCommand.v1",
+        "command_id": str(uuid.uuid4()),
+        "timestamp": now_utc(),
+    }
+    if command_type != GERMINATE:  # GERMINATE is the default, so it is omitted
+        body["command_type"] = command_type
+    body.update(fields)
+    if journal_sequence:
+        body["sequence"] = journal_sequence
+    return body
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received message: its topic split, its header and its decoded payload."""
+
+    channel: str
+    scope: str
+    header: Header
+    payload: Any
+
+    @property
+    def tag(self) -> str:
+        """The payload's tag: the `type` key of a map, the first element of an array (§5)."""
+        if isinstance(self.payload, dict):
+            return str(self.payload.get("type", ""))
+        return str(self.payload[0]) if self.payload else ""
+
+
+class PeerPublisher:
+    """An XPUB: numbers each topic's messages, answers subscriptions, heartbeats (§6-§8)."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], sender: str, address: str, *, bind: bool
+    ) -> None:
+        self.sender = sender
+        self.incarnation = time.time_ns()  # §8: a new process life, a larger incarnation
+        self.socket = open_socket(context, zmq.XPUB, address, bind=bind)
+        self.sequences: dict[bytes, int] = {}
+        self.subscriptions: list[bytes] = []
+        self.heartbeat_ms = 1000
+        self._next_beat = 0.0
+
+    def publish(self, channel: str, scope: str, payload: Any) -> int:
+        """Send one message on `<channel>.<scope>.` with the topic's next sequence."""
+        name = topic(channel, scope)
+        sequence = self.sequences.get(name, 0) + 1
+        self.sequences[name] = sequence
+        self._send(name, sequence, payload)
+        return sequence
+
+    def service(self) -> None:
+        """Answer new subscriptions with Ready; heartbeat each subscribed channel when due."""
+        while True:
+            try:
+                event = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event[:1] == b"\x01":
+                prefix = event[1:]
+                self.subscriptions.append(prefix)
+                ready = {"type": "Ready.v1", "prefix": prefix.decode(), "publisher": self.sender}
+                for channel in self._channels_of(prefix):
+                    self._send(topic(channel, CONTROL_SCOPE), 0, ready)
+        if time.monotonic() >= self._next_beat:
+            self._next_beat = time.monotonic() + self.heartbeat_ms / 1000
+            heard = {c for sub in self.subscriptions for c in self._channels_of(sub)}
+            for channel in sorted(heard):
+                last = {
+                    name.decode(): seq
+                    for name, seq in self.sequences.items()
+                    if name.startswith(f"{channel}.".encode())
+                }
+                beat = {
+                    "type": "Heartbeat.v1",
+                    "interval_ms": self.heartbeat_ms,
+                    "last_sequences": last,
+                }
+                self._send(topic(channel, CONTROL_SCOPE), 0, beat)
+
+    def subscribed(self, prefix: bytes) -> bool:
+        """True once a subscription covering `prefix` has arrived."""
+        return any(prefix.startswith(sub) for sub in self.subscriptions)
+
+    def _channels_of(self, prefix: bytes) -> list[str]:
+        name = prefix.split(b".", 1)[0].decode(errors="replace")
+        if b"." in prefix:
+            return [name] if name in CHANNELS else []
+        return [c for c in CHANNELS if c.startswith(name)]
+
+    def _send(self, name: bytes, sequence: int, payload: Any) -> None:
+        header = Header(WIRE_VERSION, self.sender, self.incarnation, sequence, time.time_ns())
+        frames = [name, msgspec.msgpack.encode(header), msgspec.msgpack.encode(payload)]
+        self.socket.send_multipart(frames)
+
+
+class PeerSubscriber:
+    """A SUB that subscribes data prefixes first and control topics last (§6)."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        address: str,
+        prefixes: Iterable[bytes],
+        *,
+        bind: bool,
+    ) -> None:
+        self.socket = open_socket(context, zmq.SUB, address, bind=bind)
+        wanted = list(prefixes)
+        for prefix in wanted:
+            self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
+        for channel in sorted({p.split(b".", 1)[0].decode() for p in wanted}):
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic(channel, CONTROL_SCOPE))
+        #: Publishers heard on each channel's control topic: proof our subscription arrived.
+        self.ready: dict[str, set[str]] = {}
+
+    def receive(self, timeout_ms: int) -> Message | None:
+        """The next message, or None after `timeout_ms`; control messages are noted too."""
+        if not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        frames = self.socket.recv_multipart()
+        if len(frames) != 3:
+            return None
+        name, header_frame, payload = frames
+        channel, _, rest = name.decode(errors="replace").partition(".")
+        try:
+            header = _HEADER.decode(header_frame)
+            body = msgspec.msgpack.decode(payload)
+        except msgspec.DecodeError:
+            return None
+        if header.wire_version != WIRE_VERSION:
+            return None
+        message = Message(channel, rest[:-1], header, body)
+        if message.scope == CONTROL_SCOPE:
+            self.ready.setdefault(channel, set()).add(header.sender)
+        return message
+
+
+@dataclass
+class Inbox:
+    """Everything a peer received, kept for the test to search."""
+
+    messages: list[Message] = field(default_factory=list)
+
+    def collect(self, subscriber: PeerSubscriber, timeout_ms: int) -> None:
+        """Wait up to `timeout_ms` for a message, then take every one already queued."""
+        message = subscriber.receive(timeout_ms)
+        while message is not None:
+            self.messages.append(message)
+            message = subscriber.receive(0)
+
+    def find(self, tag: str, **fields: Any) -> list[Message]:
+        """Messages with payload tag `tag` whose map has every `fields` item."""
+        return [
+            m
+            for m in self.messages
+            if m.tag == tag and all(m.payload.get(k) == v for k, v in fields.items())
+        ]
+
+
+class ControllerPeer:
+    """The controller's seat: commands out on an XPUB, acks and telemetry in on a SUB (§2)."""
+
+    def __init__(self, commands: str, intake: str, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.commands = PeerPublisher(self.context, "controller", commands, bind=True)
+        prefixes = [topic(c, worker_id) for c in ("ack", "sig", "tel", "rep")]
+        self.intake = PeerSubscriber(self.context, intake, prefixes, bind=True)
+        self.inbox = Inbox()
+
+    def pump(self, timeout_ms: int = 20) -> None:
+        """Receive what arrived, answer subscriptions, heartbeat."""
+        self.inbox.collect(self.intake, timeout_ms)
+        self.commands.service()
+
+    def send(self, command: dict[str, Any]) -> int:
+        """Publish a command to the worker; a resend is the same map under a new header sequence."""
+        return self.commands.publish("cmd", self.worker_id, command)
+
+    def close(self) -> None:
+        self.commands.socket.close()
+        self.intake.socket.close()
+        self.context.term()
+
+
+class WorkerPeer:
+    """A worker's seat: commands in on a SUB, signals and acks out on an XPUB (§2)."""
+
+    def __init__(self, worker_id: str, commands: str, intake: str) -> None:
+        self.worker_id = worker_id
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.commands = PeerSubscriber(
+            self.context, commands, [topic("cmd", worker_id)], bind=False
+        )
+        self.out = PeerPublisher(self.context, worker_id, intake, bind=False)
+        self.inbox = Inbox()
+
+    def pump(self, timeout_ms: int = 20) -> None:
+        """Receive what arrived, answer subscriptions, heartbeat."""
+        self.inbox.collect(self.commands, timeout_ms)
+        self.out.service()
+
+    def hello(self, last_applied_sequence: int = 0) -> None:
+        """WorkerHello (§10.3): 0 is the default, so a fresh worker's hello leaves it out."""
+        hello: dict[str, Any] = {"type": "WorkerHello.v1", "worker_id": self.worker_id}
+        if last_applied_sequence:
+            hello["last_applied_sequence"] = last_applied_sequence
+        self.out.publish("ack", self.worker_id, hello)
+
+    def signal(self, epoch: int, plateau_epochs: int, slot_index: int = 0) -> None:
+        """A FastTrainingSignals array (§5.2): an empty slot that has stopped improving."""
+        history = [0.5] * 5
+        accuracy = [90.0] * 5
+        row = [
+            "FastTrainingSignals.v1",
+            epoch, epoch * 100, 0.5, 0.5, 0.0, 90.0, 90.0, 0.0, plateau_epochs, 90.0, 0.5,
+            history, accuracy,
+            0, DORMANT, 0, 0.0, 0.0, 1, slot_index,
+        ]  # fmt: skip
+        self.out.publish("sig", self.worker_id, row)
+
+    def ack(self, command: dict[str, Any], outcome: int, **fields: Any) -> None:
+        """A CommandAck (§5.1, §10.2) for a received command map."""
+        ack = {
+            "type": "CommandAck.v1",
+            "command_id": command["command_id"],
+            "worker_id": self.worker_id,
+            "outcome": outcome,
+            "command_type": command.get("command_type", GERMINATE),
+            "sequence": command.get("sequence", 0),
+            **fields,
+        }
+        self.out.publish("ack", self.worker_id, ack)
+
+    def close(self) -> None:
+        self.commands.socket.close()
+        self.out.socket.close()
+        self.context.term()
