@@ -9,6 +9,9 @@ loopback transport and socket options:
 - codec: raw pyzmq plus msgspec encode and typed decode of the same Structs, two frames (topic,
   payload), no header, no sequence, no guard, no handler dispatch.
 
+`curve` is ours with CURVE on (every link authenticated and encrypted, each message's sender
+checked against its connection's identity): the cost of security is curve / ours.
+
 The publisher (throughput) or the command side (round trip) is a child process started with
 `spawn`; this process subscribes and times. High-water marks are off (0) for every candidate
 so that throughput counts messages moved, not messages dropped. Runs of all candidates
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -40,9 +44,12 @@ from bus import (
     Subscriber,
 )
 from bus.header import encode_header
+from bus.security import Curve, Role, ensure_keys
 from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode
 
-MODES = ("ours", "codec", "transport")
+MODES = ("ours", "curve", "codec", "transport")
+#: The bus's own candidates: plaintext, and CURVE on.
+OURS = ("ours", "curve")
 THROUGHPUT_MESSAGES = 50_000
 THROUGHPUT_RUNS = 3
 ROUND_TRIPS = 5_000
@@ -115,8 +122,19 @@ def _mutual_ready(
 # --- the child process ------------------------------------------------------------------------
 
 
-def _child(conn: Connection) -> None:
+def _security(keys: str, mode: str, identity: str) -> Curve | None:
+    return Curve.from_directory(keys, identity) if mode == "curve" else None
+
+
+def _peer(mode: str, identity: str, address: str) -> str:
+    """A connect address: with CURVE it names the server whose key to pin."""
+    return f"{identity}@{address}" if mode == "curve" else address
+
+
+def _child(conn: Connection, keys: str) -> None:
     """Serve the parent's requests: publish a stream, or answer signals with commands."""
+    global _KEYS
+    _KEYS = keys
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     while True:
         request = conn.recv()
@@ -124,13 +142,23 @@ def _child(conn: Connection) -> None:
             break
         task, mode, count = request
         (_publish_stream if task == "stream" else _answer)(conn, context, mode, count)
+    Curve.stop_handlers(context)
     context.term()
+
+
+_KEYS = ""
 
 
 def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> None:
     signal = fast_signals()
-    if mode == "ours":
-        publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED)
+    if mode in OURS:
+        publisher = Publisher(
+            ANY_PORT,
+            "w1",
+            context=context,
+            options=UNBOUNDED,
+            security=_security(_KEYS, mode, "w1"),
+        )
         conn.send(publisher.address)
         while not conn.poll(0.002):  # answer subscriptions until the parent has its Ready
             publisher.service()
@@ -165,11 +193,21 @@ def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> No
 def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
     """The command side of the round trip: every signal received is answered by a command."""
     command = _command()
-    if mode == "ours":
-        publisher = Publisher(ANY_PORT, "controller", context=context, options=UNBOUNDED)
+    if mode in OURS:
+        publisher = Publisher(
+            ANY_PORT,
+            "controller",
+            context=context,
+            options=UNBOUNDED,
+            security=_security(_KEYS, mode, "controller"),
+        )
         conn.send(publisher.address)
         subscriber = Subscriber(
-            conn.recv(), [(Channel.SIG, None)], context=context, options=UNBOUNDED
+            _peer(mode, "w1", conn.recv()),
+            [(Channel.SIG, None)],
+            context=context,
+            options=UNBOUNDED,
+            security=_security(_KEYS, mode, "controller"),
         )
 
         def on_signal(_: Envelope) -> None:
@@ -213,13 +251,19 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
 # --- this process -----------------------------------------------------------------------------
 
 
-def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
+def _stream(conn: Connection, context: Any, mode: str, count: int, keys: str) -> float:
     """Receive `count` signals from the child; returns messages per second."""
     conn.send(("stream", mode, count))
     address = conn.recv()
     received = 0
-    if mode == "ours":
-        subscriber = Subscriber(address, [(Channel.SIG, "w1")], context=context, options=UNBOUNDED)
+    if mode in OURS:
+        subscriber = Subscriber(
+            _peer(mode, "w1", address),
+            [(Channel.SIG, "w1")],
+            context=context,
+            options=UNBOUNDED,
+            security=_security(keys, mode, "controller"),
+        )
 
         def on_signal(_: Envelope) -> None:
             nonlocal received
@@ -262,24 +306,26 @@ def _stream(conn: Connection, context: Any, mode: str, count: int) -> float:
     return count / elapsed
 
 
-def _round_trips(conn: Connection, context: Any, mode: str, count: int) -> list[int]:
+def _round_trips(conn: Connection, context: Any, mode: str, count: int, keys: str) -> list[int]:
     """`count` signal-to-command round trips through the child; returns each in ns."""
     conn.send(("answer", mode, count))
     their_address = conn.recv()
     samples: list[int] = []
     clock = time.perf_counter_ns
     signal = fast_signals()
-    if mode == "ours":
+    if mode in OURS:
         lifecycle = LifecycleGuard()
         lifecycle.record("w1", SLOT, SeedStage.TRAINING)
         guard = CommandGuard(lifecycle, "w1", lambda c: c.target_slot_id)
-        publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED)
+        security = _security(keys, mode, "w1")
+        publisher = Publisher(ANY_PORT, "w1", context=context, options=UNBOUNDED, security=security)
         subscriber = Subscriber(
-            their_address,
+            _peer(mode, "controller", their_address),
             [(Channel.CMD, "w1")],
             context=context,
             options=UNBOUNDED,
             guards={Channel.CMD: guard},
+            security=security,
         )
         conn.send(publisher.address)
         answers = 0
@@ -336,20 +382,24 @@ def _percentile(ordered: list[int], q: float) -> float:
 
 
 def run() -> dict[str, Any]:
+    keys = tempfile.mkdtemp(prefix="leyline-bench-keys-")
+    ensure_keys(keys, {"w1": Role.WORKER, "controller": Role.CONTROLLER})
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     parent, child_end = multiprocessing.get_context("spawn").Pipe()
-    child = multiprocessing.get_context("spawn").Process(target=_child, args=(child_end,))
+    child = multiprocessing.get_context("spawn").Process(target=_child, args=(child_end, keys))
     child.start()
     try:
         rates: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(THROUGHPUT_RUNS):
             for mode in MODES:
-                rates[mode].append(_stream(parent, context, mode, THROUGHPUT_MESSAGES))
+                rates[mode].append(_stream(parent, context, mode, THROUGHPUT_MESSAGES, keys))
                 progress(f"throughput {mode:9s} {rates[mode][-1]:10,.0f} msg/s")
         trips: dict[str, list[int]] = {mode: [] for mode in MODES}
         for _ in range(ROUND_TRIP_RUNS):
             for mode in MODES:
-                run_samples = _round_trips(parent, context, mode, ROUND_TRIPS // ROUND_TRIP_RUNS)
+                run_samples = _round_trips(
+                    parent, context, mode, ROUND_TRIPS // ROUND_TRIP_RUNS, keys
+                )
                 trips[mode].extend(run_samples)
                 progress(
                     f"round trip {mode:9s} median {statistics.median(run_samples) / 1e3:7.1f} us"
@@ -359,6 +409,7 @@ def run() -> dict[str, Any]:
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
+        Curve.stop_handlers(context)
         context.term()
     throughput = {mode: round(max(rates[mode])) for mode in MODES}
     latency = {}
@@ -372,6 +423,11 @@ def run() -> dict[str, Any]:
         "throughput_msg_s": throughput,
         "throughput_ratio_to_codec": round(throughput["ours"] / throughput["codec"], 3),
         "throughput_ratio_to_transport": round(throughput["ours"] / throughput["transport"], 3),
+        "curve_throughput_ratio_to_plaintext": round(throughput["curve"] / throughput["ours"], 3),
+        "curve_throughput_ratio_to_codec": round(throughput["curve"] / throughput["codec"], 3),
+        "curve_round_trip_p99_ratio_to_plaintext": round(
+            latency["curve"]["p99_us"] / latency["ours"]["p99_us"], 3
+        ),
         "round_trip": latency,
         "round_trip_p99_ratio_to_transport": round(
             latency["ours"]["p99_us"] / latency["transport"]["p99_us"], 3
