@@ -32,6 +32,7 @@ from third_party_peer import (
     SET_ALPHA,
     ControllerPeer,
     Header,
+    Keys,
     Message,
     WorkerPeer,
     adaptation_command,
@@ -184,11 +185,25 @@ class WorkerRig:
         return self.answer(command, after=mark)
 
 
+def make_keys(data: Path, identities: dict[str, str]) -> Path:
+    """A key directory for the run, made with the `leyline keys` command as a user would."""
+    key_dir = data / "keys"
+    for identity, role in identities.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "keys", "generate", identity,
+             "--role", role, "--dir", str(key_dir)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return key_dir
+
+
 @pytest.fixture(scope="module")
 def worker_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRig]:
     data = tmp_path_factory.mktemp("third-party-controller")
     commands, intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
-    peer = ControllerPeer(commands, intake, WORKER)
+    key_dir = make_keys(data, {"controller": "controller", WORKER: "worker"})
+    peer = ControllerPeer(commands, intake, WORKER, Keys(str(key_dir), "controller"))
     services = ServiceProcesses(data / "logs")
     rig = WorkerRig(peer, services)
     try:
@@ -197,8 +212,9 @@ def worker_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRig]:
             "worker",
             {
                 "LEYLINE_WORKER_ID": WORKER,
-                "LEYLINE_WORKER_COMMANDS": commands,
-                "LEYLINE_WORKER_INTAKE": f'["{intake}"]',
+                "LEYLINE_WORKER_COMMANDS": f"controller@{commands}",
+                "LEYLINE_WORKER_INTAKE": f'["controller@{intake}"]',
+                "LEYLINE_BUS_KEYS_DIR": str(key_dir),
                 "LEYLINE_WORKER_EPOCHS": str(EPOCHS),
                 "LEYLINE_WORKER_MAX_EPOCHS_PRESET": str(MAX_EPOCHS_PRESET),
                 "LEYLINE_WORKER_DATA_DIR": str(data),
@@ -315,7 +331,8 @@ def controller_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
     commands, intake, sink = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
     journal = data / "controller-journal.db"
     services = ServiceProcesses(data / "logs")
-    peer = WorkerPeer("w9", commands, intake)
+    key_dir = make_keys(data, {"controller": "controller", "sink": "sink", "w9": "worker"})
+    peer = WorkerPeer("w9", commands, f"{intake}", Keys(str(key_dir), "w9"))
     rig = ControllerRig(peer, services, journal)
     try:
         services.start_service(
@@ -324,7 +341,8 @@ def controller_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Control
             {
                 "LEYLINE_CONTROLLER_COMMANDS": commands,
                 "LEYLINE_CONTROLLER_INTAKE": intake,
-                "LEYLINE_CONTROLLER_SINK": sink,
+                "LEYLINE_CONTROLLER_SINK": f"sink@{sink}",
+                "LEYLINE_BUS_KEYS_DIR": str(key_dir),
                 "LEYLINE_CONTROLLER_JOURNAL": str(journal),
                 "LEYLINE_CONTROLLER_DEVICE": "cpu",
                 "LEYLINE_CONTROLLER_ACK_TIMEOUT_S": str(ACK_TIMEOUT_S),

@@ -2,7 +2,7 @@
 
 It imports nothing of the project on purpose (a test reads this module's imports): whatever it
 needs to know about the wire, it knows from the document. Section numbers below (§) are the
-document's. Every socket is made by `open_socket`, the one place where CURVE keys would be set
+document's. Every socket is made by `open_socket`, the one place where CURVE keys are set
 (§15): a client's key pair and the pinned server key, or a server's key pair and ZAP.
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 WIRE_VERSION = 1  # §3
 CONTROL_SCOPE = "*"  # §4
@@ -43,11 +45,63 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
 _HEADER = msgspec.msgpack.Decoder(Header)
 
 
+@dataclass
+class Keys:
+    """This peer's CURVE key pair and the key directory it trusts (§15)."""
+
+    key_dir: str
+    identity: str
+    _zap: dict[int, ThreadAuthenticator] = field(default_factory=dict)
+
+    def pair(self) -> tuple[bytes, bytes]:
+        public, secret = zmq.auth.load_certificate(
+            f"{self.key_dir}/secret/{self.identity}.key_secret"
+        )
+        assert secret is not None
+        return public, secret
+
+    def public_key_of(self, identity: str) -> bytes:
+        public, _ = zmq.auth.load_certificate(f"{self.key_dir}/trust/{identity}.key")
+        return public
+
+    def serve(self, context: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes]) -> None:
+        """A CURVE server whose clients ZAP checks against trust/ (§15)."""
+        if id(context) not in self._zap:
+            zap = ThreadAuthenticator(context)
+            zap.start()
+            zap.configure_curve(domain="leyline", location=f"{self.key_dir}/trust")
+            self._zap[id(context)] = zap
+        sock.setsockopt(zmq.ZAP_DOMAIN, b"leyline")
+        sock.curve_publickey, sock.curve_secretkey = self.pair()
+        sock.curve_server = True
+
+    def pin(self, sock: zmq.Socket[bytes], server: str) -> None:
+        """A CURVE client that only talks to `server`'s key (§15)."""
+        sock.curve_publickey, sock.curve_secretkey = self.pair()
+        sock.curve_serverkey = self.public_key_of(server)
+
+    def stop(self) -> None:
+        for zap in self._zap.values():
+            zap.stop()
+        self._zap.clear()
+
+
 def open_socket(
-    context: zmq.Context[zmq.Socket[bytes]], kind: int, address: str, *, bind: bool
+    context: zmq.Context[zmq.Socket[bytes]],
+    kind: int,
+    address: str,
+    *,
+    bind: bool,
+    keys: Keys | None = None,
+    server: str = "",
 ) -> zmq.Socket[bytes]:
-    """A socket bound or connected to `address`: plaintext today; CURVE options go here (§15)."""
+    """A socket bound (CURVE server) or connected (pinning `server`'s key) to `address`."""
     sock = context.socket(kind)
+    if keys is not None:
+        if bind:
+            keys.serve(context, sock)
+        else:
+            keys.pin(sock, server)
     sock.setsockopt(zmq.LINGER, 500)
     sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §13: no frame above 64 KiB
     if kind == zmq.XPUB:
@@ -105,11 +159,18 @@ class PeerPublisher:
     """An XPUB: numbers each topic's messages, answers subscriptions, heartbeats (§6-§8)."""
 
     def __init__(
-        self, context: zmq.Context[zmq.Socket[bytes]], sender: str, address: str, *, bind: bool
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        sender: str,
+        address: str,
+        *,
+        bind: bool,
+        keys: Keys | None = None,
+        server: str = "",
     ) -> None:
         self.sender = sender
         self.incarnation = time.time_ns()  # §8: a new process life, a larger incarnation
-        self.socket = open_socket(context, zmq.XPUB, address, bind=bind)
+        self.socket = open_socket(context, zmq.XPUB, address, bind=bind, keys=keys, server=server)
         self.sequences: dict[bytes, int] = {}
         self.subscriptions: list[bytes] = []
         self.heartbeat_ms = 1000
@@ -178,8 +239,10 @@ class PeerSubscriber:
         prefixes: Iterable[bytes],
         *,
         bind: bool,
+        keys: Keys | None = None,
+        server: str = "",
     ) -> None:
-        self.socket = open_socket(context, zmq.SUB, address, bind=bind)
+        self.socket = open_socket(context, zmq.SUB, address, bind=bind, keys=keys, server=server)
         wanted = list(prefixes)
         for prefix in wanted:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
@@ -235,12 +298,13 @@ class Inbox:
 class ControllerPeer:
     """The controller's seat: commands out on an XPUB, acks and telemetry in on a SUB (§2)."""
 
-    def __init__(self, commands: str, intake: str, worker_id: str) -> None:
+    def __init__(self, commands: str, intake: str, worker_id: str, keys: Keys) -> None:
         self.worker_id = worker_id
+        self.keys = keys
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.commands = PeerPublisher(self.context, "controller", commands, bind=True)
+        self.commands = PeerPublisher(self.context, "controller", commands, bind=True, keys=keys)
         prefixes = [topic(c, worker_id) for c in ("ack", "sig", "tel", "rep")]
-        self.intake = PeerSubscriber(self.context, intake, prefixes, bind=True)
+        self.intake = PeerSubscriber(self.context, intake, prefixes, bind=True, keys=keys)
         self.inbox = Inbox()
 
     def pump(self, timeout_ms: int = 20) -> None:
@@ -255,19 +319,28 @@ class ControllerPeer:
     def close(self) -> None:
         self.commands.socket.close()
         self.intake.socket.close()
+        self.keys.stop()
         self.context.term()
 
 
 class WorkerPeer:
     """A worker's seat: commands in on a SUB, signals and acks out on an XPUB (§2)."""
 
-    def __init__(self, worker_id: str, commands: str, intake: str) -> None:
+    def __init__(self, worker_id: str, commands: str, intake: str, keys: Keys) -> None:
         self.worker_id = worker_id
+        self.keys = keys
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.commands = PeerSubscriber(
-            self.context, commands, [topic("cmd", worker_id)], bind=False
+            self.context,
+            commands,
+            [topic("cmd", worker_id)],
+            bind=False,
+            keys=keys,
+            server="controller",
         )
-        self.out = PeerPublisher(self.context, worker_id, intake, bind=False)
+        self.out = PeerPublisher(
+            self.context, worker_id, intake, bind=False, keys=keys, server="controller"
+        )
         self.inbox = Inbox()
 
     def pump(self, timeout_ms: int = 20) -> None:
@@ -310,4 +383,5 @@ class WorkerPeer:
     def close(self) -> None:
         self.commands.socket.close()
         self.out.socket.close()
+        self.keys.stop()
         self.context.term()
