@@ -16,6 +16,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from leyline import SeedStage
 from services.sink.timeline import CommandMark, RunTimeline, WorkerTimeline
@@ -91,25 +92,26 @@ def save(timeline: RunTimeline, path: Path) -> None:
 
 def _draw_worker(worker: WorkerTimeline, accuracy: Any, strips: list[Any]) -> None:
     epochs = [point.epoch for point in worker.epochs]
-    accuracy.plot(epochs, [p.val_accuracy for p in worker.epochs], color="#1f77b4", lw=1.8)
+    val = [p.val_accuracy for p in worker.epochs]
+    accuracy.plot(epochs, val, color="#1f77b4", lw=1.8, marker="o", ms=2.5)
     accuracy.plot(
         epochs, [p.train_accuracy for p in worker.epochs], color="#1f77b4", lw=1, ls=":", alpha=0.7
     )
     accuracy.set_title(f"{worker.worker}: accuracy (%) per epoch", loc="left", fontsize="medium")
     accuracy.set_ylabel("accuracy %")
     accuracy.grid(alpha=0.3)
-    at_epoch = {point.epoch: point.val_accuracy for point in worker.epochs}
     for command in worker.commands:
         accuracy.axvline(command.epoch, color="#bbbbbb", lw=0.8, ls="--", zorder=0)
         accuracy.scatter(
             command.epoch,
-            at_epoch.get(command.epoch, 0.0),
+            _accuracy_near(worker, command.epoch),
             marker=COMMAND_MARKERS.get(command.command_type, "o"),
             s=70,
             facecolor="white",
             edgecolor=OUTCOME_COLOURS.get(command.outcome, OUTCOME_COLOURS[None]),
             linewidth=1.8,
             zorder=3,
+            clip_on=False,  # a command before the first epoch sits on the axis edge
         )
     end = max(epochs, default=0) + 1
     for slot, strip in zip(worker.slots, strips, strict=True):
@@ -127,6 +129,13 @@ def _draw_worker(worker: WorkerTimeline, accuracy: Any, strips: list[Any]) -> No
     accuracy.tick_params(axis="x", labelbottom=not strips)
     (strips[-1] if strips else accuracy).set_xlabel("epoch")
     accuracy.set_xlim(0, end)
+    accuracy.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _accuracy_near(worker: WorkerTimeline, epoch: int) -> float:
+    """Validation accuracy at `epoch`, or at the nearest reported one (0 before any)."""
+    nearest = min(worker.epochs, key=lambda point: abs(point.epoch - epoch), default=None)
+    return nearest.val_accuracy if nearest is not None else 0.0
 
 
 def _band(strip: Any, start: int, end: int, stage: SeedStage) -> None:
@@ -191,6 +200,7 @@ def _legend() -> list[Any]:
     lines = [
         Line2D([], [], color="#1f77b4", lw=1.8, label="val accuracy"),
         Line2D([], [], color="#1f77b4", lw=1, ls=":", label="train accuracy"),
+        Line2D([], [], ls="", marker="x", color="black", mew=2, label="illegal change"),
     ]
     commands = [
         Line2D([], [], ls="", marker=marker, mfc="white", mec="black", label=kind.lower())
