@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import structlog
@@ -155,3 +158,15 @@ def test_rejections_are_logged_at_a_bounded_rate_per_reason() -> None:
     assert log.suppressed == 100 - len(malformed)
     assert [e["reason"] for e in logs if e["reason"] != "MALFORMED"] == ["OVERSIZE"]
     assert malformed[0]["sender"] == "evil" and malformed[0]["log_level"] == "warning"
+
+
+def test_the_sample_grafana_dashboard_queries_only_metrics_we_expose() -> None:
+    path = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bleyline_[a-z_]+", target["expr"])
+    }
+    assert queried and {family_of(name) for name in queried} <= METRIC_FAMILIES.keys()
