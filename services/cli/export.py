@@ -23,15 +23,22 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
-    # The tensorboard extra is optional: imported only when this export is asked for.
-    from services.sink.tensorboard import export_tensorboard
+    try:  # the tensorboard extra is optional: imported only when this export is asked for
+        from services.sink.tensorboard import export_tensorboard
+    except ModuleNotFoundError as missing:
+        print(
+            f"leyline export: tensorboard needs {missing.name}: "
+            "pip install 'esper-leyline[tensorboard]'",
+            file=sys.stderr,
+        )
+        return 2
     from services.sink.timeline import build_timeline
 
     try:
         with TelemetryStore(args.db, create=False) as store:
             timeline = build_timeline(store)
         folders = export_tensorboard(timeline, args.directory)
-    except (StoreError, LeylineError) as error:
+    except (StoreError, LeylineError, OSError) as error:
         print(f"leyline export: error: {error}", file=sys.stderr)
         return 2
     for folder in folders:

@@ -26,8 +26,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with TelemetryStore(args.db, create=False) as store:
             summary = build_report(store)
-            if args.plot is not None:
-                _plot(store, args.plot)
+            if args.plot is not None and not _plot(store, args.plot):
+                return 2
     except StoreError as error:
         print(f"leyline report: error: {error}", file=sys.stderr)
         return 2
@@ -35,9 +35,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(store: TelemetryStore, path: Path) -> None:
-    # matplotlib is an optional extra: imported only when a picture is asked for.
-    from services.sink.plot import save
+def _plot(store: TelemetryStore, path: Path) -> bool:
+    """Draw the run into `path`; False, said on stderr, without the extra or a writable file."""
+    try:  # matplotlib is an optional extra: imported only when a picture is asked for
+        from services.sink.plot import save
+    except ModuleNotFoundError as missing:
+        print(
+            f"leyline report: --plot needs {missing.name}: pip install 'esper-leyline[plot]'",
+            file=sys.stderr,
+        )
+        return False
     from services.sink.timeline import build_timeline
 
-    save(build_timeline(store), path)
+    try:
+        save(build_timeline(store), path)
+    except OSError as error:
+        print(f"leyline report: cannot write {path}: {error}", file=sys.stderr)
+        return False
+    return True

@@ -119,3 +119,25 @@ def test_the_optional_extras_load_only_when_asked_for() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_report_plot_without_matplotlib_names_the_extra(
+    run: TelemetryStore,
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delitem(sys.modules, "services.sink.plot", raising=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["report", "--db", str(db_path), "--plot", str(tmp_path / "run.png")]) == 2
+    assert "needs matplotlib: pip install 'esper-leyline[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "run.png").exists()
+
+
+def test_report_plot_into_a_missing_folder_is_a_clear_error(
+    run: TelemetryStore, db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "no-such-folder" / "run.png"
+    assert main(["report", "--db", str(db_path), "--plot", str(target)]) == 2
+    assert f"cannot write {target}" in capsys.readouterr().err

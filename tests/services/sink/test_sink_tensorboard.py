@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,18 @@ def test_export_refuses_to_mix_with_an_earlier_export(
     assert main(["export", "tensorboard", str(exported), "--db", str(db_path)]) == 2
     assert "already holds TensorBoard events" in capsys.readouterr().err
     assert len(list((exported / "w1").glob("events.out.tfevents.*"))) == 1
+
+
+def test_export_without_tensorboard_names_the_extra(
+    store: TelemetryStore,
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for loaded in ("services.sink.tensorboard", "torch.utils.tensorboard"):
+        monkeypatch.delitem(sys.modules, loaded, raising=False)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    assert main(["export", "tensorboard", str(tmp_path / "out"), "--db", str(db_path)]) == 2
+    error = capsys.readouterr().err
+    assert "needs tensorboard: pip install 'esper-leyline[tensorboard]'" in error
