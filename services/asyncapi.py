@@ -43,6 +43,10 @@ _DESCRIPTIONS = {
     Channel.TEL: "Telemetry events of every service; the scope is the sender.",
     Channel.REP: "Seed state reports, field reports and full signals; the scope is the worker.",
 }
+_SUMMARIES = {
+    ("worker", "receive", Channel.CMD): "Each worker subscribes to `cmd.<its id>.` only.",
+    ("sink", "receive", Channel.CMD): "The sink records every command for audit.",
+}
 _SCOPE = {
     "description": (
         "1-64 of [A-Za-z0-9_-:]: the worker a message is about or addressed to, or `*` for "
@@ -71,7 +75,8 @@ def asyncapi() -> Document:
         "messages": {cls.__name__: _message_ref(cls) for cls in REPLAY},
     }
     messages = {
-        tag: _message(tag, entry.cls, schema["tags"][tag]) for tag, entry in _tags().items()
+        tag: _message(tag, entry.cls, schema["tags"][tag])
+        for tag, entry in sorted(REGISTRY.entries().items())
     }
     return {
         "asyncapi": "3.0.0",
@@ -109,7 +114,8 @@ def _operations() -> Document:
                 operations[f"{role}.{action}.{channel.value}"] = {
                     "action": action,
                     "channel": {"$ref": f"#/channels/{channel.value}"},
-                    "summary": f"The {role} {action}s on `{channel.value}`.",
+                    "summary": _SUMMARIES.get((role, action, channel))
+                    or f"The {role} {action}s on `{channel.value}`.",
                 }
     replay = {"$ref": "#/channels/replay"}
     operations["sink.send.replay"] = {
@@ -130,10 +136,6 @@ def _operations() -> Document:
             },
         }
     return operations
-
-
-def _tags() -> dict[str, Any]:
-    return dict(sorted(REGISTRY.entries().items()))
 
 
 def _message_ref(cls: type) -> Document:
