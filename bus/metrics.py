@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import enum
+import math
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,15 +107,86 @@ class PublisherMetrics:
 MetricSource = Callable[[], Iterable[tuple[str, dict[str, str], float]]]
 
 
+class MetricType(enum.StrEnum):
+    """The Prometheus type of a metric family."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+_C, _G, _H = MetricType.COUNTER, MetricType.GAUGE, MetricType.HISTOGRAM
+
+#: Every family the bus exposes: its type and HELP text. A new metric is one line here.
+METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
+    "leyline_received_total": (_C, "Messages with a valid topic and header, per channel."),
+    "leyline_delivered_total": (_C, "Messages that passed enforcement and reached a handler."),
+    "leyline_rejected_total": (_C, "Messages refused by enforcement, per rejection reason."),
+    "leyline_gaps_total": (_C, "Sequence gaps found inside incoming streams."),
+    "leyline_missing_messages_total": (_C, "Messages missing inside detected gaps."),
+    "leyline_sender_restarts_total": (_C, "Senders seen starting a new incarnation."),
+    "leyline_heartbeats_total": (_C, "Heartbeats received."),
+    "leyline_stale_peers": (_G, "Peers silent for longer than their liveness timeout."),
+    "leyline_decode_seconds": (_H, "Time to decode and validate one payload."),
+    "leyline_sent_total": (_C, "Messages published, per channel."),
+    "leyline_dropped_total": (_C, "Messages dropped by a full send queue, per channel."),
+    "leyline_control_dropped_total": (_C, "Control messages dropped by a full send queue."),
+    "leyline_proxy_messages_total": (_C, "Messages the proxy forwarded downstream."),
+    "leyline_proxy_bytes_total": (_C, "Bytes the proxy forwarded downstream."),
+    "leyline_proxy_subscriptions_total": (_C, "Subscriptions the proxy forwarded upstream."),
+    "leyline_proxy_dropped_total": (_C, "Messages the proxy dropped at a full subscriber."),
+}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def family_of(sample: str) -> str:
+    """The family a sample name belongs to: itself, or a histogram's name for its series."""
+    for suffix in _HISTOGRAM_SUFFIXES:
+        base = sample.removesuffix(suffix)
+        if base != sample and base in METRIC_FAMILIES and METRIC_FAMILIES[base][0] is _H:
+            return base
+    return sample
+
+
 def render_prometheus(sources: Iterable[MetricSource], labels: dict[str, str]) -> str:
-    """Prometheus text exposition of every sample of `sources`, with `labels` added."""
-    lines = []
+    """Prometheus text exposition (format 0.0.4) of every sample of `sources`, with `labels` added.
+
+    Each family's samples come together under its HELP and TYPE lines; a family missing from
+    `METRIC_FAMILIES` is still served, as `untyped`, rather than break the scrape.
+    """
+    families: dict[str, list[str]] = {}
     for source in sources:
         for name, own, value in source():
             merged = {**labels, **own}
-            rendered = ",".join(f'{k}="{v}"' for k, v in merged.items())
-            lines.append(f"{name}{{{rendered}}} {value:g}")
+            rendered = ",".join(f'{k}="{_escape_label(v)}"' for k, v in merged.items())
+            families.setdefault(family_of(name), []).append(
+                f"{name}{{{rendered}}} {_number(value)}"
+            )
+    lines = []
+    for family, samples in families.items():
+        kind, help_text = METRIC_FAMILIES.get(family) or ("untyped", "")
+        if help_text:
+            lines.append(f"# HELP {family} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {family} {kind}")
+        lines.extend(samples)
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact: an integer in full (`:g` would round a large counter), a float as repr."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return "NaN" if math.isnan(value) else repr(float(value))
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 class MetricsServer:

@@ -16,6 +16,7 @@ _COMMANDS = (
     "services.cli.proxy",
     "services.cli.events",
     "services.cli.report",
+    "services.cli.export",
     "services.cli.sink",
     "services.cli.controller",
     "services.cli.worker",

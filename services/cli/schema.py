@@ -25,6 +25,9 @@ def add_parser(subparsers: Any) -> None:
     checker = actions.add_parser("check", help="fail on a breaking change against the lock")
     checker.add_argument("--lock", type=Path, default=DEFAULT_LOCK_PATH, help="lock file path")
     checker.set_defaults(handler=_check)
+    described = actions.add_parser("asyncapi", help="the bus as an AsyncAPI 3.0 document (JSON)")
+    described.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    described.set_defaults(handler=_asyncapi)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -43,6 +46,17 @@ def _show(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     text = render(export())
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from services.asyncapi import asyncapi  # the services it describes load only when asked
+
+    text = render(asyncapi())
     if args.out is None:
         sys.stdout.write(text)
     else:

@@ -2,38 +2,47 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import structlog
 from bus_loops import pump_until
 from bus_samples import fast_signals, header
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-from bus import Channel, MetricsServer, Rejection, render_prometheus
-from bus.metrics import Histogram, MetricSource
+from bus import (
+    Channel,
+    MetricsServer,
+    PublisherMetrics,
+    Rejection,
+    SubscriberMetrics,
+    render_prometheus,
+)
+from bus.metrics import METRIC_FAMILIES, Histogram, MetricSource, MetricType, family_of
+from bus.proxy import ProxyMetrics
 from bus.rejection import RateLimitedLog
 from bus.testing import InProcessBus
 from leyline import RejectReason
 
-SAMPLE_LINE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
-    r'\{(?P<labels>([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")?(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*)\}'
-    r" (?P<value>\S+)$"
-)
+
+def _families(text: str) -> list[Metric]:
+    """The families of a Prometheus text exposition, read by the reference client's parser."""
+    assert text.endswith("\n")
+    return list(text_string_to_metric_families(text))
 
 
 def _parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a Prometheus text exposition; fails on any line that is not one."""
-    samples = {}
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        match = SAMPLE_LINE.match(line)
-        assert match, f"not a sample line: {line!r}"
-        labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', match["labels"]))
-        samples[(match["name"], labels)] = float(match["value"])
-    return samples
+    """Every sample of a Prometheus text exposition, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in _families(text)
+        for sample in family.samples
+    }
 
 
 def _busy_bus(bus: InProcessBus) -> tuple[list[MetricSource], dict[str, str]]:
@@ -61,6 +70,47 @@ def test_prometheus_text_parses_and_carries_the_counts(inproc: InProcessBus) -> 
         value for (name, _), value in samples.items() if name == "leyline_decode_seconds_bucket"
     )
     assert buckets[-1] == samples[("leyline_decode_seconds_count", frozenset({worker}))]
+
+
+def test_every_family_has_help_and_type_and_its_samples_together(inproc: InProcessBus) -> None:
+    sources, labels = _busy_bus(inproc)
+    families = _families(render_prometheus(sources, labels))
+    names = [family.name for family in families]
+    assert len(names) == len(set(names))  # one block per family: the format requires it
+    # The parser drops `_total` from a counter's family name; each family is one we describe.
+    described = {name.removesuffix("_total"): kind for name, (kind, _) in METRIC_FAMILIES.items()}
+    for family in families:
+        assert family.documentation, f"{family.name} has no HELP"
+        assert family.type == described[family.name].value, family.name
+    decode = next(family for family in families if family.name == "leyline_decode_seconds")
+    assert decode.type == "histogram"
+    buckets = [s for s in decode.samples if s.name == "leyline_decode_seconds_bucket"]
+    assert buckets[-1].labels["le"] == "+Inf"
+    assert [s.value for s in buckets] == sorted(s.value for s in buckets)  # cumulative
+
+
+def test_every_metric_the_bus_exposes_is_described_and_named_by_convention() -> None:
+    """A new counter needs its one line in METRIC_FAMILIES; this names any that lacks it."""
+    exposed = {
+        family_of(name)
+        for metrics in (SubscriberMetrics(), PublisherMetrics(), ProxyMetrics())
+        for name, _, _ in metrics.samples()
+    }
+    assert sorted(exposed - METRIC_FAMILIES.keys()) == []
+    for name, (kind, help_text) in METRIC_FAMILIES.items():
+        assert name.startswith("leyline_") and help_text.endswith("."), name
+        assert name.endswith("_total") == (kind is MetricType.COUNTER), name
+        if kind is MetricType.HISTOGRAM:
+            assert name.endswith(("_seconds", "_bytes")), f"{name}: name its base unit"
+
+
+def test_large_counters_and_odd_label_values_survive_the_text_format() -> None:
+    metrics = PublisherMetrics()
+    metrics.sent[Channel.TEL] = 123_456_789  # `:g` would print 1.23457e+08
+    node = 'w"1\\a\nb'
+    samples = _parse(render_prometheus([metrics.samples], {"node": node}))
+    labels = frozenset({("node", node), ("channel", "tel")})
+    assert samples[("leyline_sent_total", labels)] == 123_456_789
 
 
 def test_histogram_buckets_and_quantiles() -> None:
@@ -108,3 +158,15 @@ def test_rejections_are_logged_at_a_bounded_rate_per_reason() -> None:
     assert log.suppressed == 100 - len(malformed)
     assert [e["reason"] for e in logs if e["reason"] != "MALFORMED"] == ["OVERSIZE"]
     assert malformed[0]["sender"] == "evil" and malformed[0]["log_level"] == "warning"
+
+
+def test_the_sample_grafana_dashboard_queries_only_metrics_we_expose() -> None:
+    path = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bleyline_[a-z_]+", target["expr"])
+    }
+    assert queried and {family_of(name) for name in queried} <= METRIC_FAMILIES.keys()
