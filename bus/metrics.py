@@ -127,6 +127,10 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_sender_restarts_total": (_C, "Senders seen starting a new incarnation."),
     "leyline_heartbeats_total": (_C, "Heartbeats received."),
     "leyline_stale_peers": (_G, "Peers silent for longer than their liveness timeout."),
+    "leyline_announcements_forgotten_total": (
+        _C,
+        "Announced earlier incarnations forgotten at the ledger's cap (reported again if seen).",
+    ),
     "leyline_decode_seconds": (_H, "Time to decode and validate one payload."),
     "leyline_sent_total": (_C, "Messages published, per channel."),
     "leyline_dropped_total": (_C, "Messages dropped by a full send queue, per channel."),
@@ -135,6 +139,10 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_proxy_bytes_total": (_C, "Bytes the proxy forwarded downstream."),
     "leyline_proxy_subscriptions_total": (_C, "Subscriptions the proxy forwarded upstream."),
     "leyline_proxy_dropped_total": (_C, "Messages the proxy dropped at a full subscriber."),
+    "leyline_proxy_refused_total": (
+        _C,
+        "Messages the proxy refused: forged sender, not permitted, or unreadable.",
+    ),
 }
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

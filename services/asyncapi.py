@@ -10,11 +10,9 @@ Enums keep their wire values and carry their member names as `x-enum-varnames`.
 
 from __future__ import annotations
 
-import enum
 import importlib.metadata
 from typing import Any
 
-import leyline
 from bus.topics import CHANNEL_CONTRACTS, Channel
 from leyline import REGISTRY, Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import tag_of
@@ -59,8 +57,7 @@ _SCOPE = {
 def asyncapi() -> Document:
     """The AsyncAPI 3.0.0 document of the bus as this version of leyline speaks it."""
     schema = export()
-    names = _enum_names()
-    components = {name: _translate(body, names) for name, body in schema["$defs"].items()}
+    components = {name: _translate(body) for name, body in schema["$defs"].items()}
     channels: Document = {
         channel.value: _channel(channel, [*CHANNEL_CONTRACTS[channel], *CONTROL])
         for channel in Channel
@@ -149,24 +146,14 @@ def _message(tag: str, cls: type, root: Document) -> Document:
         "title": tag,
         **({"summary": summary[0]} if summary else {}),
         "contentType": CONTENT_TYPE,
-        "payload": _translate(root, {}),
+        "payload": _translate(root),
     }
 
 
-def _enum_names() -> dict[str, list[str]]:
-    """Member names by enum class name, for every enum leyline exports."""
-    public = (getattr(leyline, name) for name in leyline.__all__)
-    return {
-        cls.__name__: [member.name for member in cls]
-        for cls in public
-        if isinstance(cls, type) and issubclass(cls, enum.Enum)
-    }
-
-
-def _translate(node: Any, enum_names: dict[str, list[str]]) -> Any:
+def _translate(node: Any) -> Any:
     """A 2020-12 schema from the export in AsyncAPI's (draft 07) spelling; see the module doc."""
     if isinstance(node, list):
-        return [_translate(item, enum_names) for item in node]
+        return [_translate(item) for item in node]
     if not isinstance(node, dict):
         return node
     out: Document = {}
@@ -174,20 +161,23 @@ def _translate(node: Any, enum_names: dict[str, list[str]]) -> Any:
         if key == "$ref":
             out[key] = value.replace("#/$defs/", "#/components/schemas/")
         elif key == "prefixItems":
-            out["items"] = _translate(value, enum_names)
+            out["items"] = _translate(value)
             if "items" in node:
-                out["additionalItems"] = _translate(node["items"], enum_names)
+                out["additionalItems"] = _translate(node["items"])
         elif key == "items" and "prefixItems" in node:
             continue
         elif key == "discriminator":
             out[key] = value["propertyName"]
         elif key in ("properties", "patternProperties"):
-            out[key] = {name: _translate(field, enum_names) for name, field in value.items()}
+            out[key] = {name: _translate(field) for name, field in value.items()}
         elif key in ("default", "enum", "const", "examples"):
             out[key] = value
         else:
-            out[key] = _translate(value, enum_names)
-    names = enum_names.get(node.get("title", ""))
-    if names is not None and "enum" in node:
-        out["x-enum-varnames"] = names
+            out[key] = _translate(value)
+    members = node.get("oneOf")
+    if isinstance(members, list) and members and all("const" in m for m in members):
+        # The export's enum (one titled const per member) as codegen tools read it best.
+        del out["oneOf"]
+        out["enum"] = [member["const"] for member in members]
+        out["x-enum-varnames"] = [member.get("title", "") for member in members]
     return out

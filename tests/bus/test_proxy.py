@@ -8,20 +8,36 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from bus_loops import ANY_PORT, handshake, pump_until
 from bus_samples import fast_signals
 
 from bus import Channel, Envelope, Proxy, Publisher, Subscriber
+from bus.security import Curve
 
 PER_PUBLISHER = 200
 
 
-def _many_to_many(frontend: str, backend: str) -> tuple[list[Publisher], list[Subscriber]]:
-    publishers = [Publisher(frontend, f"w{n}", bind=False) for n in (1, 2)]
-    subscribers = [Subscriber(backend, [(Channel.SIG, None)]) for _ in range(2)]
+def _many_to_many(
+    frontend: str, backend: str, curve: Callable[[str], Curve] | None = None
+) -> tuple[list[Publisher], list[Subscriber]]:
+    """Two workers publishing, two subscribers; with `curve`, all pin the proxy's key."""
+
+    def security(identity: str) -> Curve | None:
+        return None if curve is None else curve(identity)
+
+    if curve is not None:
+        frontend, backend = f"proxy@{frontend}", f"proxy@{backend}"
+    publishers = [
+        Publisher(frontend, f"w{n}", bind=False, security=security(f"w{n}")) for n in (1, 2)
+    ]
+    subscribers = [
+        Subscriber(backend, [(Channel.SIG, None)], security=security(identity))
+        for identity in ("sink", "tool")
+    ]
     for subscriber in subscribers:
         handshake(subscriber, *publishers)
     return publishers, subscribers
@@ -85,17 +101,19 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_leyline_proxy_command_forwards_between_processes() -> None:
+def test_leyline_proxy_command_forwards_between_processes(
+    key_dir: Path, curve: Callable[[str], Curve]
+) -> None:
     frontend, backend = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
     command = [sys.executable, "-m", "services.cli", "proxy", "--frontend", frontend]
     process = subprocess.Popen(
-        [*command, "--backend", backend],
+        [*command, "--backend", backend, "--keys-dir", str(key_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        publishers, subscribers = _many_to_many(frontend, backend)
+        publishers, subscribers = _many_to_many(frontend, backend, curve)
         try:
             _publish_and_receive_all(publishers, subscribers)
         finally:
