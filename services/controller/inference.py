@@ -8,10 +8,13 @@ the commands of the decisions it returns.
 from __future__ import annotations
 
 import enum
+import itertools
+import secrets
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from datetime import UTC, datetime
 
+import msgspec
 import torch
 
 from leyline import (
@@ -27,8 +30,11 @@ from services.controller.masks import ActionMasker
 from services.controller.policy import ControlPolicy, DecisionReason
 
 
-class Decision(NamedTuple):
-    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command."""
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command.
+
+    A msgspec Struct for its C constructor: one is built per decision (bench inference).
+    """
 
     worker_id: str
     slot_id: str
@@ -37,6 +43,23 @@ class Decision(NamedTuple):
     confidence: float
     reason: DecisionReason
     command: AdaptationCommand | None
+
+
+class CommandIds:
+    """Command ids unique across processes and machines at the cost of a counter step.
+
+    Each instance draws a 64-bit random prefix once; ids are `<prefix>-<n>` for n = 1, 2, ...
+    A restarted controller draws a new prefix, so it never repeats an id it issued before.
+    """
+
+    __slots__ = ("_counter", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self._counter)}"
 
 
 class InferenceLoop:
@@ -67,6 +90,9 @@ class InferenceLoop:
         # Lookup tables: an enum call per decision showed up at large batches (bench inference).
         self._actions = tuple(self.layout.actions)
         self._reasons = {int(reason): reason for reason in DecisionReason}
+        self._ids = CommandIds()
+        # One validated command per (action, reason, slot), stamped per decision by `replace`.
+        self._templates: dict[tuple[int, int, str], AdaptationCommand] = {}
 
     @property
     def max_batch(self) -> int:
@@ -131,9 +157,24 @@ class InferenceLoop:
             results = torch.stack(
                 (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
             ).tolist()
+        timestamp = datetime.now(UTC)  # one timestamp for the whole batch
+        wait, stamp, template = self.layout.wait, self._stamp, self._template
+        actions_of, reasons_of = self._actions, self._reasons
         return [
-            self._decision(item, int(action), conf, int(reason))
-            for item, action, conf, reason in zip(batch, *results, strict=True)
+            Decision(
+                item.worker_id,
+                item.slot_id,
+                item.signal.epoch,
+                actions_of[index],
+                confidence,
+                reasons_of[code],
+                None
+                if index == wait
+                else stamp(template(index, code, item.slot_id), timestamp, confidence),
+            )
+            for item, index, confidence, code in zip(
+                batch, map(int, results[0]), results[1], map(int, results[2]), strict=True
+            )
         ]
 
     def _row(self, worker_id: str, slot_id: str) -> int:
@@ -143,22 +184,20 @@ class InferenceLoop:
             row = self._rows[key] = len(self._rows)
         return row
 
-    def _decision(
-        self, item: PendingSignal, index: int, confidence: float, reason_code: int
-    ) -> Decision:
-        action = self._actions[index]
-        reason = self._reasons[reason_code]
-        command = (
-            None
-            if index == self.layout.wait
-            else action_to_command(
-                action,
-                seed_id=None,
-                slot_id=item.slot_id,
-                reason=reason.text,
-                confidence=confidence,
+    def _template(self, index: int, code: int, slot_id: str) -> AdaptationCommand:
+        key = (index, code, slot_id)
+        template = self._templates.get(key)
+        if template is None:
+            command = action_to_command(
+                self._actions[index], seed_id=None, slot_id=slot_id, reason=self._reasons[code].text
             )
-        )
-        return Decision(
-            item.worker_id, item.slot_id, item.signal.epoch, action, confidence, reason, command
+            assert command is not None  # only WAIT has none, and WAIT never gets here
+            template = self._templates[key] = command
+        return template
+
+    def _stamp(
+        self, template: AdaptationCommand, timestamp: datetime, confidence: float
+    ) -> AdaptationCommand:
+        return msgspec.structs.replace(
+            template, command_id=self._ids.next(), timestamp=timestamp, confidence=confidence
         )
