@@ -15,14 +15,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
+import numpy as np
 import torch
 
 from leyline import (
+    TENSOR_SCHEMA_SIZE,
     AdaptationCommand,
     BatchConverter,
     FastTrainingSignals,
     FeatureBounds,
     action_to_command,
+    write_raw,
 )
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
@@ -65,8 +68,9 @@ class CommandIds:
 class InferenceLoop:
     """Micro-batches the freshest signals and runs `policy` on `device` under inference mode.
 
-    Per batch: the features are converted once by a `BatchConverter` and the raw decision
-    columns by a `ColumnBuffer` (each one preallocated buffer, pinned on CUDA, one transfer),
+    Per batch: the signals are walked once into float64 raw rows (`write_raw`), from which a
+    `BatchConverter` makes the normalised features and a `ColumnBuffer` the raw decision
+    columns (each one preallocated buffer, pinned on CUDA, one transfer),
     legal-action masks are computed on the device, the policy decides, illegal choices fall
     back to WAIT, and the results come back to the host in one transfer.
     """
@@ -85,6 +89,8 @@ class InferenceLoop:
         self.batcher = SignalBatcher(max_batch, max_wait_s)
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
+        # The raw rows of a batch, written once and read by both the converter and the columns.
+        self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
         # Lookup tables: an enum call per decision showed up at large batches (bench inference).
@@ -147,8 +153,9 @@ class InferenceLoop:
         rows = [self._row(item.worker_id, item.slot_id) for item in batch]
         self.policy.reserve(len(self._rows))
         with torch.inference_mode():
-            features = self._converter.convert(signals)
-            columns = self._columns.fill(signals, rows)
+            raw = write_raw(signals, self._raw)
+            features = self._converter.convert_raw(raw)
+            columns = self._columns.fill_raw(raw, rows)
             masks = self._masker(columns)
             actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
             legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
