@@ -165,7 +165,7 @@ class InferenceLoop:
                 (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
             ).tolist()
         timestamp = datetime.now(UTC)  # one timestamp for the whole batch
-        wait, stamp, template = self.layout.wait, self._stamp, self._template
+        wait, command = self.layout.wait, self._command
         actions_of, reasons_of = self._actions, self._reasons
         return [
             Decision(
@@ -177,7 +177,7 @@ class InferenceLoop:
                 reasons_of[code],
                 None
                 if index == wait
-                else stamp(template(index, code, item.slot_id), timestamp, confidence),
+                else command(index, code, item.slot_id, timestamp, confidence),
             )
             for item, index, confidence, code in zip(
                 batch, map(int, results[0]), results[1], map(int, results[2]), strict=True
@@ -191,20 +191,21 @@ class InferenceLoop:
             row = self._rows[key] = len(self._rows)
         return row
 
-    def _template(self, index: int, code: int, slot_id: str) -> AdaptationCommand:
-        key = (index, code, slot_id)
-        template = self._templates.get(key)
-        if template is None:
-            command = action_to_command(
-                self._actions[index], seed_id=None, slot_id=slot_id, reason=self._reasons[code].text
-            )
-            assert command is not None  # only WAIT has none, and WAIT never gets here
-            template = self._templates[key] = command
-        return template
-
-    def _stamp(
-        self, template: AdaptationCommand, timestamp: datetime, confidence: float
+    def _command(
+        self, index: int, code: int, slot_id: str, timestamp: datetime, confidence: float
     ) -> AdaptationCommand:
+        """The command of one decision: its cached template stamped with a fresh id."""
+        template = self._templates.get((index, code, slot_id)) or self._template(
+            index, code, slot_id
+        )
         return msgspec.structs.replace(
             template, command_id=self._ids.next(), timestamp=timestamp, confidence=confidence
         )
+
+    def _template(self, index: int, code: int, slot_id: str) -> AdaptationCommand:
+        command = action_to_command(
+            self._actions[index], seed_id=None, slot_id=slot_id, reason=self._reasons[code].text
+        )
+        assert command is not None  # only WAIT has none, and WAIT never gets here
+        self._templates[index, code, slot_id] = command
+        return command
