@@ -1,9 +1,11 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
 **ours**: `InferenceLoop` with max batch B: B `submit`s (one per slot, conflation included),
-then `step`, which converts the batch (one `BatchConverter` call and one `ColumnBuffer`
-fill), computes the masks, runs the policy under `torch.inference_mode`, reads the results
-back in one transfer and builds the `Decision`s and their `AdaptationCommand`s.
+then `step`, which walks the batch once into raw rows (`write_raw`), converts them
+(`BatchConverter.convert_raw`, `ColumnBuffer.fill_raw`), computes the masks, runs the policy
+under `torch.inference_mode`, reads the results back in one transfer and builds the
+`Decision`s and their `AdaptationCommand`s (a cached template per action, reason and slot,
+stamped with a counter id and the batch's one timestamp).
 **ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
 on the device). The ratio is the share of a decision's time the policy itself takes.
 
