@@ -151,7 +151,8 @@ class InferenceLoop:
         if not batch:
             return []
         signals = [item.signal for item in batch]
-        rows = [self._row(item.worker_id, item.slot_id) for item in batch]
+        table = self._rows  # a new (worker, slot) gets the next free memory row
+        rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in batch]
         self.policy.reserve(len(self._rows))
         with torch.inference_mode():
             raw = write_raw(signals, self._raw)
@@ -184,13 +185,6 @@ class InferenceLoop:
                 batch, map(int, results[0]), results[1], map(int, results[2]), strict=True
             )
         ]
-
-    def _row(self, worker_id: str, slot_id: str) -> int:
-        key = (worker_id, slot_id)
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = len(self._rows)
-        return row
 
     def _command(
         self, index: int, code: int, slot_id: str, timestamp: datetime, confidence: float
