@@ -98,7 +98,7 @@ class InferenceLoop:
         self._actions = tuple(self.layout.actions)
         self._reasons = {int(reason): reason for reason in DecisionReason}
         self._ids = CommandIds()
-        # One validated command per (action, reason, slot), stamped per decision by `replace`.
+        # One validated command per (action, reason, slot), copied and stamped per decision.
         self._templates: dict[tuple[int, int, str], AdaptationCommand] = {}
 
     @property
