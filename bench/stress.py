@@ -28,7 +28,7 @@ import msgspec
 import torch
 
 from bench._harness import progress
-from bench.inference import _percentile, _slot_signals
+from bench.inference import percentile, slot_signals
 from leyline import DEFAULT_BOUNDS, FastTrainingSignals
 from services.controller import (
     ActionLayout,
@@ -73,7 +73,7 @@ def _one_count(
 ) -> dict[str, Any]:
     loop = InferenceLoop(make_policy(), max_batch=max_batch, max_wait_s=0.002, device="cpu")
     journal = CommandJournal(directory / f"journal-{workers}-{max_batch}.db")
-    per_slot = _slot_signals(len(SLOTS) * workers)
+    per_slot = slot_signals(len(SLOTS) * workers)
     elapsed: list[float] = []
     latencies: list[float] = []
     try:
@@ -94,7 +94,7 @@ def _one_count(
         "decisions_per_burst": decisions,
         "decisions_per_s": round(decisions / statistics.median(elapsed)),
         "p50_us": round(statistics.median(latencies)),
-        "p99_us": round(_percentile(latencies, 0.99)),
+        "p99_us": round(percentile(latencies, 0.99)),
         "max_us": round(max(latencies)),
     }
 
