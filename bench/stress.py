@@ -73,15 +73,16 @@ def _one_count(
 ) -> dict[str, Any]:
     loop = InferenceLoop(make_policy(), max_batch=max_batch, max_wait_s=0.002, device="cpu")
     journal = CommandJournal(directory / f"journal-{workers}-{max_batch}.db")
-    per_slot = slot_signals(len(SLOTS) * workers)
+    keys = [(worker, slot) for worker in range(workers) for slot in SLOTS]
+    per_slot = slot_signals(len(keys))
     elapsed: list[float] = []
     latencies: list[float] = []
     try:
         for round_ in range(ROUNDS):
             epoch = 20 + round_
             burst = [
-                (f"w{n}", SLOTS[n % len(SLOTS)], msgspec.structs.replace(signal, epoch=epoch))
-                for n, signal in enumerate(per_slot)
+                (f"w{worker}", slot, msgspec.structs.replace(signal, epoch=epoch))
+                for (worker, slot), signal in zip(keys, per_slot, strict=True)
             ]
             seconds, burst_latencies = _burst(loop, journal, burst)
             if round_:
