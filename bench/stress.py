@@ -7,7 +7,7 @@ what it decided (SQLite on disk, WAL, synchronous=FULL), repeated until the burs
 
 Figures per worker count: `decisions_per_s` (the burst's decisions over the time from its
 first submit to its last commit) and the per-decision latency from its signal's submit to
-its command's commit (WAITs count when their batch is decided), p50 / p99 / max, over
+the commit of its tick (a WAIT's too: it is settled when its tick is), p50 / p99 / max, over
 `ROUNDS` bursts, each one epoch newer than the last. The slots cycle through every seed
 stage, as in `bench inference`, so 41 % of the heuristic's decisions carry a command.
 """
