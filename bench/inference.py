@@ -1,9 +1,11 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
 **ours**: `InferenceLoop` with max batch B: B `submit`s (one per slot, conflation included),
-then `step`, which converts the batch (one `BatchConverter` call and one `ColumnBuffer`
-fill), computes the masks, runs the policy under `torch.inference_mode`, reads the results
-back in one transfer and builds the `Decision`s and their `AdaptationCommand`s.
+then `step`, which walks the batch once into raw rows (`write_raw`), converts them
+(`BatchConverter.convert_raw`, `ColumnBuffer.fill_raw`), computes the masks, runs the policy
+under `torch.inference_mode`, reads the results back in one transfer and builds the
+`Decision`s and their `AdaptationCommand`s (a cached template per action, reason and slot,
+stamped with a counter id and the batch's one timestamp).
 **ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
 on the device). The ratio is the share of a decision's time the policy itself takes.
 
@@ -49,7 +51,7 @@ LATENCY_BATCHES = 300
 _POOL_MS = 3 * (31 + 10) * MIN_LOOP_NS / 1e6
 
 
-def _slot_signals(count: int) -> list[FastTrainingSignals]:
+def slot_signals(count: int) -> list[FastTrainingSignals]:
     """One signal per slot, the slots cycling through every stage (a plateau on empty ones)."""
     base = fast_signals(epoch=12)
     stages = list(SeedStage)
@@ -100,7 +102,7 @@ def _full_loop(loop: InferenceLoop, feed: _Feed, keys: list[str]) -> Callable[[]
 
 
 def _bare_forward(policy: ControlPolicy, size: int, device: torch.device) -> Callable[[], object]:
-    signals = _slot_signals(size)
+    signals = slot_signals(size)
     columns = ColumnBuffer(size, device).fill(signals, range(size)).clone()
     features = torch.zeros((size, 27), device=device)
     masks = ActionMasker(policy.layout, device)(columns)
@@ -131,7 +133,7 @@ def _latencies(candidate: Callable[[], object], count: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
+def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
@@ -141,7 +143,7 @@ def _one_size(
 ) -> dict[str, Any]:
     loop = InferenceLoop(make_policy(), max_batch=size, max_wait_s=1.0, device=device)
     keys = [f"w{n}" for n in range(size)]
-    slots = _slot_signals(size)
+    slots = slot_signals(size)
     trial = _full_loop(loop, _Feed(slots, 5), keys)
     start = time.perf_counter_ns()
     for _ in range(5):
@@ -163,7 +165,7 @@ def _figures(size: int, ours: Timing, ceiling: Timing, latencies: list[float]) -
         "decisions_per_s": round(size * ours.per_s),
         "batch_us": round(ours.best_us, 1),
         "p50_us": round(statistics.median(latencies), 1),
-        "p99_us": round(_percentile(latencies, 0.99), 1),
+        "p99_us": round(percentile(latencies, 0.99), 1),
         "ceiling_us": round(ceiling.best_us, 1),
         "ceiling_decisions_per_s": round(size * ceiling.per_s),
         "ratio": ratio(ceiling, ours),

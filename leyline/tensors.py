@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from leyline.features import (
     DEFAULT_BOUNDS,
@@ -90,12 +91,32 @@ class BatchConverter:
 
     def convert(self, signals: Sequence[FastTrainingSignals]) -> torch.Tensor:
         """The normalised batch [len(signals), 27] on the device, a view of the owned buffer."""
-        count = len(signals)
+        self._check(len(signals))
+        return self._ship(write_raw(signals, self._host_rows))
+
+    def convert_raw(self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> torch.Tensor:
+        """The same from raw rows [B, 27] already written by `write_raw` (float32 or float64).
+
+        For a caller that reads the raw rows too (the controller's decision columns): the
+        signals are walked once. float64 values beyond float32 range become infinities, as
+        `write_raw` stores them.
+        """
+        count = len(raw)
+        self._check(count)
+        rows = self._host_rows[:count]
+        with np.errstate(over="ignore"):
+            np.copyto(rows, raw, casting="same_kind")
+        return self._ship(rows)
+
+    def _check(self, count: int) -> None:
         if count > self.max_batch:
             raise ValueError(f"{count} signals exceed max_batch {self.max_batch}")
         if self._copied is not None:
             self._copied.synchronize()
-        rows = write_raw(signals, self._host_rows)
+
+    def _ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
+        """Normalise the host rows in place and move them to the device in one transfer."""
+        count = len(rows)
         self._normaliser.normalise_into(rows, rows)
         if self._target is self._host:
             return self._host[:count]

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import NamedTuple
+
+import msgspec
 
 from leyline import FastTrainingSignals
 
 SlotKey = tuple[str, str]
 
 
-class PendingSignal(NamedTuple):
-    """The freshest signal of one (worker, slot) waiting for a decision, and when it came."""
+class PendingSignal(msgspec.Struct, frozen=True, gc=False):
+    """The freshest signal of one (worker, slot) waiting for a decision, and when it came.
+
+    A msgspec Struct rather than a NamedTuple: built once per signal, its C constructor
+    costs a third as much (bench inference).
+    """
 
     worker_id: str
     slot_id: str
@@ -68,7 +73,7 @@ class SignalBatcher:
             arrived = time.monotonic() if now is None else now
             self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived)
         elif signal.epoch >= held.signal.epoch:
-            self._pending[key] = held._replace(signal=signal)
+            self._pending[key] = PendingSignal(worker_id, slot_id, signal, held.arrived)
             self.conflated += 1
         else:
             self.stale += 1

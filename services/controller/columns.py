@@ -12,9 +12,11 @@ import enum
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
-from leyline import FastTrainingSignals
+from leyline import TENSOR_SCHEMA_SIZE, FastTrainingSignals, TensorSchema, write_raw
 from leyline.tensors import default_device
 
 
@@ -57,19 +59,17 @@ def pick_device(device: torch.device | str | None = None) -> torch.device:
     return default_device() if device is None else torch.device(device)
 
 
-def column_values(signal: FastTrainingSignals, row: int) -> tuple[float, ...]:
-    """The raw decision columns of one signal, in `Column` order."""
-    return (
-        row,
-        signal.epoch,
-        signal.plateau_epochs,
-        signal.val_accuracy,
-        signal.has_active_seed,
-        int(signal.seed_stage),
-        signal.seed_epochs_in_stage,
-        signal.seed_improvement,
-        signal.available_slots,
-    )
+#: The feature each column after ROW is read from, in `Column` order.
+_SOURCES = [
+    TensorSchema.EPOCH,
+    TensorSchema.PLATEAU_EPOCHS,
+    TensorSchema.VAL_ACCURACY,
+    TensorSchema.HAS_ACTIVE_SEED,
+    TensorSchema.SEED_STAGE,
+    TensorSchema.SEED_EPOCHS_IN_STAGE,
+    TensorSchema.SEED_IMPROVEMENT,
+    TensorSchema.AVAILABLE_SLOTS,
+]
 
 
 class ColumnBuffer:
@@ -88,6 +88,7 @@ class ColumnBuffer:
         pinned = self.device.type == "cuda"
         self._host = torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, pin_memory=pinned)
         self._host_view = self._host.numpy()
+        self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
         self._device_buffer = (
             torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, device=self.device)
             if pinned
@@ -98,15 +99,22 @@ class ColumnBuffer:
 
     def fill(self, signals: Sequence[FastTrainingSignals], rows: Sequence[int]) -> torch.Tensor:
         """The [B, COLUMN_COUNT] float64 columns of `signals` on the device (a view, reused)."""
-        count = len(signals)
+        if len(signals) > self.max_batch:
+            raise ValueError(f"batch of {len(signals)} exceeds max_batch {self.max_batch}")
+        return self.fill_raw(write_raw(signals, self._raw), rows)
+
+    def fill_raw(self, raw: npt.NDArray[np.float64], rows: Sequence[int]) -> torch.Tensor:
+        """The same from float64 raw rows [B, 27] by `write_raw`, exact for every value."""
+        count = len(raw)
         if count > self.max_batch:
             raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")
+        if len(rows) != count:
+            raise ValueError(f"{len(rows)} memory rows for {count} signals")
         if self._copied is not None:
             self._copied.synchronize()
         if count:
-            self._host_view[:count] = [
-                column_values(signal, row) for signal, row in zip(signals, rows, strict=True)
-            ]
+            self._host_view[:count, Column.ROW] = rows
+            self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
         if self._device_buffer is self._host:
             return self._host[:count]
         target = self._device_buffer[:count]

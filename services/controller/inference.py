@@ -7,19 +7,26 @@ the commands of the decisions it returns.
 
 from __future__ import annotations
 
+import copy
 import enum
+import itertools
+import secrets
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from datetime import UTC, datetime
 
+import msgspec
+import numpy as np
 import torch
 
 from leyline import (
+    TENSOR_SCHEMA_SIZE,
     AdaptationCommand,
     BatchConverter,
     FastTrainingSignals,
     FeatureBounds,
     action_to_command,
+    write_raw,
 )
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
@@ -27,8 +34,11 @@ from services.controller.masks import ActionMasker
 from services.controller.policy import ControlPolicy, DecisionReason
 
 
-class Decision(NamedTuple):
-    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command."""
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command.
+
+    A msgspec Struct for its C constructor: one is built per decision (bench inference).
+    """
 
     worker_id: str
     slot_id: str
@@ -39,11 +49,29 @@ class Decision(NamedTuple):
     command: AdaptationCommand | None
 
 
+class CommandIds:
+    """Command ids unique across processes and machines at the cost of a counter step.
+
+    Each instance draws a 64-bit random prefix once; ids are `<prefix>-<n>` for n = 1, 2, ...
+    A restarted controller draws a new prefix, so it never repeats an id it issued before.
+    """
+
+    __slots__ = ("_counter", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self._counter)}"
+
+
 class InferenceLoop:
     """Micro-batches the freshest signals and runs `policy` on `device` under inference mode.
 
-    Per batch: the features are converted once by a `BatchConverter` and the raw decision
-    columns by a `ColumnBuffer` (each one preallocated buffer, pinned on CUDA, one transfer),
+    Per batch: the signals are walked once into float64 raw rows (`write_raw`), from which a
+    `BatchConverter` makes the normalised features and a `ColumnBuffer` the raw decision
+    columns (each one preallocated buffer, pinned on CUDA, one transfer),
     legal-action masks are computed on the device, the policy decides, illegal choices fall
     back to WAIT, and the results come back to the host in one transfer.
     """
@@ -62,11 +90,16 @@ class InferenceLoop:
         self.batcher = SignalBatcher(max_batch, max_wait_s)
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
+        # The raw rows of a batch, written once and read by both the converter and the columns.
+        self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
         # Lookup tables: an enum call per decision showed up at large batches (bench inference).
         self._actions = tuple(self.layout.actions)
         self._reasons = {int(reason): reason for reason in DecisionReason}
+        self._ids = CommandIds()
+        # One validated command per (action, reason, slot), copied and stamped per decision.
+        self._templates: dict[tuple[int, int, str], AdaptationCommand] = {}
 
     @property
     def max_batch(self) -> int:
@@ -118,11 +151,13 @@ class InferenceLoop:
         if not batch:
             return []
         signals = [item.signal for item in batch]
-        rows = [self._row(item.worker_id, item.slot_id) for item in batch]
+        table = self._rows  # a new (worker, slot) gets the next free memory row
+        rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in batch]
         self.policy.reserve(len(self._rows))
         with torch.inference_mode():
-            features = self._converter.convert(signals)
-            columns = self._columns.fill(signals, rows)
+            raw = write_raw(signals, self._raw)
+            features = self._converter.convert_raw(raw)
+            columns = self._columns.fill_raw(raw, rows)
             masks = self._masker(columns)
             actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
             legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
@@ -131,34 +166,49 @@ class InferenceLoop:
             results = torch.stack(
                 (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
             ).tolist()
+        timestamp = datetime.now(UTC)  # one timestamp for the whole batch
+        wait, command = self.layout.wait, self._command
+        actions_of, reasons_of = self._actions, self._reasons
         return [
-            self._decision(item, int(action), conf, int(reason))
-            for item, action, conf, reason in zip(batch, *results, strict=True)
+            Decision(
+                item.worker_id,
+                item.slot_id,
+                item.signal.epoch,
+                actions_of[index],
+                confidence,
+                reasons_of[code],
+                None
+                if index == wait
+                else command(index, code, item.slot_id, timestamp, confidence),
+            )
+            for item, index, confidence, code in zip(
+                batch, map(int, results[0]), results[1], map(int, results[2]), strict=True
+            )
         ]
 
-    def _row(self, worker_id: str, slot_id: str) -> int:
-        key = (worker_id, slot_id)
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = len(self._rows)
-        return row
+    def _command(
+        self, index: int, code: int, slot_id: str, timestamp: datetime, confidence: float
+    ) -> AdaptationCommand:
+        """The command of one decision: a copy of its cached template stamped with a fresh id.
 
-    def _decision(
-        self, item: PendingSignal, index: int, confidence: float, reason_code: int
-    ) -> Decision:
-        action = self._actions[index]
-        reason = self._reasons[reason_code]
-        command = (
-            None
-            if index == self.layout.wait
-            else action_to_command(
-                action,
-                seed_id=None,
-                slot_id=item.slot_id,
-                reason=reason.text,
-                confidence=confidence,
-            )
+        A copy plus `force_setattr` rather than `msgspec.structs.replace`: the template passed
+        `__post_init__`, and id, timestamp and confidence take no part in its cross-field
+        rules, so rerunning it (as `replace` does) would triple the cost (bench inference).
+        """
+        template = self._templates.get((index, code, slot_id)) or self._template(
+            index, code, slot_id
         )
-        return Decision(
-            item.worker_id, item.slot_id, item.signal.epoch, action, confidence, reason, command
+        command = copy.copy(template)
+        stamp = msgspec.structs.force_setattr
+        stamp(command, "command_id", self._ids.next())
+        stamp(command, "timestamp", timestamp)
+        stamp(command, "confidence", confidence)
+        return command
+
+    def _template(self, index: int, code: int, slot_id: str) -> AdaptationCommand:
+        command = action_to_command(
+            self._actions[index], seed_id=None, slot_id=slot_id, reason=self._reasons[code].text
         )
+        assert command is not None  # only WAIT has none, and WAIT never gets here
+        self._templates[index, code, slot_id] = command
+        return command

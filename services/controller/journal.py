@@ -2,13 +2,15 @@
 
 SQLite in WAL mode with synchronous=FULL, so a committed command survives a crash of the
 process or the machine. Each worker's commands are numbered 1, 2, ... in the order they were
-issued; a restarted controller continues the numbering from the journal.
+issued; a restarted controller continues the numbering from the journal. A decision batch's
+commands commit in one transaction (`issue_many`): one fsync for the batch, not one each.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -49,21 +51,49 @@ class CommandJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # Each worker's last committed sequence, read from the journal on first use. The
+        # controller is the journal's one writer; were another to write, the (worker, sequence)
+        # primary key would refuse the batch rather than number a command twice.
+        self._last: dict[str, int] = {}
 
     def issue(self, worker_id: str, slot_id: str, command: AdaptationCommand) -> JournalEntry:
         """Number `command` for `worker_id` and commit it; only then may it be sent."""
-        with self._db:  # one transaction: the number and the row commit together
-            (last,) = self._db.execute(
-                "SELECT COALESCE(MAX(sequence), 0) FROM commands WHERE worker = ?", (worker_id,)
-            ).fetchone()
-            numbered = msgspec.structs.replace(command, sequence=last + 1)
-            now = time.time_ns()
-            self._db.execute(
+        (entry,) = self.issue_many([(worker_id, slot_id, command)])
+        return entry
+
+    def issue_many(
+        self, commands: Sequence[tuple[str, str, AdaptationCommand]]
+    ) -> list[JournalEntry]:
+        """Number and commit (worker_id, slot_id, command)s in one transaction, in order.
+
+        Each worker's commands get its next sequences in the order given. Nothing of the
+        batch is committed if any row fails; only after this returns may they be sent.
+        """
+        if not commands:
+            return []
+        now = time.time_ns()
+        last = dict(self._last)  # adopted only once the transaction has committed
+        entries: list[JournalEntry] = []
+        rows: list[tuple[str, int, str, str, bytes, int]] = []
+        for worker_id, slot_id, command in commands:
+            sequence = last.get(worker_id)
+            if sequence is None:
+                sequence = self._last_sequence(worker_id)
+            last[worker_id] = sequence = sequence + 1
+            numbered = msgspec.structs.replace(command, sequence=sequence)
+            entries.append(JournalEntry(worker_id, slot_id, numbered, now))
+            rows.append((worker_id, sequence, numbered.command_id, slot_id, encode(numbered), now))
+        with self._db:  # commits at the end, rolls back on an error
+            # The connection autocommits each statement; one explicit transaction makes the
+            # batch one commit (one fsync) and all-or-nothing.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
                 "INSERT INTO commands (worker, sequence, command_id, slot_id, payload, issued_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (worker_id, last + 1, numbered.command_id, slot_id, encode(numbered), now),
+                rows,
             )
-        return JournalEntry(worker_id, slot_id, numbered, now)
+        self._last = last
+        return entries
 
     def acknowledge(self, command_id: str, outcome: AckOutcome) -> bool:
         """Record the first acknowledgement of a command; False if unknown or already acked."""
@@ -91,6 +121,12 @@ class CommandJournal:
             "SELECT worker, sequence, command_id, outcome FROM commands ORDER BY worker, sequence"
         )
         return [(w, s, c, o) for w, s, c, o in rows]
+
+    def _last_sequence(self, worker_id: str) -> int:
+        (last,) = self._db.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM commands WHERE worker = ?", (worker_id,)
+        ).fetchone()
+        return int(last)
 
     def close(self) -> None:
         self._db.close()

@@ -79,8 +79,15 @@ class Controller:
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
-        for decision in self.loop.step():
-            self._act(decision)
+        issuable = [
+            (d, command)
+            for d in self.loop.step()
+            if (command := d.command) is not None and not self._busy(d.worker_id, d.slot_id)
+        ]
+        # One journal transaction for everything decided, committed before anything is sent.
+        entries = self.journal.issue_many([(d.worker_id, d.slot_id, c) for d, c in issuable])
+        for (decision, _), entry in zip(issuable, entries, strict=True):
+            self._act(decision, entry)
         now = time.monotonic()
         for flight in self.in_flight.values():
             if now >= flight.resend_at:
@@ -113,10 +120,7 @@ class Controller:
         if not self._busy(worker_id, slot_id):
             self.loop.submit(worker_id, slot_id, signal)
 
-    def _act(self, decision: Decision) -> None:
-        if decision.command is None or self._busy(decision.worker_id, decision.slot_id):
-            return
-        entry = self.journal.issue(decision.worker_id, decision.slot_id, decision.command)
+    def _act(self, decision: Decision, entry: JournalEntry) -> None:
         self.in_flight[entry.command.command_id] = InFlight(
             entry, time.monotonic() + self.ack_timeout_s
         )

@@ -203,3 +203,32 @@ def test_the_cuda_loop_decides_like_the_cpu_loop(
                 loop.submit(f"w{slot}", "s", sig, now=float(epoch))
             out.extend((d.action.name, d.confidence, d.reason) for d in loop.flush())
     assert decided[0] == decided[1]
+
+
+def test_command_ids_are_unique_within_and_across_loops(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    ids: list[str] = []
+    prefixes = set()
+    for _restart in range(2):
+        loop = _loop(layout, device="cpu", max_batch=4)
+        for epoch in (8, 9, 10):
+            for worker in range(6):
+                loop.submit(f"w{worker}", "s", signal(epoch=epoch, plateau_epochs=5), now=0.0)
+            batch = [d.command for d in loop.flush() if d.command is not None]
+            assert batch
+            ids.extend(command.command_id for command in batch)
+            prefixes |= {command.command_id.rsplit("-", 1)[0] for command in batch}
+    assert len(set(ids)) == len(ids)
+    assert len(prefixes) == 2  # a restarted controller draws a new prefix
+
+
+def test_the_commands_of_one_batch_share_one_timestamp(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu", max_batch=8)
+    for worker in range(8):
+        loop.submit(f"w{worker}", "s", signal(epoch=8, plateau_epochs=5), now=0.0)
+    commands = [d.command for d in loop.flush() if d.command is not None]
+    assert len(commands) == 8
+    assert len({command.timestamp for command in commands}) == 1

@@ -1,0 +1,138 @@
+"""Stress: a burst of every worker's signals through the controller's loop and journal.
+
+N workers with two seed slots each send their signals at once (simulated in-process: each
+`submit` is what the controller's signal handler does). The controller's tick then runs as
+`Controller.tick` does it: `InferenceLoop.step`, then one `CommandJournal.issue_many` for
+what it decided (SQLite on disk, WAL, synchronous=FULL), repeated until the burst is decided.
+
+Figures per worker count: `decisions_per_s` (the burst's decisions over the time from its
+first submit to its last commit) and the per-decision latency from its signal's submit to
+the commit of its tick (a WAIT's too: it is settled when its tick is), p50 / p99 / max, over
+`ROUNDS` bursts, each one epoch newer than the last. The slots cycle through every seed
+stage, as in `bench inference`, so 41 % of the heuristic's decisions carry a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import torch
+
+from bench._harness import progress
+from bench.inference import percentile, slot_signals
+from leyline import DEFAULT_BOUNDS, FastTrainingSignals
+from services.controller import (
+    ActionLayout,
+    ControlPolicy,
+    HeuristicPolicy,
+    InferenceLoop,
+    MlpPolicy,
+)
+from services.controller.journal import CommandJournal
+
+WORKER_COUNTS = (16, 64, 256, 1024)
+SLOTS = ("block2_post", "block3_post")
+#: Bursts per worker count; the first (warm-up: new memory rows, cold journal) is not counted.
+ROUNDS = 11
+
+
+def _burst(
+    loop: InferenceLoop,
+    journal: CommandJournal,
+    signals: Sequence[tuple[str, str, FastTrainingSignals]],
+) -> tuple[float, list[float]]:
+    """Seconds from the first submit to the last commit, and each decision's latency in us."""
+    submitted: dict[tuple[str, str], float] = {}
+    clock = time.perf_counter
+    start = clock()
+    for worker, slot, signal in signals:
+        submitted[worker, slot] = clock()
+        loop.submit(worker, slot, signal)
+    latencies: list[float] = []
+    while len(latencies) < len(signals):
+        decisions = loop.step()
+        journal.issue_many(
+            [(d.worker_id, d.slot_id, c) for d in decisions if (c := d.command) is not None]
+        )
+        done = clock()
+        latencies.extend((done - submitted[d.worker_id, d.slot_id]) * 1e6 for d in decisions)
+    return clock() - start, latencies
+
+
+def _one_count(
+    make_policy: Callable[[], ControlPolicy], workers: int, max_batch: int, directory: Path
+) -> dict[str, Any]:
+    loop = InferenceLoop(make_policy(), max_batch=max_batch, max_wait_s=0.002, device="cpu")
+    journal = CommandJournal(directory / f"journal-{workers}-{max_batch}.db")
+    keys = [(worker, slot) for worker in range(workers) for slot in SLOTS]
+    per_slot = slot_signals(len(keys))
+    elapsed: list[float] = []
+    latencies: list[float] = []
+    try:
+        for round_ in range(ROUNDS):
+            epoch = 20 + round_
+            burst = [
+                (f"w{worker}", slot, msgspec.structs.replace(signal, epoch=epoch))
+                for (worker, slot), signal in zip(keys, per_slot, strict=True)
+            ]
+            seconds, burst_latencies = _burst(loop, journal, burst)
+            if round_:
+                elapsed.append(seconds)
+                latencies.extend(burst_latencies)
+    finally:
+        journal.close()
+    decisions = len(per_slot)
+    return {
+        "decisions_per_burst": decisions,
+        "decisions_per_s": round(decisions / statistics.median(elapsed)),
+        "p50_us": round(statistics.median(latencies)),
+        "p99_us": round(percentile(latencies, 0.99)),
+        "max_us": round(max(latencies)),
+    }
+
+
+def run(max_batches: Sequence[int] = (64, 256), threads: int = 1) -> dict[str, Any]:
+    """Figures per policy, max batch and worker count, on the CPU with one torch thread."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    layout = ActionLayout("cnn")
+    policies: dict[str, Callable[[], ControlPolicy]] = {
+        "heuristic": lambda: HeuristicPolicy(layout),
+        "mlp": lambda: MlpPolicy(layout, DEFAULT_BOUNDS),
+    }
+    results: dict[str, Any] = {"threads": torch.get_num_threads(), "rounds": ROUNDS - 1}
+    with tempfile.TemporaryDirectory(prefix="leyline-stress-") as directory:
+        for name, make_policy in policies.items():
+            for max_batch in max_batches:
+                per_count: dict[str, Any] = {}
+                for workers in WORKER_COUNTS:
+                    figures = _one_count(make_policy, workers, max_batch, Path(directory))
+                    per_count[str(workers)] = figures
+                    progress(
+                        f"{name:9s} max_batch={max_batch:3d} workers={workers:5d}  "
+                        f"{figures['decisions_per_s']:8d} decisions/s  "
+                        f"p50 {figures['p50_us']:8d} us  p99 {figures['p99_us']:8d} us"
+                    )
+                results[f"{name}_batch_{max_batch}"] = per_count
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stress", description=__doc__)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    print(json.dumps({"benchmark": "stress", **run(threads=args.threads)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
