@@ -8,6 +8,7 @@ import pytest
 from fault_stack import FaultHarness
 
 from bus import Channel, Publisher, SocketOptions
+from bus.security import Curve, Role, ensure_keys
 from leyline import TelemetryEvent, TelemetryEventType
 from leyline.telemetry import PlateauDetected
 from services.chaos import RunFiles, check, summary
@@ -37,10 +38,13 @@ def _stored(harness: FaultHarness) -> int:
 def test_stalled_sink_gets_every_dropped_event_replayed(harness: FaultHarness) -> None:
     harness.start(["sink"])
     intake = dict(harness.stack.plan.services[0][2])["LEYLINE_SINK_INTAKE"]
+    keys = harness.data_dir / "keys"
+    ensure_keys(keys, {"burst": Role.WORKER})  # trusted by the running sink without a restart
     publisher = Publisher(
-        intake,
+        f"sink@{intake}",
         "burst",
         bind=False,
+        security=Curve.from_directory(keys, "burst"),
         options=SocketOptions(send_hwm=20),
         heartbeat_interval_s=0.25,
         replay_window=harness.settings.replay_window,

@@ -18,6 +18,7 @@ import pytest
 from service_processes import ServiceProcesses, query, wait_until
 
 from bus import Channel, Envelope, Publisher, Subscriber, topic
+from bus.security import Curve, Role, ensure_keys
 from leyline import (
     SLOT_IDS,
     AckOutcome,
@@ -50,11 +51,14 @@ ILLEGAL = "illegal_transition"
 class WorkerProbe:
     """The controller's seat at one real worker: commands out; its acks, events, reports in."""
 
-    def __init__(self, worker_id: str, commands: str, intake: str) -> None:
+    def __init__(self, worker_id: str, commands: str, intake: str, keys: Path) -> None:
         self.worker_id = worker_id
-        self.publisher = Publisher(commands, "probe")
+        security = Curve.from_directory(keys, "controller")
+        self.publisher = Publisher(commands, "controller", security=security)
         channels = (Channel.SIG, Channel.TEL, Channel.ACK, Channel.REP)
-        self.subscriber = Subscriber(intake, [(c, worker_id) for c in channels], bind=True)
+        self.subscriber = Subscriber(
+            intake, [(c, worker_id) for c in channels], bind=True, security=security
+        )
         self.received: list[Envelope] = []
         for channel in (Channel.TEL, Channel.ACK, Channel.REP):
             self.subscriber.on(channel, self.received.append)
@@ -147,21 +151,28 @@ class Rig:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     data = tmp_path_factory.mktemp("illegal-command")
     commands, intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
-    probe = WorkerProbe(WORKER, commands, intake)
+    keys = data / "keys"
+    ensure_keys(keys, {"controller": Role.CONTROLLER, "sink": Role.SINK, WORKER: Role.WORKER})
+    probe = WorkerProbe(WORKER, commands, intake, keys)
     services = ServiceProcesses(data / "logs")
     try:
         services.start_service(
             "sink",
             "sink",
-            {"LEYLINE_SINK_INTAKE": sink_intake, "LEYLINE_SINK_DB": str(data / "sink.db")},
+            {
+                "LEYLINE_SINK_INTAKE": sink_intake,
+                "LEYLINE_SINK_DB": str(data / "sink.db"),
+                "LEYLINE_BUS_KEYS_DIR": str(keys),
+            },
         )
         services.start_service(
             WORKER,
             "worker",
             {
                 "LEYLINE_WORKER_ID": WORKER,
-                "LEYLINE_WORKER_COMMANDS": commands,
-                "LEYLINE_WORKER_INTAKE": f'["{intake}", "{sink_intake}"]',
+                "LEYLINE_WORKER_COMMANDS": f"controller@{commands}",
+                "LEYLINE_WORKER_INTAKE": f'["controller@{intake}", "sink@{sink_intake}"]',
+                "LEYLINE_BUS_KEYS_DIR": str(keys),
                 "LEYLINE_WORKER_EPOCHS": str(EPOCHS),
                 "LEYLINE_WORKER_MAX_EPOCHS_PRESET": str(MAX_EPOCHS_PRESET),
                 "LEYLINE_WORKER_DATA_DIR": str(data),
