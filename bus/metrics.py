@@ -135,6 +135,8 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_sent_total": (_C, "Messages published, per channel."),
     "leyline_dropped_total": (_C, "Messages dropped by a full send queue, per channel."),
     "leyline_control_dropped_total": (_C, "Control messages dropped by a full send queue."),
+    "leyline_auth_accepted_total": (_C, "CURVE client keys ZAP accepted from the trust directory."),
+    "leyline_auth_denied_total": (_C, "CURVE client keys ZAP refused: not in the trust directory."),
     "leyline_proxy_messages_total": (_C, "Messages the proxy forwarded downstream."),
     "leyline_proxy_bytes_total": (_C, "Bytes the proxy forwarded downstream."),
     "leyline_proxy_subscriptions_total": (_C, "Subscriptions the proxy forwarded upstream."),

@@ -17,6 +17,7 @@ import enum
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -298,6 +299,13 @@ class Curve:
         sock.curve_secretkey = self.keys.secret_key
         sock.curve_publickey = self.keys.public_key
         sock.curve_serverkey = self.trust.require(identity).public_key
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """ZAP's verdicts on this process's server sockets, for /metrics."""
+        with self._handlers_lock:
+            handlers = list(self._handlers.values())
+        yield "leyline_auth_accepted_total", {}, sum(h.accepted for h in handlers)
+        yield "leyline_auth_denied_total", {}, sum(h.denied for h in handlers)
 
     @classmethod
     def stop_handlers(cls, context: zmq.Context[Any]) -> None:

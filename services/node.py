@@ -92,6 +92,8 @@ class Node:
         self._metrics = None
         if metrics_port is not None:
             sources = [self.subscriber.metrics.samples, self.publisher.metrics.samples]
+            if security is not None:
+                sources.append(security.samples)
             self._metrics = MetricsServer(sources, {"node": node_id}, metrics_port)
         self.stopping = False
         #: Where this node's own telemetry goes instead of the bus (the sink stores its own).

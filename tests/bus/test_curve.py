@@ -93,7 +93,9 @@ def test_an_unknown_key_never_connects_and_is_counted(
     )
     pump_until(lambda: False, intake, timeout_s=QUIET_S)
     assert {e.header.sender for e in received} == {"w2"}
-    assert curve("sink").authenticator(context).denied >= 1
+    verdicts = {name: value for name, _, value in curve("sink").samples()}
+    assert verdicts["leyline_auth_denied_total"] >= 1
+    assert verdicts["leyline_auth_accepted_total"] >= 1
     stranger.close()
     genuine.close()
 
