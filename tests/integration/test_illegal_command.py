@@ -90,7 +90,7 @@ class WorkerProbe:
 
     def send_raw(self, frames: list[bytes]) -> None:
         """Frames no Publisher would write, sent as a hostile peer would on the same socket."""
-        self.publisher._socket.send_multipart(frames)
+        assert self.publisher._socket.send_frames(frames)
 
     def answer(self, command_id: str) -> int:
         """Where in `received` the ack of `command_id` is, once it has arrived."""
