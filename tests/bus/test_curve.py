@@ -313,3 +313,28 @@ def test_rejections_carry_no_message_of_a_refused_identity(
     assert all(r.message is None for r in forged)
     forger.close()
     honest.close()
+
+
+def test_an_incarnation_from_the_future_cannot_freeze_a_senders_streams(
+    context: Context, curve: CurveOf, intake: Subscriber
+) -> None:
+    """A life of 2^63-1 would make every later genuine message STALE: it is refused instead."""
+    address = f"sink@{intake.addresses[0]}"
+    future = Publisher(
+        address, "w1", bind=False, context=context, security=curve("w1"), incarnation=2**63 - 1
+    )
+    received = _collect(intake)
+    with capture_rejections(intake) as rejected:
+        future.publish(Channel.TEL, "w1", stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED))
+        assert pump_until(
+            lambda: any(r.reason is RejectReason.FUTURE_INCARNATION for r in rejected),
+            intake,
+            publishers=(future,),
+        )
+    future.close()
+    genuine = _publisher(context, address, "w1", curve("w1"))
+    handshake(intake, genuine)
+    genuine.publish(Channel.TEL, "w1", stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED))
+    assert pump_until(lambda: any(not e.is_control for e in received), intake)
+    assert [e.header.incarnation for e in received if not e.is_control] == [genuine.incarnation]
+    genuine.close()
