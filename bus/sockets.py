@@ -183,12 +183,13 @@ class SocketGroup:
         refuses the first part, so no socket is ever left with half a message.
         """
         delivered = True
-        last = len(frames) - 1
+        *head, last = frames
         for link in self.links:
             send = link.socket.send
             try:
-                for index, frame in enumerate(frames):
-                    send(frame, _SEND_LAST if index == last else _SEND_MORE)
+                for frame in head:
+                    send(frame, _SEND_MORE)
+                send(last, _SEND_LAST)
             except zmq.Again:
                 delivered = False
         return delivered
