@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,6 +101,20 @@ def _free_port() -> int:
         return port
 
 
+def _await_listening(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Until something accepts TCP connections at `address` (the process bound it)."""
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, "the proxy exited"
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens at {address}"
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_leyline_proxy_command_forwards_between_processes(
     key_dir: Path, curve: Callable[[str], Curve]
@@ -113,6 +128,7 @@ def test_leyline_proxy_command_forwards_between_processes(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
+        _await_listening(backend, process)  # starting a process can outlast a handshake
         publishers, subscribers = _many_to_many(frontend, backend, curve)
         try:
             _publish_and_receive_all(publishers, subscribers)
