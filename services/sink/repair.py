@@ -14,6 +14,7 @@ import msgspec
 from bus import Gap, Subscriber
 from bus.replay import ReplayClient
 from leyline import ReplayDone, ReplayRequest
+from services.sink.losses import LossReason
 from services.sink.store import TelemetryStore
 
 #: Topics whose every message the sink stores, so a replayed one must show up in the store.
@@ -75,7 +76,7 @@ class GapRepair:
             endpoint = self._subscriber.replay_endpoints.get(need.sender)
             if endpoint is None:
                 if now - need.since > self._endpoint_wait:
-                    self._lose(need, need.first, need.last, "no_replay_endpoint")
+                    self._lose(need, need.first, need.last, LossReason.NO_REPLAY_ENDPOINT)
                 else:
                     still.append(need)
                 continue
@@ -89,7 +90,7 @@ class GapRepair:
         for key, need in list(self._asked.items()):
             if now - need.sent_at > self._answer_timeout:
                 del self._asked[key]
-                self._lose(need, need.first, need.last, "replay_timeout")
+                self._lose(need, need.first, need.last, LossReason.REPLAY_TIMEOUT)
 
     def _ask(self, endpoint: str, need: _Need, now: float) -> bool:
         request = ReplayRequest(
@@ -110,14 +111,14 @@ class GapRepair:
             return
         kept_from = done.oldest_kept or done.last + 1
         if kept_from > done.first:
-            self._lose(need, done.first, min(done.last, kept_from - 1), "beyond_window")
+            self._lose(need, done.first, min(done.last, kept_from - 1), LossReason.BEYOND_WINDOW)
         if not need.topic.startswith(_FULLY_STORED) or kept_from > done.last:
             return
         for first, last in self._store.missing(
             sender, need.topic, need.incarnation, max(done.first, kept_from), done.last
         ):
             if need.attempts >= MAX_ATTEMPTS:
-                self._lose(need, first, last, "replay_incomplete")
+                self._lose(need, first, last, LossReason.REPLAY_INCOMPLETE)
             else:
                 self._waiting.append(
                     msgspec.structs.replace(
@@ -125,9 +126,9 @@ class GapRepair:
                     )
                 )
 
-    def _lose(self, need: _Need, first: int, last: int, reason: str) -> None:
+    def _lose(self, need: _Need, first: int, last: int, reason: LossReason) -> None:
         channel = need.topic.split(".", 1)[0]
-        if self._store.record_loss(
+        self.lost += self._store.record_loss(
             need.sender,
             channel,
             first,
@@ -135,5 +136,4 @@ class GapRepair:
             reason,
             topic=need.topic,
             incarnation=need.incarnation,
-        ):
-            self.lost += last - first + 1
+        )

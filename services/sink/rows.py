@@ -12,10 +12,13 @@ from leyline import (
     FieldReport,
     SeedStateReport,
     TelemetryEvent,
+    WorkerHello,
 )
 
 #: The contracts the sink stores.
-StorableMessage = TelemetryEvent | AdaptationCommand | CommandAck | FieldReport | SeedStateReport
+StorableMessage = (
+    TelemetryEvent | AdaptationCommand | CommandAck | WorkerHello | FieldReport | SeedStateReport
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON = msgspec.json.Encoder()
@@ -118,6 +121,16 @@ def ack_row(record: StoredMessage, ack: CommandAck) -> tuple[object, ...]:
     )
 
 
+def hello_row(record: StoredMessage, hello: WorkerHello) -> tuple[object, ...]:
+    """The `hellos` columns."""
+    return (
+        *_placement(record),
+        hello.worker_id,
+        hello.last_applied_sequence,
+        _JSON.encode(hello).decode(),
+    )
+
+
 def field_report_row(record: StoredMessage, report: FieldReport) -> tuple[object, ...]:
     """The `field_reports` columns."""
     return (
@@ -163,6 +176,7 @@ INSERT_COMMAND = _insert(
 INSERT_ACK = _insert(
     "acks", "worker", "command_id", "command_type", "outcome", "reason", "stage_after", "message"
 )
+INSERT_HELLO = _insert("hellos", "worker", "last_applied_sequence", "message")
 INSERT_FIELD_REPORT = _insert(
     "field_reports",
     "report_id",

@@ -15,26 +15,30 @@ from leyline import (
     AdaptationCommand,
     CommandAck,
     FieldReport,
-    LifecycleGuard,
-    SeedStage,
     SeedStateReport,
     TelemetryEvent,
+    WorkerHello,
 )
 from leyline.telemetry import SeedStageChanged
+from services.sink import losses
+from services.sink.losses import LossReason, Stream
 from services.sink.rows import (
     INSERT_ACK,
     INSERT_COMMAND,
     INSERT_EVENT,
     INSERT_FIELD_REPORT,
+    INSERT_HELLO,
     INSERT_SEED_REPORT,
     StoredMessage,
     ack_row,
     command_row,
     event_row,
     field_report_row,
+    hello_row,
     seed_report_row,
 )
 from services.sink.schema import MESSAGE_TABLES, StoreError, configure, migrate
+from services.sink.stages import StageJudge
 
 #: Where the sink keeps its database unless told otherwise (relative to the working directory).
 DEFAULT_PATH = Path("leyline-data") / "sink.db"
@@ -42,14 +46,6 @@ DEFAULT_PATH = Path("leyline-data") / "sink.db"
 _INSERT_STAGE = (
     "INSERT INTO stage_history (sender, slot_id, seed_id, from_stage, to_stage, topic,"
     " incarnation, sequence, sent_ns, illegal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_LOSS = (
-    "INSERT OR IGNORE INTO losses (sender, channel, topic, incarnation, first_missing_sequence,"
-    " last_missing_sequence, recorded_at_ns, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# The latest stage of every slot: SQLite returns the row of MAX(id) for the bare columns.
-_LATEST_STAGES = (
-    "SELECT sender, slot_id, to_stage, MAX(id) FROM stage_history GROUP BY sender, slot_id"
 )
 _BY_STREAM = "WHERE sender = ? AND topic = ? AND incarnation = ?"
 _MAX_SEQUENCE = (
@@ -63,25 +59,39 @@ _SEQUENCES = (
     " UNION ALL ".join(f"SELECT sequence FROM {table} {_BY_STREAM}" for table in MESSAGE_TABLES)
     + " ORDER BY sequence"
 )
+_EVENTS_BETWEEN = f"SELECT COUNT(*) FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
+_EVENTS_STORED = f"SELECT sequence FROM events {_BY_STREAM} AND sequence IN "
+#: Sequences per IN list, well under SQLite's limit of bound parameters.
+_IN_CHUNK = 500
+
+_ROWS = {
+    AdaptationCommand: (INSERT_COMMAND, command_row),
+    CommandAck: (INSERT_ACK, ack_row),
+    WorkerHello: (INSERT_HELLO, hello_row),
+    FieldReport: (INSERT_FIELD_REPORT, field_report_row),
+    SeedStateReport: (INSERT_SEED_REPORT, seed_report_row),
+}
 
 
 class BatchResult(msgspec.Struct, frozen=True):
-    """What one committed batch did: rows new, repeats ignored, illegal stage changes flagged."""
+    """What one committed batch did: rows new, repeats ignored, illegal stage changes flagged,
+    and sequences that loss rows held and the batch brought after all."""
 
     stored: int
     duplicates: int
     illegal: int
+    recovered: int = 0
 
 
 class TelemetryStore:
-    """A SQLite file of every event, command, ack and report the sink received.
+    """A SQLite file of every event, command, ack, hello and report the sink received.
 
     WAL with synchronous=NORMAL: readers (`leyline events`) never block the writer, and a
     committed batch survives a crash of the process. Each `write_batch` is one transaction;
     a message is stored once per (sender, topic, incarnation, sequence) however often it
-    arrives. Stage
-    changes pass through a `LifecycleGuard` per (sender, slot); an illegal one is stored and
-    flagged, never dropped.
+    arrives, and leaves every loss row that counted it missing in that same transaction.
+    Stage changes are judged by a `StageJudge`; an illegal one is stored and flagged, never
+    dropped.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -104,7 +114,7 @@ class TelemetryStore:
             connection.close()
             raise StoreError(f"{self.path}: {error}") from error
         self._connection = connection
-        self._guard = self._committed_guard()
+        self._judge = StageJudge.from_history(connection)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -113,91 +123,103 @@ class TelemetryStore:
 
     def write_batch(self, records: Iterable[StoredMessage]) -> BatchResult:
         """Store `records` in one transaction; on any error nothing of the batch is kept."""
+        batch = list(records)
         events: list[tuple[object, ...]] = []
-        commands: list[tuple[object, ...]] = []
-        acks: list[tuple[object, ...]] = []
-        field_reports: list[tuple[object, ...]] = []
-        seed_reports: list[tuple[object, ...]] = []
-        stages: list[tuple[object, ...]] = []
-        received = stored = illegal = 0
+        changes: list[StoredMessage] = []
+        others: dict[str, list[tuple[object, ...]]] = {}
         connection = self._connection
+        for record in batch:
+            message = record.message
+            if type(message) is TelemetryEvent:
+                if type(message.payload) is SeedStageChanged:
+                    changes.append(record)
+                else:
+                    events.append(event_row(record, message))
+                continue
+            known = _ROWS.get(type(message))
+            if known is None:
+                raise TypeError(f"the sink does not store {type(message).__name__}")
+            sql, row = known
+            others.setdefault(sql, []).append(row(record, message))  # type: ignore[operator]
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for record in records:
-                received += 1
-                message = record.message
-                if isinstance(message, TelemetryEvent):
-                    if isinstance(message.payload, SeedStageChanged):
-                        stage = self._store_stage_change(record, message, message.payload)
-                        if stage is not None:
-                            stages.append(stage)
-                            illegal += stage[-1] is not None
-                    else:
-                        events.append(event_row(record, message))
-                elif isinstance(message, AdaptationCommand):
-                    commands.append(command_row(record, message))
-                elif isinstance(message, CommandAck):
-                    acks.append(ack_row(record, message))
-                elif isinstance(message, FieldReport):
-                    field_reports.append(field_report_row(record, message))
-                elif isinstance(message, SeedStateReport):
-                    seed_reports.append(seed_report_row(record, message))
-                else:
-                    raise TypeError(f"the sink does not store {type(message).__name__}")
-            for sql, rows in (
-                (INSERT_EVENT, events),
-                (INSERT_COMMAND, commands),
-                (INSERT_ACK, acks),
-                (INSERT_FIELD_REPORT, field_reports),
-                (INSERT_SEED_REPORT, seed_reports),
-            ):
-                if rows:
-                    stored += connection.executemany(sql, rows).rowcount
-            connection.executemany(_INSERT_STAGE, stages)
-            stored += len(stages)
+            stored = connection.executemany(INSERT_EVENT, events).rowcount if events else 0
+            for sql, rows in others.items():
+                stored += connection.executemany(sql, rows).rowcount
+            stages = self._judge_changes(changes) if changes else []
+            if stages:
+                connection.executemany(INSERT_EVENT, [event for event, _ in stages])
+                connection.executemany(_INSERT_STAGE, [stage for _, stage in stages])
+                stored += len(stages)
+            recovered = losses.reconcile(connection, _by_stream(batch))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            # The guard saw stage changes that are now rolled back: rebuild it from the file.
-            self._guard = self._committed_guard()
+            # The judge saw stage changes that are now rolled back: rebuild it from the file.
+            self._judge = StageJudge.from_history(connection)
             raise
-        return BatchResult(stored, received - stored, illegal)
+        illegal = sum(stage[-1] is not None for _, stage in stages)
+        return BatchResult(stored, len(batch) - stored, illegal, recovered)
 
-    def _store_stage_change(
-        self, record: StoredMessage, event: TelemetryEvent, change: SeedStageChanged
-    ) -> tuple[object, ...] | None:
-        """Judge, store and track one reported change; its history row (verdict last) if new."""
-        slot = event.slot_id or change.seed_id
-        verdict = self._guard.check_reported(
-            record.sender, slot, change.from_stage, change.to_stage
-        )
-        illegal = None if verdict.allowed else verdict.detail
-        # One at a time: only this statement's rowcount tells a new change from a repeat,
-        # and a repeat must neither be judged again nor move the guard.
-        if self._connection.execute(INSERT_EVENT, event_row(record, event, illegal)).rowcount == 0:
-            return None
-        # Track what the worker says its slot now is, so one bad edge is flagged once and the
-        # changes after it are judged from where the worker really stands.
-        self._guard.record(record.sender, slot, change.to_stage)
-        return (
-            record.sender,
-            slot,
-            change.seed_id,
-            change.from_stage.name,
-            change.to_stage.name,
-            record.topic,
-            record.incarnation,
-            record.sequence,
-            record.sent_ns,
-            illegal,
-        )
+    def _judge_changes(
+        self, changes: list[StoredMessage]
+    ) -> list[tuple[tuple[object, ...], tuple[object, ...]]]:
+        """The event and history rows of every stage change not stored yet, each judged."""
+        fresh = self._unstored(changes)
+        pending: dict[Stream, set[int]] = {}
+        for record in fresh:
+            pending.setdefault(_stream(record), set()).add(record.sequence)
 
-    def _committed_guard(self) -> LifecycleGuard:
-        guard = LifecycleGuard()
-        for sender, slot, stage, _ in self._connection.execute(_LATEST_STAGES):
-            guard.record(sender, slot, SeedStage[stage])
-        return guard
+        def complete(stream: Stream, after: int, before: int) -> bool:
+            between = sum(after < s < before for s in pending.get(stream, ()))
+            between += self._connection.execute(_EVENTS_BETWEEN, (*stream, after, before)).fetchone()[0]
+            return between == before - after - 1
+
+        rows = []
+        for record in fresh:
+            event = record.message
+            assert isinstance(event, TelemetryEvent)
+            change = event.payload
+            assert isinstance(change, SeedStageChanged)
+            slot = event.slot_id or change.seed_id
+            illegal = self._judge.judge(
+                _stream(record), record.sequence, slot, change.from_stage, change.to_stage, complete
+            )
+            stage = (
+                record.sender,
+                slot,
+                change.seed_id,
+                change.from_stage.name,
+                change.to_stage.name,
+                record.topic,
+                record.incarnation,
+                record.sequence,
+                record.sent_ns,
+                illegal,
+            )
+            rows.append((event_row(record, event, illegal), stage))
+        return rows
+
+    def _unstored(self, records: list[StoredMessage]) -> list[StoredMessage]:
+        """`records` less those already stored and repeats within the list, in order."""
+        wanted: dict[Stream, list[int]] = {}
+        for record in records:
+            wanted.setdefault(_stream(record), []).append(record.sequence)
+        seen: set[tuple[Stream, int]] = set()
+        for stream, sequences in wanted.items():
+            for start in range(0, len(sequences), _IN_CHUNK):
+                chunk = sequences[start : start + _IN_CHUNK]
+                query = f"{_EVENTS_STORED}({', '.join('?' * len(chunk))})"
+                for (sequence,) in self._connection.execute(query, (*stream, *chunk)):
+                    seen.add((stream, sequence))
+        fresh = []
+        for record in records:
+            key = (_stream(record), record.sequence)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(record)
+        return fresh
 
     def record_loss(
         self,
@@ -205,33 +227,37 @@ class TelemetryStore:
         channel: str,
         first_missing_sequence: int,
         last_missing_sequence: int,
-        reason: str,
+        reason: LossReason,
         *,
         topic: str = "",
         incarnation: int = 0,
         recorded_at_ns: int | None = None,
-    ) -> bool:
-        """Record messages known lost for good; False when this gap was already recorded."""
+    ) -> int:
+        """Record as lost what of `first`..`last` is neither stored nor already recorded lost.
+
+        Returns how many sequences that newly counts as lost (0 when it all was already).
+        """
         if last_missing_sequence < first_missing_sequence:
             raise ValueError(
                 f"last_missing_sequence {last_missing_sequence} is before "
                 f"first_missing_sequence {first_missing_sequence}"
             )
         at = time.time_ns() if recorded_at_ns is None else recorded_at_ns
-        cursor = self._connection.execute(
-            _INSERT_LOSS,
-            (
-                sender,
-                channel,
-                topic,
-                incarnation,
-                first_missing_sequence,
-                last_missing_sequence,
-                at,
-                reason,
-            ),
-        )
-        return cursor.rowcount == 1
+        stream = (sender, topic, incarnation)
+        first, last = first_missing_sequence, last_missing_sequence
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            runs = losses.without(
+                self.missing(sender, topic, incarnation, first, last),
+                losses.recorded(connection, stream, first, last),
+            )
+            lost = losses.insert(connection, stream, channel, runs, at, reason)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return lost
 
     def max_sequence(self, sender: str, topic: str, incarnation: int = 0) -> int | None:
         """The highest sequence stored from one sender's stream; None before the first."""
@@ -272,3 +298,17 @@ class TelemetryStore:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _stream(record: StoredMessage) -> Stream:
+    return (record.sender, record.topic, record.incarnation)
+
+
+def _by_stream(records: list[StoredMessage]) -> dict[Stream, list[int]]:
+    """The sequences of `records`, ascending, per stream."""
+    streams: dict[Stream, list[int]] = {}
+    for record in records:
+        streams.setdefault(_stream(record), []).append(record.sequence)
+    for sequences in streams.values():
+        sequences.sort()
+    return streams
