@@ -85,9 +85,7 @@ _ANY = "SELECT EXISTS (SELECT 1 FROM losses)"
 Stream = tuple[str, str, int]  # sender, topic, incarnation
 
 
-def recorded(
-    connection: sqlite3.Connection, stream: Stream, first: int, last: int
-) -> list[Run]:
+def recorded(connection: sqlite3.Connection, stream: Stream, first: int, last: int) -> list[Run]:
     """The runs of `stream`'s loss rows that touch `first`..`last`, ascending."""
     rows = connection.execute(_COVERING, (*stream, last, first))
     return [(row[2], row[3]) for row in rows]
@@ -97,15 +95,17 @@ def insert(
     connection: sqlite3.Connection,
     stream: Stream,
     channel: str,
-    runs: Iterable[Run],
+    runs: list[Run],
     at_ns: int,
     reason: str,
 ) -> int:
     """Write one loss row per run; how many sequences they hold."""
     sender, topic, incarnation = stream
-    rows = [(sender, channel, topic, incarnation, f, l, at_ns, reason) for f, l in runs]
-    connection.executemany(_INSERT, rows)
-    return sum(last - first + 1 for _, _, _, _, first, last, _, _ in rows)
+    connection.executemany(
+        _INSERT,
+        [(sender, channel, topic, incarnation, first, last, at_ns, reason) for first, last in runs],
+    )
+    return sum(last - first + 1 for first, last in runs)
 
 
 def reconcile(connection: sqlite3.Connection, stored: dict[Stream, list[int]]) -> int:

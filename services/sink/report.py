@@ -80,8 +80,7 @@ _VIOLATIONS = (
 )
 # Summed in Python: sequences reach 2**63 - 1, so run lengths add up past SQLite's integers.
 _LOSSES = (
-    "SELECT sender, topic, incarnation, first_missing_sequence, last_missing_sequence"
-    " FROM losses"
+    "SELECT sender, topic, incarnation, first_missing_sequence, last_missing_sequence FROM losses"
 )
 _ILLEGAL = "SELECT sender, COUNT(*) FROM stage_history WHERE illegal IS NOT NULL GROUP BY sender"
 

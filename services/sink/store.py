@@ -173,7 +173,8 @@ class TelemetryStore:
 
         def complete(stream: Stream, after: int, before: int) -> bool:
             between = sum(after < s < before for s in pending.get(stream, ()))
-            between += self._connection.execute(_EVENTS_BETWEEN, (*stream, after, before)).fetchone()[0]
+            query = self._connection.execute(_EVENTS_BETWEEN, (*stream, after, before))
+            between += query.fetchone()[0]
             return between == before - after - 1
 
         rows = []
