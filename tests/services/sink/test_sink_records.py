@@ -7,8 +7,12 @@ from pathlib import Path
 
 from sink_history import History
 
+from bus import Channel, Gap
+from bus.replay import ReplayClient
+from bus.testing import InProcessBus
 from leyline import AckOutcome, SeedStage, WorkerHello
 from services.sink import LossReason, StoredMessage, TelemetryStore, build_report
+from services.sink.repair import GapRepair
 from services.sink.schema import SCHEMA_VERSION
 
 S = SeedStage
@@ -173,3 +177,20 @@ def test_refused_commands_are_rejections_not_illegal_stage_changes(
     (w1,) = build_report(store).workers
     assert w1.illegal_stage_changes == 0
     assert w1.rejections_by_reason == {"duplicate": 1, "illegal_transition": 1}
+
+
+def test_a_gap_past_the_repair_backlog_is_recorded_lost_not_dropped(
+    store: TelemetryStore,
+) -> None:
+    bus = InProcessBus()
+    try:
+        subscriber = bus.subscriber([(Channel.TEL, None)])
+        repair = GapRepair(store, subscriber, ReplayClient(), max_pending=2)
+        for first in (10, 20, 30):
+            repair.add(Gap("w1", b"tel.w1.", 1, first, first + 4))
+    finally:
+        bus.close()
+
+    assert repair.refused == 1
+    assert _losses(store) == [(30, 34, "repair_backlog")]
+    assert repair.lost == 5
