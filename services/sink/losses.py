@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 Run = tuple[int, int]  # first, last: inclusive
 
@@ -85,6 +86,19 @@ _ANY = "SELECT EXISTS (SELECT 1 FROM losses)"
 Stream = tuple[str, str, int]  # sender, topic, incarnation
 
 
+class Placed(Protocol):
+    """What places a stored message in its stream."""
+
+    @property
+    def sender(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def incarnation(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+
+
 def recorded(connection: sqlite3.Connection, stream: Stream, first: int, last: int) -> list[Run]:
     """The runs of `stream`'s loss rows that touch `first`..`last`, ascending."""
     rows = connection.execute(_COVERING, (*stream, last, first))
@@ -108,16 +122,21 @@ def insert(
     return sum(last - first + 1 for first, last in runs)
 
 
-def reconcile(connection: sqlite3.Connection, stored: dict[Stream, list[int]]) -> int:
-    """Take the `stored` sequences (ascending, per stream) out of the loss rows covering them.
+def reconcile(connection: sqlite3.Connection, stored: Iterable[Placed]) -> int:
+    """Take the `stored` messages out of the loss rows that count them missing.
 
     A row shrinks, splits or goes; the rest keeps its reason and time. Returns how many
-    sequences were found again. Costs one cheap query when no loss was ever recorded.
+    sequences were found again. Costs one cheap query when no loss is recorded.
     """
     if not connection.execute(_ANY).fetchone()[0]:
         return 0
+    streams: dict[Stream, list[int]] = {}
+    for record in stored:
+        stream = (record.sender, record.topic, record.incarnation)
+        streams.setdefault(stream, []).append(record.sequence)
     found = 0
-    for stream, sequences in stored.items():
+    for stream, sequences in streams.items():
+        sequences.sort()
         rows = connection.execute(_COVERING, (*stream, sequences[-1], sequences[0])).fetchall()
         for row_id, channel, first, last, at_ns, reason in rows:
             parts = subtract((first, last), sequences)

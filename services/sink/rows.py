@@ -11,7 +11,9 @@ from leyline import (
     CommandAck,
     FieldReport,
     SeedStateReport,
+    Severity,
     TelemetryEvent,
+    TelemetryEventType,
     WorkerHello,
 )
 
@@ -59,12 +61,6 @@ def scope_of(topic: str) -> str:
     return rest.removesuffix(".")
 
 
-def event_seed(event: TelemetryEvent) -> str | None:
-    """The seed an event is about: its own field, else the one its payload names."""
-    seed: str | None = event.seed_id or getattr(event.payload, "seed_id", None)
-    return seed
-
-
 def _placement(record: StoredMessage) -> tuple[object, ...]:
     """The columns that place a message on the bus (`_PLACE`), first in every message table."""
     return (
@@ -77,17 +73,30 @@ def _placement(record: StoredMessage) -> tuple[object, ...]:
     )
 
 
+# Enum `.name` is a descriptor call; a dict lookup is a fifth of it, and events are the bulk.
+_EVENT_TYPES = {member: member.name for member in TelemetryEventType}
+_SEVERITIES = {member: member.name.lower() for member in Severity}
+
+
 def event_row(
     record: StoredMessage, event: TelemetryEvent, illegal: str | None = None
 ) -> tuple[object, ...]:
-    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused."""
+    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused.
+
+    The seed is the event's own, else the one its payload names.
+    """
     return (
-        *_placement(record),
-        event.event_type.name,
-        event_seed(event),
+        record.sender,
+        record.channel,
+        record.topic,
+        record.incarnation,
+        record.sequence,
+        record.sent_ns,
+        _EVENT_TYPES[event.event_type],
+        event.seed_id or getattr(event.payload, "seed_id", None),
         event.slot_id,
         event.epoch,
-        event.severity.name.lower(),
+        _SEVERITIES[event.severity],
         illegal,
         _JSON.encode(event).decode(),
     )

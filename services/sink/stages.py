@@ -47,6 +47,17 @@ class StageJudge:
             judge._slots((sender, topic, incarnation))[slot] = (sequence, SeedStage[stage])
         return judge
 
+    def unstored(self, stream: Stream, slot: str, sequence: int) -> bool:
+        """True when this change is certainly not stored yet: every stored change was judged,
+        so one past the slot's last in the newest incarnation is new. False: look it up."""
+        known = self._streams.get((stream[0], stream[1]))
+        if known is None or known[0] < stream[2]:
+            return True
+        if known[0] > stream[2]:
+            return False
+        before = known[1].get(slot)
+        return before is None or sequence > before[0]
+
     def judge(
         self,
         stream: Stream,

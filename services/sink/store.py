@@ -60,9 +60,7 @@ _SEQUENCES = (
     + " ORDER BY sequence"
 )
 _EVENTS_BETWEEN = f"SELECT COUNT(*) FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
-_EVENTS_STORED = f"SELECT sequence FROM events {_BY_STREAM} AND sequence IN "
-#: Sequences per IN list, well under SQLite's limit of bound parameters.
-_IN_CHUNK = 500
+_EVENT_STORED = f"SELECT 1 FROM events {_BY_STREAM} AND sequence = ?"
 
 _ROWS = {
     AdaptationCommand: (INSERT_COMMAND, command_row),
@@ -151,7 +149,7 @@ class TelemetryStore:
                 connection.executemany(INSERT_EVENT, [event for event, _ in stages])
                 connection.executemany(_INSERT_STAGE, [stage for _, stage in stages])
                 stored += len(stages)
-            recovered = losses.reconcile(connection, _by_stream(batch))
+            recovered = losses.reconcile(connection, batch)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -166,26 +164,31 @@ class TelemetryStore:
         self, changes: list[StoredMessage]
     ) -> list[tuple[tuple[object, ...], tuple[object, ...]]]:
         """The event and history rows of every stage change not stored yet, each judged."""
-        fresh = self._unstored(changes)
-        pending: dict[Stream, set[int]] = {}
-        for record in fresh:
-            pending.setdefault(_stream(record), set()).add(record.sequence)
+        connection = self._connection
+        judge = self._judge
+        taken: set[tuple[str, str, int, int]] = set()
 
         def complete(stream: Stream, after: int, before: int) -> bool:
-            between = sum(after < s < before for s in pending.get(stream, ()))
-            query = self._connection.execute(_EVENTS_BETWEEN, (*stream, after, before))
-            between += query.fetchone()[0]
-            return between == before - after - 1
+            between = sum(after < key[3] < before and key[:3] == stream for key in taken)
+            query = connection.execute(_EVENTS_BETWEEN, (*stream, after, before))
+            return between + query.fetchone()[0] == before - after - 1
 
         rows = []
-        for record in fresh:
+        for record in changes:
             event = record.message
             assert isinstance(event, TelemetryEvent)
             change = event.payload
             assert isinstance(change, SeedStageChanged)
+            stream = (record.sender, record.topic, record.incarnation)
+            key = (*stream, record.sequence)
             slot = event.slot_id or change.seed_id
-            illegal = self._judge.judge(
-                _stream(record), record.sequence, slot, change.from_stage, change.to_stage, complete
+            if not judge.unstored(stream, slot, record.sequence) and (
+                key in taken or connection.execute(_EVENT_STORED, key).fetchone() is not None
+            ):
+                continue  # a repeat: neither judged again nor moving the judge
+            taken.add(key)
+            illegal = judge.judge(
+                stream, record.sequence, slot, change.from_stage, change.to_stage, complete
             )
             stage = (
                 record.sender,
@@ -201,26 +204,6 @@ class TelemetryStore:
             )
             rows.append((event_row(record, event, illegal), stage))
         return rows
-
-    def _unstored(self, records: list[StoredMessage]) -> list[StoredMessage]:
-        """`records` less those already stored and repeats within the list, in order."""
-        wanted: dict[Stream, list[int]] = {}
-        for record in records:
-            wanted.setdefault(_stream(record), []).append(record.sequence)
-        seen: set[tuple[Stream, int]] = set()
-        for stream, sequences in wanted.items():
-            for start in range(0, len(sequences), _IN_CHUNK):
-                chunk = sequences[start : start + _IN_CHUNK]
-                query = f"{_EVENTS_STORED}({', '.join('?' * len(chunk))})"
-                for (sequence,) in self._connection.execute(query, (*stream, *chunk)):
-                    seen.add((stream, sequence))
-        fresh = []
-        for record in records:
-            key = (_stream(record), record.sequence)
-            if key not in seen:
-                seen.add(key)
-                fresh.append(record)
-        return fresh
 
     def record_loss(
         self,
@@ -299,17 +282,3 @@ class TelemetryStore:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _stream(record: StoredMessage) -> Stream:
-    return (record.sender, record.topic, record.incarnation)
-
-
-def _by_stream(records: list[StoredMessage]) -> dict[Stream, list[int]]:
-    """The sequences of `records`, ascending, per stream."""
-    streams: dict[Stream, list[int]] = {}
-    for record in records:
-        streams.setdefault(_stream(record), []).append(record.sequence)
-    for sequences in streams.values():
-        sequences.sort()
-    return streams
