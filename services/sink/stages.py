@@ -19,17 +19,12 @@ Stream = tuple[str, str, int]  # sender, topic, incarnation
 #: Says whether every sequence strictly between two of a stream is stored.
 Complete = Callable[[Stream, int, int], bool]
 
-# The latest change of every slot of every sender's newest incarnation per topic.
-_LATEST = """
-SELECT h.sender, h.topic, h.incarnation, h.slot_id, h.sequence, h.to_stage
-FROM stage_history AS h
-JOIN (SELECT sender, topic, MAX(incarnation) AS incarnation FROM stage_history
-      GROUP BY sender, topic) AS newest
-  ON h.sender = newest.sender AND h.topic = newest.topic AND h.incarnation = newest.incarnation
-WHERE h.sequence = (SELECT MAX(sequence) FROM stage_history AS later
-                    WHERE later.sender = h.sender AND later.topic = h.topic
-                    AND later.incarnation = h.incarnation AND later.slot_id = h.slot_id)
-"""
+# The latest change of every slot of every stream: SQLite returns the bare columns of the
+# row of MAX(sequence).
+_LATEST = (
+    "SELECT sender, topic, incarnation, slot_id, MAX(sequence), to_stage FROM stage_history"
+    " GROUP BY sender, topic, incarnation, slot_id ORDER BY incarnation"
+)
 
 
 class StageJudge:
@@ -44,7 +39,8 @@ class StageJudge:
         """The judge as the committed stage history leaves it."""
         judge = cls()
         for sender, topic, incarnation, slot, sequence, stage in connection.execute(_LATEST):
-            judge._slots((sender, topic, incarnation))[slot] = (sequence, SeedStage[stage])
+            if stage is not None:  # a stage this version does not know is judged afresh
+                judge._slots((sender, topic, incarnation))[slot] = (sequence, SeedStage[stage])
         return judge
 
     def unstored(self, stream: Stream, slot: str, sequence: int) -> bool:

@@ -43,10 +43,6 @@ from services.sink.stages import StageJudge
 #: Where the sink keeps its database unless told otherwise (relative to the working directory).
 DEFAULT_PATH = Path("leyline-data") / "sink.db"
 
-_INSERT_STAGE = (
-    "INSERT INTO stage_history (sender, slot_id, seed_id, from_stage, to_stage, topic,"
-    " incarnation, sequence, sent_ns, illegal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _BY_STREAM = "WHERE sender = ? AND topic = ? AND incarnation = ?"
 _MAX_SEQUENCE = (
     "SELECT MAX(m) FROM ("
@@ -60,6 +56,8 @@ _SEQUENCES = (
     + " ORDER BY sequence"
 )
 _EVENTS_BETWEEN = f"SELECT COUNT(*) FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
+#: Where an event row holds its verdict.
+_ILLEGAL = 11
 _EVENT_STORED = f"SELECT 1 FROM events {_BY_STREAM} AND sequence = ?"
 
 _ROWS = {
@@ -146,9 +144,7 @@ class TelemetryStore:
                 stored += connection.executemany(sql, rows).rowcount
             stages = self._judge_changes(changes) if changes else []
             if stages:
-                connection.executemany(INSERT_EVENT, [event for event, _ in stages])
-                connection.executemany(_INSERT_STAGE, [stage for _, stage in stages])
-                stored += len(stages)
+                stored += connection.executemany(INSERT_EVENT, stages).rowcount
             recovered = losses.reconcile(connection, batch)
             connection.execute("COMMIT")
         except BaseException:
@@ -157,13 +153,11 @@ class TelemetryStore:
             # The judge saw stage changes that are now rolled back: rebuild it from the file.
             self._judge = StageJudge.from_history(connection)
             raise
-        illegal = sum(stage[-1] is not None for _, stage in stages)
+        illegal = sum(row[_ILLEGAL] is not None for row in stages)
         return BatchResult(stored, len(batch) - stored, illegal, recovered)
 
-    def _judge_changes(
-        self, changes: list[StoredMessage]
-    ) -> list[tuple[tuple[object, ...], tuple[object, ...]]]:
-        """The event and history rows of every stage change not stored yet, each judged."""
+    def _judge_changes(self, changes: list[StoredMessage]) -> list[tuple[object, ...]]:
+        """The event rows of every stage change not stored yet, each judged."""
         connection = self._connection
         judge = self._judge
         taken: set[tuple[str, str, int, int]] = set()
@@ -190,19 +184,7 @@ class TelemetryStore:
             illegal = judge.judge(
                 stream, record.sequence, slot, change.from_stage, change.to_stage, complete
             )
-            stage = (
-                record.sender,
-                slot,
-                change.seed_id,
-                change.from_stage.name,
-                change.to_stage.name,
-                record.topic,
-                record.incarnation,
-                record.sequence,
-                record.sent_ns,
-                illegal,
-            )
-            rows.append((event_row(record, event, illegal), stage))
+            rows.append(event_row(record, event, illegal))
         return rows
 
     def record_loss(

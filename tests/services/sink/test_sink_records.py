@@ -11,8 +11,9 @@ from bus import Channel, Gap
 from bus.replay import ReplayClient
 from bus.testing import InProcessBus
 from leyline import AckOutcome, SeedStage, WorkerHello
-from services.sink import LossReason, StoredMessage, TelemetryStore, build_report
+from services.sink import LossReason, StoredMessage, TelemetryStore, build_report, schema
 from services.sink.repair import GapRepair
+from services.sink.rows import INSERT_EVENT, event_row
 from services.sink.schema import SCHEMA_VERSION
 
 S = SeedStage
@@ -110,14 +111,22 @@ def test_a_worker_hello_is_stored_so_its_sequence_is_never_missing(
     assert _losses(store) == []
 
 
-def test_a_version_1_file_gains_the_hellos_table(db_path: Path) -> None:
-    TelemetryStore(db_path).close()
+def test_a_version_1_file_gains_hellos_and_keeps_its_stage_history(
+    db_path: Path, history: History
+) -> None:
+    change = history.stage("w1", "s1", S.DORMANT, S.GERMINATED)
+    db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as db:
-        db.execute("DROP TABLE hellos")
+        db.executescript(schema.MIGRATIONS[1])
         db.execute("PRAGMA user_version=1")
+        db.execute(INSERT_EVENT, event_row(change, change.message))  # type: ignore[arg-type]
     with TelemetryStore(db_path, create=False) as store:
         assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert store.sequences("w1", "ack.w1.") == []
+        assert store.connection.execute(
+            "SELECT sender, slot_id, seed_id, from_stage, to_stage, illegal FROM stage_history"
+        ).fetchall() == [("w1", "block2_post", "s1", "DORMANT", "GERMINATED", None)]
+        hello = StoredMessage("ack", "w1", 1, 0, "ack.w1.", WorkerHello(worker_id="w1"))
+        assert store.write_batch([hello]).stored == 1
 
 
 def test_a_restarted_worker_resumes_its_slots_from_its_checkpoint(
