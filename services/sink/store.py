@@ -56,8 +56,9 @@ _SEQUENCES = (
     + " ORDER BY sequence"
 )
 _EVENTS_BETWEEN = f"SELECT COUNT(*) FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
-#: Where an event row holds its verdict.
-_ILLEGAL = 11
+_EVENT_SEQUENCES_BETWEEN = (
+    f"SELECT sequence FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
+)
 _EVENT_STORED = f"SELECT 1 FROM events {_BY_STREAM} AND sequence = ?"
 
 _ROWS = {
@@ -121,30 +122,29 @@ class TelemetryStore:
         """Store `records` in one transaction; on any error nothing of the batch is kept."""
         batch = list(records)
         events: list[tuple[object, ...]] = []
-        changes: list[StoredMessage] = []
         others: dict[str, list[tuple[object, ...]]] = {}
+        changes = _Changes(self._connection, self._judge, batch)
         connection = self._connection
-        for record in batch:
-            message = record.message
-            if type(message) is TelemetryEvent:
-                if type(message.payload) is SeedStageChanged:
-                    changes.append(record)
-                else:
-                    events.append(event_row(record, message))
-                continue
-            known = _ROWS.get(type(message))
-            if known is None:
-                raise TypeError(f"the sink does not store {type(message).__name__}")
-            sql, row = known
-            others.setdefault(sql, []).append(row(record, message))  # type: ignore[operator]
         connection.execute("BEGIN IMMEDIATE")
         try:
+            for record in batch:
+                message = record.message
+                if type(message) is TelemetryEvent:
+                    if type(message.payload) is SeedStageChanged:
+                        row = changes.row(record, message, message.payload)
+                        if row is not None:
+                            events.append(row)
+                    else:
+                        events.append(event_row(record, message))
+                    continue
+                known = _ROWS.get(type(message))
+                if known is None:
+                    raise TypeError(f"the sink does not store {type(message).__name__}")
+                sql, build = known
+                others.setdefault(sql, []).append(build(record, message))  # type: ignore[operator]
             stored = connection.executemany(INSERT_EVENT, events).rowcount if events else 0
             for sql, rows in others.items():
                 stored += connection.executemany(sql, rows).rowcount
-            stages = self._judge_changes(changes) if changes else []
-            if stages:
-                stored += connection.executemany(INSERT_EVENT, stages).rowcount
             recovered = losses.reconcile(connection, batch)
             connection.execute("COMMIT")
         except BaseException:
@@ -153,39 +153,7 @@ class TelemetryStore:
             # The judge saw stage changes that are now rolled back: rebuild it from the file.
             self._judge = StageJudge.from_history(connection)
             raise
-        illegal = sum(row[_ILLEGAL] is not None for row in stages)
-        return BatchResult(stored, len(batch) - stored, illegal, recovered)
-
-    def _judge_changes(self, changes: list[StoredMessage]) -> list[tuple[object, ...]]:
-        """The event rows of every stage change not stored yet, each judged."""
-        connection = self._connection
-        judge = self._judge
-        taken: set[tuple[str, str, int, int]] = set()
-
-        def complete(stream: Stream, after: int, before: int) -> bool:
-            between = sum(after < key[3] < before and key[:3] == stream for key in taken)
-            query = connection.execute(_EVENTS_BETWEEN, (*stream, after, before))
-            return between + query.fetchone()[0] == before - after - 1
-
-        rows = []
-        for record in changes:
-            event = record.message
-            assert isinstance(event, TelemetryEvent)
-            change = event.payload
-            assert isinstance(change, SeedStageChanged)
-            stream = (record.sender, record.topic, record.incarnation)
-            key = (*stream, record.sequence)
-            slot = event.slot_id or change.seed_id
-            if not judge.unstored(stream, slot, record.sequence) and (
-                key in taken or connection.execute(_EVENT_STORED, key).fetchone() is not None
-            ):
-                continue  # a repeat: neither judged again nor moving the judge
-            taken.add(key)
-            illegal = judge.judge(
-                stream, record.sequence, slot, change.from_stage, change.to_stage, complete
-            )
-            rows.append(event_row(record, event, illegal))
-        return rows
+        return BatchResult(stored, len(batch) - stored, changes.illegal, recovered)
 
     def record_loss(
         self,
@@ -264,3 +232,58 @@ class TelemetryStore:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Changes:
+    """The stage changes of one batch: each new one judged, in arrival order."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, judge: StageJudge, batch: list[StoredMessage]
+    ) -> None:
+        self._connection = connection
+        self._judge = judge
+        self._batch = batch
+        self._taken: set[tuple[str, str, int, int]] = set()
+        self._batch_sequences: dict[Stream, set[int]] = {}
+        self.illegal = 0
+
+    def row(
+        self, record: StoredMessage, event: TelemetryEvent, change: SeedStageChanged
+    ) -> tuple[object, ...] | None:
+        """The judged event row of a change not stored yet; None for a repeat, which must
+        neither be judged again nor move the judge."""
+        stream = (record.sender, record.topic, record.incarnation)
+        sequence = record.sequence
+        slot = event.slot_id or change.seed_id
+        judge = self._judge
+        key = (*stream, sequence)
+        if not judge.unstored(stream, slot, sequence) and (
+            key in self._taken
+            or self._connection.execute(_EVENT_STORED, key).fetchone() is not None
+        ):
+            return None
+        self._taken.add(key)
+        illegal = judge.judge(
+            stream, sequence, slot, change.from_stage, change.to_stage, self._complete
+        )
+        self.illegal += illegal is not None
+        return event_row(record, event, illegal)
+
+    def _complete(self, stream: Stream, after: int, before: int) -> bool:
+        """Whether this batch and the file hold every sequence strictly between the two."""
+        wanted = before - after - 1
+        params = (*stream, after, before)
+        held = self._connection.execute(_EVENTS_BETWEEN, params).fetchone()[0]
+        if held == wanted:
+            return True
+        sequences = self._batch_sequences.get(stream)
+        if sequences is None:
+            sequences = self._batch_sequences[stream] = {
+                r.sequence for r in self._batch if (r.sender, r.topic, r.incarnation) == stream
+            }
+        arriving = {s for s in sequences if after < s < before}
+        if held + len(arriving) < wanted:
+            return False
+        # Few enough to list: at most one batch more than the file holds.
+        stored = {row[0] for row in self._connection.execute(_EVENT_SEQUENCES_BETWEEN, params)}
+        return len(stored | arriving) == wanted
