@@ -27,6 +27,20 @@ _LATEST = (
 )
 
 
+class Repeat:
+    """The answer for a change already stored: neither judged again nor moving the judge."""
+
+
+REPEAT = Repeat()
+
+
+def _edge(sender: str, slot: str, from_stage: SeedStage, to_stage: SeedStage) -> str | None:
+    """Why the edge itself is illegal, whatever came before; None when the map lists it."""
+    if is_valid_transition(from_stage, to_stage):
+        return None
+    return f"{sender}/{slot}: {from_stage.name} -> {to_stage.name} is not a legal transition"
+
+
 class StageJudge:
     """The last reported stage of each slot, per stream; judges each newly stored change."""
 
@@ -43,17 +57,6 @@ class StageJudge:
                 judge._slots((sender, topic, incarnation))[slot] = (sequence, SeedStage[stage])
         return judge
 
-    def unstored(self, stream: Stream, slot: str, sequence: int) -> bool:
-        """True when this change is certainly not stored yet: every stored change was judged,
-        so one past the slot's last in the newest incarnation is new. False: look it up."""
-        known = self._streams.get((stream[0], stream[1]))
-        if known is None or known[0] < stream[2]:
-            return True
-        if known[0] > stream[2]:
-            return False
-        before = known[1].get(slot)
-        return before is None or sequence > before[0]
-
     def judge(
         self,
         stream: Stream,
@@ -61,27 +64,35 @@ class StageJudge:
         slot: str,
         from_stage: SeedStage,
         to_stage: SeedStage,
+        stored: Callable[[], bool],
         complete: Complete,
-    ) -> str | None:
-        """Why this newly stored change is illegal, or None; the slot then stands at `to_stage`."""
-        sender = stream[0]
-        if not is_valid_transition(from_stage, to_stage):
-            verdict: str | None = (
-                f"{sender}/{slot}: {from_stage.name} -> {to_stage.name} is not a legal transition"
-            )
+    ) -> str | Repeat | None:
+        """Why this change is illegal, None when legal, REPEAT when it is already stored.
+
+        `stored` is asked only when the judge cannot tell: every stored change was judged,
+        so one past its slot's last in the newest incarnation is certainly new.
+        """
+        sender, topic, incarnation = stream
+        known = self._streams.get((sender, topic))
+        if known is None or known[0] < incarnation:
+            slots: dict[str, tuple[int, SeedStage]] = {}
+            self._streams[(sender, topic)] = (incarnation, slots)
+            before = None
         else:
-            verdict = None
-        slots = self._slots(stream)
-        before = slots.get(slot)
-        if before is None or sequence > before[0]:
-            if before is not None and verdict is None:
-                previous, stage = before
-                if stage is not from_stage and complete(stream, previous, sequence):
-                    verdict = (
-                        f"{sender}/{slot}: reported {from_stage.name} -> {to_stage.name}, "
-                        f"but the slot is in {stage.name}"
-                    )
-            slots[slot] = (sequence, to_stage)
+            slots = known[1]
+            before = slots.get(slot) if known[0] == incarnation else None
+            if known[0] > incarnation or (before is not None and sequence <= before[0]):
+                # An earlier life's, or a late fill-in: its own edge only, the slot stays.
+                return REPEAT if stored() else _edge(sender, slot, from_stage, to_stage)
+        verdict = _edge(sender, slot, from_stage, to_stage)
+        if verdict is None and before is not None:
+            previous, stage = before
+            if stage is not from_stage and complete(stream, previous, sequence):
+                verdict = (
+                    f"{sender}/{slot}: reported {from_stage.name} -> {to_stage.name}, "
+                    f"but the slot is in {stage.name}"
+                )
+        slots[slot] = (sequence, to_stage)
         return verdict
 
     def _slots(self, stream: Stream) -> dict[str, tuple[int, SeedStage]]:

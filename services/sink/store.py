@@ -38,7 +38,7 @@ from services.sink.rows import (
     seed_report_row,
 )
 from services.sink.schema import MESSAGE_TABLES, StoreError, configure, migrate
-from services.sink.stages import StageJudge
+from services.sink.stages import Repeat, StageJudge
 
 #: Where the sink keeps its database unless told otherwise (relative to the working directory).
 DEFAULT_PATH = Path("leyline-data") / "sink.db"
@@ -253,19 +253,26 @@ class _Changes:
         """The judged event row of a change not stored yet; None for a repeat, which must
         neither be judged again nor move the judge."""
         stream = (record.sender, record.topic, record.incarnation)
-        sequence = record.sequence
-        slot = event.slot_id or change.seed_id
-        judge = self._judge
-        key = (*stream, sequence)
-        if not judge.unstored(stream, slot, sequence) and (
-            key in self._taken
-            or self._connection.execute(_EVENT_STORED, key).fetchone() is not None
-        ):
-            return None
-        self._taken.add(key)
-        illegal = judge.judge(
-            stream, sequence, slot, change.from_stage, change.to_stage, self._complete
+        key = (*stream, record.sequence)
+        taken = self._taken
+
+        def stored() -> bool:
+            if key in taken:
+                return True
+            return self._connection.execute(_EVENT_STORED, key).fetchone() is not None
+
+        illegal = self._judge.judge(
+            stream,
+            record.sequence,
+            event.slot_id or change.seed_id,
+            change.from_stage,
+            change.to_stage,
+            stored,
+            self._complete,
         )
+        if isinstance(illegal, Repeat):
+            return None
+        taken.add(key)
         self.illegal += illegal is not None
         return event_row(record, event, illegal)
 
