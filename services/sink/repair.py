@@ -11,14 +11,16 @@ import time
 
 import msgspec
 
-from bus import Gap, Subscriber
+from bus import Channel, Gap, Subscriber
 from bus.replay import ReplayClient
 from leyline import ReplayDone, ReplayRequest
 from services.sink.losses import LossReason
 from services.sink.store import TelemetryStore
 
-#: Topics whose every message the sink stores, so a replayed one must show up in the store.
-_FULLY_STORED = "tel."
+#: Channels whose every message the sink stores (hellos included on `ack`), so a replayed
+#: message must show up in the store, and a stream's start is worth replaying too.
+FULLY_STORED = (Channel.TEL, Channel.CMD, Channel.ACK)
+_FULLY_STORED = tuple(f"{channel.value}." for channel in FULLY_STORED)
 #: Replay requests per gap before what is still missing is recorded as lost.
 MAX_ATTEMPTS = 3
 #: Gaps waiting for a replay at once; one past it is recorded lost at once (`repair_backlog`),
