@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from leyline import SeedStage
 from leyline.lifecycle import is_valid_transition
+from services.sink.losses import Stream
 
-Stream = tuple[str, str, int]  # sender, topic, incarnation
 #: Says whether every sequence strictly between two of a stream is stored.
 Complete = Callable[[Stream, int, int], bool]
 
