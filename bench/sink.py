@@ -1,13 +1,14 @@
 """Sink ingest: TelemetryEvents through `TelemetryStore.write_batch`, beside plain SQLite.
 
 Ours is `write_batch` on batches of `BATCH` records of a realistic stream (mostly epoch
-results, with seed lifecycles whose stage changes go through the lifecycle guard): the row
-conversion (typed columns and msgspec JSON of the whole message), INSERT OR IGNORE, the guard
-and the stage history, one transaction per batch. The ceiling is `executemany` of the very
-same rows, built beforehand as tuples, into an identical `events` table (same indexes, WAL,
-synchronous=NORMAL) with the same one commit per batch. Every batch holds new messages, so
-neither side measures the cheap duplicate path. Both files live in a temporary directory on
-this machine's disk; the figures depend on that disk's fsync cost at each WAL checkpoint.
+results, with seed lifecycles whose stage changes the store judges): the row conversion
+(typed columns and msgspec JSON of the whole message), INSERT OR IGNORE, the stage judge
+(the stage history is a view of these rows), the loss-row reconciliation check, one durable
+transaction per batch. The ceiling is `executemany` of the very same rows, built beforehand
+as tuples, into an identical `events` table (same indexes, WAL, synchronous=NORMAL) with the
+same one commit per batch. Every batch holds new messages, so neither side measures the
+cheap duplicate path. Both files live in a temporary directory on this machine's disk; the
+figures depend on that disk's fsync cost at each WAL checkpoint.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import msgspec
 import torch
 
 from services.controller.journal import CommandJournal
+from services.sink.losses import merged, subtract, without
 from services.sink.store import TelemetryStore
 
 _EXECUTIONS = (
@@ -219,21 +220,21 @@ def _check_telemetry(
         latest[sender] = max(latest.get(sender, 0), incarnation)
     for stream in sorted({*stored, *lost}):
         sender, topic, incarnation = stream
-        have = stored.get(stream, set())
-        covered = set(have)
-        for first, last, _ in lost.get(stream, ()):
-            covered.update(range(first, last + 1))
-            counts.events_lost += last - first + 1
-        high = max(covered)
+        have = sorted(stored.get(stream, ()))
+        # Runs, never ranges spelled out: a hostile sequence makes a loss row 2**63 long.
+        runs = merged((first, last) for first, last, _ in lost.get(stream, ()))
+        lost_only = [part for run in runs for part in subtract(run, have)]
+        high = max(have[-1] if have else 0, runs[-1][1] if runs else 0)
         counts.events_sent += high
         counts.events_stored += len(have)
-        missing = high - len(covered)
+        counts.events_lost += sum(last - first + 1 for first, last in lost_only)
+        holes = without(subtract((1, high), have), runs)
+        missing = sum(last - first + 1 for first, last in holes)
         if missing:
             counts.events_unaccounted += missing
-            holes = sorted(set(range(1, high + 1)) - covered)
             verdict.failures.append(
                 f"{topic} incarnation {incarnation}: {missing} sequences neither stored nor "
-                f"recorded lost: {holes[:20]}"
+                f"recorded lost: {_shown(holes)}"
             )
         if incarnation != latest[sender]:
             continue  # the window died with this incarnation: whatever it lost is excused
@@ -245,6 +246,12 @@ def _check_telemetry(
                     f"still held it (highest sequence {high})"
                 )
     return {sender for sender, _, _ in lost}
+
+
+def _shown(runs: list[tuple[int, int]], most: int = 20) -> str:
+    """The first runs, each as `n` or `first..last`."""
+    parts = [str(first) if first == last else f"{first}..{last}" for first, last in runs[:most]]
+    return "[" + ", ".join(parts) + (", ..." if len(runs) > most else "") + "]"
 
 
 def summary(verdict: Verdict) -> str:

@@ -1,5 +1,6 @@
 """The telemetry sink's storage and queries: a SQLite record of what happened on the bus."""
 
+from services.sink.losses import LossReason
 from services.sink.queries import DEFAULT_LIMIT, EventRow, event_type_named, query_events
 from services.sink.render import (
     aligned_table,
@@ -18,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchResult",
     "EventRow",
+    "LossReason",
     "RunReport",
     "StorableMessage",
     "StoreError",

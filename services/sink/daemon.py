@@ -8,13 +8,12 @@ from bus import Channel, Envelope, Gap
 from bus.replay import ReplayClient
 from leyline import ReplayDone, TelemetryEvent
 from services.node import Node
-from services.sink.repair import GapRepair
+from services.sink.repair import FULLY_STORED, GapRepair
 from services.sink.rows import StorableMessage, StoredMessage
 from services.sink.store import TelemetryStore
 
 AUDITED = (Channel.TEL, Channel.CMD, Channel.ACK, Channel.REP)
-#: Channels whose every message the sink keeps, so a stream's start is worth replaying too.
-REPAIRED_FROM_START = frozenset(c.value.encode() for c in (Channel.TEL, Channel.CMD, Channel.ACK))
+REPAIRED_FROM_START = frozenset(c.value.encode() for c in FULLY_STORED)
 
 
 class SinkDaemon:
@@ -43,6 +42,8 @@ class SinkDaemon:
         self._next_flush = time.monotonic_ns() + self._flush_ns
         self.stored = 0
         self.duplicates = 0
+        #: Sequences recorded lost that arrived after all (their loss rows shrank).
+        self.recovered = 0
         for channel in AUDITED:
             node.subscriber.on(channel, self._receive)
         node.subscriber.on_gap(self._on_gap)
@@ -65,6 +66,7 @@ class SinkDaemon:
             result = self.store.write_batch(batch)
             self.stored += result.stored
             self.duplicates += result.duplicates
+            self.recovered += result.recovered
         self._next_flush = time.monotonic_ns() + self._flush_ns
 
     def _on_gap(self, gap: Gap) -> None:

@@ -13,6 +13,9 @@ from services.sink.store import TelemetryStore
 
 #: How many rows a query returns unless told otherwise.
 DEFAULT_LIMIT = 100
+# SQLite integers are 64-bit: bounds past them (year 9999, a huge limit) are clamped to them,
+# which selects exactly the same rows.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 class EventRow(msgspec.Struct, frozen=True):
@@ -59,12 +62,12 @@ def query_events(
         params.append(event_type_named(event_type).name)
     if since is not None:
         clauses.append("sent_ns >= ?")
-        params.append(to_ns(since))
+        params.append(_clamped(to_ns(since)))
     if until is not None:
         clauses.append("sent_ns < ?")
-        params.append(to_ns(until))
+        params.append(_clamped(to_ns(until)))
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.append(-1 if limit is None else limit)
+    params.append(-1 if limit is None else _clamped(limit))
     cursor = store.connection.execute(
         "SELECT sender, channel, sequence, sent_ns, event_type, seed_id, slot_id, epoch,"
         f" severity, illegal, message FROM events {where}"
@@ -72,6 +75,10 @@ def query_events(
         params,
     )
     return [_event_row(row) for row in cursor]
+
+
+def _clamped(value: int) -> int:
+    return min(max(value, _INT_MIN), _INT_MAX)
 
 
 def _event_row(row: tuple[Any, ...]) -> EventRow:

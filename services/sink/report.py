@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import defaultdict
 
 import msgspec
 
+from services.sink.losses import merged
 from services.sink.store import TelemetryStore
 
 
@@ -23,8 +25,10 @@ class WorkerSummary(msgspec.Struct, kw_only=True):
     commands_applied: int = 0
     commands_rejected: int = 0
     rejections_by_reason: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Runs of consecutive sequences lost in this sender's streams, and the sequences in them.
     gaps: int = 0
     messages_lost: int = 0
+    #: Stage changes this sender reported that broke the lifecycle (not refused commands).
     illegal_stage_changes: int = 0
 
 
@@ -74,9 +78,9 @@ _VIOLATIONS = (
     "SELECT sender, json_extract(message, '$.payload.reason'), COUNT(*) FROM events"
     " WHERE event_type = 'CONTRACT_VIOLATION' GROUP BY 1, 2"
 )
+# Summed in Python: sequences reach 2**63 - 1, so run lengths add up past SQLite's integers.
 _LOSSES = (
-    "SELECT sender, COUNT(*), SUM(last_missing_sequence - first_missing_sequence + 1)"
-    " FROM losses GROUP BY sender"
+    "SELECT sender, topic, incarnation, first_missing_sequence, last_missing_sequence FROM losses"
 )
 _ILLEGAL = "SELECT sender, COUNT(*) FROM stage_history WHERE illegal IS NOT NULL GROUP BY sender"
 
@@ -116,9 +120,14 @@ def _summarise(db: sqlite3.Connection) -> RunReport:
             reasons = summary(worker).rejections_by_reason
             key = reason or "UNSPECIFIED"
             reasons[key] = reasons.get(key, 0) + count
-    for sender, gaps, lost in db.execute(_LOSSES):
+    runs: dict[tuple[str, str, int], list[tuple[int, int]]] = defaultdict(list)
+    for sender, topic, incarnation, first, last in db.execute(_LOSSES):
+        runs[(sender, topic, incarnation)].append((first, last))
+    for (sender, _, _), stream_runs in runs.items():
         row = summary(sender)
-        row.gaps, row.messages_lost = gaps, lost
+        for first, last in merged(stream_runs):
+            row.gaps += 1
+            row.messages_lost += last - first + 1
     for sender, count in db.execute(_ILLEGAL):
         summary(sender).illegal_stage_changes = count
     for row in workers.values():

@@ -11,11 +11,16 @@ from leyline import (
     CommandAck,
     FieldReport,
     SeedStateReport,
+    Severity,
     TelemetryEvent,
+    TelemetryEventType,
+    WorkerHello,
 )
 
 #: The contracts the sink stores.
-StorableMessage = TelemetryEvent | AdaptationCommand | CommandAck | FieldReport | SeedStateReport
+StorableMessage = (
+    TelemetryEvent | AdaptationCommand | CommandAck | WorkerHello | FieldReport | SeedStateReport
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON = msgspec.json.Encoder()
@@ -56,12 +61,6 @@ def scope_of(topic: str) -> str:
     return rest.removesuffix(".")
 
 
-def event_seed(event: TelemetryEvent) -> str | None:
-    """The seed an event is about: its own field, else the one its payload names."""
-    seed: str | None = event.seed_id or getattr(event.payload, "seed_id", None)
-    return seed
-
-
 def _placement(record: StoredMessage) -> tuple[object, ...]:
     """The columns that place a message on the bus (`_PLACE`), first in every message table."""
     return (
@@ -74,17 +73,30 @@ def _placement(record: StoredMessage) -> tuple[object, ...]:
     )
 
 
+# Enum `.name` is a descriptor call; a dict lookup is a fifth of it, and events are the bulk.
+_EVENT_TYPES = {member: member.name for member in TelemetryEventType}
+_SEVERITIES = {member: member.name.lower() for member in Severity}
+
+
 def event_row(
     record: StoredMessage, event: TelemetryEvent, illegal: str | None = None
 ) -> tuple[object, ...]:
-    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused."""
+    """The `events` columns, in INSERT order; `illegal` says why a stage change was refused.
+
+    The seed is the event's own, else the one its payload names.
+    """
     return (
-        *_placement(record),
-        event.event_type.name,
-        event_seed(event),
+        record.sender,
+        record.channel,
+        record.topic,
+        record.incarnation,
+        record.sequence,
+        record.sent_ns,
+        _EVENT_TYPES[event.event_type],
+        event.seed_id or getattr(event.payload, "seed_id", None),
         event.slot_id,
         event.epoch,
-        event.severity.name.lower(),
+        _SEVERITIES[event.severity],
         illegal,
         _JSON.encode(event).decode(),
     )
@@ -115,6 +127,16 @@ def ack_row(record: StoredMessage, ack: CommandAck) -> tuple[object, ...]:
         ack.reason,
         ack.stage_after.name if ack.stage_after is not None else None,
         _JSON.encode(ack).decode(),
+    )
+
+
+def hello_row(record: StoredMessage, hello: WorkerHello) -> tuple[object, ...]:
+    """The `hellos` columns."""
+    return (
+        *_placement(record),
+        hello.worker_id,
+        hello.last_applied_sequence,
+        _JSON.encode(hello).decode(),
     )
 
 
@@ -163,6 +185,7 @@ INSERT_COMMAND = _insert(
 INSERT_ACK = _insert(
     "acks", "worker", "command_id", "command_type", "outcome", "reason", "stage_after", "message"
 )
+INSERT_HELLO = _insert("hellos", "worker", "last_applied_sequence", "message")
 INSERT_FIELD_REPORT = _insert(
     "field_reports",
     "report_id",

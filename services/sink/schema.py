@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 
+from leyline import SeedStage
+
 #: Bumped whenever the tables change; a store refuses a file written by a newer schema.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _stage_name(value: str) -> str:
+    """SQL naming the `SeedStage` whose number is `value` (the JSON holds stages as numbers).
+
+    A new stage is a contract change, and with it a schema version that rewrites this view.
+    """
+    cases = " ".join(f"WHEN {int(stage)} THEN '{stage.name}'" for stage in SeedStage)
+    return f"CASE {value} {cases} END"
+
 
 # Every table keeps the full message as JSON for fidelity, beside typed columns to query on.
 # The bus numbers messages per (sender, topic) and starts again at 1 when a sender restarts
@@ -136,8 +148,40 @@ CREATE TABLE stage_history (
 CREATE INDEX stage_history_by_slot ON stage_history (sender, slot_id);
 """
 
+# Version 2: the WorkerHello a worker sends on its ack stream is part of the audit trail, so
+# every sequence of a stream the sink keeps is stored or inside a loss row. The stage history
+# becomes a view of the stage-change events (which carry the verdict in `illegal`): one row
+# written per change instead of two, and no second copy to keep in step.
+_VERSION_2 = f"""
+DROP TABLE stage_history;
+CREATE VIEW stage_history AS
+SELECT id, sender,
+    COALESCE(slot_id, json_extract(message, '$.payload.seed_id')) AS slot_id,
+    json_extract(message, '$.payload.seed_id') AS seed_id,
+    {_stage_name("json_extract(message, '$.payload.from_stage')")} AS from_stage,
+    {_stage_name("json_extract(message, '$.payload.to_stage')")} AS to_stage,
+    topic, incarnation, sequence, sent_ns, illegal
+FROM events WHERE event_type = 'SEED_STAGE_CHANGED';
+CREATE TABLE hellos (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    last_applied_sequence INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+"""
+
+#: The script that brings a file from version `n - 1` to `n`, for every `n`.
+MIGRATIONS = {1: _TABLES, 2: _VERSION_2}
+
 #: The tables that hold bus messages, each keyed by (sender, topic, incarnation, sequence).
-MESSAGE_TABLES = ("events", "commands", "acks", "field_reports", "seed_reports")
+MESSAGE_TABLES = ("events", "commands", "acks", "hellos", "field_reports", "seed_reports")
 
 
 class StoreError(Exception):
@@ -151,7 +195,7 @@ def configure(connection: sqlite3.Connection) -> None:
 
 
 def migrate(connection: sqlite3.Connection, *, create: bool) -> None:
-    """Bring an empty file to the current schema; refuse unknown or newer ones."""
+    """Bring an empty or older file to the current schema; refuse unknown or newer ones."""
     if _version(connection) == SCHEMA_VERSION:
         return
     # IMMEDIATE takes the write lock first, so two sinks opening one new file cannot both create.
@@ -163,13 +207,13 @@ def migrate(connection: sqlite3.Connection, *, create: bool) -> None:
                 f"schema version {version} is newer than this sink's {SCHEMA_VERSION}; "
                 "upgrade leyline"
             )
-        if version < SCHEMA_VERSION and not create:
-            raise StoreError(f"not a leyline sink database (schema version {version})")
-        if version == 0:
-            for statement in _TABLES.split(";"):
+        if version == 0 and not create:
+            raise StoreError("not a leyline sink database (schema version 0)")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step].split(";"):
                 if statement.strip():
                     connection.execute(statement)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")

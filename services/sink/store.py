@@ -15,42 +15,34 @@ from leyline import (
     AdaptationCommand,
     CommandAck,
     FieldReport,
-    LifecycleGuard,
-    SeedStage,
     SeedStateReport,
     TelemetryEvent,
+    WorkerHello,
 )
 from leyline.telemetry import SeedStageChanged
+from services.sink import losses
+from services.sink.losses import LossReason, Stream
 from services.sink.rows import (
     INSERT_ACK,
     INSERT_COMMAND,
     INSERT_EVENT,
     INSERT_FIELD_REPORT,
+    INSERT_HELLO,
     INSERT_SEED_REPORT,
     StoredMessage,
     ack_row,
     command_row,
     event_row,
     field_report_row,
+    hello_row,
     seed_report_row,
 )
 from services.sink.schema import MESSAGE_TABLES, StoreError, configure, migrate
+from services.sink.stages import Repeat, StageJudge
 
 #: Where the sink keeps its database unless told otherwise (relative to the working directory).
 DEFAULT_PATH = Path("leyline-data") / "sink.db"
 
-_INSERT_STAGE = (
-    "INSERT INTO stage_history (sender, slot_id, seed_id, from_stage, to_stage, topic,"
-    " incarnation, sequence, sent_ns, illegal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_LOSS = (
-    "INSERT OR IGNORE INTO losses (sender, channel, topic, incarnation, first_missing_sequence,"
-    " last_missing_sequence, recorded_at_ns, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# The latest stage of every slot: SQLite returns the row of MAX(id) for the bare columns.
-_LATEST_STAGES = (
-    "SELECT sender, slot_id, to_stage, MAX(id) FROM stage_history GROUP BY sender, slot_id"
-)
 _BY_STREAM = "WHERE sender = ? AND topic = ? AND incarnation = ?"
 _MAX_SEQUENCE = (
     "SELECT MAX(m) FROM ("
@@ -63,25 +55,40 @@ _SEQUENCES = (
     " UNION ALL ".join(f"SELECT sequence FROM {table} {_BY_STREAM}" for table in MESSAGE_TABLES)
     + " ORDER BY sequence"
 )
+_EVENTS_BETWEEN = f"SELECT COUNT(*) FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
+_EVENT_SEQUENCES_BETWEEN = (
+    f"SELECT sequence FROM events {_BY_STREAM} AND sequence > ? AND sequence < ?"
+)
+_EVENT_STORED = f"SELECT 1 FROM events {_BY_STREAM} AND sequence = ?"
+
+_ROWS = {
+    AdaptationCommand: (INSERT_COMMAND, command_row),
+    CommandAck: (INSERT_ACK, ack_row),
+    WorkerHello: (INSERT_HELLO, hello_row),
+    FieldReport: (INSERT_FIELD_REPORT, field_report_row),
+    SeedStateReport: (INSERT_SEED_REPORT, seed_report_row),
+}
 
 
 class BatchResult(msgspec.Struct, frozen=True):
-    """What one committed batch did: rows new, repeats ignored, illegal stage changes flagged."""
+    """What one committed batch did: rows new, repeats ignored, illegal stage changes flagged,
+    and sequences that loss rows held and the batch brought after all."""
 
     stored: int
     duplicates: int
     illegal: int
+    recovered: int = 0
 
 
 class TelemetryStore:
-    """A SQLite file of every event, command, ack and report the sink received.
+    """A SQLite file of every event, command, ack, hello and report the sink received.
 
     WAL with synchronous=NORMAL: readers (`leyline events`) never block the writer, and a
     committed batch survives a crash of the process. Each `write_batch` is one transaction;
     a message is stored once per (sender, topic, incarnation, sequence) however often it
-    arrives. Stage
-    changes pass through a `LifecycleGuard` per (sender, slot); an illegal one is stored and
-    flagged, never dropped.
+    arrives, and leaves every loss row that counted it missing in that same transaction.
+    Stage changes are judged by a `StageJudge`; an illegal one is stored and flagged, never
+    dropped.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -104,7 +111,7 @@ class TelemetryStore:
             connection.close()
             raise StoreError(f"{self.path}: {error}") from error
         self._connection = connection
-        self._guard = self._committed_guard()
+        self._judge = StageJudge.from_history(connection)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -113,91 +120,40 @@ class TelemetryStore:
 
     def write_batch(self, records: Iterable[StoredMessage]) -> BatchResult:
         """Store `records` in one transaction; on any error nothing of the batch is kept."""
+        batch = list(records)
         events: list[tuple[object, ...]] = []
-        commands: list[tuple[object, ...]] = []
-        acks: list[tuple[object, ...]] = []
-        field_reports: list[tuple[object, ...]] = []
-        seed_reports: list[tuple[object, ...]] = []
-        stages: list[tuple[object, ...]] = []
-        received = stored = illegal = 0
+        others: dict[str, list[tuple[object, ...]]] = {}
+        changes = _Changes(self._connection, self._judge, batch)
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for record in records:
-                received += 1
+            for record in batch:
                 message = record.message
-                if isinstance(message, TelemetryEvent):
-                    if isinstance(message.payload, SeedStageChanged):
-                        stage = self._store_stage_change(record, message, message.payload)
-                        if stage is not None:
-                            stages.append(stage)
-                            illegal += stage[-1] is not None
+                if type(message) is TelemetryEvent:
+                    if type(message.payload) is SeedStageChanged:
+                        row = changes.row(record, message, message.payload)
+                        if row is not None:
+                            events.append(row)
                     else:
                         events.append(event_row(record, message))
-                elif isinstance(message, AdaptationCommand):
-                    commands.append(command_row(record, message))
-                elif isinstance(message, CommandAck):
-                    acks.append(ack_row(record, message))
-                elif isinstance(message, FieldReport):
-                    field_reports.append(field_report_row(record, message))
-                elif isinstance(message, SeedStateReport):
-                    seed_reports.append(seed_report_row(record, message))
-                else:
+                    continue
+                known = _ROWS.get(type(message))
+                if known is None:
                     raise TypeError(f"the sink does not store {type(message).__name__}")
-            for sql, rows in (
-                (INSERT_EVENT, events),
-                (INSERT_COMMAND, commands),
-                (INSERT_ACK, acks),
-                (INSERT_FIELD_REPORT, field_reports),
-                (INSERT_SEED_REPORT, seed_reports),
-            ):
-                if rows:
-                    stored += connection.executemany(sql, rows).rowcount
-            connection.executemany(_INSERT_STAGE, stages)
-            stored += len(stages)
+                sql, build = known
+                others.setdefault(sql, []).append(build(record, message))  # type: ignore[operator]
+            stored = connection.executemany(INSERT_EVENT, events).rowcount if events else 0
+            for sql, rows in others.items():
+                stored += connection.executemany(sql, rows).rowcount
+            recovered = losses.reconcile(connection, batch)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            # The guard saw stage changes that are now rolled back: rebuild it from the file.
-            self._guard = self._committed_guard()
+            # The judge saw stage changes that are now rolled back: rebuild it from the file.
+            self._judge = StageJudge.from_history(connection)
             raise
-        return BatchResult(stored, received - stored, illegal)
-
-    def _store_stage_change(
-        self, record: StoredMessage, event: TelemetryEvent, change: SeedStageChanged
-    ) -> tuple[object, ...] | None:
-        """Judge, store and track one reported change; its history row (verdict last) if new."""
-        slot = event.slot_id or change.seed_id
-        verdict = self._guard.check_reported(
-            record.sender, slot, change.from_stage, change.to_stage
-        )
-        illegal = None if verdict.allowed else verdict.detail
-        # One at a time: only this statement's rowcount tells a new change from a repeat,
-        # and a repeat must neither be judged again nor move the guard.
-        if self._connection.execute(INSERT_EVENT, event_row(record, event, illegal)).rowcount == 0:
-            return None
-        # Track what the worker says its slot now is, so one bad edge is flagged once and the
-        # changes after it are judged from where the worker really stands.
-        self._guard.record(record.sender, slot, change.to_stage)
-        return (
-            record.sender,
-            slot,
-            change.seed_id,
-            change.from_stage.name,
-            change.to_stage.name,
-            record.topic,
-            record.incarnation,
-            record.sequence,
-            record.sent_ns,
-            illegal,
-        )
-
-    def _committed_guard(self) -> LifecycleGuard:
-        guard = LifecycleGuard()
-        for sender, slot, stage, _ in self._connection.execute(_LATEST_STAGES):
-            guard.record(sender, slot, SeedStage[stage])
-        return guard
+        return BatchResult(stored, len(batch) - stored, changes.illegal, recovered)
 
     def record_loss(
         self,
@@ -205,33 +161,37 @@ class TelemetryStore:
         channel: str,
         first_missing_sequence: int,
         last_missing_sequence: int,
-        reason: str,
+        reason: LossReason,
         *,
         topic: str = "",
         incarnation: int = 0,
         recorded_at_ns: int | None = None,
-    ) -> bool:
-        """Record messages known lost for good; False when this gap was already recorded."""
+    ) -> int:
+        """Record as lost what of `first`..`last` is neither stored nor already recorded lost.
+
+        Returns how many sequences that newly counts as lost (0 when it all was already).
+        """
         if last_missing_sequence < first_missing_sequence:
             raise ValueError(
                 f"last_missing_sequence {last_missing_sequence} is before "
                 f"first_missing_sequence {first_missing_sequence}"
             )
         at = time.time_ns() if recorded_at_ns is None else recorded_at_ns
-        cursor = self._connection.execute(
-            _INSERT_LOSS,
-            (
-                sender,
-                channel,
-                topic,
-                incarnation,
-                first_missing_sequence,
-                last_missing_sequence,
-                at,
-                reason,
-            ),
-        )
-        return cursor.rowcount == 1
+        stream = (sender, topic, incarnation)
+        first, last = first_missing_sequence, last_missing_sequence
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            runs = losses.without(
+                self.missing(sender, topic, incarnation, first, last),
+                losses.recorded(connection, stream, first, last),
+            )
+            lost = losses.insert(connection, stream, channel, runs, at, reason)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return lost
 
     def max_sequence(self, sender: str, topic: str, incarnation: int = 0) -> int | None:
         """The highest sequence stored from one sender's stream; None before the first."""
@@ -272,3 +232,65 @@ class TelemetryStore:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Changes:
+    """The stage changes of one batch: each new one judged, in arrival order."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, judge: StageJudge, batch: list[StoredMessage]
+    ) -> None:
+        self._connection = connection
+        self._judge = judge
+        self._batch = batch
+        self._taken: set[tuple[str, str, int, int]] = set()
+        self._batch_sequences: dict[Stream, set[int]] = {}
+        self.illegal = 0
+
+    def row(
+        self, record: StoredMessage, event: TelemetryEvent, change: SeedStageChanged
+    ) -> tuple[object, ...] | None:
+        """The judged event row of a change not stored yet; None for a repeat, which must
+        neither be judged again nor move the judge."""
+        stream = (record.sender, record.topic, record.incarnation)
+        key = (*stream, record.sequence)
+        taken = self._taken
+
+        def stored() -> bool:
+            if key in taken:
+                return True
+            return self._connection.execute(_EVENT_STORED, key).fetchone() is not None
+
+        illegal = self._judge.judge(
+            stream,
+            record.sequence,
+            event.slot_id or change.seed_id,
+            change.from_stage,
+            change.to_stage,
+            stored,
+            self._complete,
+        )
+        if isinstance(illegal, Repeat):
+            return None
+        taken.add(key)
+        self.illegal += illegal is not None
+        return event_row(record, event, illegal)
+
+    def _complete(self, stream: Stream, after: int, before: int) -> bool:
+        """Whether this batch and the file hold every sequence strictly between the two."""
+        wanted = before - after - 1
+        params = (*stream, after, before)
+        held = self._connection.execute(_EVENTS_BETWEEN, params).fetchone()[0]
+        if held == wanted:
+            return True
+        sequences = self._batch_sequences.get(stream)
+        if sequences is None:
+            sequences = self._batch_sequences[stream] = {
+                r.sequence for r in self._batch if (r.sender, r.topic, r.incarnation) == stream
+            }
+        arriving = {s for s in sequences if after < s < before}
+        if held + len(arriving) < wanted:
+            return False
+        # Few enough to list: at most one batch more than the file holds.
+        stored = {row[0] for row in self._connection.execute(_EVENT_SEQUENCES_BETWEEN, params)}
+        return len(stored | arriving) == wanted

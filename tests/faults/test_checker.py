@@ -10,6 +10,7 @@ from leyline import AckOutcome, AdaptationCommand, CommandType, TelemetryEvent, 
 from leyline.telemetry import CommandExecuted
 from services.chaos import RunFiles, check
 from services.controller.journal import CommandJournal
+from services.sink.losses import LossReason
 from services.sink.rows import StoredMessage
 from services.sink.store import TelemetryStore
 
@@ -101,3 +102,25 @@ def test_a_loss_row_for_a_gap_the_window_still_held_fails(tmp_path: Path) -> Non
     )
 
     assert any("still held it" in failure for failure in verdict.failures)
+
+
+def test_a_loss_row_near_2_to_the_63_long_is_counted_without_spelling_it_out(
+    tmp_path: Path,
+) -> None:
+    top = 2**63 - 1
+    files = _run(tmp_path, [(1, 1, 1), (1, 2, 2), (1, 3, 3)])
+    with TelemetryStore(files.sink_db) as store:
+        store.write_batch([StoredMessage("tel", "w1", top, 0, "tel.w1.", _executed(0), 1)])
+        store.record_loss(
+            "w1", "tel", 4, top - WINDOW, LossReason.BEYOND_WINDOW, topic="tel.w1.", incarnation=1
+        )
+
+    verdict = check(files)
+
+    assert verdict.counts.events_sent == top
+    assert verdict.counts.events_lost == top - WINDOW - 3
+    assert verdict.counts.events_unaccounted == WINDOW - 1
+    assert verdict.failures == [
+        f"tel.w1. incarnation 1: {WINDOW - 1} sequences neither stored nor recorded lost: "
+        f"[{top - WINDOW + 1}..{top - 1}]"
+    ]

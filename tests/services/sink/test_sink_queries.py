@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sink_history import START, History
@@ -84,6 +84,13 @@ def test_filters_combine(filled: TelemetryStore) -> None:
 def test_limit_keeps_the_oldest_rows(filled: TelemetryStore) -> None:
     assert _summary(query_events(filled, limit=2)) == [("w1", 1), ("w2", 1)]
     assert len(query_events(filled, limit=None)) == 6
+
+
+def test_bounds_past_sqlite_integers_select_as_far_as_they_reach(filled: TelemetryStore) -> None:
+    far = datetime(9999, 12, 31, tzinfo=UTC)
+    assert query_events(filled, since=far) == []
+    assert len(query_events(filled, until=far, limit=2**64)) == 6
+    assert len(query_events(filled, since=datetime(1, 1, 1, tzinfo=UTC))) == 6
 
 
 def test_rows_carry_typed_columns(filled: TelemetryStore) -> None:

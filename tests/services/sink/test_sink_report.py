@@ -6,7 +6,14 @@ import pytest
 from sink_history import History
 
 from leyline import AckOutcome, SeedStage
-from services.sink import RunReport, TelemetryStore, WorkerSummary, build_report, report_as_text
+from services.sink import (
+    LossReason,
+    RunReport,
+    TelemetryStore,
+    WorkerSummary,
+    build_report,
+    report_as_text,
+)
 
 S = SeedStage
 
@@ -46,8 +53,8 @@ def run(store: TelemetryStore, history: History) -> TelemetryStore:
             history.epoch("w2", 1, 30.0),
         ]
     )
-    store.record_loss("w1", "tel", 40, 44, "beyond the replay window")
-    store.record_loss("w1", "tel", 50, 50, "beyond the replay window")
+    store.record_loss("w1", "tel", 40, 44, LossReason.BEYOND_WINDOW)
+    store.record_loss("w1", "tel", 50, 50, LossReason.BEYOND_WINDOW)
     return store
 
 

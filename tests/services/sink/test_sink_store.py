@@ -17,6 +17,7 @@ from leyline import AckOutcome, FastTrainingSignals, SeedStage
 from services.sink import (
     SCHEMA_VERSION,
     BatchResult,
+    LossReason,
     StoredMessage,
     StoreError,
     TelemetryStore,
@@ -259,10 +260,10 @@ def test_sequences_and_max_sequence_follow_one_stream_across_tables(
 
 
 def test_record_loss_keeps_each_gap_once(store: TelemetryStore) -> None:
-    gap = ("w1", "tel", 10, 12, "beyond the replay window")
-    assert store.record_loss(*gap, topic="tel.w1.") is True
-    assert store.record_loss(*gap, topic="tel.w1.") is False
-    assert store.record_loss(*gap, topic="tel.w1.", incarnation=2) is True
+    gap = ("w1", "tel", 10, 12, LossReason.BEYOND_WINDOW)
+    assert store.record_loss(*gap, topic="tel.w1.") == 3
+    assert store.record_loss(*gap, topic="tel.w1.") == 0
+    assert store.record_loss(*gap, topic="tel.w1.", incarnation=2) == 3
     rows = store.connection.execute(
         "SELECT sender, channel, first_missing_sequence, last_missing_sequence, reason, topic,"
         " incarnation FROM losses ORDER BY id"
@@ -272,7 +273,7 @@ def test_record_loss_keeps_each_gap_once(store: TelemetryStore) -> None:
 
 def test_record_loss_refuses_an_inverted_range(store: TelemetryStore) -> None:
     with pytest.raises(ValueError, match="before"):
-        store.record_loss("w1", "tel", 12, 10, "bad")
+        store.record_loss("w1", "tel", 12, 10, LossReason.REPLAY_TIMEOUT)
 
 
 def test_stored_event_decodes_back_to_the_message_received(
