@@ -3,8 +3,10 @@
 Defaults, and why:
 - high-water marks of 10,000 messages bound memory per peer at ~3 MB for hot-path messages
   (~300 B each) while absorbing a whole epoch's burst from 1,000 slots without a drop;
-- ZMQ_MAXMSGSIZE equals the contract payload cap, so a peer sending a larger frame is
-  disconnected by libzmq before Python allocates it;
+- the contract payload budget (64 KiB) is enforced by the pipeline: a larger frame is OVERSIZE;
+- ZMQ_MAXMSGSIZE, a hard memory cap at 4x the budget: beyond it libzmq drops the connection;
+- an XPUB takes only subscriptions (69 B at most), so its cap is 1 KiB, and its receive HWM
+  100, under libzmq's habit of moving the whole pipe into an unbounded list every 100 reads;
 - linger 500 ms lets a closing publisher flush its last acks and telemetry without hanging
   shutdown on a dead peer;
 - reconnect 100 ms doubling to 5 s: a restarted peer is back within a tenth of a second and a
@@ -28,7 +30,7 @@ class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
     send_hwm: int = msgspec.field(default=10_000)
     receive_hwm: int = 10_000
     linger_ms: int = 500
-    max_message_bytes: int = DEFAULT_BUDGETS.max_payload_bytes
+    max_message_bytes: int = 4 * DEFAULT_BUDGETS.max_payload_bytes
     reconnect_ms: int = 100
     reconnect_max_ms: int = 5_000
     tcp_keepalive: bool = True
@@ -46,6 +48,12 @@ class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT_SOCKET_OPTIONS = SocketOptions()
+#: An XPUB's input is subscriptions: refused above 69 bytes, and each byte of a prefix costs
+#: ~80 bytes in libzmq's subscription trie, so libzmq itself refuses anything longer than this.
+XPUB_MAX_MESSAGE_BYTES = 1024
+#: libzmq moves an XPUB's whole pipe into an unbounded list every 100 receives: a pipe of at
+#: most 100 keeps what a flood queues there within what a bounded drain takes out.
+XPUB_RECEIVE_HWM = 100
 
 SocketKind = Literal["xpub", "sub", "xsub", "pub"]
 _KINDS = {"xpub": zmq.XPUB, "sub": zmq.SUB, "xsub": zmq.XSUB, "pub": zmq.PUB}
@@ -79,6 +87,8 @@ def make_socket(
         # queue makes send fail instead of dropping silently, so drops are counted.
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, XPUB_MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RCVHWM, XPUB_RECEIVE_HWM)
     return sock
 
 

@@ -10,6 +10,7 @@ import structlog
 import zmq
 
 from bus.metrics import SubscriberMetrics
+from bus.monitor import ConnectionMonitor
 from bus.pipeline import Envelope, Pipeline, SemanticGuard
 from bus.rejection import RateLimitedLog, Rejection
 from bus.sequence import MAX_STREAMS, Gap
@@ -62,6 +63,7 @@ class Subscriber:
         )
         self._context = context or zmq.Context.instance()
         self._socket = make_socket(self._context, "sub", options)
+        self._monitor = ConnectionMonitor(self._socket)
         # Data prefixes first, control topics last: a control message received proves every
         # earlier subscription on the connection has reached the publisher.
         self._prefixes = [subscription(channel, scope) for channel, scope in wanted]
@@ -71,6 +73,9 @@ class Subscriber:
             self._socket.setsockopt(zmq.SUBSCRIBE, control_topic(channel))
         endpoints = [addresses] if isinstance(addresses, str) else list(addresses)
         self.addresses = [attach(self._socket, address, bind) for address in endpoints]
+        if not bind:
+            for address in self.addresses:
+                self._monitor.watch(address)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._handlers: dict[Channel, list[Handler]] = {}
@@ -92,6 +97,8 @@ class Subscriber:
         """Bind or connect to one more endpoint (a subscriber may do both)."""
         resolved = attach(self._socket, address, bind)
         self.addresses.append(resolved)
+        if not bind:
+            self._monitor.watch(resolved)
         return resolved
 
     def on(self, channel: Channel, handler: Handler) -> None:
@@ -117,6 +124,9 @@ class Subscriber:
         if self._poller.poll(timeout_ms):
             delivered = self.drain()
         self.check_liveness()
+        for dropped in self._monitor.check():
+            self.metrics.rejected[dropped.reason] += 1
+            self._reject(dropped)
         return delivered
 
     def drain(self) -> int:
@@ -211,6 +221,7 @@ class Subscriber:
         return set(self._stale)
 
     def close(self) -> None:
+        self._monitor.close()
         self._socket.close()
 
     def _announce(self, sender: str, topic_frame: bytes, incarnation: int, last: int) -> None:

@@ -23,6 +23,8 @@ class RejectReason(enum.IntEnum):
     OVER_BUDGET = 13
     HANDLER_ERROR = 14
     BAD_TOPIC = 15
+    CONNECTION_DROPPED = 24
+    TOO_MANY_SUBSCRIPTIONS = 25
 
 
 class LeylineError(Exception):
