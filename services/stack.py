@@ -164,12 +164,12 @@ class Stack:
             and name not in self._due
         ]
 
-    def supervise(self, now: float | None = None) -> None:
+    def supervise(self) -> None:
         """Schedule a restart for each service that died; start those whose wait is over."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         for name, process in self.processes.items():
             code = process.poll()
-            if code in (None, 0) or name in self._due or name in self._given_up:
+            if code is None or code == 0 or name in self._due or name in self._given_up:
                 continue
             restart = self.restarts.get(name, 0) + 1
             if restart > self._policy.max_restarts:
@@ -233,8 +233,8 @@ class Stack:
         )
 
 
-def _death(code: int | None) -> str:
-    if code is not None and code < 0:
+def _death(code: int) -> str:
+    if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with status {code}"
 
