@@ -3,10 +3,11 @@
 Defaults, and why:
 - high-water marks of 10,000 messages bound memory per peer at ~3 MB for hot-path messages
   (~300 B each) while absorbing a whole epoch's burst from 1,000 slots without a drop;
-- the contract payload budget (64 KiB) is enforced by the pipeline: a larger frame is OVERSIZE;
-- ZMQ_MAXMSGSIZE, a hard memory cap at 4x the budget: beyond it libzmq drops the connection;
-- an XPUB takes only subscriptions (69 B at most), so its cap is 1 KiB, and its receive HWM
-  100, under libzmq's habit of moving the whole pipe into an unbounded list every 100 reads;
+- the payload budget (64 KiB) is the pipeline's: a larger frame is refused OVERSIZE, counted;
+- ZMQ_MAXMSGSIZE, 4x that, caps one frame's memory: libzmq drops a connection that exceeds it
+  (bus/monitor.py attaches it again, counted); a frame between the two reaches the pipeline;
+- an XPUB takes only subscriptions (69 B at most): its cap is 1 KiB, and its receive HWM 100
+  bounds a flood under libzmq's habit of moving the whole pipe into an unbounded list;
 - linger 500 ms lets a closing publisher flush its last acks and telemetry without hanging
   shutdown on a dead peer;
 - reconnect 100 ms doubling to 5 s: a restarted peer is back within a tenth of a second and a
