@@ -6,6 +6,8 @@ upstream. Each test ends with a genuine subscriber still served.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -165,3 +167,45 @@ def test_a_junk_flood_is_drained_in_bounded_passes_counted_and_forgotten(
         _genuine_subscriber_is_served(context, publisher)
     finally:
         flood.close()
+
+
+_FLOOD = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.XSUB)
+sock.setsockopt(zmq.SNDHWM, 0)
+sock.setsockopt(zmq.LINGER, -1)  # exit only once every message is on its way
+sock.connect(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    sock.send(b"\\x02junk %d" % n)
+sock.close()
+"""
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_a_million_junk_messages_from_another_process_leave_memory_bounded(
+    publisher: Publisher,
+) -> None:
+    """The attack as filed: 1M junk messages grew the controller by 130 MB, never released."""
+    count = 1_000_000
+    before = _rss_mb()
+    flood = subprocess.Popen([sys.executable, "-c", _FLOOD, publisher.address, str(count)])
+    try:
+        refused = publisher.metrics.refused
+        deadline = time.monotonic() + 30 * DEADLINE_S
+        # Today's main took each junk message for a subscription prefix, and kept it.
+        while refused[R.MALFORMED] + len(publisher.subscriptions) < count:
+            assert time.monotonic() < deadline, f"only {refused[R.MALFORMED]} drained"
+            publisher.service()
+    finally:
+        flood.kill()
+        flood.wait()
+    assert _rss_mb() - before < 48  # main: +130 MB for this flood
+    assert publisher.subscriptions == {}
