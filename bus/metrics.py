@@ -89,12 +89,14 @@ class SubscriberMetrics:
 
 
 class PublisherMetrics:
-    """What one publisher sent, and what a full queue made it drop (never silently)."""
+    """What one publisher sent, what a full queue made it drop (never silently), and which
+    upstream input it refused: subscriptions, junk, connections libzmq gave up on."""
 
     def __init__(self) -> None:
         self.sent = _per_channel()
         self.dropped = _per_channel()
         self.control_dropped = 0
+        self.refused: dict[RejectReason, int] = dict.fromkeys(RejectReason, 0)
 
     def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
         for channel in Channel:
@@ -102,6 +104,8 @@ class PublisherMetrics:
             yield "leyline_sent_total", labels, self.sent[channel]
             yield "leyline_dropped_total", labels, self.dropped[channel]
         yield "leyline_control_dropped_total", {}, self.control_dropped
+        for reason, count in self.refused.items():
+            yield "leyline_upstream_refused_total", {"reason": reason.name.lower()}, count
 
 
 MetricSource = Callable[[], Iterable[tuple[str, dict[str, str], float]]]
@@ -135,6 +139,10 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_sent_total": (_C, "Messages published, per channel."),
     "leyline_dropped_total": (_C, "Messages dropped by a full send queue, per channel."),
     "leyline_control_dropped_total": (_C, "Control messages dropped by a full send queue."),
+    "leyline_upstream_refused_total": (
+        _C,
+        "Upstream input a publisher refused (bad or excess subscriptions, junk), per reason.",
+    ),
     "leyline_auth_accepted_total": (_C, "CURVE client keys ZAP accepted from the trust directory."),
     "leyline_auth_denied_total": (_C, "CURVE client keys ZAP refused: not in the trust directory."),
     "leyline_proxy_messages_total": (_C, "Messages the proxy forwarded downstream."),

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 import zmq
 
 from bus.header import WIRE_VERSION, Header, encode_header
@@ -14,11 +15,23 @@ from bus.outbox import DurableWindow
 from bus.replay import ReplayServer, ReplayWindow, Window
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
-from bus.topics import Channel, control_topic, topic
-from leyline import REGISTRY, Heartbeat, Message, Ready
+from bus.topics import Channel, control_topic, parse_topic, topic
+from leyline import REGISTRY, ContractError, Heartbeat, Message, Ready, RejectReason
 from leyline.control import EarlierIncarnation
 
-_SUBSCRIBE = 1
+#: Upstream messages (subscriptions) read per `service()` pass: a flood cannot hold the owning
+#: loop, and with the XPUB's small receive HWM (bus/sockets.py) it cannot pile up in libzmq.
+MAX_UPSTREAM_PER_PASS = 1024
+#: Distinct subscription prefixes tracked; a new one beyond is still answered, not tracked.
+MAX_SUBSCRIPTIONS = 4096
+#: The longest valid prefix: `<channel>.<scope>.` with a 64-character scope.
+MAX_PREFIX_BYTES = max(len(channel.value) for channel in Channel) + 66
+
+_SUBSCRIBE = b"\x01"
+_UNSUBSCRIBE = b"\x00"
+_CHANNELS = {channel.value.encode(): channel for channel in Channel}
+
+_log = structlog.get_logger("leyline.bus")
 
 
 class Publisher:
@@ -28,7 +41,9 @@ class Publisher:
     A full send queue never blocks and never drops silently: the message is counted in
     `metrics.dropped` and its sequence stays used, so subscribers see the gap too.
     Call `service()` from the owning loop: it answers new subscriptions with `Ready` and sends
-    heartbeats when due.
+    heartbeats when due. Upstream input is bounded: a subscription that is not a Leyline
+    prefix, a message that is not a subscription, and a new prefix beyond `MAX_SUBSCRIPTIONS`
+    are refused and counted in `metrics.refused`.
     """
 
     def __init__(
@@ -126,17 +141,24 @@ class Publisher:
         return {t.decode(): s for t, s in self._sequences.items() if t.startswith(prefix)}
 
     def service(self, now_ns: int | None = None) -> None:
-        """Answer new subscriptions and send heartbeats when due; never blocks."""
-        while True:
+        """Answer new subscriptions and send heartbeats when due; never blocks.
+
+        At most one `Ready` per channel per pass, however many subscriptions arrived: a
+        subscriber needs to hear one after its subscription, not one for each of everybody's.
+        """
+        ready: dict[Channel, bytes] = {}
+        recv = self._socket.recv
+        for _ in range(MAX_UPSTREAM_PER_PASS):
             try:
-                event = self._socket.recv(zmq.NOBLOCK)
+                event = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if event and event[0] == _SUBSCRIBE:
-                self._on_subscribe(event[1:])
-            elif event:
-                prefix = event[1:]
-                self.subscriptions[prefix] = max(0, self.subscriptions.get(prefix, 0) - 1)
+            self._upstream(event, ready)
+        for channel, prefix in ready.items():
+            self._send_control(channel, Ready(prefix=prefix.decode(), publisher=self.sender_id))
+        for dropped in self._socket.check_connections():
+            self.metrics.refused[dropped.reason] += 1
+            _log.warning("connection attached again", detail=dropped.detail)
         if self._replay is not None:
             self._replay.serve()
         now = now_ns if now_ns is not None else time.monotonic_ns()
@@ -194,14 +216,33 @@ class Publisher:
         found: set[Channel] = set()
         for prefix, count in self.subscriptions.items():
             if count:
-                found.update(_channels_of(prefix))
+                found.update(_channels_of(prefix) or ())
         return found
 
-    def _on_subscribe(self, prefix: bytes) -> None:
-        self.subscriptions[prefix] = self.subscriptions.get(prefix, 0) + 1
-        ready = Ready(prefix=prefix.decode("ascii", errors="replace"), publisher=self.sender_id)
-        for channel in _channels_of(prefix):
-            self._send_control(channel, ready)
+    def _upstream(self, event: bytes, ready: dict[Channel, bytes]) -> None:
+        """One message from a subscriber: a subscription, an unsubscription, or refused."""
+        kind, prefix = event[:1], event[1:]
+        if kind not in (_SUBSCRIBE, _UNSUBSCRIBE):
+            self.metrics.refused[RejectReason.MALFORMED] += 1
+            return
+        channels = _channels_of(prefix)
+        if channels is None:
+            too_long = len(prefix) > MAX_PREFIX_BYTES
+            self.metrics.refused[RejectReason.OVERSIZE if too_long else RejectReason.BAD_TOPIC] += 1
+            return
+        count = self.subscriptions.get(prefix, 0)
+        if kind == _UNSUBSCRIBE:
+            if count > 1:
+                self.subscriptions[prefix] = count - 1
+            elif count:
+                del self.subscriptions[prefix]
+            return
+        if count or len(self.subscriptions) < MAX_SUBSCRIPTIONS:
+            self.subscriptions[prefix] = count + 1
+        else:
+            self.metrics.refused[RejectReason.TOO_MANY_SUBSCRIPTIONS] += 1
+        for channel in channels:
+            ready[channel] = prefix
 
     def _send_control(self, channel: Channel, message: Heartbeat | Ready) -> None:
         header = Header(WIRE_VERSION, self.sender_id, self.incarnation, 0, self._clock())
@@ -213,9 +254,22 @@ class Publisher:
         return self._socket.send_frames(frames)
 
 
-def _channels_of(prefix: bytes) -> list[Channel]:
-    """The channels a subscription prefix covers (every channel for the empty prefix)."""
-    if b"." in prefix:
-        name = prefix.split(b".", 1)[0]
-        return [c for c in Channel if c.value.encode() == name]
-    return [c for c in Channel if c.value.encode().startswith(prefix)]
+def _channels_of(prefix: bytes) -> tuple[Channel, ...] | None:
+    """The channels a valid subscription prefix covers; None when it is not a Leyline prefix.
+
+    Valid: the empty prefix (every channel), `<channel>.`, and a topic `<channel>.<scope>.`.
+    """
+    if not prefix:
+        return tuple(Channel)
+    if len(prefix) > MAX_PREFIX_BYTES:
+        return None
+    head, dot, rest = prefix.partition(b".")
+    channel = _CHANNELS.get(head)
+    if channel is None or not dot:
+        return None
+    if rest:
+        try:
+            parse_topic(prefix)
+        except ContractError:
+            return None
+    return (channel,)

@@ -3,8 +3,11 @@
 Defaults, and why:
 - high-water marks of 10,000 messages bound memory per peer at ~3 MB for hot-path messages
   (~300 B each) while absorbing a whole epoch's burst from 1,000 slots without a drop;
-- ZMQ_MAXMSGSIZE equals the contract payload cap, so a peer sending a larger frame is
-  disconnected by libzmq before Python allocates it;
+- the payload budget (64 KiB) is the pipeline's: a larger frame is refused OVERSIZE, counted;
+- ZMQ_MAXMSGSIZE, 4x that, caps one frame's memory: libzmq drops a connection that exceeds it
+  (bus/monitor.py attaches it again, counted); a frame between the two reaches the pipeline;
+- an XPUB takes only subscriptions (69 B at most): its cap is 1 KiB, and its receive HWM 100
+  bounds a flood under libzmq's habit of moving the whole pipe into an unbounded list;
 - linger 500 ms lets a closing publisher flush its last acks and telemetry without hanging
   shutdown on a dead peer;
 - reconnect 100 ms doubling to 5 s: a restarted peer is back within a tenth of a second and a
@@ -19,6 +22,8 @@ from typing import Any, Literal
 import msgspec
 import zmq
 
+from bus.monitor import ConnectionMonitor
+from bus.rejection import Rejection
 from bus.security import Curve, SecurityError, split_peer
 from leyline import DEFAULT_BUDGETS
 
@@ -29,7 +34,7 @@ class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
     send_hwm: int = msgspec.field(default=10_000)
     receive_hwm: int = 10_000
     linger_ms: int = 500
-    max_message_bytes: int = DEFAULT_BUDGETS.max_payload_bytes
+    max_message_bytes: int = 4 * DEFAULT_BUDGETS.max_payload_bytes
     reconnect_ms: int = 100
     reconnect_max_ms: int = 5_000
     tcp_keepalive: bool = True
@@ -47,6 +52,12 @@ class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT_SOCKET_OPTIONS = SocketOptions()
+#: An XPUB's input is subscriptions: refused above 69 bytes, and each byte of a prefix costs
+#: ~80 bytes in libzmq's subscription trie, so libzmq itself refuses anything longer than this.
+XPUB_MAX_MESSAGE_BYTES = 1024
+#: libzmq moves an XPUB's whole pipe into an unbounded list every 100 receives: a pipe of at
+#: most 100 keeps what a flood queues there within what a bounded drain takes out.
+XPUB_RECEIVE_HWM = 100
 
 SocketKind = Literal["xpub", "sub", "xsub", "pub"]
 _SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -82,6 +93,8 @@ def make_socket(
         # queue makes send fail instead of dropping silently, so drops are counted.
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, XPUB_MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RCVHWM, XPUB_RECEIVE_HWM)
     return sock
 
 
@@ -102,11 +115,13 @@ class Link:
     is None; a client socket (connects) talks only to the server whose key it pinned.
     """
 
-    __slots__ = ("peer", "socket")
+    __slots__ = ("monitor", "peer", "socket")
 
     def __init__(self, socket: zmq.Socket[bytes], peer: str | None) -> None:
         self.socket = socket
         self.peer = peer
+        #: Re-attaches what this socket connected to when libzmq gives up on it.
+        self.monitor: ConnectionMonitor | None = None
 
 
 class SocketGroup:
@@ -152,8 +167,21 @@ class SocketGroup:
             link = self._clients.get(identity) or self._new(server=False, peer=identity)
             self._clients[identity] = link
         resolved = attach(link.socket, endpoint, bind)
+        if not bind:
+            if link.monitor is None:
+                link.monitor = ConnectionMonitor(link.socket)
+            link.monitor.watch(resolved)
         self.addresses.append(resolved)
         return resolved
+
+    def check_connections(self) -> list[Rejection]:
+        """Re-attach the connections libzmq gave up on; one CONNECTION_DROPPED each."""
+        return [
+            dropped
+            for link in self.links
+            if link.monitor is not None
+            for dropped in link.monitor.check()
+        ]
 
     def _shared(self) -> Link:
         link = self._clients.get(None)
@@ -214,4 +242,6 @@ class SocketGroup:
 
     def close(self) -> None:
         for link in self.links:
+            if link.monitor is not None:
+                link.monitor.close()
             link.socket.close()

@@ -133,6 +133,9 @@ class Subscriber:
         if self._poller.poll(timeout_ms):
             delivered = self.drain()
         self.check_liveness()
+        for dropped in self._sockets.check_connections():
+            self.metrics.rejected[dropped.reason] += 1
+            self._reject(dropped)
         return delivered
 
     def drain(self) -> int:

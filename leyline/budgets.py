@@ -10,7 +10,7 @@ class PerformanceBudgets(msgspec.Struct, frozen=True, kw_only=True):
 
     `max_message_size_bytes` (the spec's 280) binds the hot path, FastTrainingSignals;
     commands carry ids and a timestamp, so they get `max_command_size_bytes`; everything
-    else is capped by `max_payload_bytes`, which is also the socket's ZMQ_MAXMSGSIZE.
+    else is capped by `max_payload_bytes`; the socket's ZMQ_MAXMSGSIZE is a few times more.
     """
 
     epoch_budget_ms: float = 18.0

@@ -130,43 +130,97 @@ def plan_stack(
     return StackPlan(str(data), tuple(services), tuple(created))
 
 
-class Stack:
-    """Starts the planned processes, watches them, and stops them cleanly."""
+class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How `Stack` restarts a service that died: bounded in number, waiting longer each time.
 
-    def __init__(self, plan: StackPlan) -> None:
+    A service can die where it cannot help it (a libzmq assertion under a flood, the OOM
+    killer); it resumes from what it keeps on disk: a worker from its checkpoint, the
+    controller from its journal, the sink from its database.
+    """
+
+    max_restarts: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+    def delay_s(self, restart: int) -> float:
+        """The wait before restart number `restart` (1 for the first)."""
+        return float(min(self.backoff_max_s, self.backoff_s * 2 ** (restart - 1)))
+
+
+class Stack:
+    """Starts the planned processes, restarts those that die, and stops them cleanly.
+
+    A service dies when a signal kills it or it exits non-zero; a worker that exits 0 has
+    finished its epochs and stays finished. Each restart is reported through `report` (stdout
+    by default) and counted in `restarts`.
+    """
+
+    def __init__(
+        self,
+        plan: StackPlan,
+        *,
+        restart: RestartPolicy | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}
+        self._policy = restart or RestartPolicy()
+        self._report = report or _print
+        self._services = {name: (command, env) for name, command, env in plan.services}
+        #: Dead services waiting for their restart: when (monotonic) it is due.
+        self._due: dict[str, float] = {}
+        self._given_up: set[str] = set()
         self._logs: list[IO[bytes]] = []
 
     def start(self) -> None:
-        logs = Path(self.plan.data_dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for name, command, env in self.plan.services:
-            log = (logs / f"{name}.log").open("wb")
-            self._logs.append(log)
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", command],
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        for name in self._services:
+            self._spawn(name, "wb")
 
     def workers(self) -> dict[str, subprocess.Popen[bytes]]:
         return {n: p for n, p in self.processes.items() if n not in ("sink", "controller")}
 
     def failed_early(self) -> list[str]:
-        """Services that exited before the workers finished (the sink or the controller)."""
+        """Services that exited before the workers finished and will not be restarted."""
         return [
             name
             for name in ("sink", "controller")
-            if name in self.processes and self.processes[name].poll() is not None
+            if name in self.processes
+            and self.processes[name].poll() is not None
+            and name not in self._due
         ]
+
+    def supervise(self) -> None:
+        """Schedule a restart for each service that died; start those whose wait is over."""
+        now = time.monotonic()
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is None or code == 0 or name in self._due or name in self._given_up:
+                continue
+            restart = self.restarts.get(name, 0) + 1
+            if restart > self._policy.max_restarts:
+                self._given_up.add(name)
+                self._report(f"leyline up: {name} {_death(code)}; not restarted again")
+                continue
+            delay = self._policy.delay_s(restart)
+            self._due[name] = now + delay
+            self._report(
+                f"leyline up: {name} {_death(code)}; restart {restart} of "
+                f"{self._policy.max_restarts} in {delay:g} s"
+            )
+        for name in [n for n, due in self._due.items() if due <= now]:
+            del self._due[name]
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self._spawn(name, "ab")
 
     def wait_workers(
         self, on_progress: Callable[[list[WorkerProgress]], None], interval_s: float = 0.5
     ) -> bool:
-        """Until every worker exits; True when all exited 0 and no service died early."""
-        while any(p.poll() is None for p in self.workers().values()):
+        """Until every worker exits for good; True when all exited 0 and no service failed."""
+        while True:
+            self.supervise()
+            if not any(p.poll() is None or n in self._due for n, p in self.workers().items()):
+                break
             if self.failed_early():
                 return False
             on_progress(read_progress(self.plan.sink_db))
@@ -176,6 +230,7 @@ class Stack:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM workers, then the controller, then the sink (so it stores the last words)."""
+        self._due.clear()
         order = [*self.workers(), "controller", "sink"]
         for name in order:
             process = self.processes.get(name)
@@ -189,3 +244,26 @@ class Stack:
                 process.wait()
         for log in self._logs:
             log.close()
+
+    def _spawn(self, name: str, mode: str) -> None:
+        command, env = self._services[name]
+        logs = Path(self.plan.data_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = (logs / f"{name}.log").open(mode)
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", command],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _death(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)

@@ -27,7 +27,6 @@ from bus_samples import (
     header,
     stage_changed,
 )
-from zmq.utils.monitor import recv_monitor_message
 
 from bus import (
     CHANNEL_CONTRACTS,
@@ -243,23 +242,3 @@ def test_refused_command_carries_the_decoded_command(arena: Arena) -> None:
     assert rejection.message.command_id == illegal.command_id
     assert "TRAINING" in rejection.detail and "FOSSILIZED" in rejection.detail
     assert rejection.topic == "cmd.w1."
-
-
-def test_frame_above_maxmsgsize_drops_the_connection_not_the_subscriber(
-    arena: Arena,
-) -> None:
-    monitor = arena.subscriber.sockets[0].get_monitor_socket(zmq.EVENT_DISCONNECTED)
-    evil = arena.hostile_peer()
-    limit = int(arena.subscriber.sockets[0].getsockopt(zmq.MAXMSGSIZE))
-    evil.send_multipart([SIG_W1, header(), b"\x00" * (limit + 1)])
-    assert monitor.poll(5_000), "libzmq never dropped the peer"
-    event = recv_monitor_message(monitor)
-    assert event["event"] == zmq.EVENT_DISCONNECTED
-    arena.subscriber.sockets[0].disable_monitor()
-    monitor.close()
-    # The oversized frame was never delivered nor even seen; valid traffic still flows.
-    for epoch in range(10):
-        arena.good.publish(Channel.SIG, "w1", fast_signals(epoch))
-    assert pump_until(lambda: len(arena.observed.delivered) == 10, arena.subscriber)
-    assert arena.observed.rejected == []
-    assert arena.subscriber.metrics.rejected_total == 0
