@@ -9,8 +9,7 @@ from typing import Any
 import structlog
 import torch
 
-from bus import Channel, CommandGuard
-from leyline import AdaptationCommand
+from bus import Channel
 from services.cli._service import add_service_parser, load_service, make_node
 from services.config import WorkerConfig
 from services.worker.config import LifecycleConfig, TrainingConfig
@@ -43,18 +42,13 @@ def _run(args: argparse.Namespace) -> int:
     structlog.contextvars.bind_contextvars(worker=config.id)
     torch.set_num_threads(config.threads)
     model = build_model(config)
-
-    def resolve_slot(command: AdaptationCommand) -> str | None:
-        slot = model.resolve(command)
-        return None if isinstance(slot, str) else slot.slot_id
-
+    # No bus guard on `cmd`: the worker judges each command at its turn, after deduplicating.
     node = make_node(
         config.id,
         bus,
         subscribe=[(Channel.CMD, config.id)],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
-        guards={Channel.CMD: CommandGuard(model.guard, config.id, resolve_slot)},
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")
