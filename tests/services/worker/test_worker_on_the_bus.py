@@ -19,15 +19,14 @@ from leyline import (
     TelemetryEventType,
     encode,
 )
-from services.worker import DigitsSplit
 
 C = CommandType
 GROWN, OTHER = "block2_post", "block3_post"
 
 
 @pytest.fixture
-def bus(tmp_path: Path, digits: DigitsSplit) -> Iterator[WorkerBus]:
-    rig = WorkerBus(tmp_path, digits)
+def bus(tmp_path: Path) -> Iterator[WorkerBus]:
+    rig = WorkerBus(tmp_path)
     try:
         yield rig
     finally:

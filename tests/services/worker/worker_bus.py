@@ -1,12 +1,13 @@
 """A real Worker on real tcp sockets, with the test in the controller's seat.
 
 The test owns a bus Publisher the worker takes its commands from and a Subscriber bound
-where the worker sends its acks, telemetry and reports; the worker is the product's own
-`Worker` on its own `Node`, pumped by the test between sends.
+where the worker sends its acks, telemetry and reports; the worker is built exactly as
+`leyline worker` builds it (`build_worker`) and pumped by the test between sends.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,11 @@ from bus import WIRE_VERSION, Channel, Envelope, Header, Publisher, Subscriber, 
 from bus.header import encode_header
 from leyline import AdaptationCommand, CommandAck, TelemetryEvent, TelemetryEventType, encode
 from leyline.telemetry import ContractViolation
+from services.cli.worker import build_worker
+from services.config import BusConfig, WorkerConfig
 from services.node import Node
 from services.stack import free_ports
-from services.worker import DigitsSplit, Trainer, WorkerModel
-from services.worker.process import Checkpoint, Worker
+from services.worker.process import Worker
 
 WORKER = "w1"
 CONTROLLER = "controller"
@@ -33,7 +35,7 @@ T = TypeVar("T")
 class WorkerBus:
     """One real worker, and the controller's seat at it: commands out, everything else in."""
 
-    def __init__(self, data_dir: Path, digits: DigitsSplit) -> None:
+    def __init__(self, data_dir: Path) -> None:
         commands, intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
         self.controller = Publisher(commands, CONTROLLER)
         channels = (Channel.SIG, Channel.TEL, Channel.ACK, Channel.REP)
@@ -41,24 +43,26 @@ class WorkerBus:
         self.received: list[Envelope] = []
         for channel in channels:
             self.intake.on(channel, self.received.append)
-        self.checkpoint = Checkpoint(data_dir / "checkpoints" / f"{WORKER}.pt")
-        self._digits = digits
+        self._data_dir = data_dir
         self._addresses = (commands, intake)
         #: The last header sequence sent on the command topic (the test numbers its frames).
         self.header_sequence = 0
         self.node, self.worker = self._start()
+        self.checkpoint = self.worker.checkpoint
 
     def _start(self) -> tuple[Node, Worker]:
         commands, intake = self._addresses
-        node = Node(
-            WORKER,
-            subscribe=[(Channel.CMD, WORKER)],
-            publish_connect=[intake],
-            subscribe_connect=[commands],
+        config = WorkerConfig(
+            id=WORKER, commands=commands, intake=(intake,), data_dir=str(self._data_dir)
         )
-        worker = Worker(node, Trainer(WorkerModel(WORKER), self._digits), self.checkpoint, epochs=0)
-        self._connect(node)
-        return node, worker
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            worker = build_worker(config, BusConfig())
+        finally:  # the worker's node takes over SIGINT and SIGTERM; the test run keeps them
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        self._connect(worker.node)
+        return worker.node, worker
 
     def restart(self) -> None:
         """The worker process dies (no goodbye) and a new one resumes from its checkpoint."""
