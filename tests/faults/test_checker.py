@@ -16,11 +16,11 @@ from services.sink.store import TelemetryStore
 WINDOW = 100
 
 
-def _executed(command_sequence: int) -> TelemetryEvent:
+def _executed(command_sequence: int, kind: str = "CULL") -> TelemetryEvent:
     return TelemetryEvent(
         event_type=TelemetryEventType.COMMAND_EXECUTED,
         payload=CommandExecuted(
-            command_id=f"c{command_sequence}", command_type="CULL", sequence=command_sequence
+            command_id=f"c{command_sequence}", command_type=kind, sequence=command_sequence
         ),
     )
 
@@ -31,6 +31,7 @@ def _run(
     *,
     applied: int = 3,
     losses: tuple[tuple[int, int, str], ...] = (),
+    queries: frozenset[int] = frozenset(),
 ) -> RunFiles:
     """Three journaled, acked commands for w1; `executions` as (incarnation, seq, command)."""
     files = RunFiles.of(tmp_path, WINDOW)
@@ -46,7 +47,15 @@ def _run(
     torch.save({"commands": {"last_applied": applied}}, files.checkpoints / "w1.pt")
     with TelemetryStore(files.sink_db) as store:
         store.write_batch(
-            StoredMessage("tel", "w1", seq, 0, "tel.w1.", _executed(command), incarnation)
+            StoredMessage(
+                "tel",
+                "w1",
+                seq,
+                0,
+                "tel.w1.",
+                _executed(command, "REQUEST_STATE" if command in queries else "CULL"),
+                incarnation,
+            )
             for incarnation, seq, command in executions
         )
         for first, last, reason in losses:
@@ -101,3 +110,22 @@ def test_a_loss_row_for_a_gap_the_window_still_held_fails(tmp_path: Path) -> Non
     )
 
     assert any("still held it" in failure for failure in verdict.failures)
+
+
+def test_a_state_query_answered_again_after_a_crash_is_no_duplicate(tmp_path: Path) -> None:
+    answered_twice = [(1, 1, 1), (1, 2, 2), (2, 1, 2), (2, 2, 3)]
+    verdict = check(_run(tmp_path, answered_twice, queries=frozenset({2})))
+
+    assert verdict.passed, verdict.failures
+    assert verdict.counts.commands_duplicated == 0
+
+
+def test_a_state_query_past_the_checkpoint_is_neither_rolled_back_nor_lost(
+    tmp_path: Path,
+) -> None:
+    verdict = check(
+        _run(tmp_path, [(1, 1, 1), (1, 2, 2), (1, 3, 3)], applied=2, queries=frozenset({3}))
+    )
+
+    assert verdict.passed, verdict.failures
+    assert (verdict.counts.commands_applied, verdict.counts.commands_lost) == (3, 0)
