@@ -51,6 +51,7 @@ class RefusedCommand(msgspec.Struct, frozen=True, kw_only=True):
 class _CommandName(msgspec.Struct):
     """The fields that attribute a command, read leniently: everything else is ignored."""
 
+    type: str = ""
     command_id: str = ""
     command_type: int = 0
     sequence: int = 0
@@ -58,6 +59,8 @@ class _CommandName(msgspec.Struct):
 
 _names = msgspec.msgpack.Decoder(_CommandName)
 _COMMAND_TYPES = frozenset(int(kind) for kind in CommandType)
+#: Any major of the command contract: an ack or a report sent on `cmd` is not a command.
+_TAG_PREFIX = f"{AdaptationCommand.__name__}.v"
 
 
 def attribute(rejection: Rejection) -> RefusedCommand | None:
@@ -66,7 +69,7 @@ def attribute(rejection: Rejection) -> RefusedCommand | None:
         name = _names.decode(rejection.payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
-    named = 0 < len(name.command_id) <= MAX_ID_LENGTH
+    named = name.type.startswith(_TAG_PREFIX) and 0 < len(name.command_id) <= MAX_ID_LENGTH
     if not named or name.command_type not in _COMMAND_TYPES or name.sequence < 1:
         return None
     return RefusedCommand(
