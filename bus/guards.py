@@ -26,10 +26,14 @@ def _refusal(verdict: Verdict) -> ContractError | None:
 
 
 class CommandGuard:
-    """A worker's check of each command against the stages of its own slots.
+    """A worker's judgement of one command against the stages of its own slots.
 
-    `resolve_slot` names the slot a command addresses (None when it addresses nothing the
-    worker has). The guard only judges; the worker records transitions when it applies them.
+    The worker runs `check` at apply time, in journal-sequence order and after it has
+    deduplicated the command by id and sequence: a resend is answered from the worker's
+    ledger and never judged again, and a command that waited for a predecessor is judged
+    against the stages at its turn. `resolve_slot` names the slot a command addresses (None
+    when it addresses nothing the worker has). The guard only judges; the worker records
+    transitions when it carries them out.
     """
 
     def __init__(
@@ -42,20 +46,28 @@ class CommandGuard:
         self._worker = worker_id
         self._resolve = resolve_slot
 
+    def check(self, command: AdaptationCommand) -> tuple[str | None, Verdict]:
+        """The slot `command` addresses (None for none) and whether carrying it out is legal."""
+        if command.command_type is CommandType.REQUEST_STATE:
+            # A state query addresses the worker as a whole, never one slot.
+            return None, Verdict(True, SeedStage.UNKNOWN, None)
+        slot = self._resolve(command)
+        if slot is None:
+            detail = (
+                f"{self._worker} has no slot for seed {command.target_seed_id!r} "
+                f"/ slot {command.target_slot_id!r}"
+            )
+            return None, Verdict(
+                False, SeedStage.UNKNOWN, None, RejectReason.UNKNOWN_TARGET, detail
+            )
+        return slot, self._lifecycle.check_command(self._worker, slot, command)
+
     def __call__(self, envelope: Envelope) -> ContractError | None:
+        """The same judgement as a bus `SemanticGuard`, for a subscriber that has no ledger."""
         command = envelope.message
         if not isinstance(command, AdaptationCommand):
             return None
-        if command.command_type is CommandType.REQUEST_STATE:
-            return None  # a state query addresses the worker as a whole, never one slot
-        slot = self._resolve(command)
-        if slot is None:
-            return ContractError(
-                RejectReason.UNKNOWN_TARGET,
-                f"{self._worker} has no slot for seed {command.target_seed_id!r} "
-                f"/ slot {command.target_slot_id!r}",
-            )
-        return _refusal(self._lifecycle.check_command(self._worker, slot, command))
+        return _refusal(self.check(command)[1])
 
 
 class TransitionGuard:
@@ -78,6 +90,10 @@ class TransitionGuard:
     def _judge(
         self, worker: str, slot: str, from_stage: SeedStage, to_stage: SeedStage
     ) -> ContractError | None:
+        if to_stage is not SeedStage.UNKNOWN and self.lifecycle.stage(worker, slot) is to_stage:
+            # A repeat of the move already recorded (a state report answering REQUEST_STATE,
+            # an event sent again): the slot stays where it is, no transition to judge.
+            return None
         verdict = self.lifecycle.check_reported(worker, slot, from_stage, to_stage)
         if verdict.allowed:
             self.lifecycle.record(worker, slot, to_stage)

@@ -61,6 +61,9 @@ OPERATION_TARGET_STAGE: dict[SeedOperation, SeedStage] = {
     SeedOperation.RESET: SeedStage.RESETTING,
 }
 
+#: The largest learning rate a command may set: larger ones overflow the optimiser step.
+MAX_LEARNING_RATE = 10.0
+
 Reason = Annotated[str, msgspec.Meta(max_length=64)]
 Annotations = Annotated[dict[str, str], msgspec.Meta(max_length=8)]
 
@@ -71,8 +74,9 @@ class AdaptationCommand(
     """One decision of the controller for one seed slot of one worker.
 
     The subject is named by `target_seed_id` and/or `target_slot_id`. Values are checked at
-    decode time, and the cross-field rules (a GERMINATE names a blueprint, ...) in
-    `__post_init__`, which msgspec runs on decode too.
+    decode time, and the cross-field rules (a GERMINATE names a blueprint, ...) and the
+    bound of every value that could break training (`MAX_LEARNING_RATE`; alpha and
+    confidence are in [0, 1] by type) in `__post_init__`, which msgspec runs on decode too.
     """
 
     command_id: Ident = msgspec.field(default_factory=new_id)
@@ -99,6 +103,10 @@ class AdaptationCommand(
             raise ValueError("SET_ALPHA needs an alpha_value")
         if kind is CommandType.SET_LEARNING_RATE and self.learning_rate is None:
             raise ValueError("SET_LEARNING_RATE needs a learning_rate")
+        if self.learning_rate is not None and self.learning_rate > MAX_LEARNING_RATE:
+            raise ValueError(
+                f"learning_rate {self.learning_rate:g} is above the bound {MAX_LEARNING_RATE:g}"
+            )
         if kind is not CommandType.REQUEST_STATE and not (
             self.target_seed_id or self.target_slot_id
         ):

@@ -4,9 +4,12 @@ It reads only what survives a crash: the controller's command journal, each work
 checkpoint, and the sink's database. Commands: every journaled command is applied at most
 once per worker (counted per (worker, sequence) across incarnations, from the workers'
 COMMAND_EXECUTED / COMMAND_FAILED events), in sequence order, and every command the
-controller saw settled is applied according to the worker's checkpoint. Telemetry: every
-sequence of every stream on `tel` up to the highest one known is stored or inside a loss
-row, and a loss row is excused only by its publisher's death or a gap beyond the window.
+controller saw settled is applied according to the worker's checkpoint. A state query
+(REQUEST_STATE) changes nothing and is not checkpointed on its own: one answered again after
+a crash is not a duplicate, and one past the checkpoint is neither rolled back nor lost.
+Telemetry: every sequence of every stream on `tel` up to the highest one known is stored or
+inside a loss row, and a loss row is excused only by its publisher's death or a gap beyond
+the window.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from pathlib import Path
 import msgspec
 import torch
 
+from leyline import CommandType
 from services.controller.journal import CommandJournal
 from services.sink.losses import merged, subtract, without
 from services.sink.store import TelemetryStore
 
 _EXECUTIONS = (
-    "SELECT sender, incarnation, sequence, json_extract(message, '$.payload.sequence')"
+    "SELECT sender, incarnation, sequence, json_extract(message, '$.payload.sequence'),"
+    " json_extract(message, '$.payload.command_type')"
     " FROM events WHERE channel = 'tel'"
     " AND event_type IN ('COMMAND_EXECUTED', 'COMMAND_FAILED')"
     " ORDER BY sender, incarnation, sequence"
@@ -139,7 +144,7 @@ def _check_commands(
     verdict: Verdict,
     files: RunFiles,
     entries: list[tuple[str, int, str, str | None]],
-    executions: list[tuple[str, int, int, int | None]],
+    executions: list[tuple[str, int, int, int | None, str | None]],
     lossy_senders: set[str],
 ) -> None:
     counts = verdict.counts
@@ -148,9 +153,12 @@ def _check_commands(
         journaled[worker].append((sequence, outcome))
     # Every execution a worker reported, in the order it reported them (incarnation, bus seq).
     reported: dict[str, list[int]] = defaultdict(list)
-    for sender, _, _, command_sequence in executions:
+    queries: dict[str, set[int]] = defaultdict(set)
+    for sender, _, _, command_sequence, command_type in executions:
         if command_sequence:
             reported[sender].append(int(command_sequence))
+            if command_type == CommandType.REQUEST_STATE.name:
+                queries[sender].add(int(command_sequence))
     for worker, commands in sorted(journaled.items()):
         counts.commands_issued += len(commands)
         expected = list(range(1, len(commands) + 1))
@@ -158,9 +166,12 @@ def _check_commands(
             verdict.failures.append(f"{worker}: journal sequences are not 1..{len(commands)}")
         applied_up_to = last_applied(files.checkpoints, worker)
         seen = reported.get(worker, [])
+        answered = queries.get(worker, set())
         times: dict[int, int] = defaultdict(int)
         for sequence in seen:
             times[sequence] += 1
+        for sequence in answered:
+            times[sequence] = 1  # a query answered again changes nothing
         duplicated = sum(n - 1 for n in times.values() if n > 1)
         counts.commands_duplicated += duplicated
         if duplicated:
@@ -169,7 +180,7 @@ def _check_commands(
         first_order = list(dict.fromkeys(seen))
         if first_order != sorted(first_order):
             verdict.failures.append(f"{worker}: commands applied out of order: {first_order[:40]}")
-        beyond = [s for s in times if s > applied_up_to]
+        beyond = [s for s in times if s > applied_up_to and s not in answered]
         if beyond:
             verdict.failures.append(
                 f"{worker}: reported applying {sorted(beyond)[:20]} but its checkpoint stops "
@@ -187,6 +198,8 @@ def _check_commands(
                             f"{worker}: command {sequence} was applied ({outcome}) but no "
                             "execution event was stored and no loss recorded"
                         )
+            elif sequence in answered:
+                counts.commands_applied += 1
             elif outcome is None:
                 counts.commands_pending += 1
             else:

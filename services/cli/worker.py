@@ -9,10 +9,9 @@ from typing import Any
 import structlog
 import torch
 
-from bus import Channel, CommandGuard
-from leyline import AdaptationCommand
+from bus import Channel
 from services.cli._service import add_service_parser, load_service, make_node
-from services.config import WorkerConfig
+from services.config import BusConfig, WorkerConfig
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.model import WorkerModel
 from services.worker.process import Checkpoint, Worker
@@ -38,33 +37,36 @@ def build_model(config: WorkerConfig) -> WorkerModel:
     return WorkerModel(config.id, training, lifecycle)
 
 
-def _run(args: argparse.Namespace) -> int:
-    config, bus = load_service(WorkerConfig, "worker", args)
-    structlog.contextvars.bind_contextvars(worker=config.id)
-    torch.set_num_threads(config.threads)
+def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
+    """The worker as `leyline worker` runs it: its model, its node and its checkpoint.
+
+    No semantic guard on `cmd`: the worker judges each command at its turn, after it has
+    deduplicated it, so a resend is answered from its ledger and never counted a violation.
+    """
     model = build_model(config)
-
-    def resolve_slot(command: AdaptationCommand) -> str | None:
-        slot = model.resolve(command)
-        return None if isinstance(slot, str) else slot.slot_id
-
     node = make_node(
         config.id,
         bus,
         subscribe=[(Channel.CMD, config.id)],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
-        guards={Channel.CMD: CommandGuard(model.guard, config.id, resolve_slot)},
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")
-    worker = Worker(node, Trainer(model), checkpoint, epochs=config.epochs)
+    return Worker(node, Trainer(model), checkpoint, epochs=config.epochs)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, bus = load_service(WorkerConfig, "worker", args)
+    structlog.contextvars.bind_contextvars(worker=config.id)
+    torch.set_num_threads(config.threads)
+    worker = build_worker(config, bus)
     log = structlog.get_logger("leyline.worker")
     try:
         worker.connect()
         log.info("worker training", epochs=config.epochs, resumed_at=worker.trainer.epoch)
         worker.run()
     finally:
-        node.close()
+        worker.node.close()
     log.info("worker done", epoch=worker.trainer.epoch, last_applied=worker.ledger.last_applied)
     return 0

@@ -115,6 +115,19 @@ class CommandJournal:
         query += " ORDER BY worker, sequence"
         return [self._entry(row) for row in self._db.execute(query, params)]
 
+    def settled(self, worker_id: str, after: int) -> list[JournalEntry]:
+        """Acknowledged commands of one worker past a sequence, in order.
+
+        A worker does not checkpoint a state query on its own, so after a crash its hello may
+        name a sequence below one it had acknowledged; these it must be sent again.
+        """
+        rows = self._db.execute(
+            "SELECT worker, slot_id, payload, issued_ns FROM commands"
+            " WHERE outcome IS NOT NULL AND worker = ? AND sequence > ? ORDER BY sequence",
+            (worker_id, after),
+        )
+        return [self._entry(row) for row in rows]
+
     def entries(self) -> list[tuple[str, int, str, str | None]]:
         """(worker, sequence, command_id, outcome) of every command, in order: for checkers."""
         rows = self._db.execute(

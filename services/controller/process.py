@@ -74,6 +74,8 @@ class Controller:
         self.applied = 0
         self.rejected = 0
         self.resent = 0
+        #: Acks and hellos ignored because they speak for another worker than their sender.
+        self.misattributed = 0
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
@@ -154,13 +156,23 @@ class Controller:
 
     def _on_ack(self, envelope: Envelope) -> None:
         message = envelope.message
+        sender = envelope.header.sender
         if isinstance(message, WorkerHello):
+            if message.worker_id != sender:
+                self._ignore("hello", sender, message.worker_id)
+                return
             self._on_hello(message)
             return
         ack: CommandAck = message
-        flight = self.in_flight.pop(ack.command_id, None)
+        flight = self.in_flight.get(ack.command_id)
         if flight is None:
             return  # a repeated ack of a command already settled
+        if sender != flight.entry.worker_id or ack.worker_id != sender:
+            self._ignore("ack", sender, ack.worker_id)
+            return
+        del self.in_flight[ack.command_id]
+        # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
+        # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
         if ack.outcome is AckOutcome.REJECTED:
             self.rejected += 1
@@ -174,28 +186,38 @@ class Controller:
         else:
             self.applied += 1
 
+    def _ignore(self, what: str, sender: str, claimed: str) -> None:
+        """An ack or hello that speaks for another worker than its sender settles nothing."""
+        self.misattributed += 1
+        if self.misattributed & (self.misattributed - 1) == 0:  # 1, 2, 4, 8, ...: bounded log
+            _log.warning(
+                f"{what} for another worker ignored",
+                sender=sender,
+                claimed=claimed,
+                ignored=self.misattributed,
+            )
+
     def _on_hello(self, hello: WorkerHello) -> None:
-        """Settle what the worker already applied; resend the rest now, in order."""
+        """Settle what the worker already applied; resend the rest now, in order.
+
+        The rest includes what the journal saw acknowledged past the hello's sequence: state
+        queries the worker answered but did not checkpoint before a crash.
+        """
         worker = hello.worker_id
-        if hello.last_applied_sequence == 0:
+        last = hello.last_applied_sequence
+        if last == 0:
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
         for flight in [f for f in self.in_flight.values() if f.entry.worker_id == worker]:
             command: AdaptationCommand = flight.entry.command
-            if command.sequence <= hello.last_applied_sequence:
+            if command.sequence <= last:
                 # Applied, its ack lost: the worker's checkpoint says so.
                 self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
                 del self.in_flight[command.command_id]
-        pending = sorted(
-            (f for f in self.in_flight.values() if f.entry.worker_id == worker),
-            key=lambda f: f.entry.command.sequence,
-        )
+        pending = [f for f in self.in_flight.values() if f.entry.worker_id == worker]
         now = time.monotonic()
         for flight in pending:
-            self._send(flight.entry)
             flight.resend_at = now + self.ack_timeout_s
-        _log.info(
-            "worker hello",
-            worker=worker,
-            last_applied=hello.last_applied_sequence,
-            resent=len(pending),
-        )
+        resend = [*self.journal.settled(worker, last), *(f.entry for f in pending)]
+        for entry in sorted(resend, key=lambda e: e.command.sequence):
+            self._send(entry)
+        _log.info("worker hello", worker=worker, last_applied=last, resent=len(resend))

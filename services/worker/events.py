@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from leyline import AdaptationCommand, SeedStage, Severity, TelemetryEvent, TelemetryEventType
+from typing import Protocol
+
+from leyline import (
+    AdaptationCommand,
+    CommandType,
+    SeedStage,
+    Severity,
+    TelemetryEvent,
+    TelemetryEventType,
+)
 from leyline.telemetry import (
     CommandExecuted,
     CommandFailed,
@@ -15,6 +24,17 @@ from leyline.telemetry import (
 )
 
 _T = TelemetryEventType
+
+
+class CommandRef(Protocol):
+    """What names a command in an event: a decoded command, or one refused at decode."""
+
+    @property
+    def command_id(self) -> str: ...
+    @property
+    def command_type(self) -> CommandType: ...
+    @property
+    def sequence(self) -> int: ...
 
 
 def stage_changed(
@@ -108,7 +128,7 @@ def command_executed(
 
 
 def command_failed(
-    command: AdaptationCommand, slot_id: str | None, seed_id: str | None,
+    command: CommandRef, slot_id: str | None, seed_id: str | None,
     reason: str, detail: str, epoch: int,
 ) -> TelemetryEvent:  # fmt: skip
     return TelemetryEvent(

@@ -9,6 +9,7 @@ import msgspec
 import torch
 from torch import nn
 
+from bus import CommandGuard
 from leyline import (
     AckOutcome,
     AdaptationCommand,
@@ -38,10 +39,11 @@ Handler = Callable[[AdaptationCommand, SeedSlot, Verdict], CommandOutcome]
 class WorkerModel:
     """Everything one worker trains and commands: the host, its slots and their seeds.
 
-    `apply_command` checks each command with the guard, carries out the legal ones and returns
-    a `CommandOutcome` either way; it never raises for a bad command. The optimiser has one
-    parameter group for the host and one per seed (tagged with its `slot_id`), so a seed's
-    learning rate is its own and its state is dropped when the slot is reset.
+    `apply_command` checks each command with the command guard, carries out the legal ones and
+    returns a `CommandOutcome` either way; it never raises, whatever the command. The
+    optimiser has one parameter group for the host and one per seed (tagged with its
+    `slot_id`), so a seed's learning rate is its own and its state is dropped when the slot
+    is reset.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class WorkerModel:
         self.training = training or TrainingConfig()
         self.lifecycle = lifecycle or LifecycleConfig()
         self.guard = guard or LifecycleGuard()
+        self.commands = CommandGuard(self.guard, worker_id, self._slot_of)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.training.seed)
             self.host = HostCNN(self.training.channels)
@@ -152,21 +155,35 @@ class WorkerModel:
     # -- commands --------------------------------------------------------------------------
 
     def apply_command(self, command: AdaptationCommand) -> CommandOutcome:
-        """Check `command` with the guard and carry it out if legal; the outcome says which."""
+        """Check `command` with the guard and carry it out if legal; the outcome says which.
+
+        Anything that goes wrong while carrying it out is a rejection (`apply_failed`) with
+        the error as its detail: no command can stop the worker.
+        """
+        try:
+            return self._carry_out(command)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            return self._rejected(command, None, CommandRefusal.APPLY_FAILED, detail)
+
+    def _carry_out(self, command: AdaptationCommand) -> CommandOutcome:
         if command.command_type is CommandType.REQUEST_STATE:
             return self._outcome(command, None, SlotChange(), reports=self.reports())
-        slot = self.resolve(command)
-        if isinstance(slot, str):
-            return self._rejected(command, None, CommandRefusal.UNKNOWN_TARGET, slot)
-        verdict = self.guard.check_command(self.worker_id, slot.slot_id, command)
+        slot_id, verdict = self.commands.check(command)
+        slot = None if slot_id is None else self.slots[slot_id]
         if not verdict.allowed:
             assert verdict.reason is not None  # a refusal always names its reason
             return self._rejected(
                 command, slot, CommandRefusal[verdict.reason.name], verdict.detail
             )
+        assert slot is not None  # an allowed slot command names its slot
         if command.command_type is not CommandType.GERMINATE:
             slot.commands_received.append(command.command_id)
         return self._handlers[command.command_type](command, slot, verdict)
+
+    def _slot_of(self, command: AdaptationCommand) -> str | None:
+        slot = self.resolve(command)
+        return None if isinstance(slot, str) else slot.slot_id
 
     def resolve(self, command: AdaptationCommand) -> SeedSlot | str:
         """The slot a command names (slot id first, else seed id), or why there is none."""

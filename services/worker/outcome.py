@@ -24,6 +24,10 @@ class CommandRefusal(enum.StrEnum):
     GATE_FAILED = "gate_failed"
     UNKNOWN_BLUEPRINT = "unknown_blueprint"
     SHAPE_MISMATCH = "shape_mismatch"
+    #: The command carries no journal sequence (>= 1), so it cannot be applied in order.
+    INVALID_VALUE = "invalid_value"
+    #: Carrying the command out raised; the detail names the error.
+    APPLY_FAILED = "apply_failed"
 
 
 @dataclass

@@ -1,70 +1,37 @@
 """The worker process: train an epoch, publish what happened, apply commands exactly once.
 
-Commands carry the controller's per-worker journal sequence. The worker applies them in
-sequence order, once each: a command it has seen is acknowledged again (never re-applied), one
-that arrives ahead of a missing predecessor waits, and a hello naming the last applied
-sequence asks the controller for what is missing. Each applied command and each epoch is
-checkpointed atomically before it is acknowledged, so a restarted worker resumes exactly
-where its acknowledgements say it was.
+Commands carry the controller's per-worker journal sequence (1, 2, ...). The worker applies
+them in sequence order, once each: a command it has seen is acknowledged again (never
+re-applied, never judged again), one that arrives ahead of a missing predecessor waits, and a
+hello naming the last applied sequence asks the controller for what is missing. Only then is
+a command judged by the lifecycle guard, against the stages at its turn. Nothing the bus
+refused is applied; a command refused at decode is answered REJECTED in its place in the
+sequence. Each applied command and each epoch is checkpointed atomically before it is
+acknowledged, so a restarted worker resumes exactly where its acknowledgements say it was;
+state queries change nothing and are not checkpointed on their own (answered again after a
+crash, which is harmless).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
 
-from bus import Channel, Envelope, Rejection
-from leyline import (
-    AckOutcome,
-    AdaptationCommand,
-    CommandAck,
-    WorkerHello,
-    decode,
-    encode,
-)
+from bus import Channel, Envelope, Rejection, topic
+from leyline import AckOutcome, CommandAck, CommandType, WorkerHello
 from services.node import Node
-from services.worker.outcome import CommandOutcome
+from services.worker.ledger import CommandLedger, Pending, RefusedCommand, attribute
+from services.worker.outcome import CommandOutcome, CommandRefusal
 from services.worker.trainer import EpochReport, Trainer
 
 _log = structlog.get_logger("leyline.worker")
-#: Acks kept to answer resent commands; commands older than this are acked DUPLICATE.
-ACK_MEMORY = 4096
 #: Commands held while a predecessor is missing.
 MAX_WAITING = 256
-
-
-class CommandLedger:
-    """What the worker has applied: the last sequence and the acks it sent, bounded."""
-
-    def __init__(self) -> None:
-        self.last_applied = 0
-        self.acks: OrderedDict[str, CommandAck] = OrderedDict()
-        self.waiting: dict[int, AdaptationCommand] = {}
-
-    def remember(self, ack: CommandAck) -> None:
-        self.acks[ack.command_id] = ack
-        while len(self.acks) > ACK_MEMORY:
-            self.acks.popitem(last=False)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "last_applied": self.last_applied,
-            "acks": [encode(ack) for ack in self.acks.values()],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_applied = int(state["last_applied"])
-        self.acks.clear()
-        for raw in state["acks"]:
-            ack = decode(raw)
-            assert isinstance(ack, CommandAck)
-            self.acks[ack.command_id] = ack
 
 
 class Checkpoint:
@@ -110,6 +77,7 @@ class Worker:
         self.epochs = epochs
         self.command_window_s = command_window_s
         self._next_hello = 0.0
+        self._commands = topic(Channel.CMD, self.worker_id).decode()
         self.resumed = self._resume()
         node.subscriber.on(Channel.CMD, self._on_command)
         node.subscriber.on_rejection(self._on_rejection)
@@ -146,6 +114,7 @@ class Worker:
             self._save()
             self._settle(self.command_window_s)
         self._settle(0.5)
+        self._save()  # the state queries answered since the last checkpoint
 
     def _settle(self, seconds: float) -> None:
         """Pump the bus for `seconds`, applying the commands that arrive."""
@@ -185,19 +154,26 @@ class Worker:
         self._receive(envelope.message)
 
     def _on_rejection(self, rejection: Rejection) -> None:
-        """A command the lifecycle guard refused is still answered: the model re-judges it
-        (same guard, same state) and the worker acknowledges it as rejected."""
-        if isinstance(rejection.message, AdaptationCommand):
-            self._receive(rejection.message)
+        """Nothing the bus refused is applied. A command refused at decode is still answered
+        (REJECTED, at its turn) when its payload names it; any other refusal is only counted
+        and reported by the bus."""
+        if not rejection.payload or rejection.topic != self._commands:
+            return
+        refused = attribute(rejection)
+        if refused is not None:
+            self._receive(refused)
 
-    def _receive(self, command: AdaptationCommand) -> None:
+    def _receive(self, command: Pending) -> None:
         ledger = self.ledger
         prior = ledger.acks.get(command.command_id)
         if prior is not None:
             self.node.publish(Channel.ACK, prior)
             return
         sequence = command.sequence
-        if sequence and sequence <= ledger.last_applied:
+        if sequence < 1:
+            self._refuse_unjournaled(command)
+            return
+        if sequence <= ledger.last_applied:
             self._ack_duplicate(command)
             return
         if sequence > ledger.last_applied + 1:
@@ -211,14 +187,22 @@ class Worker:
         while (following := ledger.waiting.pop(ledger.last_applied + 1, None)) is not None:
             self._apply(following)
 
-    def _apply(self, command: AdaptationCommand) -> None:
+    def _apply(self, command: Pending) -> None:
+        """Carry out (or answer the refusal of) the next command in journal order.
+
+        Its ack follows the checkpoint that records it, except for a state query: it changes
+        nothing, so it is not worth an fsync; after a crash it may be answered again.
+        """
         started = time.perf_counter()
-        outcome = self.model.apply_command(command)
+        if isinstance(command, RefusedCommand):
+            outcome = command.outcome(self.worker_id, self.trainer.epoch)
+        else:
+            outcome = self.model.apply_command(command)
         ack = outcome.ack(command.sequence, (time.perf_counter() - started) * 1000)
-        if command.sequence:
-            self.ledger.last_applied = command.sequence
+        self.ledger.last_applied = command.sequence
         self.ledger.remember(ack)
-        self._save()
+        if command.command_type is not CommandType.REQUEST_STATE:
+            self._save()
         self._publish_outcome(outcome, ack)
         _log.info(
             "command applied" if outcome.applied else "command rejected",
@@ -228,7 +212,21 @@ class Worker:
             reason=outcome.reason,
         )
 
-    def _ack_duplicate(self, command: AdaptationCommand) -> None:
+    def _refuse_unjournaled(self, command: Pending) -> None:
+        """A command without a journal sequence cannot be placed in order: refused, and not
+        remembered, so it cannot stand in for a journaled command with the same id."""
+        ack = CommandAck(
+            command_id=command.command_id,
+            worker_id=self.worker_id,
+            outcome=AckOutcome.REJECTED,
+            command_type=command.command_type,
+            reason=CommandRefusal.INVALID_VALUE.value,
+            detail="a controller command carries its journal sequence (>= 1), this one has 0",
+            epoch=self.trainer.epoch,
+        )
+        self.node.publish(Channel.ACK, ack)
+
+    def _ack_duplicate(self, command: Pending) -> None:
         ack = CommandAck(
             command_id=command.command_id,
             worker_id=self.worker_id,

@@ -17,11 +17,11 @@ from services.sink.store import TelemetryStore
 WINDOW = 100
 
 
-def _executed(command_sequence: int) -> TelemetryEvent:
+def _executed(command_sequence: int, kind: str = "CULL") -> TelemetryEvent:
     return TelemetryEvent(
         event_type=TelemetryEventType.COMMAND_EXECUTED,
         payload=CommandExecuted(
-            command_id=f"c{command_sequence}", command_type="CULL", sequence=command_sequence
+            command_id=f"c{command_sequence}", command_type=kind, sequence=command_sequence
         ),
     )
 
@@ -32,6 +32,7 @@ def _run(
     *,
     applied: int = 3,
     losses: tuple[tuple[int, int, str], ...] = (),
+    queries: frozenset[int] = frozenset(),
 ) -> RunFiles:
     """Three journaled, acked commands for w1; `executions` as (incarnation, seq, command)."""
     files = RunFiles.of(tmp_path, WINDOW)
@@ -47,7 +48,15 @@ def _run(
     torch.save({"commands": {"last_applied": applied}}, files.checkpoints / "w1.pt")
     with TelemetryStore(files.sink_db) as store:
         store.write_batch(
-            StoredMessage("tel", "w1", seq, 0, "tel.w1.", _executed(command), incarnation)
+            StoredMessage(
+                "tel",
+                "w1",
+                seq,
+                0,
+                "tel.w1.",
+                _executed(command, "REQUEST_STATE" if command in queries else "CULL"),
+                incarnation,
+            )
             for incarnation, seq, command in executions
         )
         for first, last, reason in losses:
@@ -124,3 +133,22 @@ def test_a_loss_row_near_2_to_the_63_long_is_counted_without_spelling_it_out(
         f"tel.w1. incarnation 1: {WINDOW - 1} sequences neither stored nor recorded lost: "
         f"[{top - WINDOW + 1}..{top - 1}]"
     ]
+
+
+def test_a_state_query_answered_again_after_a_crash_is_no_duplicate(tmp_path: Path) -> None:
+    answered_twice = [(1, 1, 1), (1, 2, 2), (2, 1, 2), (2, 2, 3)]
+    verdict = check(_run(tmp_path, answered_twice, queries=frozenset({2})))
+
+    assert verdict.passed, verdict.failures
+    assert verdict.counts.commands_duplicated == 0
+
+
+def test_a_state_query_past_the_checkpoint_is_neither_rolled_back_nor_lost(
+    tmp_path: Path,
+) -> None:
+    verdict = check(
+        _run(tmp_path, [(1, 1, 1), (1, 2, 2), (1, 3, 3)], applied=2, queries=frozenset({3}))
+    )
+
+    assert verdict.passed, verdict.failures
+    assert (verdict.counts.commands_applied, verdict.counts.commands_lost) == (3, 0)

@@ -291,3 +291,44 @@ def test_worker_reports_garbage_frames_and_keeps_running(rig: Rig) -> None:
     wait_until(reported, ANSWER_TIMEOUT_S, "the worker to report both frames", pause=probe.pump)
     assert rig.services.processes[WORKER].poll() is None
     assert set(probe.state()) == set(SLOT_IDS["cnn"])  # and it still answers commands
+
+
+def test_worker_acks_a_command_refused_at_decode_as_rejected(rig: Rig) -> None:
+    probe = rig.probe
+    alpha = AdaptationCommand(
+        command_type=CommandType.SET_ALPHA, target_slot_id=EMPTY, alpha_value=5.0
+    )
+    ack = probe.send(alpha)  # the contract bounds alpha to [0, 1]: refused while decoding
+
+    assert (ack.outcome, ack.reason) == (AckOutcome.REJECTED, "invalid_value")
+    assert "alpha_value" in ack.detail
+    stored = wait_until(
+        lambda: rig.stored_ack(alpha.command_id), SINK_TIMEOUT_S, "the sink to store the ack"
+    )
+    assert stored == ("REJECTED", "invalid_value")
+    assert set(probe.state()) == set(SLOT_IDS["cnn"])  # the next command is not held behind it
+
+
+def test_worker_answers_a_resend_again_without_a_violation(rig: Rig) -> None:
+    probe = rig.probe
+    refused = len(violations(probe))
+    cull = AdaptationCommand(command_type=CommandType.CULL, target_slot_id=EMPTY)
+    first = probe.send(cull)
+    resent = msgspec.structs.replace(cull, sequence=first.sequence)
+    probe.publisher.publish(Channel.CMD, WORKER, resent)  # a new header sequence, same command
+
+    def answered_twice() -> list[CommandAck] | None:
+        acks = [
+            e.message
+            for e in probe.received
+            if isinstance(e.message, CommandAck) and e.message.command_id == cull.command_id
+        ]
+        return acks if len(acks) == 2 else None
+
+    assert wait_until(answered_twice, ANSWER_TIMEOUT_S, "the second ack", pause=probe.pump) == [
+        first,
+        first,
+    ]
+    assert first.outcome is AckOutcome.REJECTED
+    assert set(probe.state()) == set(SLOT_IDS["cnn"])
+    assert violations(probe)[refused:] == []

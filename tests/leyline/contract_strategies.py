@@ -16,6 +16,7 @@ import msgspec.inspect as mi
 from hypothesis import strategies as st
 
 from leyline import PAYLOAD_FOR_EVENT, AdaptationCommand, CommandType, TelemetryEvent
+from leyline.commands import MAX_LEARNING_RATE
 
 #: Short, mostly ASCII text keeps messages inside their budgets without hiding unicode.
 _ALPHABET = st.characters(codec="utf-8", max_codepoint=0x3FF)
@@ -97,6 +98,8 @@ def _valid_command(fields: dict[str, Any]) -> AdaptationCommand:
         fields["alpha_value"] = 0.5
     if kind is CommandType.SET_LEARNING_RATE and fields["learning_rate"] is None:
         fields["learning_rate"] = 1e-3
+    if fields["learning_rate"] is not None:  # the type allows more than the bound does
+        fields["learning_rate"] = min(fields["learning_rate"], MAX_LEARNING_RATE)
     if not (fields["target_seed_id"] or fields["target_slot_id"]):
         fields["target_slot_id"] = "block2_post"
     return AdaptationCommand(**fields)

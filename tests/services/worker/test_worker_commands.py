@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import torch
+from torch import nn
 from worker_helpers import assert_wire_valid, command
 
-from leyline import AckOutcome, CommandType, SeedStage, TelemetryEventType
-from services.worker import CommandOutcome, Trainer, WorkerModel
+from leyline import (
+    AckOutcome,
+    CommandType,
+    ContractError,
+    RejectReason,
+    SeedStage,
+    TelemetryEventType,
+    decode,
+)
+from leyline.commands import MAX_LEARNING_RATE
+from services.worker import SEED_FACTORIES, CommandOutcome, Trainer, WorkerModel
 
 S = SeedStage
 C = CommandType
@@ -254,3 +265,33 @@ def test_commands_on_a_cooling_slot_are_rejected(model: WorkerModel, stage: Seed
         outcome = model.apply_command(cmd)
         assert outcome.outcome is AckOutcome.REJECTED, cmd.command_type
     assert model.slots["block2_post"].stage is stage
+
+
+def test_a_command_that_fails_while_applied_is_rejected_never_raised(
+    model: WorkerModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exploding(channels: int) -> nn.Module:
+        raise RuntimeError(f"no seed fits {channels} channels")
+
+    monkeypatch.setitem(SEED_FACTORIES, "exploding", exploding)
+    outcome = model.apply_command(
+        command(C.GERMINATE, blueprint_id="exploding", target_slot_id="block2_post")
+    )
+
+    assert (outcome.outcome, outcome.reason) == (AckOutcome.REJECTED, "apply_failed")
+    assert outcome.detail.startswith("RuntimeError: no seed fits")
+    assert _kinds(outcome) == [E.COMMAND_FAILED]
+    assert model.slots["block2_post"].stage is S.DORMANT and model.germinations == 0
+    assert_wire_valid(outcome)
+
+
+def test_a_learning_rate_that_would_overflow_training_is_refused_by_the_contract() -> None:
+    with pytest.raises(ValueError, match="above the bound"):
+        command(C.SET_LEARNING_RATE, target_slot_id="block2_post", learning_rate=1e300)
+    bounded = command(C.SET_LEARNING_RATE, target_slot_id="block2_post", learning_rate=0.5)
+    raw = msgspec.to_builtins(bounded)
+    raw["learning_rate"] = MAX_LEARNING_RATE * 2
+    with pytest.raises(ContractError) as refused:
+        decode(msgspec.msgpack.encode(raw))
+    assert refused.value.reason is RejectReason.INVALID_VALUE
+    assert "learning_rate" in refused.value.detail

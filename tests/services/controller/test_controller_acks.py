@@ -1,0 +1,206 @@
+"""The real controller on real sockets settles a command only on what its own worker says.
+
+The controller runs on its own `Node` over tcp with a journal and the heuristic policy; the
+test speaks as worker w1 (and as an impostor) through bus Publishers, and, where it matters,
+runs a real worker built as `leyline worker` builds it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from bus import Channel, Publisher, TransitionGuard
+from leyline import (
+    SLOT_IDS,
+    AckOutcome,
+    AdaptationCommand,
+    CommandAck,
+    CommandType,
+    WorkerHello,
+)
+from services.cli.worker import build_worker
+from services.config import BusConfig, WorkerConfig
+from services.controller import ActionLayout, HeuristicPolicy, InferenceLoop
+from services.controller.journal import CommandJournal
+from services.controller.process import Controller
+from services.node import Node
+from services.stack import free_ports
+from services.worker.process import Worker
+
+WORKER = "w1"
+SLOT = SLOT_IDS["cnn"][0]
+#: Bounds a hang only.
+TIMEOUT_S = 15.0
+#: Longer than any test here runs: only an explicit resend sends a command again.
+ACK_TIMEOUT_S = 600.0
+T = TypeVar("T")
+
+
+class ControllerRig:
+    """A real controller, a journal with commands for w1 issued before it started, and the
+    publishers the test speaks through."""
+
+    def __init__(self, data_dir: Path, commands: list[AdaptationCommand]) -> None:
+        self.commands_address, self.intake = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+        self.journal = CommandJournal(data_dir / "journal.db")
+        self.issued = [self.journal.issue(WORKER, SLOT, c).command for c in commands]
+        self.node = Node(
+            "controller",
+            subscribe=[(Channel.SIG, None), (Channel.ACK, None), (Channel.REP, None)],
+            publish_bind=[self.commands_address],
+            subscribe_bind=[self.intake],
+            guards={Channel.REP: TransitionGuard()},
+        )
+        loop = InferenceLoop(HeuristicPolicy(ActionLayout("cnn")), device="cpu")
+        self.controller = Controller(self.node, loop, self.journal, ack_timeout_s=ACK_TIMEOUT_S)
+        self.peers: list[Publisher] = []
+        self.workers: list[Worker] = []
+
+    def speaker(self, sender: str) -> Publisher:
+        """A publisher on the controller's intake, heard by it, sending as `sender`."""
+        publisher = Publisher(self.intake, sender, bind=False)
+        self.peers.append(publisher)
+        self.wait(lambda: self.node.subscriber.wait_ready(0.0, publishers=[sender]) or None)
+        return publisher
+
+    def worker(self, data_dir: Path) -> Worker:
+        """A real worker connected to this controller, built as `leyline worker` builds it."""
+        config = WorkerConfig(
+            id=WORKER, commands=self.commands_address, intake=(self.intake,), data_dir=str(data_dir)
+        )
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            worker = build_worker(config, BusConfig(insecure=True))
+        finally:  # the worker's node takes over SIGINT and SIGTERM; the test run keeps them
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        self.workers.append(worker)
+
+        def connected() -> bool | None:
+            heard = self.node.subscriber.wait_ready(0.0, publishers=[WORKER])
+            return (heard and worker.node.subscriber.wait_ready(0.0)) or None
+
+        self.wait(connected)
+        return worker
+
+    def pump(self) -> None:
+        self.node.pump(5)
+        self.controller.tick()
+        for peer in self.peers:
+            peer.service()
+        for worker in self.workers:
+            worker.node.pump(5)
+
+    def wait(self, found: Callable[[], T | None], what: str = "the controller") -> T:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.pump()
+            value = found()
+            if value is not None:
+                return value
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def settle(self, seconds: float = 0.3) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.pump()
+
+    def outcomes(self) -> list[str | None]:
+        return [outcome for _, _, _, outcome in self.journal.entries()]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.node.close()
+        for peer in self.peers:
+            peer.close()
+        self.node.close()
+        self.journal.close()
+
+
+def _germinate() -> AdaptationCommand:
+    return AdaptationCommand(
+        command_type=CommandType.GERMINATE, target_slot_id=SLOT, blueprint_id="norm"
+    )
+
+
+def _ack(command: AdaptationCommand, outcome: AckOutcome, worker: str = WORKER) -> CommandAck:
+    return CommandAck(
+        command_id=command.command_id,
+        worker_id=worker,
+        outcome=outcome,
+        command_type=command.command_type,
+        sequence=command.sequence,
+        reason="illegal_transition" if outcome is AckOutcome.REJECTED else "",
+    )
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[ControllerRig]:
+    controller = ControllerRig(tmp_path, [_germinate()])
+    try:
+        yield controller
+    finally:
+        controller.close()
+
+
+def test_a_hello_for_another_worker_is_ignored_and_counted(rig: ControllerRig) -> None:
+    impostor = rig.speaker("evil")
+    impostor.publish(Channel.ACK, "evil", WorkerHello(worker_id=WORKER, last_applied_sequence=5))
+    rig.settle()
+
+    assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
+    assert rig.outcomes() == [None]
+    assert rig.wait(lambda: rig.controller.misattributed or None, "the hello counted") == 1
+
+
+def test_an_ack_from_another_sender_settles_nothing(rig: ControllerRig) -> None:
+    impostor = rig.speaker("evil")
+    impostor.publish(Channel.ACK, "evil", _ack(rig.issued[0], AckOutcome.APPLIED))
+    rig.settle()
+
+    assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
+    assert (rig.outcomes(), rig.controller.applied) == ([None], 0)
+    assert rig.wait(lambda: rig.controller.misattributed or None, "the ack counted") == 1
+
+
+def test_the_workers_own_hello_and_rejected_ack_settle_for_good(rig: ControllerRig) -> None:
+    worker = rig.speaker(WORKER)
+    worker.publish(Channel.ACK, WORKER, _ack(rig.issued[0], AckOutcome.REJECTED))
+    rig.wait(lambda: rig.controller.rejected or None, "the rejection")
+    rig.controller.ack_timeout_s = 0.0  # every unsettled command would now be resent
+    rig.settle()
+
+    assert rig.controller.in_flight == {}
+    assert rig.outcomes() == ["REJECTED"]
+    assert rig.controller.resent == 0
+
+
+def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(
+    tmp_path: Path,
+) -> None:
+    query = AdaptationCommand(command_type=CommandType.REQUEST_STATE)
+    rig = ControllerRig(tmp_path, [query])
+    try:
+        first = rig.worker(tmp_path / "worker")
+        first.hello()
+        rig.wait(lambda: rig.controller.applied or None, "the query to be answered")
+        assert rig.outcomes() == ["APPLIED"] and first.ledger.last_applied == 1
+        assert not first.checkpoint.path.exists()  # a query costs no checkpoint
+
+        rig.workers.remove(first)
+        first.node.close()  # it dies before anything else made it write one
+        second = rig.worker(tmp_path / "worker")
+        assert second.ledger.last_applied == 0
+        second.hello()
+
+        rig.wait(lambda: second.ledger.last_applied or None, "the query to be sent again")
+        assert second.ledger.last_applied == 1  # so the next command is not held behind it
+        assert rig.outcomes() == ["APPLIED"]
+    finally:
+        rig.close()
