@@ -1,9 +1,13 @@
-"""Connections libzmq gave up on, noticed through its socket monitor and attached again.
+"""Connections libzmq gave up on, and handshakes it refused, seen through its socket monitor.
 
 libzmq reconnects a connection it lost to the network by itself, but ends for good one it
 dropped for a protocol error, such as a frame above ZMQ_MAXMSGSIZE: the socket then stays deaf
 to that peer with no error anywhere. The monitor events say which happened: a disconnect that
 libzmq will retry is followed at once by a retry event; one it gave up on is not.
+
+The same events name refused handshakes (a key ZAP did not trust, a NULL-mechanism peer on a
+CURVE socket), so each is counted by its reason. Garbage instead of a greeting is the one
+refusal libzmq reports only as a disconnect, which no event tells apart from a peer leaving.
 """
 
 from __future__ import annotations
@@ -22,7 +26,20 @@ from leyline import RejectReason
 #: without one this long after is one it gave up on.
 GIVE_UP_AFTER_S = 0.5
 
+_HANDSHAKE_REFUSED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: (RejectReason.UNAUTHENTICATED, "a key ZAP does not trust"),
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
+        RejectReason.HANDSHAKE_FAILED,
+        "a protocol error: another security mechanism (NULL against CURVE) or a bad greeting",
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
+        RejectReason.HANDSHAKE_FAILED,
+        "the peer broke off during the handshake",
+    ),
+}
 _EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+for _event in _HANDSHAKE_REFUSED:
+    _EVENTS |= _event
 _POLLIN = int(zmq.POLLIN)
 
 
@@ -42,15 +59,22 @@ class ConnectionMonitor:
         self._endpoints.add(endpoint)
 
     def check(self, now_ns: int | None = None) -> list[Rejection]:
-        """Read the pending events and re-attach what was given up on; one rejection for each.
-
-        The rejection (reason CONNECTION_DROPPED) is what the owner counts and reports.
+        """Read the pending events: re-attach what was given up on (CONNECTION_DROPPED), and
+        name each refused handshake (UNAUTHENTICATED, HANDSHAKE_FAILED); one rejection each,
+        which the owner counts and reports.
         """
         now = now_ns if now_ns is not None else time.monotonic_ns()
         events = self._events
+        refused: list[Rejection] = []
         while cast(int, events.getsockopt(zmq.EVENTS)) & _POLLIN:
             event = recv_monitor_message(events, zmq.NOBLOCK)
             endpoint = event["endpoint"].decode()
+            handshake = _HANDSHAKE_REFUSED.get(event["event"])
+            if handshake is not None:
+                reason, what = handshake
+                detail = f"handshake refused on {endpoint}: {what} (code {event['value']})"
+                refused.append(Rejection(reason=reason, sender="?", topic="", detail=detail))
+                continue
             if endpoint not in self._endpoints:
                 continue
             if event["event"] == zmq.EVENT_DISCONNECTED:
@@ -58,7 +82,7 @@ class ConnectionMonitor:
             else:
                 self._dropped.pop(endpoint, None)
         given_up = [e for e, since in self._dropped.items() if now - since >= self._give_up_ns]
-        return [self._reattach(endpoint) for endpoint in given_up]
+        return refused + [self._reattach(endpoint) for endpoint in given_up]
 
     def close(self) -> None:
         """Stop monitoring; call before closing the socket (again later does nothing)."""

@@ -120,8 +120,9 @@ class Link:
     def __init__(self, socket: zmq.Socket[bytes], peer: str | None) -> None:
         self.socket = socket
         self.peer = peer
-        #: Re-attaches what this socket connected to when libzmq gives up on it.
-        self.monitor: ConnectionMonitor | None = None
+        #: Re-attaches what this socket connected to when libzmq gives up on it, and names
+        #: every handshake it refused.
+        self.monitor = ConnectionMonitor(socket)
 
 
 class SocketGroup:
@@ -168,20 +169,13 @@ class SocketGroup:
             self._clients[identity] = link
         resolved = attach(link.socket, endpoint, bind)
         if not bind:
-            if link.monitor is None:
-                link.monitor = ConnectionMonitor(link.socket)
             link.monitor.watch(resolved)
         self.addresses.append(resolved)
         return resolved
 
     def check_connections(self) -> list[Rejection]:
-        """Re-attach the connections libzmq gave up on; one CONNECTION_DROPPED each."""
-        return [
-            dropped
-            for link in self.links
-            if link.monitor is not None
-            for dropped in link.monitor.check()
-        ]
+        """Re-attach the connections libzmq gave up on and name the handshakes it refused."""
+        return [dropped for link in self.links for dropped in link.monitor.check()]
 
     def _shared(self) -> Link:
         link = self._clients.get(None)
@@ -242,6 +236,5 @@ class SocketGroup:
 
     def close(self) -> None:
         for link in self.links:
-            if link.monitor is not None:
-                link.monitor.close()
+            link.monitor.close()
             link.socket.close()

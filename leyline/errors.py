@@ -31,6 +31,8 @@ class RejectReason(enum.IntEnum):
     NOT_PERMITTED = 18
     #: An incarnation later than the receiver's clock plus the allowed clock skew.
     FUTURE_INCARNATION = 19
+    #: A handshake libzmq refused: another security mechanism, or no valid ZMTP greeting.
+    HANDSHAKE_FAILED = 20
     CONNECTION_DROPPED = 24
     TOO_MANY_SUBSCRIPTIONS = 25
 
