@@ -26,7 +26,7 @@ from leyline import RejectReason
 #: without one this long after is one it gave up on.
 GIVE_UP_AFTER_S = 0.5
 
-_HANDSHAKE_REFUSED = {
+_HANDSHAKE_REFUSED: dict[int, tuple[RejectReason, str]] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: (RejectReason.UNAUTHENTICATED, "a key ZAP does not trust"),
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
         RejectReason.HANDSHAKE_FAILED,
@@ -38,8 +38,8 @@ _HANDSHAKE_REFUSED = {
     ),
 }
 _EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
-for _event in _HANDSHAKE_REFUSED:
-    _EVENTS |= _event
+for _refused in _HANDSHAKE_REFUSED:
+    _EVENTS |= _refused
 _POLLIN = int(zmq.POLLIN)
 
 
