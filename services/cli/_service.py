@@ -11,6 +11,7 @@ import msgspec
 import structlog
 
 from bus import Channel, SemanticGuard
+from services.addresses import replay_addresses
 from services.config import (
     BusConfig,
     add_config_file_flag,
@@ -63,6 +64,7 @@ def make_node(
     With `replay_store` its replay window is durable: a restarted node can still replay what
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
     """
+    replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
     node = Node(
         node_id,
         subscribe=subscribe,
@@ -77,7 +79,8 @@ def make_node(
         max_signal_age_s=bus.max_signal_age_s,
         metrics_port=bus.metrics_port,
         replay_window=bus.replay_window,
-        replay_host=bus.replay_host,
+        replay_address=replay_address,
+        replay_advertise=replay_advertise,
         replay_store=replay_store,
     )
     node.handle_signals()
