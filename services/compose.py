@@ -107,14 +107,17 @@ def local_process(
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run `service` as a process on this machine.
 
-    Addresses naming a peer service or every interface become loopback, and paths under the
-    service's volume mounts move under `data_root/<service>`. The environment holds only the
+    Addresses naming a peer service or every interface become loopback (so do bare host
+    values, such as a replay host naming the service itself), and paths under the service's
+    volume mounts move under `data_root/<service>`. The environment holds only the
     service's own variables; merge it over `os.environ`.
     """
     hosts = {f"//{peer}:" for peer in peers} | {"//0.0.0.0:"}
     home = data_root / service.name
     environment = {}
     for key, value in service.environment.items():
+        if value in peers or value == "0.0.0.0":
+            value = LOOPBACK
         for host in hosts:
             value = value.replace(host, f"//{LOOPBACK}:")
         for target in service.volume_targets:
