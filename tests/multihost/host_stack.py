@@ -148,11 +148,19 @@ class HostStack:
         ]
         return sum(values)
 
-    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        """Rows from the sink's database, read-only; none before the sink created it."""
-        if not self.files.sink_db.is_file():
+    def journaled(self, worker: str) -> int:
+        """How many commands to `worker` the controller has journaled."""
+        rows = self.query(
+            "SELECT COUNT(*) FROM commands WHERE worker = ?", worker, db=self.files.journal
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def query(self, sql: str, *params: object, db: Path | None = None) -> list[tuple[Any, ...]]:
+        """Rows from the sink's database (or `db`), read-only; none before it has its tables."""
+        path = db or self.files.sink_db
+        if not path.is_file():
             return []
-        uri = f"{self.files.sink_db.resolve().as_uri()}?mode=ro"
+        uri = f"{path.resolve().as_uri()}?mode=ro"
         try:
             with sqlite3.connect(uri, uri=True, timeout=5.0) as db:
                 return db.execute(sql, params).fetchall()

@@ -138,11 +138,19 @@ class Host:
         return process
 
     def run(
-        self, command: Sequence[str], timeout_s: float = 30.0
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 30.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run `command` inside this host to its end; its output as text."""
         return subprocess.run(
-            self.argv(command), capture_output=True, text=True, timeout=timeout_s, check=False
+            self.argv(command),
+            env=None if env is None else dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
     def cut(self) -> None:
