@@ -52,6 +52,10 @@ def route_source(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
+def _bare(host: str | None) -> str | None:
+    return None if host is None else host.removeprefix("[").removesuffix("]")
+
+
 def _in_endpoint(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -63,7 +67,7 @@ def replay_addresses(bus: BusConfig, peers: Sequence[str]) -> tuple[str, str]:
     loopback address while a peer is remote.
     """
     hosts = [host for host in map(tcp_host, peers) if host is not None]
-    advertise = bus.replay_advertise
+    advertise, given_bind = (_bare(host) for host in (bus.replay_advertise, bus.replay_bind))
     if advertise is None:
         if hosts:
             try:
@@ -73,13 +77,13 @@ def replay_addresses(bus: BusConfig, peers: Sequence[str]) -> tuple[str, str]:
                     f"invalid config: bus.replay_advertise: no route to peer {hosts[0]} to find "
                     f"this host's address ({error.strerror or error}); set it"
                 ) from None
-        elif bus.replay_bind in (None, ALL_INTERFACES):
+        elif given_bind in (None, ALL_INTERFACES):
             advertise = _LOOPBACK  # no peer to ask: the local stack's loopback
         else:
-            advertise = bus.replay_bind
-        bind = bus.replay_bind or advertise
+            advertise = given_bind
+        bind = given_bind or advertise
     else:
-        bind = bus.replay_bind or ALL_INTERFACES
+        bind = given_bind or ALL_INTERFACES
     if is_loopback(advertise):
         remote = next((host for host in hosts if not is_loopback(host)), None)
         if remote is not None:

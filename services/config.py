@@ -29,7 +29,9 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 FilePath = Annotated[str, msgspec.Meta(min_length=1)]
 Rate = Annotated[float, msgspec.Meta(gt=0.0, le=10.0)]
 #: A host name or IP address, as a ZeroMQ tcp endpoint names it (no port).
-HostName = Annotated[str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)$")]
+HostName = Annotated[
+    str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9_.\-]+)$")
+]
 #: The bus's topic-scope rule: a worker id is a topic scope.
 WorkerId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-:]{1,64}$")]
 

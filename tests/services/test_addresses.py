@@ -45,9 +45,9 @@ def test_an_advertised_name_binds_every_interface_unless_told() -> None:
     assert replay_addresses(bus, [REMOTE_PEER]) == ("tcp://10.77.0.4:*", "worker-1")
 
 
-@pytest.mark.parametrize("advertise", ["127.0.0.1", "localhost", "::1"])
+@pytest.mark.parametrize("advertise", ["127.0.0.1", "localhost", "::1", "[::1]"])
 def test_advertising_loopback_to_a_remote_peer_is_refused_at_start_up(advertise: str) -> None:
-    bus = BusConfig(replay_advertise=advertise)
+    bus = load_config(BusConfig, "bus", env={"LEYLINE_BUS_REPLAY_ADVERTISE": advertise})
     with pytest.raises(ConfigError, match=r"bus\.replay_advertise = .*loopback.*10\.77\.0\.3"):
         make_node("w1", bus, subscribe=[], publish_connect=[REMOTE_PEER])
 
@@ -56,7 +56,7 @@ def test_replay_settings_are_read_from_the_environment() -> None:
     env = {"LEYLINE_BUS_REPLAY_BIND": "0.0.0.0", "LEYLINE_BUS_REPLAY_ADVERTISE": "worker-1"}
     bus = load_config(BusConfig, "bus", env=env)
     assert (bus.replay_bind, bus.replay_advertise) == ("0.0.0.0", "worker-1")
-    with pytest.raises(ConfigError, match="bus.replay_advertise"):
+    with pytest.raises(ConfigError, match=r"bus\.replay_advertise"):
         load_config(BusConfig, "bus", env={"LEYLINE_BUS_REPLAY_ADVERTISE": "tcp://w1:5"})
 
 
