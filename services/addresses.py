@@ -20,7 +20,13 @@ _LOOPBACK = "127.0.0.1"
 
 
 def tcp_host(endpoint: str) -> str | None:
-    """The host of a `tcp://host:port` endpoint (brackets dropped), None for ipc or inproc."""
+    """The host of a `tcp://host:port` endpoint (brackets dropped), None for ipc or inproc.
+
+    A leading `identity@` (the key a connect address pins) is not part of the endpoint.
+    """
+    scheme, _, _ = endpoint.partition("://")
+    if "@" in scheme:
+        endpoint = endpoint.split("@", 1)[1]
     if not endpoint.startswith("tcp://"):
         return None
     host = endpoint[len("tcp://") :].rsplit(":", 1)[0]

@@ -1,15 +1,15 @@
 """The Leyline stack across namespace hosts: a sink, a controller and workers, one per host.
 
-Each service is the real `leyline <command>` process, started inside its host with
-`ip netns exec` and configured only by LEYLINE_* variables, as `services/stack.py` does on
-loopback. Endpoints name the hosts' subnet addresses; nothing sets a replay address, so each
-node finds the one its peers reach. Every file lives in one data folder (the hosts share the
-file system), laid out as `RunFiles.of` expects, so the delivery checker reads it as it is.
+The plan is `leyline up`'s own (`plan_stack`: ports, files, keys where the stack has them),
+with each loopback endpoint moved to the address of the host whose service binds it. Each
+service is the real `leyline <command>` process, started inside its host with
+`ip netns exec` and configured only by LEYLINE_* variables. Nothing sets a replay address, so
+each node finds the one its peers reach. Every file lives in one data folder (the hosts share
+the file system), laid out as `RunFiles.of` expects, so the delivery checker reads it as is.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -24,17 +24,27 @@ from netns import Host, Network
 from services.chaos.checker import RunFiles, Verdict, check
 from services.chaos.run import sink_caught_up, unacked
 from services.config import ENV_PREFIX, BusConfig
+from services.stack import plan_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS_PORT, INTAKE_PORT, SINK_PORT = 5550, 5551, 5552
+SINK_PORT = 5552
 METRICS_PORT = 9100
 WORKERS = ("w1", "w2")
 HOSTS = ("sink", "controller", *WORKERS)
 REPLAY_WINDOW = BusConfig().replay_window
+#: The settings naming what each service binds: their endpoints move to its host.
+_BINDS = {
+    "sink": ("LEYLINE_SINK_INTAKE",),
+    "controller": ("LEYLINE_CONTROLLER_COMMANDS", "LEYLINE_CONTROLLER_INTAKE"),
+}
+
+
+def _loopback_endpoint(value: str) -> str:
+    return value.split("@", 1)[-1].removeprefix("tcp://")
 
 
 class HostStack:
-    """The services planned on `network`'s hosts; `close()` stops whatever still runs."""
+    """The services planned on `network`'s hosts; `close()` closes their logs."""
 
     def __init__(self, network: Network, data_dir: Path, epochs: int) -> None:
         self.network = network
@@ -42,42 +52,22 @@ class HostStack:
         self.files = RunFiles.of(data_dir, REPLAY_WINDOW)
         self.processes: dict[str, Any] = {}
         self._logs: list[IO[bytes]] = []
-        sink = f"tcp://{network['sink'].address}:{SINK_PORT}"
-        controller = network["controller"].address
-        commands = f"tcp://{controller}:{COMMANDS_PORT}"
-        intake = f"tcp://{controller}:{INTAKE_PORT}"
-        self.plan: dict[str, tuple[str, dict[str, str]]] = {
-            "sink": (
-                "sink",
-                {
-                    "LEYLINE_SINK_INTAKE": sink,
-                    "LEYLINE_SINK_DB": str(self.files.sink_db),
-                    "LEYLINE_BUS_METRICS_PORT": str(METRICS_PORT),
-                },
-            ),
-            "controller": (
-                "controller",
-                {
-                    "LEYLINE_CONTROLLER_COMMANDS": commands,
-                    "LEYLINE_CONTROLLER_INTAKE": intake,
-                    "LEYLINE_CONTROLLER_SINK": sink,
-                    "LEYLINE_CONTROLLER_JOURNAL": str(self.files.journal),
-                    "LEYLINE_CONTROLLER_DEVICE": "cpu",
-                },
-            ),
-        }
-        for index, worker in enumerate(WORKERS, start=1):
-            self.plan[worker] = (
-                "worker",
-                {
-                    "LEYLINE_WORKER_ID": worker,
-                    "LEYLINE_WORKER_COMMANDS": commands,
-                    "LEYLINE_WORKER_INTAKE": json.dumps([intake, sink]),
-                    "LEYLINE_WORKER_EPOCHS": str(epochs),
-                    "LEYLINE_WORKER_DATA_DIR": str(data_dir),
-                    "LEYLINE_WORKER_SEED": str(index),
-                },
-            )
+        plan = plan_stack(len(WORKERS), epochs, str(data_dir))
+        moved = {}  # 127.0.0.1:port -> host address:port
+        for name, _, env in plan.services:
+            for key in _BINDS.get(name, ()):
+                endpoint = _loopback_endpoint(env[key])
+                moved[endpoint] = endpoint.replace("127.0.0.1", network[name].address)
+        self.plan: dict[str, tuple[str, dict[str, str]]] = {}
+        for name, command, env in plan.services:
+            settings = {}
+            for key, value in env.items():
+                for old, new in moved.items():
+                    value = value.replace(old, new)
+                settings[key] = value
+            self.plan[name] = (command, settings)
+        self.plan["sink"][1]["LEYLINE_BUS_METRICS_PORT"] = str(METRICS_PORT)
+        self.plan["controller"][1]["LEYLINE_CONTROLLER_DEVICE"] = "cpu"
 
     def host(self, name: str) -> Host:
         return self.network[name]

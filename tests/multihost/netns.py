@@ -194,7 +194,7 @@ class Network:
 
     def _add_host(self, name: str, namespace: str, address: str) -> None:
         self._add_namespace(namespace)
-        port = f"p{len(self.hosts)}"  # interface names are short; the switch's own namespace
+        port = f"p{len(self.hosts)}"  # unique in the switch namespace, under 16 bytes
         ip(
             "link", "add", "eth0", "netns", namespace,
             "type", "veth", "peer", "name", port, "netns", self.switch,

@@ -20,6 +20,7 @@ REMOTE_PEER = "tcp://10.77.0.3:5551"  # never contacted: only parsed and classif
 def test_tcp_host_reads_the_host_of_every_endpoint_form() -> None:
     assert tcp_host("tcp://controller:5551") == "controller"
     assert tcp_host("tcp://10.77.0.3:5551") == "10.77.0.3"
+    assert tcp_host("controller@tcp://10.77.0.3:5551") == "10.77.0.3"
     assert tcp_host("tcp://[fd00::3]:5551") == "fd00::3"
     assert tcp_host("tcp://10.77.0.2;10.77.0.3:5551") == "10.77.0.3"
     assert tcp_host("ipc:///tmp/leyline") is None
