@@ -8,8 +8,7 @@ import pytest
 import zmq
 
 from bus import Channel, Publisher, Subscriber
-from bus.replay import ReplayClient
-from leyline import ReplayDone, ReplayRequest
+from leyline import REGISTRY, ReplayDone, ReplayRequest
 from services.addresses import replay_addresses, tcp_host
 from services.cli._service import make_node
 from services.config import BusConfig, ConfigError, load_config
@@ -73,7 +72,8 @@ def test_a_window_bound_on_every_interface_announces_and_answers_its_advertised_
     )
     subscriber = Subscriber([], [(Channel.TEL, None)], context=context)
     subscriber.attach(publisher.attach("inproc://advertise", bind=True), bind=False)
-    client = ReplayClient(context)
+    requester = context.socket(zmq.DEALER)  # what the sink's replay client does, by hand
+    requester.setsockopt(zmq.LINGER, 0)
     try:
         deadline = time.monotonic() + 5
         while "w1" not in subscriber.replay_endpoints and time.monotonic() < deadline:
@@ -82,18 +82,16 @@ def test_a_window_bound_on_every_interface_announces_and_answers_its_advertised_
             subscriber.poll(10)
         endpoint = subscriber.replay_endpoints["w1"]
         assert endpoint.startswith("tcp://127.0.0.1:") and not endpoint.endswith(":*")
+        requester.connect(endpoint)
         request = ReplayRequest(topic="tel.w1.", incarnation=publisher.incarnation, first=1, last=1)
-        assert client.request(endpoint, request)
-        answers: list[list[bytes]] = []
+        requester.send(REGISTRY.encoder().encode(request))
         deadline = time.monotonic() + 5
-        while not answers and time.monotonic() < deadline:
+        while not requester.poll(10) and time.monotonic() < deadline:
             publisher.service()
-            answers.extend(client.drain())
-            time.sleep(0.01)
-        done = subscriber.replayed(answers[-1])
+        done = subscriber.replayed(requester.recv_multipart())
         assert done is not None and isinstance(done.message, ReplayDone)
     finally:
-        client.close()
+        requester.close()
         subscriber.close()
         publisher.close()
         context.term()
