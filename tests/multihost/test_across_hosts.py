@@ -17,11 +17,13 @@ from host_stack import WORKERS, HostStack
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
-EPOCHS = 24
+#: Enough that the workers outlive the cut by many epochs even on an idle machine (~0.4 s
+#: an epoch): a publisher that exits while cut off takes its last messages with it.
+EPOCHS = 36
 #: Longer than the 5 s ZMTP heartbeat timeout, so the cut connections are dropped.
 CUT_S = 7.0
 #: The partition: a host cut mid-run for longer than a peer takes to go stale (5 s).
-PARTITION_EPOCHS = 26
+PARTITION_EPOCHS = 50
 PARTITION_S = 8.0
 START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 120.0
