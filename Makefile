@@ -3,7 +3,7 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean
+.PHONY: run test multihost lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -16,6 +16,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# Services on network-namespace hosts (needs root and iproute2; skipped, saying why, without).
+multihost: $(STAMP)
+	$(PYTHON) -m pytest -q -m multihost tests/multihost
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -59,6 +59,7 @@ class Publisher:
         clock: Callable[[], int] = time.time_ns,
         replay_window: int = 0,
         replay_address: str = "tcp://127.0.0.1:*",
+        replay_advertise: str | None = None,
         replay_store: str | Path | None = None,
         security: Curve | None = None,
     ) -> None:
@@ -97,11 +98,16 @@ class Publisher:
                 self.incarnation,
                 security=security,
             )
+        self._replay_endpoint = "" if self._replay is None else self._replay.endpoint
+        if self._replay is not None and replay_advertise is not None:
+            # Bound on one address (often every interface), announced as one peers can reach.
+            port = self._replay.endpoint.rsplit(":", 1)[1]
+            self._replay_endpoint = f"tcp://{replay_advertise}:{port}"
 
     @property
     def replay_endpoint(self) -> str:
-        """Where this publisher answers replay requests ("" when it keeps no window)."""
-        return "" if self._replay is None else self._replay.endpoint
+        """Where peers reach this publisher's replay server ("" when it keeps no window)."""
+        return self._replay_endpoint
 
     def publish(
         self,

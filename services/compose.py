@@ -118,10 +118,11 @@ def local_process(
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run `service` as a process on this machine.
 
-    Addresses naming a peer service or every interface become loopback, and paths under a
-    volume's mount move under `data_root/<volume>` (so services sharing a volume share its
-    files). Command arguments move the same way. The environment holds only the service's
-    own variables; merge it over `os.environ`.
+    Addresses naming a peer service or every interface become loopback (so do bare host
+    settings, such as a replay host naming the service itself), and paths under a volume's
+    mount move under `data_root/<volume>` (so services sharing a volume share its files).
+    Command arguments move the same way. The environment holds only the service's own
+    variables; merge it over `os.environ`.
     """
     hosts = {f"//{peer}:" for peer in peers} | {"//0.0.0.0:"}
 
@@ -133,5 +134,8 @@ def local_process(
                 value = str(data_root / volume) + value[len(target.rstrip("/")) :]
         return value
 
-    environment = {key: local(value) for key, value in service.environment.items()}
+    def setting(value: str) -> str:
+        return LOOPBACK if value in peers or value == "0.0.0.0" else local(value)
+
+    environment = {key: setting(value) for key, value in service.environment.items()}
     return [*entrypoint, *(local(arg) for arg in service.command)], environment

@@ -31,6 +31,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 FilePath = Annotated[str, msgspec.Meta(min_length=1)]
 Rate = Annotated[float, msgspec.Meta(gt=0.0, le=10.0)]
+#: A host name or IP address, as a ZeroMQ tcp endpoint names it (no port).
+HostName = Annotated[
+    str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9_.\-]+)$")
+]
 #: The bus's topic-scope rule: a worker id is a topic scope.
 WorkerId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-:]{1,64}$")]
 
@@ -51,9 +55,15 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     replay_window: Annotated[
         int, msgspec.Meta(ge=0, le=1_000_000, description="messages kept per topic for replay")
     ] = 4096
-    replay_host: Annotated[
-        str, msgspec.Meta(min_length=1, description="host the replay endpoint binds and announces")
-    ] = "127.0.0.1"
+    # Replay endpoint addresses (services/addresses.py resolves the defaults).
+    replay_bind: Annotated[
+        HostName | None,
+        _help("host the replay endpoint binds (default: the found advertised address, else all)"),
+    ] = None
+    replay_advertise: Annotated[
+        HostName | None,
+        _help("host peers are told to replay from (default: this host's route to its first peer)"),
+    ] = None
     keys_dir: Annotated[
         FilePath, _help("CURVE keys: trust/ (public certificates), secret/<id>.key_secret")
     ] = "leyline-data/keys"

@@ -50,7 +50,8 @@ class Node:
         metrics_port: int | None = None,
         violation_rate: float = 20.0,
         replay_window: int = 0,
-        replay_host: str = "127.0.0.1",
+        replay_address: str = "tcp://127.0.0.1:*",
+        replay_advertise: str | None = None,
         replay_store: Path | None = None,
         security: Curve | None = None,
     ) -> None:
@@ -65,7 +66,8 @@ class Node:
             heartbeat_interval_s=heartbeat_s,
             options=options,
             replay_window=replay_window,
-            replay_address=f"tcp://{replay_host}:*",
+            replay_address=replay_address,
+            replay_advertise=replay_advertise,
             replay_store=replay_store,
             security=security,
         )

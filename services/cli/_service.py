@@ -12,6 +12,7 @@ import structlog
 
 from bus import Channel, SemanticGuard
 from bus.security import Curve, SecurityError
+from services.addresses import replay_addresses
 from services.config import (
     BusConfig,
     ConfigError,
@@ -86,6 +87,7 @@ def make_node(
     With `replay_store` its replay window is durable: a restarted node can still replay what
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
     """
+    replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
     node = Node(
         node_id,
         security=node_security(node_id, bus),
@@ -101,7 +103,8 @@ def make_node(
         max_signal_age_s=bus.max_signal_age_s,
         metrics_port=bus.metrics_port,
         replay_window=bus.replay_window,
-        replay_host=bus.replay_host,
+        replay_address=replay_address,
+        replay_advertise=replay_advertise,
         replay_store=replay_store,
     )
     node.handle_signals()

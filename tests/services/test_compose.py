@@ -75,7 +75,26 @@ def test_the_workers_differ_only_in_identity(services: dict[str, ComposeService]
     ids = {load_config(WorkerConfig, "worker", env=env).id for env in (one, two)}
     assert len(ids) == 2
     differing = {key for key in one.keys() | two.keys() if one.get(key) != two.get(key)}
-    assert differing == {"LEYLINE_WORKER_ID", "LEYLINE_WORKER_SEED", "LEYLINE_BUS_METRICS_PORT"}
+    assert differing == {
+        "LEYLINE_WORKER_ID",
+        "LEYLINE_WORKER_SEED",
+        "LEYLINE_BUS_METRICS_PORT",
+        "LEYLINE_BUS_REPLAY_ADVERTISE",
+    }
+
+
+def test_every_replay_window_is_announced_by_service_name_on_every_interface(
+    services: dict[str, ComposeService], tmp_path: Path
+) -> None:
+    for name, service in services.items():
+        if section_of(service) not in SECTIONS:
+            continue  # a one-shot tool, not a node on the bus
+        bus = load_config(BusConfig, "bus", env=service.environment)
+        assert (bus.replay_bind, bus.replay_advertise) == ("0.0.0.0", name)
+        local = load_config(
+            BusConfig, "bus", env=local_process(service, list(services), tmp_path)[1]
+        )
+        assert (local.replay_bind, local.replay_advertise) == ("127.0.0.1", "127.0.0.1")
 
 
 def test_every_service_shares_the_one_key_volume(services: dict[str, ComposeService]) -> None:

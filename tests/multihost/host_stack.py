@@ -1,0 +1,172 @@
+"""The Leyline stack across namespace hosts: a sink, a controller and workers, one per host.
+
+The plan is `leyline up`'s own (`plan_stack`: ports, files, keys where the stack has them),
+with each loopback endpoint moved to the address of the host whose service binds it. Each
+service is the real `leyline <command>` process, started inside its host with
+`ip netns exec` and configured only by LEYLINE_* variables. Nothing sets a replay address, so
+each node finds the one its peers reach. Every file lives in one data folder (the hosts share
+the file system), laid out as `RunFiles.of` expects, so the delivery checker reads it as is.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from netns import Host, Network
+
+from services.chaos.checker import RunFiles, Verdict, check
+from services.chaos.run import sink_caught_up, unacked
+from services.config import ENV_PREFIX, BusConfig
+from services.stack import plan_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SINK_PORT = 5552
+METRICS_PORT = 9100
+WORKERS = ("w1", "w2")
+HOSTS = ("sink", "controller", *WORKERS)
+REPLAY_WINDOW = BusConfig().replay_window
+#: The settings naming what each service binds: their endpoints move to its host.
+_BINDS = {
+    "sink": ("LEYLINE_SINK_INTAKE",),
+    "controller": ("LEYLINE_CONTROLLER_COMMANDS", "LEYLINE_CONTROLLER_INTAKE"),
+}
+
+
+def _loopback_endpoint(value: str) -> str:
+    return value.split("@", 1)[-1].removeprefix("tcp://")
+
+
+class HostStack:
+    """The services planned on `network`'s hosts; `close()` closes their logs."""
+
+    def __init__(self, network: Network, data_dir: Path, epochs: int) -> None:
+        self.network = network
+        self.data_dir = data_dir
+        self.files = RunFiles.of(data_dir, REPLAY_WINDOW)
+        self.processes: dict[str, Any] = {}
+        self._logs: list[IO[bytes]] = []
+        plan = plan_stack(len(WORKERS), epochs, str(data_dir))
+        moved = {}  # 127.0.0.1:port -> host address:port
+        for name, _, env in plan.services:
+            for key in _BINDS.get(name, ()):
+                endpoint = _loopback_endpoint(env[key])
+                moved[endpoint] = endpoint.replace("127.0.0.1", network[name].address)
+        self.plan: dict[str, tuple[str, dict[str, str]]] = {}
+        for name, command, env in plan.services:
+            settings = {}
+            for key, value in env.items():
+                for old, new in moved.items():
+                    value = value.replace(old, new)
+                settings[key] = value
+            self.plan[name] = (command, settings)
+        self.plan["sink"][1]["LEYLINE_BUS_METRICS_PORT"] = str(METRICS_PORT)
+        self.plan["controller"][1]["LEYLINE_CONTROLLER_DEVICE"] = "cpu"
+
+    def host(self, name: str) -> Host:
+        return self.network[name]
+
+    def start(self, *names: str) -> None:
+        """Start `names` (default: all, sink first), each on its own host."""
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        for name in names or tuple(self.plan):
+            command, settings = self.plan[name]
+            log = (logs / f"{name}.log").open("ab")
+            self._logs.append(log)
+            self.processes[name] = self.host(name).spawn(
+                [sys.executable, "-m", "services.cli", command],
+                {**inherited, **settings},
+                log,
+                ROOT,
+            )
+
+    def stop(self, *names: str, timeout_s: float = 15.0) -> dict[str, int]:
+        """SIGTERM `names` in order and wait; their exit codes."""
+        codes = {}
+        for name in names:
+            process = self.processes[name]
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout_s)
+            codes[name] = process.returncode
+        return codes
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Poll `condition` until true, or fail naming `what` with every log's tail; a service
+        exiting with an error fails at once."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            crashed = {n: p.returncode for n, p in self.processes.items() if p.poll()}
+            if crashed or time.monotonic() > deadline:
+                reason = f"{crashed} exited" if crashed else f"gave up after {timeout_s:g} s"
+                pytest.fail(f"{reason} waiting for {what}\n{self.log_tails()}")
+            time.sleep(0.2)
+
+    def epochs_stored(self) -> dict[str, int]:
+        """The last epoch each worker reported that the sink has stored."""
+        rows = self.query(
+            "SELECT sender, MAX(epoch) FROM events WHERE event_type = 'EPOCH_COMPLETED'"
+            " GROUP BY sender"
+        )
+        return {str(sender): int(epoch) for sender, epoch in rows}
+
+    def finished(self, *workers: str) -> bool:
+        return all(self.processes[w].poll() is not None for w in workers or WORKERS)
+
+    def settled(self) -> bool:
+        """The sink holds every sequence it knows of, and every command is acknowledged."""
+        return sink_caught_up(self.files, list(WORKERS), 0) and unacked(self.files.journal) == 0
+
+    def sink_metric(self, name: str) -> float:
+        """One counter from the sink's /metrics, read inside the sink's host."""
+        url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+        script = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
+        done = self.host("sink").run([sys.executable, "-c", script])
+        assert done.returncode == 0, done.stderr
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in done.stdout.splitlines()
+            if line.startswith(name) and line[len(name)] in " {"
+        ]
+        return sum(values)
+
+    def journaled(self, worker: str) -> int:
+        """How many commands to `worker` the controller has journaled."""
+        rows = self.query(
+            "SELECT COUNT(*) FROM commands WHERE worker = ?", worker, db=self.files.journal
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def query(self, sql: str, *params: object, db: Path | None = None) -> list[tuple[Any, ...]]:
+        """Rows from the sink's database (or `db`), read-only; none before it has its tables."""
+        path = db or self.files.sink_db
+        if not path.is_file():
+            return []
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        try:
+            with sqlite3.connect(uri, uri=True, timeout=5.0) as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []  # the sink has not created its tables yet
+
+    def verdict(self) -> Verdict:
+        return check(self.files)
+
+    def log_tails(self, lines: int = 30) -> str:
+        parts = []
+        for log in sorted((self.data_dir / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for log in self._logs:
+            log.close()
