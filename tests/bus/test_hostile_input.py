@@ -47,7 +47,7 @@ from bus import (
 )
 from bus.header import decode_header
 from bus.security import Curve
-from leyline import AdaptationCommand, LifecycleGuard, RejectReason, SeedStage, encode
+from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage, encode
 
 R = RejectReason
 SUBSCRIBE = [(Channel.CMD, "w1"), (Channel.SIG, None), (Channel.TEL, None)]
@@ -343,3 +343,35 @@ def test_refused_command_carries_the_decoded_command(arena: Arena) -> None:
     assert rejection.message.command_id == illegal.command_id
     assert "TRAINING" in rejection.detail and "FOSSILIZED" in rejection.detail
     assert rejection.topic == "cmd.w1."
+
+
+def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_curve(
+    arena: Arena,
+) -> None:
+    """A heartbeat in w1's name claiming a million signals sent makes every later genuine
+    signal of w1 a late arrival where it is believed: plaintext does, CURVE refuses it forged."""
+    observed, subscriber = arena.observed, arena.subscriber
+    arena.signals.publish(Channel.SIG, "w1", fast_signals())
+    assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 1, subscriber)
+    evil = arena.hostile_peer(EVIL)
+    claim = Heartbeat(interval_ms=1_000, last_sequences={SIG_W1.decode(): 1_000_000})
+    evil.send_multipart(
+        [b"sig.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim)]
+    )
+    if arena.mode == CURVE:
+        assert pump_until(lambda: bool(observed.rejected), subscriber)
+        [forged_beat] = observed.rejected
+        assert forged_beat.reason is R.FORGED_SENDER and repr(EVIL) in forged_beat.detail
+    else:
+        assert pump_until(lambda: subscriber.metrics.missing == 999_999, subscriber)
+    for epoch in range(5):
+        arena.signals.publish(Channel.SIG, "w1", fast_signals(epoch))
+    if arena.mode == CURVE:
+        assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 6, subscriber)
+        assert [e.header.sequence for e in observed.delivered] == [1, 2, 3, 4, 5, 6]
+        assert (subscriber.metrics.gaps, subscriber.metrics.missing) == (0, 0)
+        assert subscriber.metrics.rejected[R.FORGED_SENDER] == 1
+    else:
+        assert pump_until(lambda: len(observed.rejected) == 5, subscriber)
+        assert {r.reason for r in observed.rejected} == {R.OUT_OF_ORDER}
+        assert len(observed.from_sender(SIGNALS)) == 1
