@@ -323,8 +323,8 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
     assert [e.header.sequence for e in observed.delivered if e.topic == b"sig.evil."] == [1, 2, 5]
     assert arena.subscriber.metrics.gaps == 1
     assert arena.subscriber.metrics.missing == 2
-    # Each refusal names the offender and says why in words; a forged sender's, in words, the
-    # key that really sent it.
+    # Each refusal names the sender its header claims ("?" when unreadable) and says why in
+    # words; a forged sender's names the key that really sent it.
     for rejection in observed.rejected:
         assert rejection.detail
         assert rejection.sender in {*HOSTILE, "w2", "?"}
