@@ -19,6 +19,10 @@ IDENTITIES = {
     "proxy": Role.PROXY,
     "w1": Role.WORKER,
     "w2": Role.WORKER,
+    # Hostile insiders (tests/bus/test_hostile_input.py): trusted keys that send garbage.
+    "evil": Role.WORKER,
+    "evil2": Role.WORKER,
+    "rogue": Role.CONTROLLER,
 }
 
 

@@ -2,15 +2,22 @@
 
 A raw pyzmq XPUB (not our Publisher: it writes any frames it likes, and its subscription events
 tell it when the subscriber is listening) sends each kind of garbage, interleaved with valid
-traffic from a well-behaved Publisher on another connection of the same subscriber.
+traffic from well-behaved Publishers on other connections of the same subscriber.
+
+Every test runs twice: in plaintext, and with CURVE on, where each hostile peer is an insider
+holding a trusted key (a CURVE server the subscriber pins). Its frames pass the handshake and
+the identity step whenever their header names its own identity on a topic its role may use;
+every later check must then refuse exactly as in plaintext. What only CURVE can refuse (a
+sender or scope that is not the key's) is asserted per mode, in `UNDER_CURVE`.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import msgspec
 import pytest
@@ -38,17 +45,35 @@ from bus import (
     Subscriber,
     TransitionGuard,
 )
-from leyline import AdaptationCommand, LifecycleGuard, RejectReason, SeedStage, encode
+from bus.header import decode_header
+from bus.security import Curve
+from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage, encode
 
 R = RejectReason
 SUBSCRIBE = [(Channel.CMD, "w1"), (Channel.SIG, None), (Channel.TEL, None)]
-GOOD = "good"
+PLAINTEXT, CURVE = "plaintext", "curve"
+#: The well-behaved publishers: w1's signals and the controller's commands to w1.
+SIGNALS, COMMANDS = "w1", "controller"
+#: The subscriber under attack listens as the sink (any trusted key may subscribe).
+LISTENER = "sink"
+#: The hostile insiders (tests/bus/conftest.py): two workers and a second controller.
+EVIL, EVIL2, ROGUE = "evil", "evil2", "rogue"
+HOSTILE = (EVIL, EVIL2, ROGUE)
 SIG_W1 = b"sig.w1."
 #: Refused before sequence tracking, so any number of peers may repeat them.
 STATELESS = {
     R.FRAME_COUNT, R.BAD_TOPIC, R.BAD_HEADER, R.MALFORMED, R.OVERSIZE,
-    R.UNSUPPORTED_VERSION, R.UNKNOWN_TAG, R.INVALID_VALUE,
+    R.UNSUPPORTED_VERSION, R.UNKNOWN_TAG, R.INVALID_VALUE, R.FORGED_SENDER, R.NOT_PERMITTED,
 }  # fmt: skip
+#: Attacks plaintext delivers (a header is believed as written) and CURVE refuses: the header's
+#: sender must be the connection's key, and the key's role must allow the topic.
+UNDER_CURVE = {
+    "another worker's sender id": R.FORGED_SENDER,
+    "another worker's scope": R.NOT_PERMITTED,
+    "a command from a worker key": R.NOT_PERMITTED,
+}
+
+Security = Callable[[str], Curve | None]
 
 
 @dataclass
@@ -58,28 +83,52 @@ class Observed:
     delivered: list[Envelope] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def from_sender(self, sender: str) -> list[Envelope]:
-        return [e for e in self.delivered if e.header.sender == sender]
+    def from_sender(self, *senders: str) -> list[Envelope]:
+        return [e for e in self.delivered if e.header.sender in senders]
 
 
 @dataclass
 class Arena:
-    good: Publisher
+    """The subscriber under attack, its well-behaved publishers, and this mode's keys."""
+
+    mode: str
+    signals: Publisher
+    commands: Publisher
     subscriber: Subscriber
     observed: Observed
     context: zmq.Context[zmq.Socket[bytes]]
+    security: Security
+    peers: list[zmq.Socket[bytes]] = field(default_factory=list)
 
-    def hostile_peer(self) -> zmq.Socket[bytes]:
-        """A raw XPUB the subscriber connects to; returns once every subscription arrived."""
+    def address_of(self, identity: str, address: str) -> str:
+        """How the subscriber names a server: under CURVE, with the identity whose key it pins."""
+        return address if self.mode == PLAINTEXT else f"{identity}@{address}"
+
+    def hostile_peer(self, identity: str) -> zmq.Socket[bytes]:
+        """A raw XPUB the subscriber connects to; returns once every subscription arrived.
+
+        Under CURVE it is a server holding `identity`'s trusted key, so the subscriber's
+        handshake with it completes and its messages carry that identity.
+        """
         peer = self.context.socket(zmq.XPUB)
         peer.setsockopt(zmq.LINGER, 0)
+        self.peers.append(peer)
+        security = self.security(identity)
+        if security is not None:
+            security.serve(peer)
         address = peer.bind(ANY_PORT).addr
-        self.subscriber.attach(address, bind=False)
+        self.subscriber.attach(self.address_of(identity, address), bind=False)
         expected = {b"\x01cmd.w1.", b"\x01sig.", b"\x01tel.", b"\x01cmd.*."}
         while expected:
             assert peer.poll(5_000), f"subscriptions never arrived: {expected}"
             expected.discard(peer.recv())
         return peer
+
+    def expected(self, attack: Attack) -> RejectReason | None:
+        """What this mode refuses `attack` as (None: a valid message, delivered)."""
+        if self.mode == CURVE:
+            return UNDER_CURVE.get(attack.what, attack.reason)
+        return attack.reason
 
 
 def _worker_lifecycle() -> LifecycleGuard:
@@ -88,19 +137,30 @@ def _worker_lifecycle() -> LifecycleGuard:
     return lifecycle
 
 
-@pytest.fixture
-def arena(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Arena]:
-    good = Publisher(ANY_PORT, GOOD, context=context)
+@pytest.fixture(params=[PLAINTEXT, CURVE])
+def arena(
+    request: pytest.FixtureRequest,
+    context: zmq.Context[zmq.Socket[bytes]],
+    curve: Callable[[str], Curve],
+) -> Iterator[Arena]:
+    mode: str = request.param
+    security: Security = curve if mode == CURVE else (lambda _: None)
+    signals = Publisher(ANY_PORT, SIGNALS, context=context, security=security(SIGNALS))
+    commands = Publisher(ANY_PORT, COMMANDS, context=context, security=security(COMMANDS))
     command_guard = CommandGuard(
         _worker_lifecycle(), "w1", lambda c: c.target_slot_id if c.target_slot_id == SLOT else None
     )
     subscriber = Subscriber(
-        good.address,
+        [],
         SUBSCRIBE,
         context=context,
         guards={Channel.CMD: command_guard, Channel.TEL: TransitionGuard()},
+        security=security(LISTENER),
     )
     observed = Observed()
+    arena = Arena(mode, signals, commands, subscriber, observed, context, security)
+    for good in (signals, commands):
+        subscriber.attach(arena.address_of(good.sender_id, good.address), bind=False)
 
     def only_valid(envelope: Envelope) -> None:
         assert type(envelope.message) in CHANNEL_CONTRACTS[envelope.channel]
@@ -109,28 +169,40 @@ def arena(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Arena]:
     for channel, _ in SUBSCRIBE:
         subscriber.on(channel, only_valid)
     subscriber.on_rejection(observed.rejected.append)
-    handshake(subscriber, good)
-    yield Arena(good, subscriber, observed, context)
+    handshake(subscriber, signals, commands)
+    yield arena
+    for peer in arena.peers:
+        peer.close()
+    for endpoint in (subscriber, signals, commands):
+        endpoint.close()
+
+
+class Attack(NamedTuple):
+    what: str
+    frames: list[bytes]
+    #: The refusal in plaintext (None: valid and delivered); `UNDER_CURVE` lists changes.
+    reason: RejectReason | None
+    #: The hostile peer that sends it: under CURVE, the identity its frames arrive with.
+    by: str = EVIL
 
 
 def _random(rng: random.Random, size: int) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(size))
 
 
-def _attacks() -> list[tuple[str, list[bytes], RejectReason | None]]:
-    """(what, frames, expected reason or None when the message is valid and delivered)."""
+def _attacks() -> list[Attack]:
+    """Every attack, in the order sent; each header names its peer, but in `UNDER_CURVE`'s."""
     rng = random.Random(20251202)
     signal = encode(fast_signals())
-    command = advance()
     wrong_tag = as_fields(fast_signals())
     wrong_tag[0] = "Bogus.v1"
     future = as_fields(fast_signals())
     future[0] = "FastTrainingSignals.v2"
 
-    def on_sig(payload: bytes, sequence: int = 1, scope: str = "evil") -> list[bytes]:
-        return [f"sig.{scope}.".encode(), header(sequence=sequence), payload]
+    def on_sig(payload: bytes, sequence: int = 1) -> list[bytes]:
+        return [b"sig.evil.", header(EVIL, sequence), payload]
 
-    return [
+    rows: list[tuple[Any, ...]] = [  # (what, frames, reason[, by]): Attack fields
         ("random bytes, one frame", [b"sig." + _random(rng, 64)], R.FRAME_COUNT),
         ("random topic", [b"sig.\xff" + _random(rng, 20) + b".", header(), signal], R.BAD_TOPIC),
         ("random header", [SIG_W1, b"\xc1" + _random(rng, 40), signal], R.BAD_HEADER),
@@ -145,7 +217,7 @@ def _attacks() -> list[tuple[str, list[bytes], RejectReason | None]]:
         ("header not UTF-8", [SIG_W1, b"\x95\x01\xa2\xc3\x28\x01\x01\x01", signal], R.BAD_HEADER),
         ("future wire version", [SIG_W1, header(wire_version=2), signal], R.UNSUPPORTED_VERSION),
         ("unknown tag", on_sig(forged(wrong_tag)), R.UNKNOWN_TAG),
-        ("command on the sig channel", on_sig(encode(command)), R.UNKNOWN_TAG),
+        ("command on the sig channel", on_sig(encode(advance())), R.UNKNOWN_TAG),
         ("future major", on_sig(forged(future)), R.UNSUPPORTED_VERSION),
         ("NaN loss", on_sig(forged_signal("train_loss", float("nan"))), R.INVALID_VALUE),
         ("infinite loss", on_sig(forged_signal("loss_delta", float("inf"))), R.INVALID_VALUE),
@@ -159,51 +231,79 @@ def _attacks() -> list[tuple[str, list[bytes], RejectReason | None]]:
         ("sequence 2 again", on_sig(signal, 2), R.DUPLICATE),
         ("sequence 5", on_sig(signal, 5), None),
         ("sequence 3 after 5", on_sig(signal, 3), R.OUT_OF_ORDER),
-        ("restart", [b"sig.evil2.", header(incarnation=5), signal], None),
-        ("older incarnation", [b"sig.evil2.", header(incarnation=4, sequence=2), signal], R.STALE),
+        ("restart", [b"sig.evil2.", header(EVIL2, incarnation=5), signal], None, EVIL2),
+        (
+            "older incarnation",
+            [b"sig.evil2.", header(EVIL2, incarnation=4, sequence=2), signal],
+            R.STALE,
+            EVIL2,
+        ),
         (
             "FOSSILIZE a TRAINING slot",
-            frames(Channel.CMD, "w1", advance(to=SeedStage.FOSSILIZED)),
+            frames(Channel.CMD, "w1", advance(to=SeedStage.FOSSILIZED), sender=ROGUE),
             R.ILLEGAL_TRANSITION,
+            ROGUE,
         ),
-        ("command for no slot", frames(Channel.CMD, "w1", advance("nowhere"), 2), R.UNKNOWN_TARGET),
+        (
+            "command for no slot",
+            frames(Channel.CMD, "w1", advance("nowhere"), 2, sender=ROGUE),
+            R.UNKNOWN_TARGET,
+            ROGUE,
+        ),
         (
             "stage change skipping stages",
-            frames(Channel.TEL, "evil", stage_changed(SeedStage.GERMINATED, SeedStage.BLENDING)),
+            frames(Channel.TEL, EVIL, stage_changed(SeedStage.GERMINATED, SeedStage.BLENDING)),
             R.ILLEGAL_TRANSITION,
         ),
         (
             "legal stage change",
-            frames(Channel.TEL, "evil", stage_changed(SeedStage.GERMINATED, SeedStage.TRAINING), 2),
+            frames(Channel.TEL, EVIL, stage_changed(SeedStage.GERMINATED, SeedStage.TRAINING), 2),
             None,
         ),
+        # Valid messages a plaintext subscriber must believe; see UNDER_CURVE.
+        ("another worker's sender id", [b"sig.w2.", header("w2"), signal], None),
+        ("another worker's scope", [b"sig.w2.", header(EVIL), signal], None),
+        ("a command from a worker key", frames(Channel.CMD, "w1", advance(), sender=EVIL), None),
     ]  # fmt: skip
+    return [Attack(*row) for row in rows]
+
+
+def _delivered(attack: Attack) -> tuple[bytes, str, int]:
+    """The topic, sender and sequence of a valid attack, as its delivery must show them."""
+    topic_frame, header_frame, _ = attack.frames
+    sent = decode_header(header_frame)
+    return topic_frame, sent.sender, sent.sequence
 
 
 def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: Arena) -> None:
     attacks = _attacks()
-    evil, accomplice = arena.hostile_peer(), arena.hostile_peer()
+    assert set(UNDER_CURVE) <= {attack.what for attack in attacks}
+    peers = {name: (arena.hostile_peer(name), arena.hostile_peer(name)) for name in HOSTILE}
     good_sent = 0
     expected: Counter[RejectReason] = Counter()
-    for _, attack, reason in attacks:
-        arena.good.publish(Channel.SIG, "w1", fast_signals(good_sent % 30))
-        arena.good.publish(Channel.CMD, "w1", advance())  # TRAINING -> BLENDING: legal
+    valid: Counter[tuple[bytes, str, int]] = Counter()
+    for attack in attacks:
+        arena.signals.publish(Channel.SIG, "w1", fast_signals(good_sent % 30))
+        arena.commands.publish(Channel.CMD, "w1", advance())  # TRAINING -> BLENDING: legal
         good_sent += 1
-        evil.send_multipart(attack)
+        hostile, accomplice = peers[attack.by]
+        hostile.send_multipart(attack.frames)
+        reason = arena.expected(attack)
         if reason in STATELESS:
-            accomplice.send_multipart(attack)
+            accomplice.send_multipart(attack.frames)
             expected[reason] += 1
-        if reason is not None:
+        if reason is None:
+            valid[_delivered(attack)] += 1
+        else:
             expected[reason] += 1
         arena.subscriber.poll(0)  # the subscriber keeps working while under attack
-    valid_evil = sum(reason is None for _, _, reason in attacks)
     observed = arena.observed
 
     def everything_arrived() -> bool:
         return (
-            len(observed.from_sender(GOOD)) == 2 * good_sent
+            len(observed.from_sender(SIGNALS, COMMANDS)) == 2 * good_sent
             and len(observed.rejected) == sum(expected.values())
-            and len(observed.delivered) == 2 * good_sent + valid_evil
+            and len(observed.delivered) == 2 * good_sent + valid.total()
         )
 
     assert pump_until(everything_arrived, arena.subscriber), (
@@ -214,27 +314,34 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
     counted = {reason: n for reason, n in arena.subscriber.metrics.rejected.items() if n}
     assert counted == expected
     # Every valid message, each exactly once and in order.
-    for name in (SIG_W1, b"cmd.w1."):
-        sequences = [e.header.sequence for e in observed.from_sender(GOOD) if e.topic == name]
+    for sender, name in ((SIGNALS, SIG_W1), (COMMANDS, b"cmd.w1.")):
+        sequences = [e.header.sequence for e in observed.from_sender(sender) if e.topic == name]
         assert sequences == list(range(1, good_sent + 1))
+    # Of the hostile traffic exactly the valid messages arrived, each once: nothing refused did.
+    from_hostile = [e for e in observed.delivered if e.header.sender not in {SIGNALS, COMMANDS}]
+    assert Counter((e.topic, e.header.sender, e.header.sequence) for e in from_hostile) == valid
     assert [e.header.sequence for e in observed.delivered if e.topic == b"sig.evil."] == [1, 2, 5]
     assert arena.subscriber.metrics.gaps == 1
     assert arena.subscriber.metrics.missing == 2
-    # Each refusal names the offender and says why in words.
+    # Each refusal names the sender its header claims ("?" when unreadable) and says why in
+    # words; a forged sender's names the key that really sent it.
     for rejection in observed.rejected:
         assert rejection.detail
-        assert rejection.sender in {"evil", "?"}
+        assert rejection.sender in {*HOSTILE, "w2", "?"}
+        if rejection.reason is R.FORGED_SENDER:
+            assert repr(EVIL) in rejection.detail
     # And the subscriber is still alive and in order afterwards.
-    arena.good.publish(Channel.SIG, "w1", fast_signals())
+    arena.signals.publish(Channel.SIG, "w1", fast_signals())
     assert pump_until(
-        lambda: len(observed.from_sender(GOOD)) == 2 * good_sent + 1, arena.subscriber
+        lambda: len(observed.from_sender(SIGNALS, COMMANDS)) == 2 * good_sent + 1,
+        arena.subscriber,
     )
 
 
 def test_refused_command_carries_the_decoded_command(arena: Arena) -> None:
-    evil = arena.hostile_peer()
+    rogue = arena.hostile_peer(ROGUE)
     illegal = advance(to=SeedStage.FOSSILIZED)
-    evil.send_multipart(frames(Channel.CMD, "w1", illegal))
+    rogue.send_multipart(frames(Channel.CMD, "w1", illegal, sender=ROGUE))
     assert pump_until(lambda: len(arena.observed.rejected) == 1, arena.subscriber)
     [rejection] = arena.observed.rejected
     assert rejection.reason is RejectReason.ILLEGAL_TRANSITION
@@ -242,3 +349,35 @@ def test_refused_command_carries_the_decoded_command(arena: Arena) -> None:
     assert rejection.message.command_id == illegal.command_id
     assert "TRAINING" in rejection.detail and "FOSSILIZED" in rejection.detail
     assert rejection.topic == "cmd.w1."
+
+
+def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_curve(
+    arena: Arena,
+) -> None:
+    """A heartbeat in w1's name claiming a million signals sent makes every later genuine
+    signal of w1 a late arrival where it is believed: plaintext does, CURVE refuses it forged."""
+    observed, subscriber = arena.observed, arena.subscriber
+    arena.signals.publish(Channel.SIG, "w1", fast_signals())
+    assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 1, subscriber)
+    evil = arena.hostile_peer(EVIL)
+    claim = Heartbeat(interval_ms=1_000, last_sequences={SIG_W1.decode(): 1_000_000})
+    evil.send_multipart(
+        [b"sig.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim)]
+    )
+    if arena.mode == CURVE:
+        assert pump_until(lambda: bool(observed.rejected), subscriber)
+        [forged_beat] = observed.rejected
+        assert forged_beat.reason is R.FORGED_SENDER and repr(EVIL) in forged_beat.detail
+    else:
+        assert pump_until(lambda: subscriber.metrics.missing == 999_999, subscriber)
+    for epoch in range(5):
+        arena.signals.publish(Channel.SIG, "w1", fast_signals(epoch))
+    if arena.mode == CURVE:
+        assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 6, subscriber)
+        assert [e.header.sequence for e in observed.delivered] == [1, 2, 3, 4, 5, 6]
+        assert (subscriber.metrics.gaps, subscriber.metrics.missing) == (0, 0)
+        assert subscriber.metrics.rejected[R.FORGED_SENDER] == 1
+    else:
+        assert pump_until(lambda: len(observed.rejected) == 5, subscriber)
+        assert {r.reason for r in observed.rejected} == {R.OUT_OF_ORDER}
+        assert len(observed.from_sender(SIGNALS)) == 1
