@@ -107,7 +107,7 @@ class Pipeline:
             first = frames[0] if frames else b""
             return self._reject(
                 ContractError(RejectReason.FRAME_COUNT, f"{len(frames)} frames, expected 3"),
-                "?",
+                peer or "?",
                 first,
             )
         topic_frame, header_frame, payload = frames
@@ -120,12 +120,13 @@ class Pipeline:
             channel, scope = parsed
             header = decode_header(header_frame)
         except ContractError as bad_frame:
-            return self._reject(bad_frame, "?", topic_frame)
+            return self._reject(bad_frame, peer or "?", topic_frame)
         self.metrics.received[channel] += 1
         if self._identity is not None:
             refused = self._identity.check(peer or "", header.sender, channel, scope)
             if refused is not None:
-                return self._reject(refused, header.sender, topic_frame)
+                # Blame the key that sent it, not the identity its header claims.
+                return self._reject(refused, peer or "?", topic_frame)
         if header.incarnation > self._clock() + self._max_skew_ns:
             future = ContractError(
                 RejectReason.FUTURE_INCARNATION,

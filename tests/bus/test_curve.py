@@ -315,6 +315,7 @@ def test_rejections_carry_no_message_of_a_refused_identity(
     assert pump_until(lambda: any(r.reason is RejectReason.FORGED_SENDER for r in captured), intake)
     forged = [r for r in captured if r.reason is RejectReason.FORGED_SENDER]
     assert all(r.message is None for r in forged)
+    assert {r.sender for r in forged} == {"w1"}  # the key that sent it, not the claimed w2
     forger.close()
     honest.close()
 
