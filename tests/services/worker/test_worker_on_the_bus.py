@@ -14,6 +14,7 @@ from worker_bus import WorkerBus
 from leyline import (
     AckOutcome,
     AdaptationCommand,
+    CommandAck,
     CommandType,
     SeedStage,
     TelemetryEventType,
@@ -137,6 +138,24 @@ def test_a_command_refused_at_decode_is_acked_rejected_and_blocks_nothing(
     assert bus.send(request_state(), 2).outcome is AckOutcome.APPLIED  # not held behind it
     bus.worker.trainer.tick()  # and training goes on
     assert bus.worker.trainer.epoch == 1
+
+
+@pytest.mark.parametrize("tag", ["AdaptationCommand.v2", "AdaptationCommand.v1"])
+def test_a_command_without_an_id_is_refused_by_the_bus_and_never_given_one(
+    bus: WorkerBus, tag: str
+) -> None:
+    raw = msgspec.to_builtins(msgspec.structs.replace(germinate(), sequence=1))
+    del raw["command_id"]
+    bus.send_frames(msgspec.msgpack.encode({**raw, "type": tag}))
+    violation = bus.violation("invalid_value")
+
+    assert (violation.path, violation.command_id) == ("$.command_id", "")
+    assert tag in violation.detail
+    assert bus.events(TelemetryEventType.SEED_GERMINATED) == []
+    assert bus.worker.model.slots[GROWN].stage is SeedStage.DORMANT
+    assert bus.worker.ledger.last_applied == 0
+    assert not any(isinstance(e.message, CommandAck) for e in bus.received)  # no id to ack
+    assert bus.send(germinate(), 1).outcome is AckOutcome.APPLIED  # sequence 1 still free
 
 
 def test_a_command_without_a_journal_sequence_is_refused(bus: WorkerBus) -> None:
