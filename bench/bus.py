@@ -45,7 +45,7 @@ from bus import (
 )
 from bus.header import encode_header
 from bus.security import Curve, Role, ensure_keys
-from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode
+from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode, new_id
 
 MODES = ("ours", "curve", "codec", "transport")
 #: The bus's own candidates: plaintext, and CURVE on.
@@ -64,7 +64,10 @@ Frames = list[bytes]
 
 def _command() -> AdaptationCommand:
     return AdaptationCommand(
-        command_type=CommandType.ADVANCE_STAGE, target_slot_id=SLOT, target_stage=SeedStage.BLENDING
+        command_id=new_id(),
+        command_type=CommandType.ADVANCE_STAGE,
+        target_slot_id=SLOT,
+        target_stage=SeedStage.BLENDING,
     )
 
 

@@ -1,5 +1,6 @@
 """Leyline contracts: versioned msgspec messages, the seed lifecycle, and their codec."""
 
+from leyline._types import new_id
 from leyline.actions import (
     DEFAULT_BLUEPRINTS,
     DEFAULT_CATALOG,
@@ -140,6 +141,7 @@ __all__ = [
     "is_live_stage",
     "is_terminal_stage",
     "is_valid_transition",
+    "new_id",
     "next_stage",
     "normalise_into",
     "parse_tag",

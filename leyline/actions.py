@@ -127,16 +127,18 @@ def blueprint_of(action: enum.IntEnum) -> str | None:
 def action_to_command(
     action: enum.IntEnum,
     *,
+    command_id: str,
     seed_id: str | None,
     slot_id: str | None,
     reason: str = "",
     confidence: float = 1.0,
 ) -> AdaptationCommand | None:
-    """The command that carries out `action`; WAIT sends nothing, so gives None."""
+    """The command `command_id` that carries out `action`; WAIT sends nothing, so gives None."""
     name = action.name
     if name == "WAIT":
         return None
     common = {
+        "command_id": command_id,
         "target_seed_id": seed_id,
         "target_slot_id": slot_id,
         "reason": reason[:64],

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
-from leyline._types import Count, Finite, Ident, Positive, Text, Unit, new_id, utc_now
+from leyline._types import Count, Finite, Ident, Positive, Text, Unit, utc_now
+from leyline.errors import ContractError, RejectReason
 from leyline.lifecycle import SeedStage
 
 
@@ -64,22 +66,56 @@ OPERATION_TARGET_STAGE: dict[SeedOperation, SeedStage] = {
 #: The largest learning rate a command may set: larger ones overflow the optimiser step.
 MAX_LEARNING_RATE = 10.0
 
+#: A command's id: required and non-empty, since it attributes, dedupes and journals it.
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+LearningRate = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_LEARNING_RATE)]
 Reason = Annotated[str, msgspec.Meta(max_length=64)]
 Annotations = Annotated[dict[str, str], msgspec.Meta(max_length=8)]
 
 
 class AdaptationCommand(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="AdaptationCommand.v1"
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="AdaptationCommand.v2"
 ):
     """One decision of the controller for one seed slot of one worker.
 
     The subject is named by `target_seed_id` and/or `target_slot_id`. Values are checked at
-    decode time, and the cross-field rules (a GERMINATE names a blueprint, ...) and the
-    bound of every value that could break training (`MAX_LEARNING_RATE`; alpha and
-    confidence are in [0, 1] by type) in `__post_init__`, which msgspec runs on decode too.
+    decode time, bounds by type (alpha and confidence in [0, 1], the learning rate up to
+    `MAX_LEARNING_RATE`, past which it would break training) and the cross-field rules (a
+    GERMINATE names a blueprint, ...) in `__post_init__`, which msgspec runs on decode too.
+    `command_id` has no default: the sender names every command, the reader never invents
+    an id for one.
     """
 
-    command_id: Ident = msgspec.field(default_factory=new_id)
+    command_id: CommandId
+    timestamp: datetime = msgspec.field(default_factory=utc_now)
+    command_type: CommandType = CommandType.GERMINATE
+    target_seed_id: Ident | None = None
+    target_slot_id: Ident | None = None
+    blueprint_id: Ident | None = None
+    target_stage: SeedStage | None = None
+    alpha_value: Unit | None = None
+    learning_rate: LearningRate | None = None
+    reason: Reason = ""
+    confidence: Unit = 1.0
+    risk_level: RiskLevel = RiskLevel.GREEN
+    annotations: Annotations = msgspec.field(default_factory=dict)
+    #: The controller's per-worker journal sequence (1, 2, ...); 0 for an unjournaled command.
+    sequence: Count = 0
+
+    def __post_init__(self) -> None:
+        _check_rules(self)
+
+
+class AdaptationCommandV1(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="AdaptationCommand.v1"
+):
+    """The v1 contract, read only to be lifted to v2 by `lift_v1`.
+
+    Its `command_id` defaulted to a fresh id at decode time; here a missing one stays
+    `UNSET` (the locked schema alike: optional, no default), so the lift can refuse it.
+    """
+
+    command_id: Ident | UnsetType = UNSET
     timestamp: datetime = msgspec.field(default_factory=utc_now)
     command_type: CommandType = CommandType.GERMINATE
     target_seed_id: Ident | None = None
@@ -92,25 +128,43 @@ class AdaptationCommand(
     confidence: Unit = 1.0
     risk_level: RiskLevel = RiskLevel.GREEN
     annotations: Annotations = msgspec.field(default_factory=dict)
-    #: The controller's per-worker journal sequence (1, 2, ...); 0 for an unjournaled command.
     sequence: Count = 0
 
     def __post_init__(self) -> None:
-        kind = self.command_type
-        if kind is CommandType.GERMINATE and not self.blueprint_id:
-            raise ValueError("GERMINATE needs a blueprint_id")
-        if kind is CommandType.SET_ALPHA and self.alpha_value is None:
-            raise ValueError("SET_ALPHA needs an alpha_value")
-        if kind is CommandType.SET_LEARNING_RATE and self.learning_rate is None:
-            raise ValueError("SET_LEARNING_RATE needs a learning_rate")
-        if self.learning_rate is not None and self.learning_rate > MAX_LEARNING_RATE:
-            raise ValueError(
-                f"learning_rate {self.learning_rate:g} is above the bound {MAX_LEARNING_RATE:g}"
-            )
-        if kind is not CommandType.REQUEST_STATE and not (
-            self.target_seed_id or self.target_slot_id
-        ):
-            raise ValueError(f"{kind.name} needs a target_seed_id or target_slot_id")
+        _check_rules(self)
+
+
+def lift_v1(old: AdaptationCommandV1) -> AdaptationCommand:
+    """The v2 command a v1 one said; refuses one without an id or above the v2 bounds."""
+    if not old.command_id:
+        raise ContractError(
+            RejectReason.INVALID_VALUE,
+            "AdaptationCommand.v1 carries no command_id, and none is invented for it",
+            "$.command_id",
+        )
+    if old.learning_rate is not None and old.learning_rate > MAX_LEARNING_RATE:
+        raise ContractError(
+            RejectReason.INVALID_VALUE,
+            f"AdaptationCommand.v1: learning_rate {old.learning_rate:g} is above the bound"
+            f" {MAX_LEARNING_RATE:g}",
+            "$.learning_rate",
+        )
+    return AdaptationCommand(**msgspec.structs.asdict(old))
+
+
+def _check_rules(command: AdaptationCommand | AdaptationCommandV1) -> None:
+    """The cross-field rules, the same in every major."""
+    kind = command.command_type
+    if kind is CommandType.GERMINATE and not command.blueprint_id:
+        raise ValueError("GERMINATE needs a blueprint_id")
+    if kind is CommandType.SET_ALPHA and command.alpha_value is None:
+        raise ValueError("SET_ALPHA needs an alpha_value")
+    if kind is CommandType.SET_LEARNING_RATE and command.learning_rate is None:
+        raise ValueError("SET_LEARNING_RATE needs a learning_rate")
+    if kind is not CommandType.REQUEST_STATE and not (
+        command.target_seed_id or command.target_slot_id
+    ):
+        raise ValueError(f"{kind.name} needs a target_seed_id or target_slot_id")
 
 
 class AckOutcome(enum.IntEnum):

@@ -22,6 +22,8 @@ from leyline.errors import BudgetError, ContractError, RejectReason
 T = TypeVar("T", bound=msgspec.Struct)
 _TAG = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\.v(?P<major>[0-9]+)$")
 _PATH = re.compile(r" - at `(?P<path>\$[^`]*)`$")
+#: msgspec names a missing field in its message and the object holding it as the path.
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _MSGPACK_MAP_MARKERS = frozenset({0xDE, 0xDF, *range(0x80, 0x90)})
 #: Bytes that are not readable msgpack; msgspec lets bad UTF-8 and deep nesting escape as these.
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -200,6 +202,9 @@ class MessageDecoder:
         match = _PATH.search(message)
         path = match["path"] if match else "$"
         detail = message[: match.start()] if match else message
+        missing = _MISSING.fullmatch(detail)
+        if missing:
+            path = f"{path}.{missing['field']}"
         return ContractError(RejectReason.INVALID_VALUE, f"{tag}: {detail}", path)
 
 

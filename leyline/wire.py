@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from leyline.budgets import DEFAULT_BUDGETS
-from leyline.commands import AdaptationCommand, CommandAck, WorkerHello
+from leyline.commands import (
+    AdaptationCommand,
+    AdaptationCommandV1,
+    CommandAck,
+    WorkerHello,
+    lift_v1,
+)
 from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
-from leyline.registry import MessageDecoder, MessageEncoder, Registry
+from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade
 from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, TrainingSignals
 from leyline.telemetry import SeedTelemetry, TelemetryEvent
 
 REGISTRY = Registry()
 REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
-REGISTRY.register(AdaptationCommand, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(
+    AdaptationCommand,
+    budget=DEFAULT_BUDGETS.max_command_size_bytes,
+    upgrades=[Upgrade(AdaptationCommandV1, lift_v1)],
+)
 REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 REGISTRY.register(WorkerHello, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 for _cls in (

@@ -195,19 +195,25 @@ class InferenceLoop:
         `__post_init__`, and id, timestamp and confidence take no part in its cross-field
         rules, so rerunning it (as `replace` does) would triple the cost (bench inference).
         """
+        command_id = self._ids.next()
         template = self._templates.get((index, code, slot_id)) or self._template(
-            index, code, slot_id
+            index, code, slot_id, command_id
         )
         command = copy.copy(template)
         stamp = msgspec.structs.force_setattr
-        stamp(command, "command_id", self._ids.next())
+        stamp(command, "command_id", command_id)
         stamp(command, "timestamp", timestamp)
         stamp(command, "confidence", confidence)
         return command
 
-    def _template(self, index: int, code: int, slot_id: str) -> AdaptationCommand:
+    def _template(self, index: int, code: int, slot_id: str, command_id: str) -> AdaptationCommand:
+        """The cached command of (action, reason, slot), first built for `command_id`."""
         command = action_to_command(
-            self._actions[index], seed_id=None, slot_id=slot_id, reason=self._reasons[code].text
+            self._actions[index],
+            command_id=command_id,
+            seed_id=None,
+            slot_id=slot_id,
+            reason=self._reasons[code].text,
         )
         assert command is not None  # only WAIT has none, and WAIT never gets here
         self._templates[index, code, slot_id] = command

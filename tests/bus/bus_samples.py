@@ -27,6 +27,7 @@ from leyline import (
     TrainingSignals,
     WorkerHello,
     encode,
+    new_id,
 )
 from leyline.telemetry import SeedStageChanged
 
@@ -48,6 +49,7 @@ def fast_signals(epoch: int = 12, slot_index: int = 0) -> FastTrainingSignals:
 def advance(slot: str = SLOT, to: SeedStage | None = SeedStage.BLENDING) -> AdaptationCommand:
     """An ADVANCE_STAGE command for `slot`, explicit target `to`."""
     return AdaptationCommand(
+        command_id=new_id(),
         command_type=CommandType.ADVANCE_STAGE,
         target_slot_id=slot,
         target_stage=to,
@@ -70,13 +72,17 @@ def _samples() -> list[msgspec.Struct]:
     return [
         advance(),
         AdaptationCommand(
+            command_id=new_id(),
             command_type=CommandType.GERMINATE,
             target_slot_id=SLOT,
             blueprint_id="conv_enhance",
             timestamp=NOW,
         ),
         AdaptationCommand(
-            command_type=CommandType.SET_ALPHA, target_seed_id="seed-1", alpha_value=0.5
+            command_id=new_id(),
+            command_type=CommandType.SET_ALPHA,
+            target_seed_id="seed-1",
+            alpha_value=0.5,
         ),
         fast_signals(),
         FastTrainingSignals.empty(3),

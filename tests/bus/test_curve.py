@@ -21,7 +21,7 @@ from bus_samples import fast_signals, frames, stage_changed
 from bus import Channel, Envelope, Proxy, Publisher, Rejection, Subscriber
 from bus.security import Curve, SecurityError, TrustStore, load_key_pair, secret_key_path
 from bus.testing import capture_rejections
-from leyline import AdaptationCommand, CommandType, RejectReason, SeedStage
+from leyline import AdaptationCommand, CommandType, RejectReason, SeedStage, new_id
 
 CurveOf = Callable[[str], Curve]
 Context = zmq.Context[zmq.Socket[bytes]]
@@ -29,7 +29,9 @@ QUIET_S = 0.5  # how long a refused peer gets to (fail to) deliver before we loo
 
 
 def _command() -> AdaptationCommand:
-    return AdaptationCommand(command_type=CommandType.REQUEST_STATE, sequence=1)
+    return AdaptationCommand(
+        command_id=new_id(), command_type=CommandType.REQUEST_STATE, sequence=1
+    )
 
 
 def _impostor(impostor_dir: Path, key_dir: Path, identity: str) -> Curve:

@@ -18,6 +18,7 @@ from leyline import (
     SeedStateReport,
     TelemetryEvent,
     TelemetryEventType,
+    new_id,
 )
 from leyline.telemetry import SeedStageChanged
 
@@ -71,7 +72,9 @@ def test_a_report_that_moves_from_another_stage_is_still_illegal() -> None:
 def test_the_command_guard_judges_against_the_stage_at_its_turn() -> None:
     lifecycle = LifecycleGuard()
     guard = CommandGuard(lifecycle, "w1", lambda c: c.target_slot_id)
-    cull = AdaptationCommand(command_type=CommandType.CULL, target_slot_id=SLOT)
+    cull = AdaptationCommand(
+        command_id=new_id(), command_type=CommandType.CULL, target_slot_id=SLOT
+    )
 
     slot, verdict = guard.check(cull)
     assert (slot, verdict.allowed, verdict.reason) == (SLOT, False, RejectReason.ILLEGAL_TRANSITION)
@@ -83,12 +86,17 @@ def test_the_command_guard_judges_against_the_stage_at_its_turn() -> None:
 def test_the_command_guard_names_a_target_the_worker_does_not_have() -> None:
     guard = CommandGuard(LifecycleGuard(), "w1", lambda c: None)
     alpha = AdaptationCommand(
-        command_type=CommandType.SET_ALPHA, target_slot_id="nowhere", alpha_value=0.5
+        command_id=new_id(),
+        command_type=CommandType.SET_ALPHA,
+        target_slot_id="nowhere",
+        alpha_value=0.5,
     )
 
     slot, verdict = guard.check(alpha)
 
     assert (slot, verdict.allowed, verdict.reason) == (None, False, RejectReason.UNKNOWN_TARGET)
     assert "'nowhere'" in verdict.detail
-    state = guard.check(AdaptationCommand(command_type=CommandType.REQUEST_STATE))
+    state = guard.check(
+        AdaptationCommand(command_id=new_id(), command_type=CommandType.REQUEST_STATE)
+    )
     assert state[1].allowed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fault_stack import FaultHarness
 
-from leyline import SLOT_IDS, AdaptationCommand, CommandType, SeedStage
+from leyline import SLOT_IDS, AdaptationCommand, CommandType, SeedStage, new_id
 from services.chaos import summary
 from services.controller.journal import CommandJournal
 
@@ -18,13 +18,14 @@ def test_worker_started_after_its_commands_and_sink_started_last_miss_nothing(
     slot = SLOT_IDS["cnn"][0]
     owed = [
         AdaptationCommand(
+            command_id=new_id(),
             command_type=CommandType.GERMINATE,
             target_slot_id=slot,
             blueprint_id="conv_enhance",
             target_stage=SeedStage.GERMINATED,
         ),
-        AdaptationCommand(command_type=CommandType.REQUEST_STATE),
-        AdaptationCommand(command_type=CommandType.CULL, target_slot_id=slot),
+        AdaptationCommand(command_id=new_id(), command_type=CommandType.REQUEST_STATE),
+        AdaptationCommand(command_id=new_id(), command_type=CommandType.CULL, target_slot_id=slot),
     ]
     journal = CommandJournal(harness.journal)
     for command in owed:

@@ -28,6 +28,7 @@ from leyline import (
     SeedStage,
     SeedStateReport,
     TelemetryEventType,
+    new_id,
 )
 from leyline.telemetry import CommandFailed, ContractViolation, SeedStageChanged
 from services.stack import free_ports
@@ -107,7 +108,7 @@ class WorkerProbe:
     def state(self) -> dict[str, tuple[SeedStage, str]]:
         """Every slot's (stage, seed id), from the reports a REQUEST_STATE is answered with."""
         start = len(self.received)
-        command = AdaptationCommand(command_type=CommandType.REQUEST_STATE)
+        command = AdaptationCommand(command_id=new_id(), command_type=CommandType.REQUEST_STATE)
         assert self.send(command).outcome is AckOutcome.APPLIED
         answered = self.received[start : self.answer(command.command_id)]
         reports = [e.message for e in answered if isinstance(e.message, SeedStateReport)]
@@ -226,6 +227,7 @@ def test_worker_rejects_advancing_an_empty_slot_to_fossilized(rig: Rig) -> None:
     before = rig.probe.state()
     assert before[EMPTY] == (SeedStage.DORMANT, "")
     advance = AdaptationCommand(
+        command_id=new_id(),
         command_type=CommandType.ADVANCE_STAGE,
         target_slot_id=EMPTY,
         target_stage=SeedStage.FOSSILIZED,
@@ -236,14 +238,19 @@ def test_worker_rejects_advancing_an_empty_slot_to_fossilized(rig: Rig) -> None:
 
 def test_worker_rejects_culling_an_empty_slot(rig: Rig) -> None:
     before = rig.probe.state()
-    cull = AdaptationCommand(command_type=CommandType.CULL, target_slot_id=EMPTY)
+    cull = AdaptationCommand(
+        command_id=new_id(), command_type=CommandType.CULL, target_slot_id=EMPTY
+    )
     assert_rejected(rig, cull, ILLEGAL, "DORMANT -> CULLED")
     assert rig.probe.state()[EMPTY] == before[EMPTY] == (SeedStage.DORMANT, "")
 
 
 def test_worker_rejects_a_command_for_a_slot_it_does_not_have(rig: Rig) -> None:
     alpha = AdaptationCommand(
-        command_type=CommandType.SET_ALPHA, target_slot_id="no_such_slot", alpha_value=0.5
+        command_id=new_id(),
+        command_type=CommandType.SET_ALPHA,
+        target_slot_id="no_such_slot",
+        alpha_value=0.5,
     )
     assert_rejected(rig, alpha, "unknown_target", "no_such_slot")
 
@@ -251,7 +258,10 @@ def test_worker_rejects_a_command_for_a_slot_it_does_not_have(rig: Rig) -> None:
 def test_worker_applies_germinate_then_rejects_fossilize_from_training(rig: Rig) -> None:
     probe = rig.probe
     germinate = AdaptationCommand(
-        command_type=CommandType.GERMINATE, target_slot_id=GROWN, blueprint_id="norm"
+        command_id=new_id(),
+        command_type=CommandType.GERMINATE,
+        target_slot_id=GROWN,
+        blueprint_id="norm",
     )
     ack = probe.send(germinate)
     assert (ack.outcome, ack.stage_after) == (AckOutcome.APPLIED, SeedStage.GERMINATED)
@@ -270,6 +280,7 @@ def test_worker_applies_germinate_then_rejects_fossilize_from_training(rig: Rig)
     stage, seed = before[GROWN]
     assert stage is SeedStage.TRAINING and seed
     fossilize = AdaptationCommand(
+        command_id=new_id(),
         command_type=CommandType.ADVANCE_STAGE,
         target_slot_id=GROWN,
         target_stage=SeedStage.FOSSILIZED,
@@ -296,7 +307,10 @@ def test_worker_reports_garbage_frames_and_keeps_running(rig: Rig) -> None:
 def test_worker_acks_a_command_refused_at_decode_as_rejected(rig: Rig) -> None:
     probe = rig.probe
     alpha = AdaptationCommand(
-        command_type=CommandType.SET_ALPHA, target_slot_id=EMPTY, alpha_value=5.0
+        command_id=new_id(),
+        command_type=CommandType.SET_ALPHA,
+        target_slot_id=EMPTY,
+        alpha_value=5.0,
     )
     ack = probe.send(alpha)  # the contract bounds alpha to [0, 1]: refused while decoding
 
@@ -312,7 +326,9 @@ def test_worker_acks_a_command_refused_at_decode_as_rejected(rig: Rig) -> None:
 def test_worker_answers_a_resend_again_without_a_violation(rig: Rig) -> None:
     probe = rig.probe
     refused = len(violations(probe))
-    cull = AdaptationCommand(command_type=CommandType.CULL, target_slot_id=EMPTY)
+    cull = AdaptationCommand(
+        command_id=new_id(), command_type=CommandType.CULL, target_slot_id=EMPTY
+    )
     first = probe.send(cull)
     resent = msgspec.structs.replace(cull, sequence=first.sequence)
     probe.publisher.publish(Channel.CMD, WORKER, resent)  # a new header sequence, same command

@@ -124,8 +124,8 @@ def test_the_peer_writes_the_documented_bytes() -> None:
     command = adaptation_command(GERMINATE, 1, target_slot_id="block3_post", blueprint_id="norm")
     command["command_id"] = "0b5c3f4e-9d2a-4c61-8f7e-2a1b3c4d5e6f"
     command["timestamp"] = datetime(2026, 12, 2, 14, 0, 0, 123456, tzinfo=UTC)
-    assert msgspec.msgpack.encode(command) == examples["payload AdaptationCommand.v1"]
-    assert msgspec.msgpack.decode(examples["payload AdaptationCommand.v1"]) == command
+    assert msgspec.msgpack.encode(command) == examples["payload AdaptationCommand.v2"]
+    assert msgspec.msgpack.decode(examples["payload AdaptationCommand.v2"]) == command
 
 
 def documented_enums(section: str) -> dict[str, dict[int, str]]:
@@ -300,7 +300,7 @@ def test_worker_refuses_a_command_that_breaks_its_contract(worker_rig: WorkerRig
     violation = wait_until(refused, ANSWER_TIMEOUT_S, "the refusal", pause=peer.pump)
     assert violation["kind"] == "ContractViolation"
     assert violation["sender"] == "controller"
-    assert "AdaptationCommand.v1" in violation["detail"]
+    assert "AdaptationCommand.v2" in violation["detail"]
 
 
 # -- the peer as a worker, commanded by a real controller ----------------------------------
@@ -372,7 +372,7 @@ def test_controller_germinates_on_a_plateau_and_stops_resending_once_acked(
         peer.signal(epoch, plateau_epochs=max(0, epoch - 2))
 
     def commands() -> list[Message] | None:
-        found = peer.inbox.find("AdaptationCommand.v1")
+        found = peer.inbox.find("AdaptationCommand.v2")
         return found if len(found) >= 2 else None  # the command, then its first resend
 
     found = wait_until(
@@ -411,5 +411,5 @@ def test_controller_germinates_on_a_plateau_and_stops_resending_once_acked(
         return beats if span_ms > 4 * ACK_TIMEOUT_S * 1000 else None
 
     beats = wait_until(beats_after_settling, ANSWER_TIMEOUT_S, "heartbeats", pause=peer.pump)
-    last_sent = max(m.header.sequence for m in peer.inbox.find("AdaptationCommand.v1"))
+    last_sent = max(m.header.sequence for m in peer.inbox.find("AdaptationCommand.v2"))
     assert {b.payload["last_sequences"]["cmd.w9."] for b in beats} == {last_sent}

@@ -126,7 +126,7 @@ def now_utc() -> datetime:
 def adaptation_command(command_type: int, journal_sequence: int, **fields: Any) -> dict[str, Any]:
     """An AdaptationCommand map (§5.1): fields in contract order, defaults left out (§5)."""
     body: dict[str, Any] = {
-        "type": "AdaptationCommand.v1",
+        "type": "AdaptationCommand.v2",
         "command_id": str(uuid.uuid4()),
         "timestamp": now_utc(),
     }

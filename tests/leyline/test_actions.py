@@ -19,6 +19,7 @@ from leyline import (
     action_to_command,
     blueprint_of,
     is_germinate,
+    new_id,
 )
 
 # Spec section 3's snapshot table, written out by hand.
@@ -149,7 +150,10 @@ CNN = DEFAULT_CATALOG.actions("cnn")
 
 
 def test_wait_sends_no_command() -> None:
-    assert action_to_command(CNN["WAIT"], seed_id="seed_1", slot_id="block2_post") is None
+    assert (
+        action_to_command(CNN["WAIT"], command_id=new_id(), seed_id="seed_1", slot_id="block2_post")
+        is None
+    )
 
 
 # Spec table 2.3 (WAIT aside: the design sends nothing for it).
@@ -176,7 +180,12 @@ def test_action_maps_to_the_spec_command(
     blueprint: str | None,
 ) -> None:
     command = action_to_command(
-        CNN[member], seed_id="seed_1", slot_id="block2_post", reason="plateau", confidence=0.6
+        CNN[member],
+        command_id=new_id(),
+        seed_id="seed_1",
+        slot_id="block2_post",
+        reason="plateau",
+        confidence=0.6,
     )
     assert isinstance(command, AdaptationCommand)
     assert command.command_type is command_type
@@ -191,18 +200,20 @@ def test_action_maps_to_the_spec_command(
 def test_every_germinate_action_of_every_topology_names_its_blueprint() -> None:
     for topology in DEFAULT_CATALOG.topologies():
         for action in DEFAULT_CATALOG.actions(topology):
-            command = action_to_command(action, seed_id=None, slot_id="slot")
+            command = action_to_command(action, command_id=new_id(), seed_id=None, slot_id="slot")
             if is_germinate(action):
                 assert command is not None
                 assert command.blueprint_id == blueprint_of(action)
 
 
 def test_a_long_reason_is_cut_to_the_wire_limit() -> None:
-    command = action_to_command(CNN["CULL"], seed_id="s", slot_id=None, reason="x" * 200)
+    command = action_to_command(
+        CNN["CULL"], command_id=new_id(), seed_id="s", slot_id=None, reason="x" * 200
+    )
     assert command is not None and command.reason == "x" * 64
 
 
 def test_an_action_of_a_foreign_enum_is_refused() -> None:
     Other = enum.IntEnum("Other", [("JUMP", 1)])
     with pytest.raises(ValueError, match="JUMP"):
-        action_to_command(Other["JUMP"], seed_id="s", slot_id=None)
+        action_to_command(Other["JUMP"], command_id=new_id(), seed_id="s", slot_id=None)

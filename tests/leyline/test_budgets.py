@@ -22,6 +22,7 @@ from leyline import (
     SeedTelemetry,
     TrainingMetrics,
     TrainingSignals,
+    new_id,
 )
 
 MAX_COUNT = 2**32 - 1
@@ -58,7 +59,10 @@ def test_every_valid_fast_signal_fits_its_budget(signals: FastTrainingSignals) -
 
 def test_an_oversized_message_is_refused_at_encode() -> None:
     command = AdaptationCommand(
-        target_slot_id="s", blueprint_id="norm", annotations={f"k{i}": "v" * 120 for i in range(8)}
+        command_id=new_id(),
+        target_slot_id="s",
+        blueprint_id="norm",
+        annotations={f"k{i}": "v" * 120 for i in range(8)},
     )
     size = len(msgspec.msgpack.encode(command))
     with pytest.raises(BudgetError) as caught:
@@ -66,7 +70,7 @@ def test_an_oversized_message_is_refused_at_encode() -> None:
     error = caught.value
     assert error.reason is RejectReason.OVER_BUDGET
     assert (error.size, error.budget) == (size, DEFAULT_BUDGETS.max_command_size_bytes)
-    assert "AdaptationCommand.v1" in str(error)
+    assert "AdaptationCommand.v2" in str(error)
 
 
 def test_encode_into_checks_the_budget_too() -> None:
@@ -75,7 +79,10 @@ def test_encode_into_checks_the_budget_too() -> None:
     size = encoder.encode_into(worst_case_fast_signals(), buffer, 4)
     assert size == len(buffer) - 4 <= 280
     command = AdaptationCommand(
-        target_slot_id="s", blueprint_id="norm", annotations={f"k{i}": "v" * 120 for i in range(8)}
+        command_id=new_id(),
+        target_slot_id="s",
+        blueprint_id="norm",
+        annotations={f"k{i}": "v" * 120 for i in range(8)},
     )
     with pytest.raises(BudgetError):
         encoder.encode_into(command, bytearray(), 0)

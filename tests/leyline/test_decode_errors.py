@@ -23,6 +23,7 @@ from leyline import (
     TrainingMetrics,
     TrainingSignals,
     Upgrade,
+    new_id,
 )
 from leyline.telemetry import PlateauDetected, SeedGerminated
 
@@ -42,7 +43,7 @@ def refusal(value: Any) -> ContractError:
 
 def command(**fields: Any) -> dict[str, Any]:
     base = AdaptationCommand(
-        command_type=CommandType.SET_ALPHA, target_slot_id="s", alpha_value=0.5
+        command_id=new_id(), command_type=CommandType.SET_ALPHA, target_slot_id="s", alpha_value=0.5
     )
     wire: dict[str, Any] = as_wire(base)
     return {**wire, **fields}
@@ -61,6 +62,9 @@ def command(**fields: Any) -> dict[str, Any]:
         ({"command_type": 5, "learning_rate": 0.0}, "$.learning_rate"),
         ({"command_type": 5, "learning_rate": -1e-3}, "$.learning_rate"),
         ({"command_type": 5, "learning_rate": INF}, "$.learning_rate"),
+        ({"command_type": 5, "learning_rate": 10.5}, "$.learning_rate"),
+        ({"command_id": ""}, "$.command_id"),
+        ({"command_id": "x" * 129}, "$.command_id"),
         ({"command_type": 99}, "$.command_type"),
         ({"target_stage": 11}, "$.target_stage"),
         ({"reason": "x" * 65}, "$.reason"),
@@ -73,7 +77,7 @@ def test_command_values_out_of_contract_are_refused_with_their_path(
     error = refusal(command(**fields))
     assert error.reason is RejectReason.INVALID_VALUE
     assert error.path == path
-    assert "AdaptationCommand.v1" in str(error)
+    assert "AdaptationCommand.v2" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -162,12 +166,24 @@ def test_telemetry_event_cannot_be_built_with_the_wrong_payload() -> None:
         )
 
 
-def test_missing_required_field_is_refused_by_name() -> None:
+def test_missing_required_field_is_refused_by_name_and_path() -> None:
     wire = as_wire(SeedTelemetry(seed_id="seed_1"))
     del wire["seed_id"]
     error = refusal(wire)
-    assert error.reason is RejectReason.INVALID_VALUE
+    assert (error.reason, error.path) == (RejectReason.INVALID_VALUE, "$.seed_id")
     assert "seed_id" in error.detail
+
+
+def test_a_missing_field_of_a_nested_struct_is_refused_at_its_path() -> None:
+    wire = as_wire(
+        TelemetryEvent(
+            event_type=TelemetryEventType.SEED_GERMINATED,
+            payload=SeedGerminated(seed_id="s", blueprint_id="norm", params=10),
+        )
+    )
+    del wire["payload"]["blueprint_id"]
+    error = refusal(wire)
+    assert (error.reason, error.path) == (RejectReason.INVALID_VALUE, "$.payload.blueprint_id")
 
 
 @pytest.mark.parametrize(
@@ -191,7 +207,7 @@ def test_unknown_or_missing_tag_is_refused(value: Any) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        {"type": "AdaptationCommand.v2", "command_type": 1},
+        {"type": "AdaptationCommand.v3", "command_type": 1},
         {"type": "SeedTelemetry.v0"},
         ["FastTrainingSignals.v9", 1, 2],
     ],

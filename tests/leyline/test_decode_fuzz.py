@@ -87,7 +87,7 @@ def test_truncated_messages_are_refused_with_a_reason(value: Any, cut: int) -> N
     [
         b"\x91" * 5_000 + b"\xc0",
         b"\x81\xa1x" * 5_000 + b"\xc0",
-        b"\x82\xa4type\xb4AdaptationCommand.v1\xa1x" + b"\x91" * 5_000 + b"\xc0",
+        b"\x82\xa4type\xb4AdaptationCommand.v2\xa1x" + b"\x91" * 5_000 + b"\xc0",
     ],
     ids=["nested-arrays", "nested-maps", "nested-unknown-field"],
 )

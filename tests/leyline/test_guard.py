@@ -6,7 +6,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from leyline import AdaptationCommand, CommandType, LifecycleGuard, RejectReason, SeedStage, Verdict
+from leyline import (
+    AdaptationCommand,
+    CommandType,
+    LifecycleGuard,
+    RejectReason,
+    SeedStage,
+    Verdict,
+    new_id,
+)
 
 S = SeedStage
 
@@ -42,6 +50,7 @@ stages = st.sampled_from(list(SeedStage))
 def commands(draw: st.DrawFn) -> AdaptationCommand:
     kind = draw(st.sampled_from(list(CommandType)))
     return AdaptationCommand(
+        command_id=new_id(),
         command_type=kind,
         target_slot_id="block2_post",
         blueprint_id="norm",
@@ -166,7 +175,7 @@ test_lifecycle_guard_matches_reference_model = GuardMachine.TestCase
 
 
 def test_germinate_into_an_unseen_slot_starts_from_dormant() -> None:
-    command = AdaptationCommand(target_slot_id="s", blueprint_id="norm")
+    command = AdaptationCommand(command_id=new_id(), target_slot_id="s", blueprint_id="norm")
     verdict = LifecycleGuard().check_command("w1", "s", command)
     assert verdict == Verdict(True, S.DORMANT, S.GERMINATED)
 
@@ -175,7 +184,10 @@ def test_advance_with_an_explicit_target_of_unknown_is_refused() -> None:
     guard = LifecycleGuard()
     guard.record("w1", "s", S.DORMANT)
     command = AdaptationCommand(
-        command_type=CommandType.ADVANCE_STAGE, target_slot_id="s", target_stage=S.UNKNOWN
+        command_id=new_id(),
+        command_type=CommandType.ADVANCE_STAGE,
+        target_slot_id="s",
+        target_stage=S.UNKNOWN,
     )
     verdict = guard.check_command("w1", "s", command)
     assert not verdict.allowed

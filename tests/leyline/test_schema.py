@@ -21,6 +21,7 @@ from leyline import (
     SeedStage,
     Upgrade,
     encode,
+    new_id,
     tag_of,
 )
 from leyline.reports import SeedMetrics, SeedStateReport
@@ -64,9 +65,16 @@ def test_current_contracts_are_compatible_with_the_committed_lock() -> None:
     assert check(lock(), read_lock()) == []
 
 
-def test_lock_covers_every_registered_tag() -> None:
+def readable_classes() -> list[type[msgspec.Struct]]:
+    """Every registered type and every older major it still reads."""
+    entries = REGISTRY.entries().values()
+    return [cls for entry in entries for cls in (entry.cls, *(u.legacy for u in entry.upgrades))]
+
+
+def test_lock_covers_every_registered_tag_and_every_older_major_still_read() -> None:
     document = lock()
-    assert sorted(document["tags"]) == sorted(REGISTRY.entries())
+    assert sorted(document["tags"]) == sorted(tag_of(cls) for cls in readable_classes())
+    assert "AdaptationCommand.v1" in document["tags"]  # bumped to v2, still read
     for root in document["tags"].values():
         assert root["$ref"].removeprefix("#/$defs/") in document["$defs"]
 
@@ -109,7 +117,11 @@ def test_export_describes_timestamps_as_json_strings_and_msgpack_timestamps() ->
     )
     # What the wire really carries: a msgpack timestamp extension (fixext, type -1).
     when = datetime(2026, 12, 2, 14, 0, 0, 500, tzinfo=UTC)
-    raw = encode(AdaptationCommand(command_type=CommandType.REQUEST_STATE, timestamp=when))
+    raw = encode(
+        AdaptationCommand(
+            command_id=new_id(), command_type=CommandType.REQUEST_STATE, timestamp=when
+        )
+    )
     assert bytes([0xD7, 0xFF]) in raw
     assert when.isoformat().encode() not in raw
 
@@ -122,10 +134,11 @@ def test_every_datetime_field_of_the_contracts_is_marked_in_the_lock() -> None:
         for field, node in component.get("properties", {}).items()
         if node.get("x-msgpack") == "timestamp" and node.get("format") == "date-time"
     }
+    named = {**vars(leyline), **{cls.__name__: cls for cls in readable_classes()}}
     datetimes = {
         (name, info.name)
         for name in components
-        if isinstance(cls := getattr(leyline, name, None), type) and issubclass(cls, msgspec.Struct)
+        if isinstance(cls := named.get(name), type) and issubclass(cls, msgspec.Struct)
         for info in msgspec.structs.fields(cls)
         if info.type is datetime
     }
@@ -387,7 +400,7 @@ def real_lock_with(*replaced: type[msgspec.Struct]) -> dict[str, Any]:
     by_tag = {tag_of(cls): cls for cls in replaced}
     registry = Registry()
     for tag, entry in REGISTRY.entries().items():
-        registry.register(by_tag.get(tag, entry.cls), budget=entry.budget)
+        registry.register(by_tag.get(tag, entry.cls), budget=entry.budget, upgrades=entry.upgrades)
     return lock(registry)
 
 

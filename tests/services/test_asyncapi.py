@@ -69,7 +69,7 @@ def test_every_channel_carries_its_contracts_on_a_scope_parameter(
 def test_every_tag_is_a_message_with_its_schema(document: dict[str, Any]) -> None:
     messages = document["components"]["messages"]
     assert set(messages) == set(REGISTRY.entries())
-    command = messages["AdaptationCommand.v1"]
+    command = messages["AdaptationCommand.v2"]
     assert command["payload"] == {"$ref": "#/components/schemas/AdaptationCommand"}
     fields = document["components"]["schemas"]["AdaptationCommand"]["properties"]
     assert fields["command_type"] == {"$ref": "#/components/schemas/CommandType", "default": 1}

@@ -23,6 +23,7 @@ from leyline import (
     CommandAck,
     CommandType,
     WorkerHello,
+    new_id,
 )
 from services.cli.worker import build_worker
 from services.config import BusConfig, WorkerConfig
@@ -125,7 +126,10 @@ class ControllerRig:
 
 def _germinate() -> AdaptationCommand:
     return AdaptationCommand(
-        command_type=CommandType.GERMINATE, target_slot_id=SLOT, blueprint_id="norm"
+        command_id=new_id(),
+        command_type=CommandType.GERMINATE,
+        target_slot_id=SLOT,
+        blueprint_id="norm",
     )
 
 
@@ -184,7 +188,7 @@ def test_the_workers_own_hello_and_rejected_ack_settle_for_good(rig: ControllerR
 def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(
     tmp_path: Path,
 ) -> None:
-    query = AdaptationCommand(command_type=CommandType.REQUEST_STATE)
+    query = AdaptationCommand(command_id=new_id(), command_type=CommandType.REQUEST_STATE)
     rig = ControllerRig(tmp_path, [query])
     try:
         first = rig.worker(tmp_path / "worker")

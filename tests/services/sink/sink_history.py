@@ -12,6 +12,7 @@ from leyline import (
     SeedStage,
     TelemetryEvent,
     TelemetryEventType,
+    new_id,
 )
 from leyline.telemetry import (
     ContractViolation,
@@ -143,9 +144,14 @@ class History:
     @staticmethod
     def germinate_command(seed: str = "s1") -> AdaptationCommand:
         return AdaptationCommand(
-            command_type=CommandType.GERMINATE, target_seed_id=seed, blueprint_id="norm"
+            command_id=new_id(),
+            command_type=CommandType.GERMINATE,
+            target_seed_id=seed,
+            blueprint_id="norm",
         )
 
     @staticmethod
     def cull_command(seed: str = "s1") -> AdaptationCommand:
-        return AdaptationCommand(command_type=CommandType.CULL, target_seed_id=seed)
+        return AdaptationCommand(
+            command_id=new_id(), command_type=CommandType.CULL, target_seed_id=seed
+        )

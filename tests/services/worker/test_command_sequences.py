@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from worker_helpers import assert_wire_valid
 
-from leyline import AckOutcome, AdaptationCommand, CommandType, SeedStage
+from leyline import AckOutcome, AdaptationCommand, CommandType, SeedStage, new_id
 from services.worker import SLOT_IDS, LifecycleConfig, WorkerModel
 
 _TARGETS = st.sampled_from([*SLOT_IDS, "block9_post"])
@@ -17,6 +17,7 @@ _TARGETS = st.sampled_from([*SLOT_IDS, "block9_post"])
 def _commands(draw: st.DrawFn) -> AdaptationCommand:
     kind = draw(st.sampled_from(CommandType))
     return AdaptationCommand(
+        command_id=new_id(),
         command_type=kind,
         target_slot_id=draw(_TARGETS),
         blueprint_id=draw(st.sampled_from(["norm", "attention", "depthwise", "lora"])),

@@ -14,10 +14,12 @@ from worker_bus import WorkerBus
 from leyline import (
     AckOutcome,
     AdaptationCommand,
+    CommandAck,
     CommandType,
     SeedStage,
     TelemetryEventType,
     encode,
+    new_id,
 )
 
 C = CommandType
@@ -34,11 +36,13 @@ def bus(tmp_path: Path) -> Iterator[WorkerBus]:
 
 
 def germinate(slot: str = GROWN) -> AdaptationCommand:
-    return AdaptationCommand(command_type=C.GERMINATE, target_slot_id=slot, blueprint_id="norm")
+    return AdaptationCommand(
+        command_id=new_id(), command_type=C.GERMINATE, target_slot_id=slot, blueprint_id="norm"
+    )
 
 
 def request_state() -> AdaptationCommand:
-    return AdaptationCommand(command_type=C.REQUEST_STATE)
+    return AdaptationCommand(command_id=new_id(), command_type=C.REQUEST_STATE)
 
 
 @pytest.mark.parametrize("refusal", ["duplicate", "out_of_order", "stale"])
@@ -78,7 +82,9 @@ def test_a_resend_is_answered_again_and_is_no_violation(bus: WorkerBus) -> None:
 
 
 def test_a_command_that_waited_for_its_predecessor_is_judged_at_its_turn(bus: WorkerBus) -> None:
-    alpha = AdaptationCommand(command_type=C.SET_ALPHA, target_slot_id=GROWN, alpha_value=0.5)
+    alpha = AdaptationCommand(
+        command_id=new_id(), command_type=C.SET_ALPHA, target_slot_id=GROWN, alpha_value=0.5
+    )
     bus.publish(alpha, 2)  # ahead of the germination it needs: it waits, unjudged
     bus.settle()
     assert bus.acks(alpha.command_id) == []
@@ -90,7 +96,7 @@ def test_a_command_that_waited_for_its_predecessor_is_judged_at_its_turn(bus: Wo
 
 
 def test_a_lifecycle_refusal_is_acked_rejected_with_its_reason(bus: WorkerBus) -> None:
-    cull = AdaptationCommand(command_type=C.CULL, target_slot_id=GROWN)
+    cull = AdaptationCommand(command_id=new_id(), command_type=C.CULL, target_slot_id=GROWN)
     ack = bus.send(cull, 1)
 
     assert (ack.outcome, ack.reason) == (AckOutcome.REJECTED, "illegal_transition")
@@ -100,7 +106,9 @@ def test_a_lifecycle_refusal_is_acked_rejected_with_its_reason(bus: WorkerBus) -
 
 def _refused_at_decode(kind: CommandType, field: str, value: float) -> tuple[str, bytes]:
     """A command whose `field` breaks its contract, as a faulty controller would encode it."""
-    valid = AdaptationCommand(command_type=kind, target_slot_id=GROWN, **{field: 0.5})
+    valid = AdaptationCommand(
+        command_id=new_id(), command_type=kind, target_slot_id=GROWN, **{field: 0.5}
+    )
     raw = msgspec.to_builtins(valid)
     raw[field] = value
     return valid.command_id, msgspec.msgpack.encode(raw)
@@ -130,6 +138,24 @@ def test_a_command_refused_at_decode_is_acked_rejected_and_blocks_nothing(
     assert bus.send(request_state(), 2).outcome is AckOutcome.APPLIED  # not held behind it
     bus.worker.trainer.tick()  # and training goes on
     assert bus.worker.trainer.epoch == 1
+
+
+@pytest.mark.parametrize("tag", ["AdaptationCommand.v2", "AdaptationCommand.v1"])
+def test_a_command_without_an_id_is_refused_by_the_bus_and_never_given_one(
+    bus: WorkerBus, tag: str
+) -> None:
+    raw = msgspec.to_builtins(msgspec.structs.replace(germinate(), sequence=1))
+    del raw["command_id"]
+    bus.send_frames(msgspec.msgpack.encode({**raw, "type": tag}))
+    violation = bus.violation("invalid_value")
+
+    assert (violation.path, violation.command_id) == ("$.command_id", "")
+    assert tag in violation.detail
+    assert bus.events(TelemetryEventType.SEED_GERMINATED) == []
+    assert bus.worker.model.slots[GROWN].stage is SeedStage.DORMANT
+    assert bus.worker.ledger.last_applied == 0
+    assert not any(isinstance(e.message, CommandAck) for e in bus.received)  # no id to ack
+    assert bus.send(germinate(), 1).outcome is AckOutcome.APPLIED  # sequence 1 still free
 
 
 def test_a_command_without_a_journal_sequence_is_refused(bus: WorkerBus) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from leyline import AdaptationCommand, CommandType, Message, SeedStage, decode, encode
+from leyline import AdaptationCommand, CommandType, Message, SeedStage, decode, encode, new_id
 from services.worker import CommandOutcome, SeedSlot
 
 
@@ -21,7 +21,7 @@ def germinate(slot: SeedSlot, module: nn.Module | None = None, baseline: float =
 
 
 def command(kind: CommandType, **fields: object) -> AdaptationCommand:
-    return AdaptationCommand(command_type=kind, **fields)  # type: ignore[arg-type]
+    return AdaptationCommand(command_id=new_id(), command_type=kind, **fields)  # type: ignore[arg-type]
 
 
 def assert_wire_valid(outcome: CommandOutcome) -> None:
