@@ -29,8 +29,8 @@ from zmq.utils import z85
 
 from leyline import LeylineError
 
-#: The ZAP domain of every Leyline server socket.
-ZAP_DOMAIN = b"leyline"
+#: The prefix of every Leyline server socket's ZAP domain (one per trust store).
+ZAP_DOMAIN = "leyline"
 TRUST_DIR = "trust"
 SECRET_DIR = "secret"
 #: How often an unknown client key may make the trust directory be read again.
@@ -219,25 +219,38 @@ class TrustStore:
 
 
 class _Authenticator(ThreadAuthenticator):
-    """pyzmq's ZAP handler, answering from a TrustStore with the identity as User-Id."""
+    """pyzmq's ZAP handler for one context, answering each ZAP domain from its trust store,
+    with the accepted key's identity as the User-Id.
 
-    def __init__(self, context: zmq.Context[Any], trust: TrustStore) -> None:
+    A process may hold several trust stores (tests do); each gets a ZAP domain of its own, so
+    a server socket is only ever answered from the store of the Curve that made it a server.
+    """
+
+    def __init__(self, context: zmq.Context[Any]) -> None:
         super().__init__(context)
-        self.trust = trust
         self.accepted = 0
         self.denied = 0
+        self._stores: dict[str, TrustStore] = {}
+        #: Identity of the key just accepted, until pyzmq asks for its User-Id.
+        self._identities: dict[bytes, str] = {}
+
+    def trust(self, domain: str, store: TrustStore) -> None:
+        if domain not in self._stores:
+            self._stores[domain] = store
+            self.configure_curve_callback(domain=domain, credentials_provider=self)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        peer = self.trust.by_key(key)
+        store = self._stores.get(domain)
+        peer = None if store is None else store.by_key(key)
         if peer is None:
             self.denied += 1
             return False
         self.accepted += 1
+        self._identities[key] = peer.identity
         return True
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        peer = self.trust.by_key(z85.encode(client_public_key))
-        return peer.identity if peer is not None else ""
+        return self._identities.pop(z85.encode(client_public_key), "")
 
 
 class Curve:
@@ -278,18 +291,21 @@ class Curve:
         with self._handlers_lock:
             handler = self._handlers.get(id(context))
             if handler is None or not handler.is_alive():
-                handler = _Authenticator(context, self.trust)
+                handler = _Authenticator(context)
                 handler.start()
-                handler.configure_curve_callback(
-                    domain=ZAP_DOMAIN.decode(), credentials_provider=handler
-                )
                 self._handlers[id(context)] = handler
+            handler.trust(self.domain, self.trust)
             return handler
+
+    @property
+    def domain(self) -> str:
+        """This trust store's ZAP domain (local to the process: it never goes on the wire)."""
+        return f"{ZAP_DOMAIN}-{id(self.trust):x}"
 
     def serve(self, sock: zmq.Socket[Any]) -> None:
         """Make `sock` a CURVE server whose clients ZAP checks against the trust store."""
         self.authenticator(sock.context)
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_DOMAIN, self.domain.encode())
         sock.curve_secretkey = self.keys.secret_key
         sock.curve_publickey = self.keys.public_key
         sock.curve_server = True

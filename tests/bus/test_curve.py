@@ -345,3 +345,34 @@ def test_an_incarnation_from_the_future_cannot_freeze_a_senders_streams(
     assert pump_until(lambda: any(not e.is_control for e in received), intake)
     assert [e.header.incarnation for e in received if not e.is_control] == [genuine.incarnation]
     genuine.close()
+
+
+def test_each_server_is_answered_from_its_own_trust_store(
+    context: Context, curve: CurveOf, key_dir: Path, impostor_dir: Path
+) -> None:
+    """Two trust stores in one process (one ZAP handler per context): each server socket is
+    judged by the store of the Curve that made it a server, never by another's."""
+    ours = Subscriber(
+        ANY_PORT, [(Channel.SIG, None)], bind=True, context=context, security=curve("sink")
+    )
+    theirs = Subscriber(
+        ANY_PORT,
+        [(Channel.SIG, None)],
+        bind=True,
+        context=context,
+        security=Curve.from_directory(impostor_dir, "sink"),
+    )
+    to_ours = _publisher(context, f"sink@{ours.addresses[0]}", "w1", curve("w1"))
+    w1_to_theirs = Curve(
+        load_key_pair(secret_key_path(key_dir, "w1")), TrustStore(impostor_dir / "trust")
+    )
+    to_theirs = _publisher(context, f"sink@{theirs.addresses[0]}", "w1", w1_to_theirs)
+    received_ours, received_theirs = _collect(ours), _collect(theirs)
+    handshake(ours, to_ours)
+    to_ours.publish(Channel.SIG, "w1", fast_signals(1))
+    to_theirs.publish(Channel.SIG, "w1", fast_signals(1))
+    assert pump_until(lambda: any(not e.is_control for e in received_ours), ours)
+    assert pump_until(lambda: theirs.metrics.rejected[RejectReason.UNAUTHENTICATED] >= 1, theirs)
+    assert not received_theirs
+    for endpoint in (to_ours, to_theirs, ours, theirs):
+        endpoint.close()
