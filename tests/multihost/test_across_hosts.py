@@ -32,7 +32,8 @@ RUN_TIMEOUT_S = 120.0
 def _run_to_the_end(stack: HostStack) -> dict[str, int]:
     """Wait for the workers to finish and the sink to settle; stop in order; the exit codes."""
     stack.wait_until(stack.finished, RUN_TIMEOUT_S, "the workers to finish")
-    stack.wait_until(stack.settled, 30.0, "the sink to hold every sequence and acks to settle")
+    # A bound on a hang, not a timing: replay and resend backoff can take a while under load.
+    stack.wait_until(stack.settled, 120.0, "the sink to hold every sequence and acks to settle")
     return {
         **{w: stack.processes[w].returncode for w in WORKERS},
         **stack.stop("controller", "sink"),
