@@ -247,16 +247,25 @@ class Stack:
 
     def _spawn(self, name: str, mode: str) -> None:
         command, env = self._services[name]
-        logs = Path(self.plan.data_dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log = (logs / f"{name}.log").open(mode)
+        process, log = spawn_service(self.plan.data_dir, name, command, env, mode)
         self._logs.append(log)
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", command],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.processes[name] = process
+
+
+def spawn_service(
+    data_dir: str, name: str, command: str, env: dict[str, str], mode: str = "wb"
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`."""
+    logs = Path(data_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log: IO[bytes] = (logs / f"{name}.log").open(mode)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", command],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process, log
 
 
 def _death(code: int) -> str:

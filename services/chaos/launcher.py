@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-from services.stack import Stack, StackPlan
+from services.stack import Stack, StackPlan, spawn_service
 
 #: Services that are not workers.
 INFRASTRUCTURE = ("sink", "controller")
@@ -47,16 +44,9 @@ class ChaosStack(Stack):
         if self.alive(name):
             raise RuntimeError(f"{name} is already running")
         command, env = self._commands[name]
-        logs = Path(self.plan.data_dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log = (logs / f"{name}.log").open("ab")
+        process, log = spawn_service(self.plan.data_dir, name, command, env, "ab")
         self._logs.append(log)
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", command],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.processes[name] = process
         self.starts[name] += 1
 
     def alive(self, name: str) -> bool:
