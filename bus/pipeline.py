@@ -17,11 +17,12 @@ from typing import Any
 
 import msgspec
 
+from bus.clocks import ClockOffsets
 from bus.header import Header, decode_header
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
 from bus.rejection import Rejection
-from bus.sequence import ACCEPTED, Order, SequenceTracker
+from bus.sequence import ACCEPTED, MAX_STREAMS, Order, SequenceTracker
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, parse_topic
 from leyline import (
     REGISTRY,
@@ -90,6 +91,8 @@ class Pipeline:
         self._identity = identity
         self._max_skew_ns = int(max_clock_skew_s * 1e9)
         self.tracker = SequenceTracker()
+        #: Each sender's clock offset, so freshness does not depend on synchronised clocks.
+        self.clocks = ClockOffsets(MAX_STREAMS)
         self._topics: dict[bytes, tuple[Channel, str]] = {}
         self.metrics = metrics or SubscriberMetrics()
 
@@ -151,6 +154,9 @@ class Pipeline:
         self.metrics.decode_latency.observe(time.perf_counter_ns() - started)
         envelope = Envelope(channel, scope, topic_frame, header, message)
         if scope == CONTROL_SCOPE or replay:
+            if channel is Channel.SIG and self._max_age is not None:
+                # Heartbeats teach the sender's clock offset before its first signal.
+                self.clocks.age(header.sender, header.sent_ns, self._clock())
             return envelope
         sequence = header.sequence
         order = self.tracker.observe(header.sender, topic_frame, header.incarnation, sequence)
@@ -161,11 +167,12 @@ class Pipeline:
         if order is Order.RESTART:
             self.metrics.restarts += 1
         if self._max_age is not None and channel is Channel.SIG:
-            age = self._clock() - header.sent_ns
+            age = self.clocks.age(header.sender, header.sent_ns, self._clock())
             if age > self._max_age:
                 stale = ContractError(
                     RejectReason.STALE,
-                    f"signal is {age / 1e6:.0f} ms old, limit {self._max_age / 1e6:.0f} ms",
+                    f"signal is {age / 1e6:.0f} ms older than its sender's fastest recent ones, "
+                    f"limit {self._max_age / 1e6:.0f} ms",
                     "$.header.sent_ns",
                 )
                 return self._reject(stale, header.sender, topic_frame, message)

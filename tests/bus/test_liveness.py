@@ -63,7 +63,8 @@ def test_signal_older_than_max_age_is_stale() -> None:
     assert isinstance(outcome, Rejection)
     assert outcome.reason is RejectReason.STALE
     assert outcome.path == "$.header.sent_ns"
-    assert "1000 ms old" in outcome.detail
+    # 750 ms slower than the sender's fastest message: its clock is not compared with ours.
+    assert "750 ms older than its sender's fastest recent ones" in outcome.detail
     assert pipeline.metrics.rejected[RejectReason.STALE] == 1
 
 
@@ -75,7 +76,9 @@ def test_max_age_applies_to_fast_signals_only() -> None:
     assert isinstance(pipeline.process(frames(Channel.SIG, "w1", fast_signals())), Envelope)
 
 
-def test_subscriber_refuses_signals_from_a_lagging_publisher(inproc: InProcessBus) -> None:
+def test_a_publisher_whose_clock_lags_is_skewed_not_stale(inproc: InProcessBus) -> None:
+    """A clock 10 s behind ours is skew, not staleness (tests/bus/test_clock_skew.py has the
+    delayed signals it must still refuse)."""
     lagging = inproc.publisher("w1", clock=lambda: time.time_ns() - 10 * SECOND)
     subscriber = inproc.subscriber([(Channel.SIG, None)], max_signal_age_s=1.0)
     inproc.connect(lagging, subscriber)
@@ -83,7 +86,5 @@ def test_subscriber_refuses_signals_from_a_lagging_publisher(inproc: InProcessBu
     subscriber.on(Channel.SIG, delivered.append)
     with capture_rejections(subscriber) as rejected:
         lagging.publish(Channel.SIG, "w1", fast_signals())
-        assert pump_until(lambda: len(rejected) == 1, subscriber)
-    assert rejected[0].reason is RejectReason.STALE
-    assert rejected[0].message == fast_signals()
-    assert delivered == []
+        assert pump_until(lambda: len(delivered) == 1, subscriber)
+    assert rejected == []
