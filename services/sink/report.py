@@ -87,13 +87,8 @@ _ILLEGAL = "SELECT sender, COUNT(*) FROM stage_history WHERE illegal IS NOT NULL
 
 def build_report(store: TelemetryStore) -> RunReport:
     """Summarise everything committed to `store` so far, from one consistent snapshot."""
-    db = store.connection
-    # One read transaction: while the sink writes on, every figure comes from the same commit.
-    db.execute("BEGIN")
-    try:
+    with store.snapshot() as db:
         return _summarise(db)
-    finally:
-        db.execute("ROLLBACK")
 
 
 def _summarise(db: sqlite3.Connection) -> RunReport:

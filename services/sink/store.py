@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -117,6 +118,16 @@ class TelemetryStore:
     def connection(self) -> sqlite3.Connection:
         """The open connection, for the read-only queries in this package."""
         return self._connection
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: while the sink writes on, every query sees the same commit."""
+        db = self._connection
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("ROLLBACK")
 
     def write_batch(self, records: Iterable[StoredMessage]) -> BatchResult:
         """Store `records` in one transaction; on any error nothing of the batch is kept."""

@@ -117,12 +117,8 @@ class RunTimeline(msgspec.Struct, kw_only=True):
 
 def build_timeline(store: TelemetryStore) -> RunTimeline:
     """The run's series from one consistent snapshot of `store`."""
-    db = store.connection
-    db.execute("BEGIN")
-    try:
+    with store.snapshot() as db:
         return _collect(db)
-    finally:
-        db.execute("ROLLBACK")
 
 
 def _collect(db: sqlite3.Connection) -> RunTimeline:
