@@ -3,7 +3,7 @@
 from services.worker.blending import blend, blend_alpha, isolated
 from services.worker.blueprints import SEED_FACTORIES, UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig
-from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
+from services.worker.data import DataSplit, load_digits_split, shuffled_batches
 from services.worker.host import SLOT_IDS, HostCNN
 from services.worker.model import WorkerModel
 from services.worker.outcome import CommandOutcome, CommandRefusal
@@ -15,7 +15,7 @@ __all__ = [
     "SLOT_IDS",
     "CommandOutcome",
     "CommandRefusal",
-    "DigitsSplit",
+    "DataSplit",
     "EpochReport",
     "HostCNN",
     "LifecycleConfig",

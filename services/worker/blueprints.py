@@ -1,7 +1,9 @@
-"""The CNN seed modules, one per `cnn` blueprint of leyline's catalogue, all shape-preserving.
+"""The CNN seed modules, one per `cnn` blueprint of leyline's catalogue, all shape-preserving,
+and `build_seed`, which finds a blueprint's module in its topology's factories.
 
-Every module maps N x C x H x W to the same shape, so a slot can blend it into the host at any
-alpha. The residual forms start close to the identity, which keeps blending gentle.
+Every CNN module maps N x C x H x W to the same shape, so a slot can blend it into the host at
+any alpha. The residual forms start close to the identity, which keeps blending gentle. The
+transformer's modules are in `blueprints_transformer`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-TOPOLOGY = "cnn"
+from services.worker import blueprints_transformer
 
 
 def _groups(channels: int, preferred: int = 4) -> int:
@@ -81,16 +83,24 @@ SEED_FACTORIES: Mapping[str, Callable[[int], nn.Module]] = {
 }
 
 
+#: Each topology's seed factories, keyed by blueprint name.
+TOPOLOGY_SEEDS: Mapping[str, Mapping[str, Callable[[int], nn.Module]]] = {
+    "cnn": SEED_FACTORIES,
+    blueprints_transformer.TOPOLOGY: blueprints_transformer.SEED_FACTORIES,
+}
+
+
 class UnknownBlueprintError(KeyError):
     """No seed module is registered under that blueprint name."""
 
 
-def build_seed(blueprint: str, channels: int) -> nn.Module:
-    """A fresh seed module for `blueprint` on `channels`-channel features."""
-    factory = SEED_FACTORIES.get(blueprint)
+def build_seed(blueprint: str, channels: int, topology: str = "cnn") -> nn.Module:
+    """A fresh seed module for `topology`'s `blueprint` on `channels`-wide features."""
+    factories = TOPOLOGY_SEEDS.get(topology, {})
+    factory = factories.get(blueprint)
     if factory is None:
-        known = ", ".join(sorted(SEED_FACTORIES))
-        raise UnknownBlueprintError(f"no {TOPOLOGY} blueprint {blueprint!r} (known: {known})")
+        known = ", ".join(sorted(factories))
+        raise UnknownBlueprintError(f"no {topology} blueprint {blueprint!r} (known: {known})")
     return factory(channels)
 
 

@@ -1,4 +1,4 @@
-"""The worker's model: host CNN, seed slots, one lifecycle guard, the optimiser, and commands."""
+"""The worker's model: host network, seed slots, one lifecycle guard, the optimiser, commands."""
 
 from __future__ import annotations
 
@@ -24,13 +24,11 @@ from leyline import (
 from services.worker import events
 from services.worker.blueprints import UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig
-from services.worker.host import SLOT_IDS, HostCNN
+from services.worker.hosts import host_family
 from services.worker.outcome import CommandOutcome, CommandRefusal
 from services.worker.records import state_report
 from services.worker.slot import SeedSlot, SlotChange
 
-#: The spatial size of the shape probe every new seed must preserve (spec 8: 1 x C x 8 x 8).
-PROBE_SIZE = 8
 _HOST_GROUP = ""
 
 Handler = Callable[[AdaptationCommand, SeedSlot, Verdict], CommandOutcome]
@@ -58,14 +56,15 @@ class WorkerModel:
         self.lifecycle = lifecycle or LifecycleConfig()
         self.guard = guard or LifecycleGuard()
         self.commands = CommandGuard(self.guard, worker_id, self._slot_of)
+        self.family = host_family(self.training.topology)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.training.seed)
-            self.host = HostCNN(self.training.channels)
+            self.host = self.family.build(self.training)
         host_ids = frozenset(id(p) for p in self.host.host_parameters())
-        widths = HostCNN.slot_channels(self.training.channels)
+        topology = self.family.topology
         self.slots: dict[str, SeedSlot] = {
-            sid: SeedSlot(worker_id, sid, widths[sid], self.guard, self.lifecycle, host_ids)
-            for sid in SLOT_IDS
+            sid: SeedSlot(worker_id, sid, width, self.guard, self.lifecycle, host_ids, topology)
+            for sid, width in self.family.slot_widths(self.training).items()
         }
         self.host.slots.update(self.slots)
         self.optimizer = self._new_optimizer()
@@ -212,7 +211,7 @@ class WorkerModel:
             module = self._build_seed(blueprint, slot.channels, number)
         except UnknownBlueprintError as exc:
             return self._rejected(command, slot, CommandRefusal.UNKNOWN_BLUEPRINT, str(exc.args[0]))
-        probe = torch.zeros(1, slot.channels, PROBE_SIZE, PROBE_SIZE)
+        probe = self.family.probe(slot.channels)
         with torch.no_grad():
             shape = tuple(module(probe).shape)
         if shape != tuple(probe.shape):
@@ -240,7 +239,7 @@ class WorkerModel:
         worker grows exactly the seed an uninterrupted one would have."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.training.seed * 1_000_003 + number)
-            return build_seed(blueprint, channels)
+            return build_seed(blueprint, channels, self.family.topology)
 
     def _advance(
         self, command: AdaptationCommand, slot: SeedSlot, verdict: Verdict

@@ -75,11 +75,14 @@ class SeedSlot(nn.Module):
         guard: LifecycleGuard,
         config: LifecycleConfig | None = None,
         host_parameter_ids: frozenset[int] = frozenset(),
+        topology: str = "cnn",
     ) -> None:
         super().__init__()
         self.worker_id = worker_id
         self.slot_id = slot_id
         self.channels = channels
+        #: Whose blueprints a restored seed is rebuilt from.
+        self.topology = topology
         self.guard = guard
         self.config = config or LifecycleConfig()
         self.host_parameter_ids = host_parameter_ids
@@ -391,7 +394,7 @@ class SeedSlot(nn.Module):
         self.stage_entered_at = datetime.fromisoformat(state["stage_entered_at"])
         self.seed_id, self.blueprint_id = state["seed_id"], state["blueprint_id"]
         if state["has_module"]:
-            self.seed = build_seed(self.blueprint_id, self.channels)
+            self.seed = build_seed(self.blueprint_id, self.channels, self.topology)
         self.metrics = msgspec.convert(state["metrics"], SeedMetrics)
         self.alpha_pinned = state["alpha_pinned"]
         if state["paused"]:

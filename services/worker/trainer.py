@@ -22,7 +22,7 @@ from leyline import (
     is_active_stage,
 )
 from leyline.telemetry import EpochCompleted, PlateauDetected
-from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
+from services.worker.data import DataSplit, shuffled_batches
 from services.worker.model import WorkerModel
 from services.worker.records import seed_telemetry
 from services.worker.tracker import SignalTracker
@@ -50,23 +50,36 @@ class EpochReport:
     duration_ms: float
 
 
+def _loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every target: one per image, or one per next token."""
+    return F.cross_entropy(outputs.flatten(0, -2), targets.flatten())
+
+
+def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many targets the highest logit names: the classification or next-token accuracy."""
+    return (outputs.argmax(dim=-1) == targets).sum()
+
+
 def _total_norm(params: list[torch.nn.Parameter]) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
 
 class Trainer:
-    """Trains a `WorkerModel` on the digits set, one `tick()` per epoch, reproducibly.
+    """Trains a `WorkerModel` on its topology's data, one `tick()` per epoch, reproducibly.
+
+    The task is read off the data: the targets have the shape of the model's output without
+    its last (class) axis, so one loss and one accuracy serve digit classes and next tokens.
 
     Batch order comes from the trainer's own generator, so two trainers built from the same
     config, or one restored from the other's `state_dict()`, run identical epochs.
     """
 
-    def __init__(self, model: WorkerModel, data: DigitsSplit | None = None) -> None:
+    def __init__(self, model: WorkerModel, data: DataSplit | None = None) -> None:
         torch.set_num_threads(1)  # small convs: threads cost more than they give, and vary sums
         self.model = model
         config = model.training
-        self.data = data or load_digits_split(config.seed, config.val_fraction)
+        self.data = data or model.family.load_data(config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.tracker = SignalTracker()
         self.global_step = 0
@@ -90,21 +103,21 @@ class Trainer:
         batches = shuffled_batches(
             data.train_x, data.train_y, model.training.batch_size, self.generator
         )
-        for images, labels in batches:
+        for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
-            logits = host(images)
-            loss = F.cross_entropy(logits, labels)
+            logits = host(inputs)
+            loss = _loss(logits, targets)
             loss.backward()  # type: ignore[no-untyped-call]
             host_norm += _total_norm(host_params)
             seed_norm += _total_norm(seed_params)
             for slot in slots:
                 slot.record_gradients()
             optimizer.step()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(dim=1) == labels).sum()
+            loss_sum += loss.detach() * targets.numel()
+            correct += _correct(logits, targets)
             steps += 1
         self.global_step += steps
-        seen = len(data.train_y)
+        seen = data.train_y.numel()
         return (
             float(loss_sum) / seen,
             100.0 * int(correct) / seen,
@@ -118,9 +131,9 @@ class Trainer:
         host.eval()
         with torch.inference_mode():
             logits = host(self.data.val_x)
-            loss = F.cross_entropy(logits, self.data.val_y)
-            correct = int((logits.argmax(dim=1) == self.data.val_y).sum())
-        return float(loss), 100.0 * correct / len(self.data.val_y)
+            loss = _loss(logits, self.data.val_y)
+            correct = int(_correct(logits, self.data.val_y))
+        return float(loss), 100.0 * correct / self.data.val_y.numel()
 
     def tick(self) -> EpochReport:
         """Train and validate one epoch, then update every slot and build the epoch's signals."""
