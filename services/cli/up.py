@@ -40,8 +40,18 @@ class ProgressPrinter:
                 print(worker.line(self._total), flush=True)
 
 
+def _check_policy(config: StackConfig) -> None:
+    """Load the controller's policy here first: a bad one is one line now, not a controller
+    that dies and is restarted while the workers wait. The heuristic cannot be bad."""
+    if config.policy != "heuristic":
+        from services.controller.loading import load_policy  # torch: only when needed
+
+        load_policy(config.policy, config.topology, config.checkpoint)
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(StackConfig, "stack", args)
+    _check_policy(config)
     if not config.resume and (archive := archive_previous_run(config.data_dir)):
         print(f"leyline up: the previous run's files are now in {archive}", flush=True)
     if config.insecure:
