@@ -21,7 +21,7 @@ Blueprints are registered per topology (`register_topology`, `register_blueprint
 built-in digits worker (`WorkerModel`, `Trainer`, `Worker`) is built the same way.
 """
 
-from services.worker.agent import Agent, Ranks, TrainingState
+from services.worker.agent import Agent, Ranks, TrainingState, worker_node
 from services.worker.blending import blend, blend_alpha, isolated
 from services.worker.blueprints import (
     Blueprint,
@@ -77,4 +77,5 @@ __all__ = [
     "register_topology",
     "shuffled_batches",
     "unregister_blueprint",
+    "worker_node",
 ]

@@ -26,14 +26,16 @@ point, and the metrics all ranks agree on, so every rank's seeds move identicall
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from bus import Channel, Envelope, Rejection, topic
+from bus.security import Curve
 from leyline import AckOutcome, CommandAck, CommandType, WorkerHello
-from services.node import Node
+from services.node import Node, Transport
 from services.worker.checkpoint import Checkpoint, Stateful
 from services.worker.epochs import EpochClock, EpochReport
 from services.worker.ledger import CommandLedger, Pending, RefusedCommand, attribute
@@ -54,6 +56,33 @@ class Ranks(Protocol):
     def share(self, commands: list[Pending]) -> list[Pending]: ...
 
     def agree(self, metrics: dict[str, float]) -> dict[str, float]: ...
+
+
+def worker_node(
+    worker_id: str,
+    *,
+    commands: Sequence[str] = (),
+    intake: Sequence[str] = (),
+    bus: Transport | None = None,
+    security: Curve | None = None,
+    replay_store: Path | None = None,
+) -> Node:
+    """A worker's node: its commands from `commands` (the controller's command address), its
+    signals, acks, reports and telemetry to `intake` (the controller's and the sink's).
+
+    Addresses read `controller@tcp://host:port` under CURVE (`security`, from
+    `Curve.from_directory(keys_dir, worker_id)`); with `bus=InProcessBus()` leave them empty
+    and connect the endpoints with `InProcessBus.connect`.
+    """
+    return Node(
+        worker_id,
+        subscribe=[(Channel.CMD, worker_id)],
+        publish_connect=intake,
+        subscribe_connect=commands,
+        bus=bus,
+        security=security,
+        replay_store=replay_store,
+    )
 
 
 class TrainingState:
