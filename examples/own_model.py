@@ -13,8 +13,9 @@ feature map of any shape the seeds keep), their optimiser, and their loop. Leyli
 calls to the loop: `agent.step()` after each optimiser step, `agent.end_epoch(...)` with the
 epoch's metrics (it publishes them and applies the controller's commands there, exactly once),
 and `agent.connect()` at the start. A germinated seed's parameters join the optimiser.
-By default the controller (the heuristic policy) runs in this process on loopback TCP with
-CURVE keys made in a temporary directory, so the example needs nothing else running.
+By default the controller (the heuristic policy) runs on a thread of this process, on
+loopback TCP with CURVE keys made in a temporary directory (`services.worker.local`), so the
+example needs nothing else running; it exits 1 unless every command it was sent was applied.
 """
 
 from __future__ import annotations
@@ -22,25 +23,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bus import Channel, Envelope
-from bus.security import Curve, Role, generate_key
+from bus.security import Curve
 from bus.testing import InProcessBus
-from leyline import TelemetryEvent
-from services.controller.heuristic import HeuristicPolicy
-from services.controller.inference import InferenceLoop
-from services.controller.journal import CommandJournal
-from services.controller.layout import ActionLayout
-from services.controller.process import Controller
-from services.node import Node
-from services.stack import free_ports
 from services.worker import Agent, Checkpoint, Seeds, SeedSlot, worker_node
+from services.worker.local import LocalController, local_controller
 
 
 class SmallNet(nn.Module):
@@ -99,70 +91,6 @@ def train(agent: Agent, net: SmallNet, optimizer: torch.optim.Optimizer, epochs:
         print(f"epoch {agent.epoch:2d}  val {val_accuracy:5.1f}%  {stages}", flush=True)
 
 
-class LocalController:
-    """A controller with the heuristic policy, on its own thread in this process."""
-
-    def __init__(self, node: Node, data_dir: Path) -> None:
-        self.node = node
-        self.journal_path = data_dir / "journal.db"
-        self.telemetry = 0
-        self.issued = self.applied = 0
-        node.subscriber.on(Channel.TEL, self._count)
-        self._thread = threading.Thread(target=self._run, name="controller")
-
-    def _count(self, envelope: Envelope) -> None:
-        self.telemetry += isinstance(envelope.message, TelemetryEvent)
-
-    def _run(self) -> None:
-        journal = CommandJournal(self.journal_path)  # SQLite: opened on the thread using it
-        loop = InferenceLoop(HeuristicPolicy(ActionLayout("cnn")), device="cpu")
-        controller = Controller(self.node, loop, journal)
-        try:
-            controller.run()
-        finally:
-            self.issued, self.applied = controller.issued, controller.applied
-            journal.close()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.node.stop()
-        self._thread.join()
-        self.node.close()
-
-
-def _local_tcp(data_dir: Path, worker_id: str) -> tuple[Node, Node]:
-    """Controller and worker nodes on loopback TCP, CURVE on, with keys made for this run."""
-    keys = data_dir / "keys"
-    generate_key(keys, "controller", Role.CONTROLLER)
-    generate_key(keys, worker_id, Role.WORKER)
-    commands, intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
-    controller = Node(
-        "controller",
-        subscribe=[(Channel.SIG, None), (Channel.ACK, None), (Channel.TEL, None)],
-        publish_bind=[commands],
-        subscribe_bind=[intake],
-        security=Curve.from_directory(keys, "controller"),
-    )
-    worker = worker_node(
-        worker_id,
-        commands=[f"controller@{commands}"],
-        intake=[f"controller@{intake}"],
-        security=Curve.from_directory(keys, worker_id),
-    )
-    return controller, worker
-
-
-def _in_process(bus: InProcessBus, worker_id: str) -> tuple[Node, Node]:
-    channels = [(Channel.SIG, None), (Channel.ACK, None), (Channel.TEL, None)]
-    controller = Node("controller", subscribe=channels, bus=bus)
-    worker = worker_node(worker_id, bus=bus)
-    bus.connect(controller.publisher, worker.subscriber)
-    bus.connect(worker.publisher, controller.subscriber)
-    return controller, worker
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -182,22 +110,17 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch, InProcessBus() as bus:
         local: LocalController | None = None
-        if args.commands:
-            security = (
-                None
-                if args.keys_dir is None
-                else Curve.from_directory(args.keys_dir, args.worker_id)
-            )
+        if args.commands:  # a running stack's controller and sink
+            security = None
+            if args.keys_dir is not None:
+                security = Curve.from_directory(args.keys_dir, args.worker_id)
             node = worker_node(
                 args.worker_id, commands=[args.commands], intake=args.intake, security=security
             )
-        else:
-            wiring = _in_process(bus, args.worker_id) if args.inproc else None
-            controller_node, node = wiring or _local_tcp(Path(scratch), args.worker_id)
-            local = LocalController(controller_node, Path(scratch))
+        else:  # the heuristic controller on a thread of this process
+            wiring = bus if args.inproc else None
+            local, node = local_controller(Path(scratch), args.worker_id, bus=wiring)
         agent = Agent(node, seeds, checkpoint=checkpoint, command_window_s=0.05)
-        if local is not None:
-            local.start()
         try:
             agent.connect(timeout_s=10.0)
             train(agent, net, optimizer, args.epochs)
@@ -209,11 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         applied = agent.ledger.last_applied
         grown = [s.slot_id for s in seeds.slots.values() if s.seed is not None]
         print(f"commands applied: {applied}; slots with a seed: {grown or 'none'}")
-        if local is not None:
-            print(f"telemetry events the controller heard: {local.telemetry}")
-            ok = applied > 0 and local.applied == local.issued
-            return 0 if ok else 1
-        return 0
+        if local is None:
+            return 0
+        print(f"the controller heard {local.signals} signals, {local.telemetry} events")
+        return 0 if applied > 0 and local.outcomes == ["APPLIED"] * applied else 1
 
 
 if __name__ == "__main__":
