@@ -74,8 +74,14 @@ def main() -> int:
             available_slots=1,
         )
         loop.submit("w1", slot, signal, now=0.0)
-    for decision in loop.flush():
-        print(f"{decision.slot_id}: {decision.action.name} ({decision.reason.text})")
+    decided = {d.slot_id: d.action.name for d in loop.flush()}
+    for slot, action in decided.items():
+        print(f"{slot}: {action}")
+    # Grow the cheapest seed, keep the probationary one, let the training one train.
+    expected = dict(zip(stages, ["GERMINATE_NORM", "FOSSILIZE", "WAIT"], strict=True))
+    if decided != expected:
+        print(f"expected {expected}", file=sys.stderr)
+        return 1
     weights = Path(sys.argv[1] if len(sys.argv) > 1 else "own_policy.pt")
     assert isinstance(policy, ModulePolicy)  # a plain module, so the loader wrapped it
     torch.save(policy.module.state_dict(), weights)

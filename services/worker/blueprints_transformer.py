@@ -3,16 +3,19 @@
 Every module maps B x T x D to the same shape and is a residual whose last layer starts at
 zero, so a new seed is exactly the identity: blending it in at any alpha leaves the host's
 output unchanged until the seed has learned something. The attention seed is causal, like the
-host, so no seed can let a position see the tokens it must predict.
+host, so no seed can let a position see the tokens it must predict. Importing this module
+registers them for the `transformer` topology.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from leyline import DEFAULT_CATALOG
+from services.worker.blueprints import SeedFactory, register_blueprint
 from services.worker.host_transformer import HEADS, CausalSelfAttention
 
 TOPOLOGY = "transformer"
@@ -83,9 +86,19 @@ class MlpSeed(nn.Module):
 
 
 #: The module factory for each `transformer` blueprint, keyed by its catalogue name.
-SEED_FACTORIES: Mapping[str, Callable[[int], nn.Module]] = {
+SEED_FACTORIES: Mapping[str, SeedFactory] = {
     "norm": NormSeed,
     "lora": LoraSeed,
     "attention": AttentionSeed,
     "mlp": MlpSeed,
 }
+
+# Registered with the catalogue's estimates, so the action enum is the spec's (section 3).
+for _spec in DEFAULT_CATALOG.blueprints(TOPOLOGY):
+    register_blueprint(
+        TOPOLOGY,
+        _spec.name,
+        SEED_FACTORIES[_spec.name],
+        _spec.param_estimate,
+        description=_spec.description,
+    )

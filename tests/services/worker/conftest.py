@@ -9,7 +9,6 @@ import torch
 
 from leyline import LifecycleGuard
 from services.worker import DataSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
-from services.worker.config import LifecycleConfig
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +30,4 @@ def make_trainer(digits: DataSplit) -> Callable[[], Trainer]:
 def slot() -> SeedSlot:
     """A free-standing slot on 4 channels with the default lifecycle."""
     torch.manual_seed(0)
-    return SeedSlot("w1", "block2_post", 4, LifecycleGuard(), LifecycleConfig())
+    return SeedSlot("block2_post", 4, worker_id="w1", guard=LifecycleGuard())

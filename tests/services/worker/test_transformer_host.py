@@ -10,7 +10,7 @@ from worker_helpers import command
 
 from leyline import DEFAULT_CATALOG, SLOT_IDS, AckOutcome, CommandType, SeedStage
 from services.worker import Trainer, WorkerModel
-from services.worker.blueprints import TOPOLOGY_SEEDS, build_seed, parameter_count
+from services.worker.blueprints import blueprints, build_seed, parameter_count
 from services.worker.config import TrainingConfig
 from services.worker.data import DataSplit
 from services.worker.data_text import ALPHABET, VOCAB_SIZE, corpus, decode, load_text_split
@@ -73,7 +73,8 @@ def test_the_host_is_causal_even_with_an_attention_seed_in_a_slot() -> None:
 
 def test_the_four_seeds_are_the_catalogue_s_and_ascend_by_parameters_like_it() -> None:
     expected = {"norm", "lora", "attention", "mlp"}
-    assert set(TOPOLOGY_SEEDS["transformer"]) == set(BLUEPRINTS) == expected
+    registered = [b.name for b in blueprints("transformer")]
+    assert registered == BLUEPRINTS and set(BLUEPRINTS) == expected
     counts = [parameter_count(build_seed(name, WIDTH, "transformer")) for name in BLUEPRINTS]
     assert counts == sorted(counts) and len(set(counts)) == 4
     assert counts[1] == 2 * WIDTH * 8  # lora: rank 8, down and up
