@@ -36,10 +36,20 @@ def _decide(loop: InferenceLoop) -> dict[str, str]:
     return {d.slot_id: d.action.name for d in loop.flush()}
 
 
-def test_a_policy_by_import_path_makes_the_loops_decisions() -> None:
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_policy_by_import_path_makes_the_loops_decisions(device: str) -> None:
     policy = load_policy("own_policies:LastLegal", TOPOLOGY)
     assert isinstance(policy, ModulePolicy) and isinstance(policy.module, LastLegal)
-    loop = InferenceLoop(policy, device="cpu")
+    loop = InferenceLoop(policy, device=device)
     # The last legal action: the largest blueprint when empty, CULL for a live seed.
     assert _decide(loop) == {
         "layer_0_post_block": "GERMINATE_MLP",
