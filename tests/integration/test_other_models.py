@@ -1,7 +1,7 @@
 """The closed loop as real processes with another host and another policy than the defaults.
 
 - `topology = transformer`: one worker trains the character language model under the
-  heuristic; it plateaus by epoch 14 (training is seeded and single-threaded, so always the
+  heuristic; it plateaus by epoch 15 (training is seeded and single-threaded, so always the
   same epoch), the controller germinates seeds in its `layer_<i>_post_block` slots and they
   move on.
 - `policy = examples.own_policy:make_policy`: the documented example policy, loaded by import
@@ -26,7 +26,7 @@ from services.stack import Stack, StackModel, StackPlan, plan_stack
 
 pytestmark = pytest.mark.slow
 
-#: Enough for the transformer's plateau (epoch 14), a germination and two epochs of training.
+#: Enough for the transformer's plateau (epoch 15), a germination and a margin of training.
 TRANSFORMER_EPOCHS = 18
 OWN_POLICY_EPOCHS = 3
 #: Generous: a guard against a hung stack, not a measure of speed.
