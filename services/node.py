@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Node:
 
     Rejections and peers going silent become telemetry events of this node (rate-limited, so
     a hostile flood cannot turn into a telemetry flood), so the sink records them.
+    `incarnation` (default: the clock's time) and `clock` (send times, ages) are the
+    service's own (`services.clock`): a restart on a host whose clock went back stays later.
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class Node:
         replay_advertise: str | None = None,
         replay_store: Path | None = None,
         security: Curve | None = None,
+        incarnation: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
         self.subscriber_options = options
@@ -70,6 +75,8 @@ class Node:
             replay_advertise=replay_advertise,
             replay_store=replay_store,
             security=security,
+            incarnation=incarnation,
+            clock=clock,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)
@@ -83,6 +90,7 @@ class Node:
             stale_after_s=stale_after_s,
             options=options,
             security=security,
+            clock=clock,
         )
         for address in subscribe_bind:
             self.subscriber.attach(address, bind=True)
