@@ -69,6 +69,22 @@ class HostStack:
         self.plan["sink"][1]["LEYLINE_BUS_METRICS_PORT"] = str(METRICS_PORT)
         self.plan["controller"][1]["LEYLINE_CONTROLLER_DEVICE"] = "cpu"
 
+    def configure(self, name: str, **settings: str) -> None:
+        """Add LEYLINE_* settings to `name`'s environment before it starts."""
+        self.plan[name][1].update(settings)
+
+    def refused(self, reporter: str, reason: str) -> dict[str, int]:
+        """How many messages of each sender `reporter` refused for `reason`, from the
+        violation events it sent the sink (rate-limited there, so a lower bound)."""
+        rows = self.query(
+            "SELECT json_extract(message, '$.payload.sender'), COUNT(*) FROM events"
+            " WHERE event_type = 'CONTRACT_VIOLATION' AND sender = ?"
+            " AND json_extract(message, '$.payload.reason') = ? GROUP BY 1",
+            reporter,
+            reason,
+        )
+        return {str(sender): int(count) for sender, count in rows}
+
     def host(self, name: str) -> Host:
         return self.network[name]
 
@@ -109,6 +125,29 @@ class HostStack:
                 reason = f"{crashed} exited" if crashed else f"gave up after {timeout_s:g} s"
                 pytest.fail(f"{reason} waiting for {what}\n{self.log_tails()}")
             time.sleep(0.2)
+
+    def run_to_the_end(self, timeout_s: float = 120.0) -> dict[str, int]:
+        """Wait for the workers to finish and the sink to settle, stop the controller and the
+        sink; every service's exit code."""
+        self.wait_until(self.finished, timeout_s, "the workers to finish")
+        # A bound on a hang, not a timing: replay and resend backoff can take a while under load.
+        self.wait_until(self.settled, 120.0, "the sink to hold every sequence and acks to settle")
+        return {
+            **{w: self.processes[w].returncode for w in WORKERS},
+            **self.stop("controller", "sink"),
+        }
+
+    def verdict_of_a_clean_run(self, codes: dict[str, int]) -> Verdict:
+        """The delivery checker's verdict, having asserted the run was clean: every service
+        exited 0, every journaled command applied once and in order, no telemetry lost."""
+        assert codes == dict.fromkeys(codes, 0), self.log_tails()
+        verdict = self.verdict()
+        assert verdict.passed, verdict.failures
+        counts = verdict.counts
+        assert counts.commands_issued > 0 and counts.commands_applied == counts.commands_issued
+        assert self.query("SELECT * FROM losses") == []
+        assert counts.events_stored == counts.events_sent
+        return verdict
 
     def epochs_stored(self) -> dict[str, int]:
         """The last epoch each worker reported that the sink has stored."""
