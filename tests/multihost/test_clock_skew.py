@@ -4,7 +4,8 @@ Namespaces share the kernel's clock, so each worker's is shifted by `LEYLINE_CLO
 (`services.clock`: every send time and incarnation it stamps). Compared with the controller's
 clock, w1's signals would all look fresh and w2's all stale; learned per sender, their age is
 only their delay. So both workers are commanded, and a signal genuinely delayed (w1 cut off
-for a moment, its queued signals arriving late) is still refused as stale.
+for a moment, its queued signals arriving late) is still refused as stale. And a worker
+restarted with its clock set back is a later incarnation (it keeps its last one), not stale.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ MAX_SIGNAL_AGE_S = 1.0
 #: meanwhile arrives late, TCP retransmitting it), longer than the age limit.
 DELAY_S = 2.5
 START_TIMEOUT_S = 120.0
+#: How far a restarted worker's clock is set back: its start time is then before its last one.
+STEP_BACK_S = 600
 
 
 def test_workers_ten_minutes_ahead_and_behind_are_commanded_and_a_delayed_signal_is_stale(
@@ -69,3 +72,24 @@ def test_workers_ten_minutes_ahead_and_behind_are_commanded_and_a_delayed_signal
     # run long, and nothing was refused for an incarnation from the future.
     assert stack.refused("controller", "future_incarnation") == {}
     assert stack.refused("sink", "future_incarnation") == {}
+
+
+def test_a_worker_restarted_with_its_clock_set_back_is_taken_as_a_restart_not_stale(
+    host_stack: Callable[[int], HostStack],
+) -> None:
+    stack = host_stack(EPOCHS)
+    stack.start()
+    stack.wait_until(lambda: stack.journaled("w1") > 0, START_TIMEOUT_S, "a command to w1")
+    assert stack.stop("w1") == {"w1": 0}
+    stack.configure("w1", **{CLOCK_OFFSET_VARIABLE: str(-STEP_BACK_S)})
+    stack.start("w1")  # resumes from its checkpoint, its clock ten minutes behind
+    verdict = stack.verdict_of_a_clean_run(stack.run_to_the_end())
+
+    incarnations = stack.query(
+        "SELECT DISTINCT incarnation FROM events WHERE sender = 'w1' ORDER BY incarnation"
+    )
+    print(f"restart: w1 incarnations {incarnations}, counts {verdict.counts}")
+    assert len(incarnations) == 2
+    assert stack.epochs_stored()["w1"] == EPOCHS
+    for listener in ("controller", "sink"):
+        assert "w1" not in stack.refused(listener, "stale")
