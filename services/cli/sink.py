@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         bus,
         subscribe=[(channel, None) for channel in AUDITED],
         subscribe_bind=[config.intake],
+        subscribe_connect=list(config.relays),
         state_dir=Path(config.db).parent,
     )
     log = structlog.get_logger("leyline.sink")
