@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from host_stack import HOSTS, PROXY_HOSTS, HostStack
-from netns import Network, network, unavailable
+
+from services.chaos.netns import Network, network, unavailable
 
 #: Creating a namespace needs root (or CAP_SYS_ADMIN) and iproute2; probed once, when needed.
 _unavailable = functools.cache(unavailable)

@@ -1,7 +1,8 @@
 """The Leyline stack across namespace hosts: a sink, a controller and workers, one per host.
 
 The plan is `leyline up`'s own (`plan_stack`: ports, files, keys where the stack has them),
-with each loopback endpoint moved to the address of the host whose service binds it. Each
+with each loopback endpoint moved to the address of the host whose service binds it
+(`services.chaos.hosts`, as `leyline chaos --namespaces` does). Each
 service is the real `leyline <command>` process, started inside its host with
 `ip netns exec` and configured only by LEYLINE_* variables. Nothing sets a replay address, so
 each node finds the one its peers reach. Every file lives in one data folder (the hosts share
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from netns import Host, Network
 
 from bus.security import Role, ensure_keys
 from services.chaos.checker import RunFiles, Verdict, check
+from services.chaos.hosts import on_hosts
+from services.chaos.netns import Host, Network
 from services.chaos.run import sink_caught_up, unacked
 from services.config import ENV_PREFIX, BusConfig
 from services.stack import plan_stack
@@ -40,15 +42,6 @@ HOSTS = ("sink", "controller", *WORKERS)
 #: A proxy between the workers and their listeners; workers share the hosts "a" and "b".
 PROXY_HOSTS = ("sink", "controller", "proxy", "a", "b")
 REPLAY_WINDOW = BusConfig().replay_window
-#: The settings naming what each service binds: their endpoints move to its host.
-_BINDS = {
-    "sink": ("LEYLINE_SINK_INTAKE",),
-    "controller": ("LEYLINE_CONTROLLER_COMMANDS", "LEYLINE_CONTROLLER_INTAKE"),
-}
-
-
-def _loopback_endpoint(value: str) -> str:
-    return value.split("@", 1)[-1].removeprefix("tcp://")
 
 
 class HostStack:
@@ -74,20 +67,11 @@ class HostStack:
         self.processes: dict[str, Any] = {}
         self._logs: list[IO[bytes]] = []
         plan = plan_stack(workers, epochs, str(data_dir))
-        moved = {}  # 127.0.0.1:port -> host address:port
-        for name, _, env in plan.services:
-            for key in _BINDS.get(name, ()):
-                endpoint = _loopback_endpoint(env[key])
-                moved[endpoint] = endpoint.replace("127.0.0.1", self.host(name).address)
+        addresses = {name: self.host(name).address for name, _, _ in plan.services}
         #: Each service's `leyline` arguments and LEYLINE_* settings, in start order.
-        self.plan: dict[str, tuple[list[str], dict[str, str]]] = {}
-        for name, command, env in plan.services:
-            settings = {}
-            for key, value in env.items():
-                for old, new in moved.items():
-                    value = value.replace(old, new)
-                settings[key] = value
-            self.plan[name] = ([command], settings)
+        self.plan: dict[str, tuple[list[str], dict[str, str]]] = {
+            name: ([command], env) for name, command, env in on_hosts(plan, addresses).services
+        }
         self.configure("sink", LEYLINE_BUS_METRICS_PORT=str(METRICS_PORT))
         self.configure("controller", LEYLINE_CONTROLLER_DEVICE="cpu")
 

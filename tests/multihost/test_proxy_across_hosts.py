@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from forge import FORGED
 from host_stack import PROXY, PROXY_FRONTEND_PORT, PROXY_METRICS_PORT, ROOT, HostStack
-from netns import Network
+
+from services.chaos.netns import Network
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
