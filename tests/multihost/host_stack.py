@@ -113,6 +113,17 @@ class HostStack:
         )
         return {str(sender): int(count) for sender, count in rows}
 
+    def silences_ms(self, listener: str, peer: str) -> list[float]:
+        """How long `listener` heard nothing from `peer`, each time it heard it again."""
+        rows = self.query(
+            "SELECT json_extract(message, '$.payload.silent_for_ms') FROM events"
+            " WHERE event_type = 'PEER_RECOVERED' AND sender = ?"
+            " AND json_extract(message, '$.payload.peer') = ? ORDER BY id",
+            listener,
+            peer,
+        )
+        return [round(float(silent)) for (silent,) in rows]
+
     def host(self, name: str) -> Host:
         """The host `name` runs on."""
         return self.network[self.placement.get(name, name)]

@@ -42,7 +42,8 @@ def test_after_a_partition_the_controller_refuses_no_report_of_the_worker_it_los
     )
     print(
         f"stage view: controller refused {refused}; commands rejected {rejected}; "
-        f"counts {verdict.counts}"
+        f"w1 silent for (ms) {stack.silences_ms('controller', 'w1')} at the controller, "
+        f"{stack.silences_ms('sink', 'w1')} at the sink; counts {verdict.counts}"
     )
     assert ("controller", "w1") in verdict.stale_reports
     assert refused == {}
