@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -279,14 +279,23 @@ class Stack:
 
 
 def spawn_service(
-    data_dir: str, name: str, command: str, env: dict[str, str], mode: str = "wb"
+    data_dir: str,
+    name: str,
+    command: str,
+    env: dict[str, str],
+    mode: str = "wb",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`."""
+    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`.
+
+    `prefix` runs it through another command that then executes it in place (the same
+    process), such as `ip netns exec <host>` to run it on a namespace host.
+    """
     logs = Path(data_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = (logs / f"{name}.log").open(mode)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", command],
+        [*prefix, sys.executable, "-m", "services.cli", command],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

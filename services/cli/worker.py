@@ -51,6 +51,7 @@ def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
         subscribe=[(Channel.CMD, config.id)],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
+        state_dir=Path(config.data_dir),
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")
