@@ -16,6 +16,7 @@ from typing import IO
 import msgspec
 
 from bus.security import Role, ensure_keys
+from services.observer.endpoints import TAPS, TOOL_IDENTITY, BusMap, write_bus_map
 from services.progress import WorkerProgress, read_progress
 
 
@@ -34,7 +35,9 @@ def free_ports(count: int) -> list[int]:
 
 
 #: What a run leaves in its data folder; a new run moves these aside first.
-RUN_FILES = ("sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs")
+RUN_FILES = (
+    "sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs", "bus.json",
+)  # fmt: skip
 
 
 def archive_previous_run(data_dir: str | Path) -> Path | None:
@@ -70,7 +73,7 @@ class StackPlan(msgspec.Struct, frozen=True):
 
 def stack_identities(workers: int) -> dict[str, Role]:
     """Every identity of a local stack: controller, sink, workers w1..wN and one tool key."""
-    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, "tool": Role.TOOL}
+    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, TOOL_IDENTITY: Role.TOOL}
     wanted.update({f"w{index}": Role.WORKER for index in range(1, workers + 1)})
     return wanted
 
@@ -81,9 +84,12 @@ def plan_stack(
     """Assign free ports and build each service's environment.
 
     Every service authenticates with its key from `<data_dir>/keys` (see `leyline keys`),
-    unless `insecure`; connect addresses name the identity whose key they pin.
+    unless `insecure`; connect addresses name the identity whose key they pin. The endpoints
+    a tool needs (`leyline topic`, `record`, `play`) go into `<data_dir>/bus.json`.
     """
-    commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
+    commands, controller_intake, sink_intake, *taps = (
+        f"tcp://127.0.0.1:{port}" for port in free_ports(3 + TAPS)
+    )
     data = Path(data_dir)
     bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
     created: list[str] = []
@@ -119,7 +125,11 @@ def plan_stack(
                     "LEYLINE_WORKER_ID": f"w{index}",
                     "LEYLINE_WORKER_COMMANDS": f"controller@{commands}",
                     "LEYLINE_WORKER_INTAKE": json.dumps(
-                        [f"controller@{controller_intake}", f"sink@{sink_intake}"]
+                        [
+                            f"controller@{controller_intake}",
+                            f"sink@{sink_intake}",
+                            *(f"{TOOL_IDENTITY}@{tap}" for tap in taps),
+                        ]
                     ),
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
@@ -127,6 +137,16 @@ def plan_stack(
                 },
             )
         )
+    write_bus_map(
+        data,
+        BusMap(
+            taps=tuple(taps),
+            publishers=(f"controller@{commands}",),
+            intakes=(f"controller@{controller_intake}", f"sink@{sink_intake}"),
+            keys_dir=bus["LEYLINE_BUS_KEYS_DIR"],
+            insecure=insecure,
+        ),
+    )
     return StackPlan(str(data), tuple(services), tuple(created))
 
 
