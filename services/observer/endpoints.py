@@ -4,8 +4,10 @@ Worker publishers connect to the bus's subscribers (controller, sink), so nothin
 there for a tool to connect to. The stack gives tools taps instead: addresses a tool's
 subscriber binds (the first one free), which every worker publisher also connects to (pinning
 the `tool` key), so `TAPS` tools can watch at once. With no tool bound a connection just
-waits: a publisher sends nothing to a peer that has not subscribed, so idle taps cost nothing. The controller's command publisher binds,
-so a tool connects to it like the workers do.
+waits: a publisher sends nothing to a peer that has not subscribed, so idle taps cost nothing.
+A publisher retries a missing peer at most every 5 s (bus/sockets.py), so a tool hears every
+worker within 5 s of binding. The controller's command publisher binds, so a tool connects to
+it like the workers do.
 """
 
 from __future__ import annotations
