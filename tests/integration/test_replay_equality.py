@@ -16,6 +16,7 @@ record` records its bus. Then, on fresh buses (new key directories, new ports):
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from jsonschema import Draft202012Validator
+from mcap.reader import make_reader
 from service_processes import ENTRYPOINT, ServiceProcesses, query, stop_process, wait_until
 
 from leyline import REGISTRY, AdaptationCommand
@@ -112,6 +115,26 @@ def test_the_recording_holds_every_channel_without_loss(recorded_run: RecordedRu
         assert {(worker, c) for c in ("sig", "ack", "tel")} <= channels
     assert {("controller", "cmd"), ("controller", "tel")} <= channels
     assert any(sender.startswith("w") and channel == "rep" for sender, channel in channels)
+
+
+def test_every_recorded_message_matches_its_channels_json_schema(
+    recorded_run: RecordedRun,
+) -> None:
+    """What Foxglove and other MCAP readers rely on: json messages valid under their schema."""
+    checked: dict[str, int] = {}
+    with recorded_run.recording.open("rb") as file:
+        validators: dict[int, Draft202012Validator] = {}
+        for schema, channel, message in make_reader(file).iter_messages():
+            assert schema is not None and schema.encoding == "jsonschema"
+            assert channel.message_encoding == "json"
+            validator = validators.get(schema.id)
+            if validator is None:
+                document = json.loads(schema.data)
+                Draft202012Validator.check_schema(document)
+                validator = validators[schema.id] = Draft202012Validator(document)
+            validator.validate(json.loads(message.data))
+            checked[schema.name] = checked.get(schema.name, 0) + 1
+    assert {"FastTrainingSignals.v1", "AdaptationCommand.v2", "CommandAck.v1"} <= set(checked)
 
 
 def test_a_fresh_controller_fed_the_workers_traffic_issues_the_same_commands(
