@@ -181,3 +181,8 @@ def test_a_fresh_sink_fed_the_whole_recording_reports_the_same_run(
         expected = report_as_text(build_report(store))
     with TelemetryStore(fresh.sink_db, create=False) as store:
         assert report_as_text(build_report(store)) == expected
+    # The per-epoch seed telemetry too (stored since schema v3), seed by seed and epoch by epoch.
+    seeds = "SELECT sender, seed_id, epoch, stage, alpha, gradient_norm FROM seed_telemetry"
+    original = sorted(query(recorded_run.plan.sink_db, seeds))
+    assert original, "the recorded run stored no seed telemetry"
+    assert sorted(query(fresh.sink_db, seeds)) == original
