@@ -16,7 +16,7 @@ from typing import IO
 import msgspec
 
 from bus.security import Role, ensure_keys
-from services.observer.endpoints import TAPS, TOOL_IDENTITY, BusMap, write_bus_map
+from services.observer.endpoints import TOOL_IDENTITY, BusMap, write_bus_map
 from services.progress import WorkerProgress, read_progress
 
 
@@ -87,8 +87,8 @@ def plan_stack(
     unless `insecure`; connect addresses name the identity whose key they pin. The endpoints
     a tool needs (`leyline topic`, `record`, `play`) go into `<data_dir>/bus.json`.
     """
-    commands, controller_intake, sink_intake, *taps = (
-        f"tcp://127.0.0.1:{port}" for port in free_ports(3 + TAPS)
+    commands, controller_intake, sink_intake, *published = (
+        f"tcp://127.0.0.1:{port}" for port in free_ports(3 + workers)
     )
     data = Path(data_dir)
     bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
@@ -125,12 +125,9 @@ def plan_stack(
                     "LEYLINE_WORKER_ID": f"w{index}",
                     "LEYLINE_WORKER_COMMANDS": f"controller@{commands}",
                     "LEYLINE_WORKER_INTAKE": json.dumps(
-                        [
-                            f"controller@{controller_intake}",
-                            f"sink@{sink_intake}",
-                            *(f"{TOOL_IDENTITY}@{tap}" for tap in taps),
-                        ]
+                        [f"controller@{controller_intake}", f"sink@{sink_intake}"]
                     ),
+                    "LEYLINE_WORKER_PUBLISH": published[index - 1],
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
                     "LEYLINE_WORKER_SEED": str(seed + index),
@@ -140,8 +137,10 @@ def plan_stack(
     write_bus_map(
         data,
         BusMap(
-            taps=tuple(taps),
-            publishers=(f"controller@{commands}",),
+            publishers=(
+                f"controller@{commands}",
+                *(f"w{index}@{address}" for index, address in enumerate(published, 1)),
+            ),
             intakes=(f"controller@{controller_intake}", f"sink@{sink_intake}"),
             keys_dir=bus["LEYLINE_BUS_KEYS_DIR"],
             insecure=insecure,

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import msgspec
 
-from services.observer.endpoints import TOOL_IDENTITY, BusMap, read_bus_map
+from services.observer.endpoints import BUS_MAP_FILE, TOOL_IDENTITY, BusMap, read_bus_map
 
 
 def add_bus_flags(parser: argparse.ArgumentParser) -> None:
-    """`--data-dir` (a run's bus.json), or the endpoints by hand; the key to prove."""
+    """`--data-dir` (a run's bus.json) and/or publishers by hand; the key to prove."""
     group = parser.add_argument_group("the run's bus")
     group.add_argument(
         "--data-dir", default="leyline-data", help="the run's folder (its bus.json and keys/)"
     )
-    group.add_argument("--tap", help="bind here instead (publishers connect to it)")
     group.add_argument(
         "--connect", action="append", default=[], help="a binding publisher: ID@tcp://HOST:PORT"
     )
@@ -30,16 +29,10 @@ def add_bus_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def bus_of(args: argparse.Namespace) -> BusMap:
-    """The endpoints from the flags, else from the run's bus.json; flags override it."""
+    """The run's bus.json with the flags on top; `--connect` alone needs no bus.json."""
     keys_dir = args.keys_dir or str(Path(args.data_dir) / "keys")
-    if args.tap is not None:
-        bus = BusMap(
-            taps=(args.tap,),
-            publishers=tuple(args.connect),
-            intakes=(),
-            keys_dir=keys_dir,
-            insecure=bool(args.insecure),
-        )
+    if args.connect and not (Path(args.data_dir) / BUS_MAP_FILE).is_file():
+        bus = BusMap(publishers=tuple(args.connect), intakes=(), keys_dir=keys_dir)
     else:
         bus = read_bus_map(args.data_dir)
         if args.connect:

@@ -48,6 +48,7 @@ def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
         config.id,
         bus,
         subscribe=[(Channel.CMD, config.id)],
+        publish_bind=[] if config.publish is None else [config.publish],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",

@@ -1,4 +1,4 @@
-"""A tool's subscriber on a run's bus: the tap bound, the binding publishers connected.
+"""A tool's subscriber on a run's bus, connected to the publishers that bind.
 
 A tool subscribes like any other peer and publishes nothing; under CURVE it proves its own
 tool-role key, which may subscribe to everything and publish nowhere (`bus.identity`). It must
@@ -11,14 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-import zmq
-
 from bus import Channel, SocketOptions, Subscriber
 from bus.security import Curve, SecurityError
 from services.config import ConfigError
 from services.observer.endpoints import BusMap
 
-#: A tool often starts before the run it watches: reconnect to a missing publisher quickly.
+#: A tool often starts before the run it watches: retry a missing publisher every 0.2 s.
 TOOL_SOCKET_OPTIONS = SocketOptions(reconnect_max_ms=200)
 
 
@@ -35,26 +33,14 @@ def tool_security(bus: BusMap, identity: str) -> Curve | None:
 def open_listener(
     bus: BusMap, identity: str, channels: Iterable[Channel] = tuple(Channel)
 ) -> Subscriber:
-    """A subscriber to every scope of `channels`, bound on a free tap and connected to the
-    publishers that bind. Signals are not aged: a tool shows what arrives, late or not."""
+    """A subscriber to every scope of `channels`, connected to the run's binding publishers.
+    Signals are not aged: a tool shows what arrives, late or not."""
     subscriber = Subscriber(
         [],
         [(channel, None) for channel in channels],
         options=TOOL_SOCKET_OPTIONS,
         security=tool_security(bus, identity),
     )
-    for tap in bus.taps:
-        try:
-            subscriber.attach(tap, bind=True)
-            break
-        except zmq.ZMQError:
-            continue  # another tool holds this one
-    else:
-        subscriber.close()
-        raise ConfigError(
-            f"every tap of the run is taken ({', '.join(bus.taps)}): "
-            f"{len(bus.taps)} tools are watching already"
-        )
     for address in bus.publishers:
         subscriber.attach(address, bind=False)
     return subscriber

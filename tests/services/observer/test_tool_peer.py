@@ -1,5 +1,5 @@
-"""A tool on the bus under CURVE: it hears publishers on its tap and the ones it connects to,
-counts what it hears per topic, records it, and a player speaks it again as its senders."""
+"""A tool on the bus under CURVE: it connects to the publishers that bind, counts what it hears
+per topic, records it, and a player speaks it again as its senders."""
 
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ IDENTITIES = {"controller": Role.CONTROLLER, "w1": Role.WORKER, "tool": Role.TOO
 @pytest.fixture
 def bus(tmp_path: Path) -> BusMap:
     ensure_keys(tmp_path / "keys", IDENTITIES)
-    tap, commands = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
+    worker, commands = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
     return BusMap(
-        taps=(tap,),
-        publishers=(f"controller@{commands}",),
+        publishers=(f"controller@{commands}", f"w1@{worker}"),
         intakes=(),
         keys_dir=str(tmp_path / "keys"),
     )
@@ -36,15 +35,13 @@ def bus(tmp_path: Path) -> BusMap:
 
 @pytest.fixture
 def peers(bus: BusMap) -> Iterator[tuple[Publisher, Publisher]]:
-    """The controller's publisher (binds) and w1's (connects to the tap), with CURVE."""
+    """The controller's and w1's publishers, each bound where the bus map says, with CURVE."""
     keys = bus.keys_dir
+    (_, commands), (_, published) = (address.split("@", 1) for address in bus.publishers)
     controller = Publisher(
-        bus.publishers[0].split("@", 1)[1],
-        "controller",
-        security=Curve.from_directory(keys, "controller"),
+        commands, "controller", security=Curve.from_directory(keys, "controller")
     )
-    worker = Publisher(None, "w1", security=Curve.from_directory(keys, "w1"))
-    worker.attach(f"tool@{bus.taps[0]}", bind=False)
+    worker = Publisher(published, "w1", security=Curve.from_directory(keys, "w1"))
     yield controller, worker
     controller.close()
     worker.close()
