@@ -85,17 +85,26 @@ class Player:
             self._commands.on(Channel.CMD, self._on_command)
         self.stats = PlayStats()
 
-    def wait_for_subscribers(self, messages: Sequence[RecordedMessage], timeout_s: float) -> None:
-        """Until every topic to be played has a subscriber, or `timeout_s` has passed."""
+    def wait_for_subscribers(
+        self, messages: Sequence[RecordedMessage], timeout_s: float, settle_s: float = 1.0
+    ) -> None:
+        """Until every topic to be played has a subscriber, or `timeout_s` has passed, or
+        `settle_s` has passed since the last topic found one (the rest nobody subscribes to:
+        a sink takes no fast signals, a controller no telemetry)."""
         wanted = {(m.header.sender, m.topic.encode()) for m in messages}
-        deadline = time.monotonic() + timeout_s
-        while wanted and time.monotonic() < deadline:
+        now = time.monotonic()
+        deadline, settled = now + timeout_s, None
+        while wanted and now < deadline and (settled is None or now < settled):
             self.pump(0.02)
-            wanted = {
+            heard = {
                 (sender, topic)
                 for sender, topic in wanted
-                if not self.publishers[sender].wait_for_subscribers(topic, 1, 0.0)
+                if self.publishers[sender].wait_for_subscribers(topic, 1, 0.0)
             }
+            now = time.monotonic()
+            if heard:
+                wanted -= heard
+                settled = now + settle_s
         self.stats.unheard_topics = sorted(topic.decode() for _, topic in wanted)
         if self._commands is not None:
             self._commands.wait_ready(max(0.0, deadline - time.monotonic()))
