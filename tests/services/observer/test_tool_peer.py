@@ -3,6 +3,9 @@ per topic, records it, and a player speaks it again as its senders."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,8 +50,10 @@ def peers(bus: BusMap) -> Iterator[tuple[Publisher, Publisher]]:
     worker.close()
 
 
-def _until(condition: Callable[[], bool], turn: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 10
+def _until(
+    condition: Callable[[], bool], turn: Callable[[], object], what: str, timeout_s: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         turn()
@@ -170,3 +175,46 @@ def test_a_recording_opens_with_the_mcap_reader_and_plays_back_as_its_senders(
     assert stats.published == len(recorded) == 6 and stats.dropped == 0
     assert heard == [(m.header.sender, m.message) for m in recorded]
     assert receiver.metrics.rejected_total == 0
+
+
+def test_topic_echo_prints_the_filtered_messages_as_json_lines(
+    bus: BusMap, peers: tuple[Publisher, Publisher], tmp_path: Path
+) -> None:
+    controller, worker = peers
+    echo = subprocess.Popen(
+        [
+            sys.executable, "-m", "services.cli", "topic", "echo",
+            "--data-dir", str(tmp_path / "no-run-here"),
+            "--keys-dir", bus.keys_dir,
+            *(f"--connect={address}" for address in bus.publishers),
+            "--scope", "w1", "--type", "WorkerHello", "--json", "--count", "3",
+            "--duration", "60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        _until(
+            lambda: echo.poll() is not None,
+            lambda: (
+                worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1")),
+                controller.publish(Channel.TEL, "controller", _stage_event()),
+                worker.service(),
+                controller.service(),
+                time.sleep(0.02),
+            ),
+            "three hellos echoed",
+            timeout_s=60,
+        )
+        out, _ = echo.communicate()
+    finally:
+        echo.kill()
+    assert echo.returncode == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3
+    assert {(m["topic"], m["sender"], m["type"]) for m in lines} == {
+        ("ack.w1.", "w1", "WorkerHello.v1")
+    }
+    assert all(m["message"] == {"worker_id": "w1", "last_applied_sequence": 0} for m in lines)
+    sequences = [m["sequence"] for m in lines]
+    assert sequences == sorted(sequences)
