@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from mcap.reader import make_reader
 
@@ -19,6 +20,7 @@ from leyline import SeedStage, TelemetryEvent, TelemetryEventType, WorkerHello
 from leyline.telemetry import SeedStageChanged
 from services.observer import BusMap, BusStats, open_listener
 from services.observer.player import Player
+from services.observer.recorder import Recorder
 from services.observer.recording import RecordingWriter, read_recording
 from services.stack import free_ports
 
@@ -218,3 +220,35 @@ def test_topic_echo_prints_the_filtered_messages_as_json_lines(
     assert all(m["message"] == {"worker_id": "w1", "last_applied_sequence": 0} for m in lines)
     sequences = [m["sequence"] for m in lines]
     assert sequences == sorted(sequences)
+
+
+def test_a_late_recorder_gets_what_it_missed_from_the_publishers_replay_window(
+    bus: BusMap, tmp_path: Path
+) -> None:
+    published = bus.publishers[1].split("@", 1)[1]
+    worker = Publisher(
+        published,
+        "w1",
+        security=Curve.from_directory(bus.keys_dir, "w1"),
+        replay_window=64,
+        heartbeat_interval_s=0.1,
+    )
+    for epoch in range(1, 4):  # sent before any recorder listens: nobody receives them
+        worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1", last_applied_sequence=epoch))
+    tool = open_listener(
+        msgspec.structs.replace(bus, publishers=(f"w1@{published}",)), "tool", [Channel.ACK]
+    )
+    recorder = Recorder(tool, RecordingWriter(tmp_path / "late.mcap"))
+    try:
+        _until(
+            lambda: recorder.writer.messages >= 3,
+            lambda: (worker.service(), tool.poll(10), recorder.tick()),
+            "the replayed hellos",
+        )
+    finally:
+        summary = recorder.close()
+        tool.close()
+        worker.close()
+    assert int(summary["repairs_asked"]) >= 1
+    hellos = [m.message.last_applied_sequence for m in read_recording(tmp_path / "late.mcap")]
+    assert hellos == [1, 2, 3]
