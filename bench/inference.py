@@ -3,9 +3,11 @@
 **ours**: `InferenceLoop` with max batch B: B `submit`s (one per slot, conflation included),
 then `step`, which walks the batch once into raw rows (`write_raw`), converts them
 (`BatchConverter.convert_raw`, `ColumnBuffer.fill_raw`), computes the masks, runs the policy
-under `torch.inference_mode`, reads the results back in one transfer and builds the
-`Decision`s and their `AdaptationCommand`s (a cached template per action, reason and slot,
-stamped with a counter id and the batch's one timestamp).
+under `torch.inference_mode`, reads the results back in one transfer, and makes an
+`AdaptationCommand` for every row whose action is not WAIT (a cached template per action,
+reason and slot, stamped with a counter id, the batch's one timestamp and its confidence).
+The decisions come back as columns (`Decisions`); a `Decision` object is built only when a
+row is read, as the controller reads only the rows that carry a command.
 **ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
 on the device). The ratio is the share of a decision's time the policy itself takes.
 

@@ -24,7 +24,8 @@ from leyline import (
     WorkerHello,
 )
 from leyline.telemetry import CommandIssued
-from services.controller.inference import Decision, InferenceLoop
+from services.controller.decisions import Decision
+from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
 from services.controller.journal import CommandJournal, JournalEntry
 from services.node import Node
@@ -73,7 +74,7 @@ class Controller:
         busy = self.in_flight.busy
         issuable = [
             (d, command)
-            for d in self.loop.step()
+            for d in self.loop.step().commanded()
             if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.

@@ -232,3 +232,25 @@ def test_the_commands_of_one_batch_share_one_timestamp(
     commands = [d.command for d in loop.flush() if d.command is not None]
     assert len(commands) == 8
     assert len({command.timestamp for command in commands}) == 1
+
+
+def test_commanded_decisions_are_the_rows_with_a_command_in_batch_order(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "s", signal(epoch=2), now=0.0)  # warming up: WAIT
+    loop.submit("w2", "s", signal(epoch=8, plateau_epochs=4), now=0.0)
+    loop.submit("w3", "s", signal(epoch=3), now=0.0)  # WAIT
+    loop.submit("w4", "s", signal(epoch=12, seed_stage=SeedStage.PROBATIONARY), now=0.0)
+
+    decisions = loop.flush()
+
+    assert [d.worker_id for d in decisions] == ["w1", "w2", "w3", "w4"]
+    assert decisions[1:3] == [decisions[1], decisions[2]]
+    assert decisions[-1].worker_id == "w4"
+    commanded = decisions.commanded()
+    assert [d.worker_id for d in commanded] == ["w2", "w4"]
+    assert all(d.command is not None for d in commanded)
+    ids = [d.command.command_id for d in commanded if d.command is not None]
+    assert len(set(ids)) == 2
+    assert len({d.command.timestamp for d in commanded if d.command is not None}) == 1
