@@ -8,12 +8,12 @@ the commands of the decisions it returns (`Decisions.commanded()`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from leyline import TENSOR_SCHEMA_SIZE, BatchConverter, FeatureBounds, write_raw
+from leyline import BatchConverter, ContractError, FeatureBounds
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandStamper
@@ -25,12 +25,14 @@ from services.controller.policy import ControlPolicy, DecisionReason
 class InferenceLoop:
     """Micro-batches the freshest signals and runs `policy` on `device` under inference mode.
 
-    Per batch: the signals are walked once into float64 raw rows (`write_raw`), from which a
-    `BatchConverter` makes the normalised features and a `ColumnBuffer` the raw decision
-    columns (each one preallocated buffer, pinned on CUDA, one transfer),
-    legal-action masks are computed on the device, the policy decides, illegal choices fall
-    back to WAIT, the results come back to the host in one transfer, and only the rows
-    that act get a command (`CommandStamper`).
+    Per batch: the signals' feature blocks are joined into the `BatchConverter`'s host
+    buffer and checked there for the whole batch; a signal that breaks the contract is
+    refused by name (`on_refused`, counted in `refused`) and the rest go on. From the raw
+    rows a `ColumnBuffer` takes the decision columns and the converter the normalised
+    features (each one preallocated buffer, pinned on CUDA, one transfer), legal-action
+    masks are computed on the device, the policy decides, illegal choices fall back to WAIT,
+    the results come back to the host in one transfer, and only the rows that act get a
+    command (`CommandStamper`).
     """
 
     def __init__(
@@ -50,13 +52,18 @@ class InferenceLoop:
         self.submit = self.batcher.submit
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
-        # The raw rows of a batch, written once and read by both the converter and the columns.
-        self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
+        self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
+        #: Signals refused for a value that breaks the contract (never decided).
+        self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
         self._commands = CommandStamper(self.layout)
+
+    def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
+        """Call `handler` with each signal refused for its values, and why."""
+        self._on_refused = handler
 
     @property
     def max_batch(self) -> int:
@@ -98,13 +105,17 @@ class InferenceLoop:
         items = list(batch)
         if not items:
             return Decisions(self._members)
+        raw = self._converter.load([item.signal for item in items])
+        if self._converter.refused:
+            items = self._refuse(items)
+            if not items:
+                return Decisions(self._members)
         table = self._rows  # a new (worker, slot) gets the next free memory row
         rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in items]
         self.policy.reserve(len(table))
         with torch.inference_mode():
-            raw = write_raw([item.signal for item in items], self._raw)
-            features = self._converter.convert_raw(raw)
-            columns = self._columns.fill_raw(raw, rows)
+            columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
+            features = self._converter.ship(raw)
             masks = self._masker(columns)
             actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
             legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
@@ -123,3 +134,13 @@ class InferenceLoop:
         why: list[int] = results[2].astype(np.int64).tolist()
         commands = self._commands.stamp(items, chosen, confidences, why)
         return Decisions(self._members, items, chosen, confidences, why, commands)
+
+    def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
+        """Report the converter's refusals; the items that were kept, in order."""
+        refused = self._converter.refused
+        self.refused += len(refused)
+        if self._on_refused is not None:
+            for index, error in refused:
+                self._on_refused(items[index], error)
+        dropped = {index for index, _ in refused}
+        return [item for index, item in enumerate(items) if index not in dropped]

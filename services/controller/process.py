@@ -18,12 +18,14 @@ from leyline import (
     AckOutcome,
     AdaptationCommand,
     CommandAck,
+    ContractError,
     FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
     WorkerHello,
 )
 from leyline.telemetry import CommandIssued
+from services.controller.batcher import PendingSignal
 from services.controller.decisions import Decision
 from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
@@ -66,6 +68,9 @@ class Controller:
         self.resent = 0
         #: Acks and hellos ignored because they speak for another worker than their sender.
         self.misattributed = 0
+        #: Signals refused by the inference loop for a value that breaks the contract.
+        self.refused_signals = 0
+        loop.on_refused(self._refused_signal)
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
@@ -168,6 +173,20 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
+        """A fast signal whose feature block broke the contract: counted, logged, not decided."""
+        self.refused_signals += 1
+        if self.refused_signals & (self.refused_signals - 1) == 0:  # 1, 2, 4, ...: bounded log
+            _log.warning(
+                "fast signal refused",
+                worker=item.worker_id,
+                slot=item.slot_id,
+                reason=error.reason.name.lower(),
+                path=error.path,
+                detail=error.detail,
+                refused=self.refused_signals,
+            )
 
     def _ignore(self, what: str, sender: str, claimed: str) -> None:
         """An ack or hello that speaks for another worker than its sender settles nothing."""
