@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 import torch
 from controller_signals import SignalFactory
 from reference_heuristic import reference_legal_actions
 
-from leyline import CommandType, FeatureBounds, RiskLevel, SeedStage
+from leyline import (
+    CommandType,
+    ContractError,
+    FastTrainingSignals,
+    FeatureBounds,
+    RejectReason,
+    RiskLevel,
+    SeedStage,
+    TensorSchema,
+)
 from services.controller import (
     ActionLayout,
     ControlPolicy,
@@ -254,3 +266,27 @@ def test_commanded_decisions_are_the_rows_with_a_command_in_batch_order(
     ids = [d.command.command_id for d in commanded if d.command is not None]
     assert len(set(ids)) == 2
     assert len({d.command.timestamp for d in commanded if d.command is not None}) == 1
+
+
+def test_a_signal_with_a_bad_value_is_refused_by_name_and_the_batch_is_decided(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    refused: list[tuple[str, ContractError]] = []
+    loop.on_refused(lambda item, error: refused.append((item.worker_id, error)))
+    good = signal(epoch=8, plateau_epochs=4)
+    block = bytearray(good.features)
+    struct.pack_into("<f", block, 4 * TensorSchema.VAL_ACCURACY, math.nan)
+    bad = FastTrainingSignals(good.epoch, bytes(block), good.slot_index)
+    for worker, sig in (("w1", good), ("w2", bad), ("w3", good)):
+        loop.submit(worker, "s", sig, now=0.0)
+
+    decisions = loop.flush()
+
+    assert [d.worker_id for d in decisions] == ["w1", "w3"]
+    assert {d.action.name for d in decisions} == {"GERMINATE_CONV_ENHANCE"}
+    assert loop.refused == 1
+    [(worker, error)] = refused
+    assert worker == "w2"
+    assert error.reason is RejectReason.INVALID_VALUE
+    assert error.path == f"$.features[{int(TensorSchema.VAL_ACCURACY)}]"
