@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import msgspec
 import torch
 
 from bench._harness import MIN_LOOP_NS, Timing, measure, progress, ratio
@@ -62,8 +61,7 @@ def slot_signals(count: int) -> list[FastTrainingSignals]:
         stage = stages[slot % len(stages)]
         empty = stage in (SeedStage.UNKNOWN, SeedStage.DORMANT)
         signals.append(
-            msgspec.structs.replace(
-                base,
+            base.with_values(
                 seed_stage=stage,
                 has_active_seed=0 if empty else 1,
                 available_slots=1 if empty else 0,
@@ -82,7 +80,7 @@ class _Feed:
     def __init__(self, slots: Sequence[FastTrainingSignals], batches: int) -> None:
         self._batches: Iterator[list[FastTrainingSignals]] = iter(
             [
-                [msgspec.structs.replace(signal, epoch=epoch) for signal in slots]
+                [signal.with_values(epoch=epoch) for signal in slots]
                 for epoch in range(20, 20 + batches)
             ]
         )
