@@ -89,7 +89,12 @@ class TelemetryStore:
     """A SQLite file of every event, command, ack, hello and report the sink received.
 
     WAL with synchronous=NORMAL: readers (`leyline events`) never block the writer, and a
-    committed batch survives a crash of the process. Each `write_batch` is one transaction;
+    committed batch survives a crash of the process. A power loss or kernel crash may undo
+    the batches committed since the last WAL sync, never corrupting the file; a restarted
+    sink repairs the streams it keeps whole (tel, cmd, ack) from their start, so what was
+    undone is replayed from the senders' windows or becomes loss rows, never a silent hole.
+    FULL (an fsync per commit) would buy only that the replay is not needed. Each
+    `write_batch` is one transaction;
     a message is stored once per (sender, topic, incarnation, sequence) however often it
     arrives, and leaves every loss row that counted it missing in that same transaction.
     Stage changes are judged by a `StageJudge`; an illegal one is stored and flagged, never
