@@ -1,7 +1,7 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
-**ours**: `InferenceLoop` with max batch B: B `submit`s (one per slot, conflation included),
-then `step`, which walks the batch once into raw rows (`write_raw`), converts them
+**ours**: `InferenceLoop` with max batch B: one `submit_many` of B signals (one per slot, as
+a drained receive hands them over, conflation included), then `step`, which walks the batch once into raw rows (`write_raw`), converts them
 (`BatchConverter.convert_raw`, `ColumnBuffer.fill_raw`), computes the masks, runs the policy
 under `torch.inference_mode`, reads the results back in one transfer, and makes an
 `AdaptationCommand` for every row whose action is not WAIT (a cached template per action,
@@ -89,13 +89,14 @@ class _Feed:
         return next(self._batches)
 
 
-def _full_loop(loop: InferenceLoop, feed: _Feed, keys: list[str]) -> Callable[[], object]:
+def _full_loop(
+    loop: InferenceLoop, feed: _Feed, keys: list[tuple[str, str]]
+) -> Callable[[], object]:
     clock = itertools.count()
 
     def decide_one_batch() -> object:
         now = float(next(clock))
-        for key, signal in zip(keys, feed.next(), strict=True):
-            loop.submit(key, "block2_post", signal, now)
+        loop.submit_many(keys, feed.next(), now)  # the batch as one drained receive
         return loop.step(now)
 
     return decide_one_batch
@@ -142,7 +143,7 @@ def _one_size(
     make_policy: Callable[[], ControlPolicy], size: int, device: torch.device
 ) -> dict[str, Any]:
     loop = InferenceLoop(make_policy(), max_batch=size, max_wait_s=1.0, device=device)
-    keys = [f"w{n}" for n in range(size)]
+    keys = [(f"w{n}", "block2_post") for n in range(size)]
     slots = slot_signals(size)
     trial = _full_loop(loop, _Feed(slots, 5), keys)
     # The fastest trial batch, halved: on a loaded machine a slow trial would size the pool

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from leyline import BatchConverter, ContractError, FeatureBounds
-from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
+from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandStamper
 from services.controller.decisions import Decisions
@@ -50,13 +50,15 @@ class InferenceLoop:
         #: Queue the signal of one slot (freshest wins); False when it was stale. The
         #: batcher's own method, bound here: one call layer less per signal.
         self.submit = self.batcher.submit
+        #: Queue a block of ((worker, slot), signal)s in one call: what a drained receive
+        #: hands over (`SignalBatcher.submit_many`); how many were accepted.
+        self.submit_many = self.batcher.submit_many
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
         self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
         #: Signals refused for a value that breaks the contract (never decided).
         self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
-        self._rows: dict[SlotKey, int] = {}
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
         self._commands = CommandStamper(self.layout)
@@ -96,7 +98,7 @@ class InferenceLoop:
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
         self.batcher.forget(worker_id)
-        rows = [row for (worker, _), row in self._rows.items() if worker == worker_id]
+        rows = [row for (worker, _), row in self.batcher.rows.items() if worker == worker_id]
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
@@ -105,14 +107,13 @@ class InferenceLoop:
         items = list(batch)
         if not items:
             return Decisions(self._members)
-        raw = self._converter.load([item.signal for item in items])
+        raw = self._converter.load(list(map(pending_signals, items)))
         if self._converter.refused:
             items = self._refuse(items)
             if not items:
                 return Decisions(self._members)
-        table = self._rows  # a new (worker, slot) gets the next free memory row
-        rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in items]
-        self.policy.reserve(len(table))
+        rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
+        self.policy.reserve(len(self.batcher.rows))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
             features = self._converter.ship(raw)

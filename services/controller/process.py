@@ -71,11 +71,15 @@ class Controller:
         #: Signals refused by the inference loop for a value that breaks the contract.
         self.refused_signals = 0
         loop.on_refused(self._refused_signal)
+        # The signals of one pump, handed to the loop as one block (`_submit_arrived`).
+        self._arrived_keys: list[tuple[str, str]] = []
+        self._arrived: list[FastTrainingSignals] = []
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
+        self._submit_arrived()
         busy = self.in_flight.busy
         issuable = [
             (d, command)
@@ -110,7 +114,15 @@ class Controller:
         worker_id = envelope.header.sender
         slot_id = self.slots[signal.slot_index]
         if not self.in_flight.busy(worker_id, slot_id):
-            self.loop.submit(worker_id, slot_id, signal)
+            self._arrived_keys.append((worker_id, slot_id))
+            self._arrived.append(signal)
+
+    def _submit_arrived(self) -> None:
+        """Queue the signals received since the last call in one block, in arrival order."""
+        if self._arrived:
+            self.loop.submit_many(self._arrived_keys, self._arrived)
+            self._arrived_keys = []
+            self._arrived = []
 
     def _act(self, decision: Decision, entry: JournalEntry) -> None:
         self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
@@ -208,6 +220,7 @@ class Controller:
         worker = hello.worker_id
         last = hello.last_applied_sequence
         if last == 0:
+            self._submit_arrived()  # what came before the hello is forgotten with the rest
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
         for flight in self.in_flight.of_worker(worker):
             command: AdaptationCommand = flight.entry.command
