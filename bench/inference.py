@@ -1,9 +1,10 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
 **ours**: `InferenceLoop` with max batch B: one `submit_many` of B signals (one per slot, as
-a drained receive hands them over, conflation included), then `step`, which walks the batch once into raw rows (`write_raw`), converts them
-(`BatchConverter.convert_raw`, `ColumnBuffer.fill_raw`), computes the masks, runs the policy
-under `torch.inference_mode`, reads the results back in one transfer, and makes an
+a drained receive hands them over, conflation included), then `step`, which joins and checks
+the batch's feature blocks (`BatchConverter.load`), fills the decision columns from those
+rows (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
+policy under `torch.inference_mode`, reads the results back in one transfer, and makes an
 `AdaptationCommand` for every row whose action is not WAIT (a cached template per action,
 reason and slot, stamped with a counter id, the batch's one timestamp and its confidence).
 The decisions come back as columns (`Decisions`); a `Decision` object is built only when a

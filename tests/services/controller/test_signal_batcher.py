@@ -85,3 +85,27 @@ def test_forget_lets_a_restarted_worker_begin_at_epoch_zero(signal: SignalFactor
 def test_rejects_impossible_limits(max_batch: int, max_wait_s: float) -> None:
     with pytest.raises(ValueError):
         SignalBatcher(max_batch, max_wait_s)
+
+
+def test_a_block_submit_applies_the_rules_signal_by_signal(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit("w1", "s", signal(epoch=2), now=0.0)
+    batcher.take(now=0.0)  # w1's epoch 2 is decided
+    keys = [("w1", "s"), ("w2", "s"), ("w1", "s"), ("w2", "s"), ("w2", "s")]
+    epochs = [2, 7, 3, 6, 8]  # stale (decided), new, new, older than pending, newer
+    accepted = batcher.submit_many(keys, [signal(epoch=e) for e in epochs], now=1.0)
+    assert accepted == 3
+    assert (batcher.accepted, batcher.conflated, batcher.stale) == (4, 1, 2)
+    assert [(p.worker_id, p.signal.epoch, p.arrived) for p in batcher.take(now=1.0)] == [
+        ("w2", 8, 1.0),
+        ("w1", 3, 1.0),
+    ]
+
+
+def test_each_slot_keeps_its_memory_row_across_batches_and_forget(signal: SignalFactory) -> None:
+    batcher = SignalBatcher(max_batch=8, max_wait_s=0.0)
+    batcher.submit_many([("w1", "a"), ("w2", "a")], [signal(epoch=1), signal(epoch=1)], 0.0)
+    assert [p.row for p in batcher.take(now=0.0)] == [0, 1]
+    batcher.forget("w1")
+    batcher.submit_many([("w2", "a"), ("w1", "a"), ("w1", "b")], [signal(epoch=2)] * 3, 0.0)
+    assert [p.row for p in batcher.take(now=0.0)] == [1, 0, 2]
