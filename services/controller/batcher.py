@@ -38,7 +38,6 @@ class PendingSignal(msgspec.Struct, frozen=True, gc=False):
 #: Read one field of each item of a batch in C (`map`), not in a Python comprehension.
 pending_rows = attrgetter("row")
 pending_signals = attrgetter("signal")
-_epoch = attrgetter("signal.epoch")
 
 
 class SignalBatcher:
@@ -57,7 +56,8 @@ class SignalBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._pending: dict[SlotKey, PendingSignal] = {}
-        self._decided_epoch: dict[SlotKey, int] = {}
+        #: The last signal decided per (worker, slot): no newer one is stale.
+        self._decided: dict[SlotKey, PendingSignal] = {}
         #: A memory row per (worker, slot) ever seen, in order of first arrival.
         self.rows: dict[SlotKey, int] = {}
         self.accepted = 0
@@ -90,18 +90,20 @@ class SignalBatcher:
         are `submit`'s, applied one signal after the other.
         """
         arrived = time.monotonic() if now is None else now
-        pending, decided, rows = self._pending, self._decided_epoch, self.rows
-        get_decided, get_held = decided.get, pending.get
+        pending, decided, rows = self._pending, self._decided, self.rows
+        get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
         for key, signal in zip(keys, signals, strict=True):
             epoch = signal.epoch
             last = get_decided(key)
-            if last is not None and epoch <= last:
+            if last is not None and epoch <= last.signal.epoch:
                 stale += 1
                 continue
             held = get_held(key)
             if held is None:
-                row = rows.setdefault(key, len(rows))
+                row = get_row(key)
+                if row is None:
+                    row = rows[key] = len(rows)
                 pending[key] = PendingSignal(key[0], key[1], signal, arrived, row)
             elif epoch >= held.signal.epoch:
                 pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row)
@@ -135,13 +137,13 @@ class SignalBatcher:
             return []
         pending = self._pending
         if len(pending) <= self.max_batch:  # all of it: taken and cleared in C, not one by one
-            keys = list(pending)
             batch = list(pending.values())
+            self._decided.update(pending)
             pending.clear()
         else:
             keys = list(islice(pending, self.max_batch))
             batch = [pending.pop(key) for key in keys]
-        self._decided_epoch.update(zip(keys, map(_epoch, batch), strict=True))
+            self._decided.update(zip(keys, batch, strict=True))
         return batch
 
     def forget(self, worker_id: str) -> None:
@@ -149,6 +151,6 @@ class SignalBatcher:
 
         Its memory rows stay its own (the policy resets their memory).
         """
-        for table in (self._pending, self._decided_epoch):
+        for table in (self._pending, self._decided):
             for key in [key for key in table if key[0] == worker_id]:
                 del table[key]
