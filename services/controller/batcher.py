@@ -101,7 +101,7 @@ class SignalBatcher:
                 continue
             held = get_held(key)
             if held is None:
-                row = get_row(key)
+                row = get_row(key) if last is None else last.row
                 if row is None:
                     row = rows[key] = len(rows)
                 pending[key] = PendingSignal(key[0], key[1], signal, arrived, row)
