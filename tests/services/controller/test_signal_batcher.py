@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from controller_signals import SignalFactory
+from controller_signals import SignalFactory, make_signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.controller import SignalBatcher
 
@@ -109,3 +111,35 @@ def test_each_slot_keeps_its_memory_row_across_batches_and_forget(signal: Signal
     batcher.forget("w1")
     batcher.submit_many([("w2", "a"), ("w1", "a"), ("w1", "b")], [signal(epoch=2)] * 3, 0.0)
     assert [p.row for p in batcher.take(now=0.0)] == [1, 0, 2]
+
+
+_arrivals = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(["w1", "w2"]), st.sampled_from(["a", "b"]), st.integers(0, 6)),
+        max_size=8,
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=_arrivals, forget_after=st.integers(0, 6))
+def test_a_block_submit_equals_one_submit_after_another(
+    blocks: list[list[tuple[str, str, int]]], forget_after: int
+) -> None:
+    """Blocks of arrivals, a take after each (and a forget once): both forms end the same."""
+    one, block = SignalBatcher(3, 0.0), SignalBatcher(3, 0.0)
+    for turn, arrivals in enumerate(blocks):
+        signals = [make_signal(epoch=epoch) for _, _, epoch in arrivals]
+        taken_one = [
+            one.submit(w, s, sig, now=float(turn))
+            for (w, s, _), sig in zip(arrivals, signals, strict=True)
+        ]
+        keys = [(w, s) for w, s, _ in arrivals]
+        assert block.submit_many(keys, signals, now=float(turn)) == sum(taken_one)
+        assert one.take(now=float(turn)) == block.take(now=float(turn))
+        if turn == forget_after:
+            one.forget("w1")
+            block.forget("w1")
+    counters = ("accepted", "conflated", "stale", "rows")
+    assert [getattr(one, name) for name in counters] == [getattr(block, name) for name in counters]
