@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from leyline import SeedStage
+from leyline import LeylineError, SeedStage
 
 #: Bumped whenever the tables change; a store refuses a file written by a newer schema.
 SCHEMA_VERSION = 2
@@ -184,7 +184,7 @@ MIGRATIONS = {1: _TABLES, 2: _VERSION_2}
 MESSAGE_TABLES = ("events", "commands", "acks", "hellos", "field_reports", "seed_reports")
 
 
-class StoreError(Exception):
+class StoreError(LeylineError):
     """The database cannot be used: missing, not SQLite, or written by a newer schema."""
 
 

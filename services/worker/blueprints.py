@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from leyline import LeylineError
+
 TOPOLOGY = "cnn"
 
 
@@ -81,8 +83,8 @@ SEED_FACTORIES: Mapping[str, Callable[[int], nn.Module]] = {
 }
 
 
-class UnknownBlueprintError(KeyError):
-    """No seed module is registered under that blueprint name."""
+class UnknownBlueprintError(LeylineError, KeyError):
+    """No seed module is registered under that blueprint name (a KeyError for lookups)."""
 
 
 def build_seed(blueprint: str, channels: int) -> nn.Module:
