@@ -15,6 +15,7 @@ from leyline.budgets import DEFAULT_BUDGETS, PerformanceBudgets
 from leyline.commands import (
     OPERATION_TARGET_STAGE,
     AckOutcome,
+    AckReason,
     AdaptationCommand,
     CommandAck,
     CommandType,
@@ -84,6 +85,7 @@ __all__ = [
     "TENSOR_SCHEMA_SIZE",
     "VALID_TRANSITIONS",
     "AckOutcome",
+    "AckReason",
     "AdaptationCommand",
     "BatchConverter",
     "BlueprintCatalog",

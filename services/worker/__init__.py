@@ -6,7 +6,7 @@ from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
 from services.worker.host import SLOT_IDS, HostCNN
 from services.worker.model import WorkerModel
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.slot import SeedSlot, SlotChange
 from services.worker.trainer import EpochReport, Trainer
 
@@ -14,7 +14,6 @@ __all__ = [
     "SEED_FACTORIES",
     "SLOT_IDS",
     "CommandOutcome",
-    "CommandRefusal",
     "DigitsSplit",
     "EpochReport",
     "HostCNN",

@@ -12,6 +12,7 @@ from torch import nn
 from bus import CommandGuard
 from leyline import (
     AckOutcome,
+    AckReason,
     AdaptationCommand,
     CommandType,
     LifecycleGuard,
@@ -25,7 +26,7 @@ from services.worker import events
 from services.worker.blueprints import UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.host import SLOT_IDS, HostCNN
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.records import state_report
 from services.worker.slot import SeedSlot, SlotChange
 
@@ -164,7 +165,7 @@ class WorkerModel:
             return self._carry_out(command)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
-            return self._rejected(command, None, CommandRefusal.APPLY_FAILED, detail)
+            return self._rejected(command, None, AckReason.APPLY_FAILED, detail)
 
     def _carry_out(self, command: AdaptationCommand) -> CommandOutcome:
         if command.command_type is CommandType.REQUEST_STATE:
@@ -173,9 +174,7 @@ class WorkerModel:
         slot = None if slot_id is None else self.slots[slot_id]
         if not verdict.allowed:
             assert verdict.reason is not None  # a refusal always names its reason
-            return self._rejected(
-                command, slot, CommandRefusal[verdict.reason.name], verdict.detail
-            )
+            return self._rejected(command, slot, AckReason[verdict.reason.name], verdict.detail)
         assert slot is not None  # an allowed slot command names its slot
         if command.command_type is not CommandType.GERMINATE:
             slot.commands_received.append(command.command_id)
@@ -211,13 +210,13 @@ class WorkerModel:
         try:
             module = self._build_seed(blueprint, slot.channels, number)
         except UnknownBlueprintError as exc:
-            return self._rejected(command, slot, CommandRefusal.UNKNOWN_BLUEPRINT, str(exc.args[0]))
+            return self._rejected(command, slot, AckReason.UNKNOWN_BLUEPRINT, str(exc.args[0]))
         probe = torch.zeros(1, slot.channels, PROBE_SIZE, PROBE_SIZE)
         with torch.no_grad():
             shape = tuple(module(probe).shape)
         if shape != tuple(probe.shape):
             detail = f"{blueprint} maps {tuple(probe.shape)} to {shape}; a seed must keep shape"
-            return self._rejected(command, slot, CommandRefusal.SHAPE_MISMATCH, detail)
+            return self._rejected(command, slot, AckReason.SHAPE_MISMATCH, detail)
         module.train(self.host.training)
         seed_id = f"{self.worker_id}-{slot.slot_id}-{number}"
         change = slot.germinate(
@@ -314,19 +313,19 @@ class WorkerModel:
         self,
         command: AdaptationCommand,
         slot: SeedSlot | None,
-        reason: CommandRefusal,
+        reason: AckReason,
         detail: str,
     ) -> CommandOutcome:
         slot_id = None if slot is None else slot.slot_id
         seed_id = None if slot is None else slot.seed_id or None
-        failed = events.command_failed(command, slot_id, seed_id, reason.value, detail, self.epoch)
+        failed = events.command_failed(command, slot_id, seed_id, reason, detail, self.epoch)
         return CommandOutcome(
             command_id=command.command_id,
             command_type=command.command_type,
             worker_id=self.worker_id,
             outcome=AckOutcome.REJECTED,
             epoch=self.epoch,
-            reason=reason.value,
+            reason=reason,
             detail=detail,
             slot_id=slot_id,
             seed_id=seed_id,
@@ -346,7 +345,7 @@ class WorkerModel:
             f"{m.improvement_since_stage_start:+.2f} pp in stage, "
             f"{m.total_improvement:+.2f} pp total, alpha {m.current_alpha:.2f})"
         )
-        return self._rejected(command, slot, CommandRefusal.GATE_FAILED, detail)
+        return self._rejected(command, slot, AckReason.GATE_FAILED, detail)
 
     # -- checkpoint ------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ import structlog
 import torch
 
 from bus import Channel, Envelope, Rejection, topic
-from leyline import AckOutcome, CommandAck, CommandType, WorkerHello
+from leyline import AckOutcome, AckReason, CommandAck, CommandType, WorkerHello
 from services.node import Node
 from services.worker.ledger import CommandLedger, Pending, RefusedCommand, attribute
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.trainer import EpochReport, Trainer
 
 _log = structlog.get_logger("leyline.worker")
@@ -220,7 +220,7 @@ class Worker:
             worker_id=self.worker_id,
             outcome=AckOutcome.REJECTED,
             command_type=command.command_type,
-            reason=CommandRefusal.INVALID_VALUE.value,
+            reason=AckReason.INVALID_VALUE,
             detail="a controller command carries its journal sequence (>= 1), this one has 0",
             epoch=self.trainer.epoch,
         )
