@@ -13,14 +13,12 @@ from leyline.actions import (
 )
 from leyline.budgets import DEFAULT_BUDGETS, PerformanceBudgets
 from leyline.commands import (
-    OPERATION_TARGET_STAGE,
     AckOutcome,
     AckReason,
     AdaptationCommand,
     CommandAck,
     CommandType,
     RiskLevel,
-    SeedOperation,
     WorkerHello,
 )
 from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
@@ -78,7 +76,6 @@ __all__ = [
     "DEFAULT_GATE_THRESHOLDS",
     "HISTORY_LENGTH",
     "LEYLINE_VERSION",
-    "OPERATION_TARGET_STAGE",
     "PAYLOAD_FOR_EVENT",
     "REGISTRY",
     "SLOT_IDS",
@@ -117,7 +114,6 @@ __all__ = [
     "ReplayRequest",
     "RiskLevel",
     "SeedMetrics",
-    "SeedOperation",
     "SeedStage",
     "SeedStateReport",
     "SeedTelemetry",

@@ -37,32 +37,6 @@ class RiskLevel(enum.IntEnum):
     CRITICAL = 5
 
 
-class SeedOperation(enum.IntEnum):
-    """The lifecycle operations, each with the stage it leads to."""
-
-    GERMINATE = 1
-    START_TRAINING = 2
-    START_BLENDING = 3
-    START_SHADOWING = 4
-    START_PROBATION = 5
-    FOSSILIZE = 6
-    CULL = 7
-    EMBARGO = 8
-    RESET = 9
-
-
-OPERATION_TARGET_STAGE: dict[SeedOperation, SeedStage] = {
-    SeedOperation.GERMINATE: SeedStage.GERMINATED,
-    SeedOperation.START_TRAINING: SeedStage.TRAINING,
-    SeedOperation.START_BLENDING: SeedStage.BLENDING,
-    SeedOperation.START_SHADOWING: SeedStage.SHADOWING,
-    SeedOperation.START_PROBATION: SeedStage.PROBATIONARY,
-    SeedOperation.FOSSILIZE: SeedStage.FOSSILIZED,
-    SeedOperation.CULL: SeedStage.CULLED,
-    SeedOperation.EMBARGO: SeedStage.EMBARGOED,
-    SeedOperation.RESET: SeedStage.RESETTING,
-}
-
 #: The largest learning rate a command may set: larger ones overflow the optimiser step.
 MAX_LEARNING_RATE = 10.0
 

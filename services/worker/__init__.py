@@ -4,7 +4,7 @@ from services.worker.blending import blend, blend_alpha, isolated
 from services.worker.blueprints import SEED_FACTORIES, UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
-from services.worker.host import SLOT_IDS, HostCNN
+from services.worker.host import HostCNN
 from services.worker.model import WorkerModel
 from services.worker.outcome import CommandOutcome
 from services.worker.slot import SeedSlot, SlotChange
@@ -12,7 +12,6 @@ from services.worker.trainer import EpochReport, Trainer
 
 __all__ = [
     "SEED_FACTORIES",
-    "SLOT_IDS",
     "CommandOutcome",
     "DigitsSplit",
     "EpochReport",

@@ -25,7 +25,7 @@ from leyline import (
 from services.worker import events
 from services.worker.blueprints import UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig
-from services.worker.host import SLOT_IDS, HostCNN
+from services.worker.host import HostCNN
 from services.worker.outcome import CommandOutcome
 from services.worker.records import state_report
 from services.worker.slot import SeedSlot, SlotChange
@@ -66,7 +66,7 @@ class WorkerModel:
         widths = HostCNN.slot_channels(self.training.channels)
         self.slots: dict[str, SeedSlot] = {
             sid: SeedSlot(worker_id, sid, widths[sid], self.guard, self.lifecycle, host_ids)
-            for sid in SLOT_IDS
+            for sid in HostCNN.slot_ids
         }
         self.host.slots.update(self.slots)
         self.optimizer = self._new_optimizer()
