@@ -25,7 +25,7 @@ import zmq
 from bus.monitor import ConnectionMonitor
 from bus.rejection import Rejection
 from bus.security import Curve, SecurityError, split_peer
-from leyline import DEFAULT_BUDGETS
+from leyline.budgets import DEFAULT_BUDGETS
 
 
 class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):

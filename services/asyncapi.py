@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from bus.topics import CHANNEL_CONTRACTS, Channel
-from leyline import LEYLINE_VERSION, REGISTRY, Heartbeat, Ready, ReplayDone, ReplayRequest
+from leyline import LEYLINE_VERSION, Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import tag_of
 from leyline.schema import export
+from leyline.wire import REGISTRY
 from services.sink.daemon import AUDITED
 
 Document = dict[str, Any]

@@ -9,7 +9,6 @@ from pathlib import Path
 import structlog
 
 from bus import (
-    DEFAULT_SOCKET_OPTIONS,
     Channel,
     MetricsServer,
     Publisher,
@@ -20,6 +19,7 @@ from bus import (
 )
 from bus.rejection import TokenBucket
 from bus.security import Curve
+from bus.sockets import DEFAULT_SOCKET_OPTIONS
 from leyline import AdaptationCommand, Message, Severity, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation, PeerLiveness
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from bus import Channel, TransitionGuard
+from bus import Channel
 from services.cli._service import add_service_parser, load_service, make_node
 from services.config import ControllerConfig
 from services.controller.heuristic import HeuristicPolicy
@@ -18,6 +18,7 @@ from services.controller.layout import ActionLayout
 from services.controller.mlp import MlpPolicy
 from services.controller.policy import ControlPolicy
 from services.controller.process import Controller
+from services.guards import TransitionGuard
 
 
 def add_parser(subparsers: Any) -> None:

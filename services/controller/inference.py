@@ -19,15 +19,11 @@ import msgspec
 import numpy as np
 import torch
 
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    AdaptationCommand,
-    BatchConverter,
-    FastTrainingSignals,
-    FeatureBounds,
-    action_to_command,
-    write_raw,
-)
+from leyline import AdaptationCommand, FastTrainingSignals
+from leyline.actions import action_to_command
+from leyline.features import FeatureBounds, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline.tensors import BatchConverter
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.masks import ActionMasker

@@ -14,7 +14,6 @@ import structlog
 
 from bus import Channel, Envelope
 from leyline import (
-    SLOT_IDS,
     AckOutcome,
     AdaptationCommand,
     CommandAck,
@@ -23,6 +22,7 @@ from leyline import (
     TelemetryEventType,
     WorkerHello,
 )
+from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
 from services.controller.inference import Decision, InferenceLoop
 from services.controller.journal import CommandJournal, JournalEntry

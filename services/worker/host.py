@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from leyline import SLOT_IDS
+from leyline.actions import SLOT_IDS
 from services.worker.data import NUM_CLASSES
 
 

@@ -14,15 +14,8 @@ from typing import Any
 import msgspec
 
 from bus import Rejection
-from leyline import (
-    AckOutcome,
-    AckReason,
-    AdaptationCommand,
-    CommandAck,
-    CommandType,
-    decode,
-    encode,
-)
+from leyline import AckOutcome, AckReason, AdaptationCommand, CommandAck, CommandType
+from leyline.wire import decode, encode
 from services.worker import events
 from services.worker.outcome import CommandOutcome
 

@@ -9,7 +9,6 @@ import msgspec
 import torch
 from torch import nn
 
-from bus import CommandGuard
 from leyline import (
     AckOutcome,
     AckReason,
@@ -22,6 +21,7 @@ from leyline import (
     TrainingSignals,
     Verdict,
 )
+from services.guards import CommandGuard
 from services.worker import events
 from services.worker.blueprints import UnknownBlueprintError, build_seed
 from services.worker.config import LifecycleConfig, TrainingConfig

@@ -19,8 +19,8 @@ from leyline import (
     TelemetryEventType,
     TrainingMetrics,
     TrainingSignals,
-    is_active_stage,
 )
+from leyline.lifecycle import is_active_stage
 from leyline.telemetry import EpochCompleted, PlateauDetected
 from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
 from services.worker.model import WorkerModel

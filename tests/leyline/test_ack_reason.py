@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-import leyline
+import leyline.wire
 from leyline import AckOutcome, AckReason, CommandAck, CommandType, ContractError, RejectReason
 
 
@@ -37,22 +37,22 @@ def test_the_reason_travels_as_its_string_value() -> None:
         command_type=CommandType.CULL,
         reason=AckReason.GATE_FAILED,
     )
-    raw = msgspec.msgpack.decode(leyline.encode(ack))
+    raw = msgspec.msgpack.decode(leyline.wire.encode(ack))
     assert (raw["type"], raw["reason"]) == ("CommandAck.v2", "gate_failed")
-    assert leyline.decode(leyline.encode(ack)).reason is AckReason.GATE_FAILED
+    assert leyline.wire.decode(leyline.wire.encode(ack)).reason is AckReason.GATE_FAILED
 
 
 def test_an_applied_ack_leaves_the_reason_out() -> None:
     ack = CommandAck(
         command_id="c-1", worker_id="w1", outcome=AckOutcome.APPLIED, command_type=CommandType.CULL
     )
-    assert "reason" not in msgspec.msgpack.decode(leyline.encode(ack))
-    assert leyline.decode(leyline.encode(ack)).reason is AckReason.NONE
+    assert "reason" not in msgspec.msgpack.decode(leyline.wire.encode(ack))
+    assert leyline.wire.decode(leyline.wire.encode(ack)).reason is AckReason.NONE
 
 
 @pytest.mark.parametrize("reason", ["illegal_transition", "invalid_value", ""])
 def test_a_v1_ack_is_lifted_to_v2_with_its_reason_as_the_enum(reason: str) -> None:
-    ack = leyline.decode(v1_ack(reason=reason))
+    ack = leyline.wire.decode(v1_ack(reason=reason))
     assert isinstance(ack, CommandAck)
     assert ack.reason is AckReason(reason)
     assert (ack.command_id, ack.sequence, ack.outcome) == ("c-1", 3, AckOutcome.REJECTED)
@@ -60,7 +60,7 @@ def test_a_v1_ack_is_lifted_to_v2_with_its_reason_as_the_enum(reason: str) -> No
 
 def test_a_v1_ack_with_a_reason_no_enum_names_is_refused_at_its_path() -> None:
     with pytest.raises(ContractError) as caught:
-        leyline.decode(v1_ack(reason="because"))
+        leyline.wire.decode(v1_ack(reason="because"))
     assert (caught.value.reason, caught.value.path) == (RejectReason.INVALID_VALUE, "$.reason")
 
 
@@ -68,5 +68,5 @@ def test_a_v2_ack_with_a_free_string_reason_is_refused() -> None:
     body = msgspec.msgpack.decode(v1_ack(reason="because"))
     body["type"] = "CommandAck.v2"
     with pytest.raises(ContractError) as caught:
-        leyline.decode(msgspec.msgpack.encode(body))
+        leyline.wire.decode(msgspec.msgpack.encode(body))
     assert caught.value.reason is RejectReason.INVALID_VALUE

@@ -15,21 +15,15 @@ from typing import TypeVar
 
 import pytest
 
-from bus import Channel, Publisher, TransitionGuard
-from leyline import (
-    SLOT_IDS,
-    AckOutcome,
-    AdaptationCommand,
-    CommandAck,
-    CommandType,
-    WorkerHello,
-    new_id,
-)
+from bus import Channel, Publisher
+from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, WorkerHello, new_id
+from leyline.actions import SLOT_IDS
 from services.cli.worker import build_worker
 from services.config import BusConfig, WorkerConfig
 from services.controller import ActionLayout, HeuristicPolicy, InferenceLoop
 from services.controller.journal import CommandJournal
 from services.controller.process import Controller
+from services.guards import TransitionGuard
 from services.node import Node
 from services.stack import free_ports
 from services.worker.process import Worker

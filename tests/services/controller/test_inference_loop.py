@@ -7,7 +7,8 @@ import torch
 from controller_signals import SignalFactory
 from reference_heuristic import reference_legal_actions
 
-from leyline import CommandType, FeatureBounds, RiskLevel, SeedStage
+from leyline import CommandType, RiskLevel, SeedStage
+from leyline.features import FeatureBounds
 from services.controller import (
     ActionLayout,
     ControlPolicy,
