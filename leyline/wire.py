@@ -18,6 +18,13 @@ from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, TrainingSignals
 from leyline.telemetry import SeedTelemetry, TelemetryEvent
 
+__all__ = [
+    "REGISTRY",
+    "Message",
+    "decode",
+    "encode",
+]
+
 REGISTRY = Registry()
 REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
 REGISTRY.register(

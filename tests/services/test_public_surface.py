@@ -1,8 +1,8 @@
-"""The public surface: each package's `__all__` names what it exports, and nothing private.
+"""The public surface: each package's and topical module's `__all__` names what it exports.
 
 `leyline` and `bus` are pinned name by name, so a change to what users import is deliberate;
-every package of leyline, bus and services is held to the same rules (names exist, sorted and
-unique, no private name or module).
+every package and module of leyline, bus and services that has one is held to the same rules
+(names exist, sorted and unique, no private name or module).
 """
 
 from __future__ import annotations
@@ -71,18 +71,28 @@ BUS = [
 ]
 
 
-def _packages() -> list[ModuleType]:
+#: The topical public modules beside each root (docs/contracts.md and docs/bus.md list them).
+TOPICAL = [
+    *(f"leyline.{name}" for name in ("actions", "budgets", "features", "gates", "lifecycle")),
+    *(f"leyline.{name}" for name in ("registry", "schema", "signals", "telemetry", "tensors")),
+    "leyline.wire",
+    *(f"bus.{name}" for name in ("metrics", "security", "sequence", "topics")),
+]
+
+
+def _modules() -> list[ModuleType]:
     found = []
     for root in ("leyline", "bus", "services"):
         package = importlib.import_module(root)
         found.append(package)
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{root}."):
-            if info.ispkg:
+            if info.name.rsplit(".", 1)[-1] != "__main__":
                 found.append(importlib.import_module(info.name))
     return found
 
 
-PACKAGES = [package for package in _packages() if hasattr(package, "__all__")]
+#: Every package and module that declares its surface.
+PACKAGES = [module for module in _modules() if hasattr(module, "__all__")]
 
 
 def _sort_key(name: str) -> tuple[int, str]:
@@ -100,9 +110,23 @@ def test_bus_exports_what_services_wire_together() -> None:
     assert importlib.import_module("bus").__all__ == BUS
 
 
-def test_the_packages_with_a_surface_are_found() -> None:
+def test_the_packages_and_topical_modules_declare_their_surface() -> None:
     names = {package.__name__ for package in PACKAGES}
     assert {"leyline", "bus", "services.sink", "services.worker", "services.controller"} <= names
+    assert set(TOPICAL) <= names
+
+
+def test_each_root_name_is_defined_in_no_topical_module_under_another_name() -> None:
+    for root in ("leyline", "bus"):
+        package = importlib.import_module(root)
+        for name in package.__all__:
+            homes = [m for m in TOPICAL if m.startswith(f"{root}.") and name in _all_of(m)]
+            for home in homes:
+                assert getattr(importlib.import_module(home), name) is getattr(package, name)
+
+
+def _all_of(module: str) -> list[str]:
+    return list(importlib.import_module(module).__all__)
 
 
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda package: package.__name__)
