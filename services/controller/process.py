@@ -171,6 +171,7 @@ class Controller:
             self._ignore("ack", sender, ack.worker_id)
             return
         del self.in_flight[ack.command_id]
+        self._settle_earlier(sender, flight.entry.command.sequence)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -185,6 +186,19 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _settle_earlier(self, worker: str, sequence: int) -> None:
+        """A worker takes its commands in sequence order, so an ack of `sequence` means it took
+        every earlier one: one whose own ack was lost (in a partition) is settled now, as a
+        hello would settle it, not left to a resend that may find the worker gone."""
+        for flight in [
+            f
+            for f in self.in_flight.values()
+            if f.entry.worker_id == worker and f.entry.command.sequence < sequence
+        ]:
+            command = flight.entry.command
+            self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
+            del self.in_flight[command.command_id]
 
     def _ignore(self, what: str, sender: str, claimed: str) -> None:
         """An ack or hello that speaks for another worker than its sender settles nothing."""
