@@ -27,6 +27,7 @@ def build_model(config: WorkerConfig) -> WorkerModel:
     """The worker's model from its settings."""
     training = TrainingConfig(
         seed=config.seed,
+        topology=config.topology,
         batch_size=config.batch_size,
         learning_rate=config.lr,
         seed_learning_rate=config.seed_lr,

@@ -35,7 +35,7 @@ from services.worker.blueprints import (
 )
 from services.worker.checkpoint import Checkpoint, Stateful
 from services.worker.config import LifecycleConfig, TrainingConfig
-from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
+from services.worker.data import DataSplit, load_digits_split, shuffled_batches
 from services.worker.epochs import EpochClock, EpochReport
 from services.worker.host import SLOT_IDS, HostCNN
 from services.worker.model import WorkerModel
@@ -51,7 +51,7 @@ __all__ = [
     "Checkpoint",
     "CommandOutcome",
     "CommandRefusal",
-    "DigitsSplit",
+    "DataSplit",
     "EpochClock",
     "EpochReport",
     "HostCNN",

@@ -1,7 +1,8 @@
-"""The built-in worker's model: the digits host CNN with its two seed slots, and its optimiser.
+"""The built-in worker's model: its topology's host with the seed slots, and its optimiser.
 
 Everything about seeds and commands is the library's (`Seeds`); this module only builds the
-host the `cnn` topology names and the optimiser it trains with, the way a user builds theirs.
+host the topology names (the digits CNN or the text transformer, `hosts`) and the optimiser
+it trains with, the way a user builds theirs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from leyline import LifecycleGuard
 from services.worker.config import LifecycleConfig, TrainingConfig
-from services.worker.host import SLOT_IDS, HostCNN
+from services.worker.hosts import host_family
 from services.worker.seeds import Seeds
 from services.worker.slot import SeedSlot
 
@@ -20,7 +21,7 @@ _HOST_GROUP = ""
 
 
 class WorkerModel(Seeds):
-    """The host CNN and its slots, driven by commands (see `Seeds`).
+    """The topology's host and its slots, driven by commands (see `Seeds`).
 
     The optimiser has one parameter group for the host and one per seed (tagged with its
     `slot_id`), so a seed's learning rate is its own and its state is dropped when the slot
@@ -35,14 +36,16 @@ class WorkerModel(Seeds):
         guard: LifecycleGuard | None = None,
     ) -> None:
         self.training = training or TrainingConfig()
+        self.family = host_family(self.training.topology)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.training.seed)
-            self.host = HostCNN(self.training.channels)
-        widths = HostCNN.slot_channels(self.training.channels)
-        self.host.slots.update({sid: SeedSlot(sid, widths[sid]) for sid in SLOT_IDS})
+            self.host = self.family.build(self.training)
+        widths = self.family.slot_widths(self.training)
+        self.host.slots.update({sid: SeedSlot(sid, width) for sid, width in widths.items()})
         super().__init__(
             worker_id,
             self.host,
+            topology=self.family.topology,
             optimizer=self._new_optimizer(),
             seed_learning_rate=self.training.seed_learning_rate,
             lifecycle=lifecycle,

@@ -1,4 +1,4 @@
-"""One epoch = one tick: the built-in digits loop, on the library's epoch clock.
+"""One epoch = one tick: the built-in training loop (digits or text), on the library's clock.
 
 This is the shape of any training loop under Leyline: begin the epoch, train (recording each
 step on the clock), validate, and hand the epoch's metrics to the clock, which advances the
@@ -12,24 +12,37 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from services.worker.data import DigitsSplit, load_digits_split, shuffled_batches
+from services.worker.data import DataSplit, shuffled_batches
 from services.worker.epochs import EpochClock, EpochReport
 from services.worker.model import WorkerModel
 from services.worker.tracker import SignalTracker
 
 
+def _loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every target: one per image, or one per next token."""
+    return F.cross_entropy(outputs.flatten(0, -2), targets.flatten())
+
+
+def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many targets the highest logit names: the classification or next-token accuracy."""
+    return (outputs.argmax(dim=-1) == targets).sum()
+
+
 class Trainer:
-    """Trains a `WorkerModel` on the digits set, one `tick()` per epoch, reproducibly.
+    """Trains a `WorkerModel` on its topology's data, one `tick()` per epoch, reproducibly.
+
+    The task is read off the data: the targets have the shape of the model's output without
+    its last (class) axis, so one loss and one accuracy serve digit classes and next tokens.
 
     Batch order comes from the trainer's own generator, so two trainers built from the same
     config, or one restored from the other's `state_dict()`, run identical epochs.
     """
 
-    def __init__(self, model: WorkerModel, data: DigitsSplit | None = None) -> None:
+    def __init__(self, model: WorkerModel, data: DataSplit | None = None) -> None:
         torch.set_num_threads(1)  # small convs: threads cost more than they give, and vary sums
         self.model = model
         config = model.training
-        self.data = data or load_digits_split(config.seed, config.val_fraction)
+        self.data = data or model.family.load_data(config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.clock = EpochClock(model)
 
@@ -56,16 +69,16 @@ class Trainer:
         batches = shuffled_batches(
             data.train_x, data.train_y, model.training.batch_size, self.generator
         )
-        for images, labels in batches:
+        for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
-            logits = host(images)
-            loss = F.cross_entropy(logits, labels)
+            logits = host(inputs)
+            loss = _loss(logits, targets)
             loss.backward()  # type: ignore[no-untyped-call]
             self.clock.record_step()
             optimizer.step()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(dim=1) == labels).sum()
-        seen = len(data.train_y)
+            loss_sum += loss.detach() * targets.numel()
+            correct += _correct(logits, targets)
+        seen = data.train_y.numel()
         return float(loss_sum) / seen, 100.0 * int(correct) / seen
 
     def evaluate(self) -> tuple[float, float]:
@@ -74,9 +87,9 @@ class Trainer:
         host.eval()
         with torch.inference_mode():
             logits = host(self.data.val_x)
-            loss = F.cross_entropy(logits, self.data.val_y)
-            correct = int((logits.argmax(dim=1) == self.data.val_y).sum())
-        return float(loss), 100.0 * correct / len(self.data.val_y)
+            loss = _loss(logits, self.data.val_y)
+            correct = int(_correct(logits, self.data.val_y))
+        return float(loss), 100.0 * correct / self.data.val_y.numel()
 
     def tick(self) -> EpochReport:
         """Train and validate one epoch, then update every slot and build the epoch's signals."""

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from leyline import LifecycleGuard
-from services.worker import DigitsSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
+from services.worker import DataSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
 
 
 @pytest.fixture(scope="session")
-def digits() -> DigitsSplit:
+def digits() -> DataSplit:
     return load_digits_split(seed=0)
 
 
@@ -22,7 +22,7 @@ def model() -> WorkerModel:
 
 
 @pytest.fixture
-def make_trainer(digits: DigitsSplit) -> Callable[[], Trainer]:
+def make_trainer(digits: DataSplit) -> Callable[[], Trainer]:
     return lambda: Trainer(WorkerModel("w1"), digits)
 
 

@@ -35,7 +35,7 @@ from services.node import Node
 from services.worker import (
     Agent,
     Checkpoint,
-    DigitsSplit,
+    DataSplit,
     Seeds,
     SeedSlot,
     Trainer,
@@ -65,7 +65,7 @@ def _wait(pump: Callable[[], None], found: Callable[[], T | None]) -> T:
 
 
 def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
-    bus: InProcessBus, digits: DigitsSplit, tmp_path: Path
+    bus: InProcessBus, digits: DataSplit, tmp_path: Path
 ) -> None:
     controller = bus.publisher("controller")
     channels = (Channel.SIG, Channel.ACK, Channel.REP, Channel.TEL)
