@@ -90,11 +90,15 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return SocketOptions(send_hwm=self.send_hwm, receive_hwm=self.receive_hwm)
 
 
+_RELAYS = "also subscribe through these proxies' backends (proxy@tcp://host:port)"
+
+
 class SinkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where the telemetry sink listens and how it batches writes to SQLite."""
 
     intake: Annotated[Address, _help("the sink's subscriber binds here")] = "tcp://127.0.0.1:5552"
     db: Annotated[FilePath, _help("SQLite database file")] = "leyline-data/sink.db"
+    relays: Annotated[tuple[Address, ...], _help(_RELAYS)] = ()
     batch_size: Annotated[PositiveInt, _help("rows per transaction at most")] = 256
     flush_interval_s: Annotated[Seconds, _help("longest wait before a batch is written")] = 0.2
 
@@ -107,6 +111,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     sink: Annotated[Address, _help("publisher also connects to the sink here")] = (
         "sink@tcp://127.0.0.1:5552"
     )
+    relays: Annotated[tuple[Address, ...], _help(_RELAYS)] = ()
     device: Annotated[
         str, msgspec.Meta(pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="torch device")
     ] = "auto"
@@ -136,6 +141,10 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         tuple[Address, ...],
         msgspec.Meta(min_length=1, description="publisher connects to each of these"),
     ] = ("controller@tcp://127.0.0.1:5551", "sink@tcp://127.0.0.1:5552")
+    publish: Annotated[
+        Address | None,
+        _help("publisher also binds here, for tools to connect (leyline topic, record)"),
+    ] = None
     epochs: Annotated[PositiveInt, _help("epochs to train")] = 30
     data_dir: Annotated[FilePath, _help("checkpoints and data live here")] = "leyline-data"
     topology: Annotated[Topology, _help("host: cnn on digits, transformer on generated text")] = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +58,8 @@ class Node:
     a hostile flood cannot turn into a telemetry flood), so the sink records them. `bus` makes
     the endpoints (default: real sockets); with an `InProcessBus` a whole service runs in one
     process, connected with `InProcessBus.connect(node.publisher, other.subscriber)`.
+    `incarnation` (default: the clock's time) and `clock` (send times, ages) are the
+    service's own (`services.clock`): a restart on a host whose clock went back stays later.
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class Node:
         replay_store: Path | None = None,
         security: Curve | None = None,
         bus: Transport | None = None,
+        incarnation: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
         bus = bus or SocketBus()
@@ -97,6 +102,8 @@ class Node:
             replay_advertise=replay_advertise,
             replay_store=replay_store,
             security=security,
+            incarnation=incarnation,
+            clock=clock,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)
@@ -109,6 +116,7 @@ class Node:
             stale_after_s=stale_after_s,
             options=options,
             security=security,
+            clock=clock,
         )
         for address in subscribe_bind:
             self.subscriber.attach(address, bind=True)

@@ -38,7 +38,9 @@ def _run(args: argparse.Namespace) -> int:
         publish_bind=[config.commands],
         publish_connect=[config.sink],
         subscribe_bind=[config.intake],
+        subscribe_connect=list(config.relays),
         guards={Channel.REP: TransitionGuard()},
+        state_dir=Path(config.journal).parent,
         replay_store=Path(config.journal).parent / "outbox" / "controller.db",
     )
     device = None if config.device == "auto" else config.device

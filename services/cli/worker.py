@@ -49,8 +49,10 @@ def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
         config.id,
         bus,
         subscribe=[(Channel.CMD, config.id)],
+        publish_bind=[] if config.publish is None else [config.publish],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
+        state_dir=Path(config.data_dir),
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")

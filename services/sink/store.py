@@ -17,6 +17,7 @@ from leyline import (
     CommandAck,
     FieldReport,
     SeedStateReport,
+    SeedTelemetry,
     TelemetryEvent,
     WorkerHello,
 )
@@ -30,6 +31,7 @@ from services.sink.rows import (
     INSERT_FIELD_REPORT,
     INSERT_HELLO,
     INSERT_SEED_REPORT,
+    INSERT_SEED_TELEMETRY,
     StoredMessage,
     ack_row,
     command_row,
@@ -37,6 +39,7 @@ from services.sink.rows import (
     field_report_row,
     hello_row,
     seed_report_row,
+    seed_telemetry_row,
 )
 from services.sink.schema import MESSAGE_TABLES, StoreError, configure, migrate
 from services.sink.stages import Repeat, StageJudge
@@ -68,6 +71,7 @@ _ROWS = {
     WorkerHello: (INSERT_HELLO, hello_row),
     FieldReport: (INSERT_FIELD_REPORT, field_report_row),
     SeedStateReport: (INSERT_SEED_REPORT, seed_report_row),
+    SeedTelemetry: (INSERT_SEED_TELEMETRY, seed_telemetry_row),
 }
 
 
