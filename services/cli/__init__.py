@@ -22,6 +22,9 @@ _COMMANDS = (
     "services.cli.worker",
     "services.cli.up",
     "services.cli.chaos",
+    "services.cli.topic",
+    "services.cli.record",
+    "services.cli.play",
 )
 
 

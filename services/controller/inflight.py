@@ -1,0 +1,69 @@
+"""The controller's unacknowledged commands, indexed by id and by the slot they address.
+
+The controller asks "has this slot a command in flight?" once per decision and once per
+arriving signal. Answering by a scan of every command in flight made a tick of D decisions
+with F commands in flight cost D x F; a count per (worker, slot) answers in one lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from services.controller.batcher import SlotKey
+from services.controller.journal import JournalEntry
+
+
+class InFlight:
+    """A journaled command not yet acknowledged, and when to send it again."""
+
+    __slots__ = ("attempts", "entry", "resend_at")
+
+    def __init__(self, entry: JournalEntry, resend_at: float) -> None:
+        self.entry = entry
+        self.attempts = 1
+        self.resend_at = resend_at
+
+
+class InFlightTable(Mapping[str, InFlight]):
+    """Command id to `InFlight`, in the order added, with the number in flight per slot."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, InFlight] = {}
+        self._per_slot: dict[SlotKey, int] = {}
+
+    def add(self, flight: InFlight) -> None:
+        """Track `flight` (a command id already tracked is replaced, not counted twice)."""
+        command_id = flight.entry.command.command_id
+        self.pop(command_id)
+        self._flights[command_id] = flight
+        key = (flight.entry.worker_id, flight.entry.slot_id)
+        self._per_slot[key] = self._per_slot.get(key, 0) + 1
+
+    def pop(self, command_id: str) -> InFlight | None:
+        """Stop tracking a command; the `InFlight` it had, None when it had none."""
+        flight = self._flights.pop(command_id, None)
+        if flight is not None:
+            key = (flight.entry.worker_id, flight.entry.slot_id)
+            left = self._per_slot[key] - 1
+            if left:
+                self._per_slot[key] = left
+            else:
+                del self._per_slot[key]
+        return flight
+
+    def busy(self, worker_id: str, slot_id: str) -> bool:
+        """Whether a command to this (worker, slot) awaits its ack: one dict lookup."""
+        return (worker_id, slot_id) in self._per_slot
+
+    def of_worker(self, worker_id: str) -> list[InFlight]:
+        """The commands in flight to one worker, in the order added."""
+        return [f for f in self._flights.values() if f.entry.worker_id == worker_id]
+
+    def __getitem__(self, command_id: str) -> InFlight:
+        return self._flights[command_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flights)
+
+    def __len__(self) -> int:
+        return len(self._flights)
