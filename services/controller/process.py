@@ -159,6 +159,7 @@ class Controller:
             self._ignore("ack", sender, ack.worker_id)
             return
         self.in_flight.pop(ack.command_id)
+        self._settle_earlier(sender, flight.entry.command.sequence)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -173,6 +174,16 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _settle_earlier(self, worker: str, sequence: int) -> None:
+        """A worker takes its commands in sequence order, so an ack of `sequence` means it took
+        every earlier one: one whose own ack was lost (in a partition) is settled now, as a
+        hello would settle it, not left to a resend that may find the worker gone."""
+        for flight in self.in_flight.of_worker(worker):
+            command = flight.entry.command
+            if command.sequence < sequence:
+                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(command.command_id)
 
     def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
         """A fast signal whose feature block broke the contract: counted, logged, not decided."""

@@ -179,6 +179,19 @@ def test_the_workers_own_hello_and_rejected_ack_settle_for_good(rig: ControllerR
     assert rig.controller.resent == 0
 
 
+def test_an_ack_settles_the_earlier_commands_whose_acks_were_lost(tmp_path: Path) -> None:
+    rig = ControllerRig(tmp_path, [_germinate(), _germinate(), _germinate()])
+    try:
+        worker = rig.speaker(WORKER)
+        # The acks of 1 and 2 were lost in a partition; the worker takes commands in order.
+        worker.publish(Channel.ACK, WORKER, _ack(rig.issued[2], AckOutcome.APPLIED))
+        rig.wait(lambda: rig.controller.applied or None, "the ack of the third")
+        assert rig.controller.in_flight == {}
+        assert rig.outcomes() == ["DUPLICATE", "DUPLICATE", "APPLIED"]
+    finally:
+        rig.close()
+
+
 def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(
     tmp_path: Path,
 ) -> None:
