@@ -22,7 +22,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import msgspec
 import torch
 from torch import nn
 
@@ -67,8 +66,7 @@ def main() -> int:
               "layer_2_post_block": SeedStage.TRAINING}  # fmt: skip
     for slot, stage in stages.items():
         live = stage is not SeedStage.DORMANT
-        signal = msgspec.structs.replace(
-            FastTrainingSignals.empty(),
+        signal = FastTrainingSignals.empty().with_values(
             epoch=6,
             seed_stage=stage,
             has_active_seed=int(live),
