@@ -81,16 +81,19 @@ def make_node(
     subscribe_connect: Sequence[str] = (),
     guards: Mapping[Channel, SemanticGuard] | None = None,
     replay_store: Path | None = None,
+    curve: Curve | None = None,
 ) -> Node:
     """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM.
 
     With `replay_store` its replay window is durable: a restarted node can still replay what
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
+    `curve` is the node's key when the caller already holds it (many nodes of one process
+    sharing one trust store); else it is loaded from `bus.keys_dir`.
     """
     replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
     node = Node(
         node_id,
-        security=node_security(node_id, bus),
+        security=curve or node_security(node_id, bus),
         subscribe=subscribe,
         publish_bind=publish_bind,
         publish_connect=publish_connect,

@@ -70,6 +70,8 @@ class Controller:
             entry.command.command_id: InFlight(entry, now + ack_timeout_s)
             for entry in journal.unacked()
         }
+        #: Decisions the policy made (a WAIT included), and commands issued from them.
+        self.decided = 0
         self.issued = 0
         self.applied = 0
         self.rejected = 0
@@ -81,9 +83,11 @@ class Controller:
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
+        decisions = self.loop.step()
+        self.decided += len(decisions)
         issuable = [
             (d, command)
-            for d in self.loop.step()
+            for d in decisions
             if (command := d.command) is not None and not self._busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.
