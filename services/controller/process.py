@@ -8,7 +8,10 @@ deduplicate by command id and sequence, so a resend is acknowledged, never re-ap
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
+from collections import Counter
 
 import structlog
 
@@ -64,12 +67,17 @@ class Controller:
         self.journal = journal
         self.slots = SLOT_IDS[topology]
         self.ack_timeout_s = ack_timeout_s
+        #: Unacked commands by id; indexed by worker and by (worker, slot) below, and queued by
+        #: resend time, so no per-signal, per-hello or per-tick step scans all of them.
+        self.in_flight: dict[str, InFlight] = {}
+        self._by_worker: dict[str, dict[str, InFlight]] = {}
+        self._busy_slots: Counter[tuple[str, str]] = Counter()
+        self._resends: list[tuple[float, int, str]] = []
+        self._pushed = itertools.count()
         now = time.monotonic()
         # A restarted controller picks up what it had sent and not seen acknowledged.
-        self.in_flight: dict[str, InFlight] = {
-            entry.command.command_id: InFlight(entry, now + ack_timeout_s)
-            for entry in journal.unacked()
-        }
+        for entry in journal.unacked():
+            self._track(InFlight(entry, now + ack_timeout_s))
         #: Decisions the policy made (a WAIT included), and commands issued from them.
         self.decided = 0
         self.issued = 0
@@ -95,13 +103,17 @@ class Controller:
         for (decision, _), entry in zip(issuable, entries, strict=True):
             self._act(decision, entry)
         now = time.monotonic()
-        for flight in self.in_flight.values():
-            if now >= flight.resend_at:
-                self._send(flight.entry)
-                flight.attempts += 1
-                backoff = self.ack_timeout_s * 2 ** (flight.attempts - 1)
-                flight.resend_at = now + min(backoff, MAX_BACKOFF_S)
-                self.resent += 1
+        resends = self._resends
+        while resends and resends[0][0] <= now:
+            due, _, command_id = heapq.heappop(resends)
+            flight = self.in_flight.get(command_id)
+            if flight is None or flight.resend_at != due:
+                continue  # settled, or its resend was moved (a hello): a stale heap entry
+            self._send(flight.entry)
+            flight.attempts += 1
+            backoff = self.ack_timeout_s * 2 ** (flight.attempts - 1)
+            self._schedule(flight, now + min(backoff, MAX_BACKOFF_S))
+            self.resent += 1
 
     def run(self) -> None:
         while not self.node.stopping:
@@ -111,10 +123,31 @@ class Controller:
             self.tick()
 
     def _busy(self, worker_id: str, slot_id: str) -> bool:
-        return any(
-            f.entry.worker_id == worker_id and f.entry.slot_id == slot_id
-            for f in self.in_flight.values()
-        )
+        return (worker_id, slot_id) in self._busy_slots
+
+    def _track(self, flight: InFlight) -> None:
+        entry = flight.entry
+        command_id = entry.command.command_id
+        self.in_flight[command_id] = flight
+        self._by_worker.setdefault(entry.worker_id, {})[command_id] = flight
+        self._busy_slots[entry.worker_id, entry.slot_id] += 1
+        self._schedule(flight, flight.resend_at)
+
+    def _schedule(self, flight: InFlight, resend_at: float) -> None:
+        flight.resend_at = resend_at
+        entry = (resend_at, next(self._pushed), flight.entry.command.command_id)
+        heapq.heappush(self._resends, entry)
+
+    def _untrack(self, command_id: str) -> None:
+        entry = self.in_flight.pop(command_id).entry
+        flights = self._by_worker[entry.worker_id]
+        del flights[command_id]
+        if not flights:
+            del self._by_worker[entry.worker_id]
+        key = (entry.worker_id, entry.slot_id)
+        self._busy_slots[key] -= 1
+        if not self._busy_slots[key]:
+            del self._busy_slots[key]
 
     def _on_signal(self, envelope: Envelope) -> None:
         signal: FastTrainingSignals = envelope.message
@@ -127,9 +160,7 @@ class Controller:
             self.loop.submit(worker_id, slot_id, signal)
 
     def _act(self, decision: Decision, entry: JournalEntry) -> None:
-        self.in_flight[entry.command.command_id] = InFlight(
-            entry, time.monotonic() + self.ack_timeout_s
-        )
+        self._track(InFlight(entry, time.monotonic() + self.ack_timeout_s))
         self._send(entry)
         self.issued += 1
         command = entry.command
@@ -174,7 +205,7 @@ class Controller:
         if sender != flight.entry.worker_id or ack.worker_id != sender:
             self._ignore("ack", sender, ack.worker_id)
             return
-        del self.in_flight[ack.command_id]
+        self._untrack(ack.command_id)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -211,16 +242,16 @@ class Controller:
         last = hello.last_applied_sequence
         if last == 0:
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
-        for flight in [f for f in self.in_flight.values() if f.entry.worker_id == worker]:
+        for flight in list(self._by_worker.get(worker, {}).values()):
             command: AdaptationCommand = flight.entry.command
             if command.sequence <= last:
                 # Applied, its ack lost: the worker's checkpoint says so.
                 self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
-                del self.in_flight[command.command_id]
-        pending = [f for f in self.in_flight.values() if f.entry.worker_id == worker]
+                self._untrack(command.command_id)
+        pending = list(self._by_worker.get(worker, {}).values())
         now = time.monotonic()
         for flight in pending:
-            flight.resend_at = now + self.ack_timeout_s
+            self._schedule(flight, now + self.ack_timeout_s)
         resend = [*self.journal.settled(worker, last), *(f.entry for f in pending)]
         for entry in sorted(resend, key=lambda e: e.command.sequence):
             self._send(entry)
