@@ -94,6 +94,8 @@ class InferenceLoop:
         self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
+        #: The memory rows of each worker, so forgetting one does not scan every row.
+        self._worker_rows: dict[str, list[int]] = {}
         # Lookup tables: an enum call per decision showed up at large batches (bench inference).
         self._actions = tuple(self.layout.actions)
         self._reasons = {int(reason): reason for reason in DecisionReason}
@@ -142,7 +144,7 @@ class InferenceLoop:
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
         self.batcher.forget(worker_id)
-        rows = [row for (worker, _), row in self._rows.items() if worker == worker_id]
+        rows = self._worker_rows.get(worker_id)
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
@@ -152,7 +154,12 @@ class InferenceLoop:
             return []
         signals = [item.signal for item in batch]
         table = self._rows  # a new (worker, slot) gets the next free memory row
+        known = len(table)
         rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in batch]
+        if len(table) > known:
+            for item, row in zip(batch, rows, strict=True):
+                if row >= known:
+                    self._worker_rows.setdefault(item.worker_id, []).append(row)
         self.policy.reserve(len(self._rows))
         with torch.inference_mode():
             raw = write_raw(signals, self._raw)
