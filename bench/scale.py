@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import sqlite3
 import statistics
@@ -41,7 +42,7 @@ from services.stack import free_ports, spawn_service
 
 WORKER_COUNTS = (16, 64, 256, 1024)
 EPOCHS = 12
-EPOCH_S = 2.0
+EPOCH_S = 3.0
 PER_PROCESS = 64
 _TICK_S = os.sysconf("SC_CLK_TCK")
 _MESSAGE_TABLES = ("events", "commands", "acks", "hellos", "field_reports", "seed_reports")
@@ -110,6 +111,12 @@ def _services_env(data: Path, keys: Path) -> tuple[dict[str, str], dict[str, str
         f'--intake=["controller@{intake}", "sink@{sink_intake}"]',
     ]
     return sink, controller, simulate
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every waited-for child process (and theirs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stopped_line(log: Path, event: str) -> dict[str, Any]:
@@ -198,25 +205,30 @@ def run_count(
             stderr=subprocess.STDOUT,
         )
     else:
-        controller, controller_log = spawn_service(str(data), "controller", "controller", controller_env)
+        controller, controller_log = spawn_service(
+            str(data), "controller", "controller", controller_env
+        )
     sampler = Sampler({"controller": controller.pid, "sink": sink.pid})
     results_path = data / "simulate.json"
+    children_cpu, sim_started = _children_cpu(), time.time()
     try:
-        simulate = subprocess.run(
+        with (data / "logs" / "simulate.log").open("w") as simulate_log:
+            simulate = subprocess.run(
             [
                 sys.executable, "-m", "services.cli", "simulate",
                 f"--workers={workers}", f"--per-process={PER_PROCESS}",
                 f"--epochs={epochs}", f"--epoch-s={epoch_s}", f"--results={results_path}",
                 f"--keys-dir={keys}", *connect,
             ],
-            capture_output=True,
-            text=True,
+            stdout=simulate_log,
+            stderr=subprocess.STDOUT,
             timeout=epochs * epoch_s + 600,
             check=False,
         )  # fmt: skip
-        end = time.time()
+        end = end_wall = time.time()
+        simulated_cpu = _children_cpu() - children_cpu
         if simulate.returncode != 0:
-            raise RuntimeError(f"leyline simulate failed:\n{simulate.stderr[-3000:]}")
+            raise RuntimeError(f"leyline simulate failed: see {data / 'logs' / 'simulate.log'}")
         results = json.loads(results_path.read_text())
     finally:
         sampler.stop()
@@ -255,13 +267,13 @@ def run_count(
         "controller_rss_mib": round(controller_rss, 1),
         "sink_cpu_pct": round(100 * sink_cpu / seconds, 1),
         "sink_rss_mib": round(sink_rss, 1),
+        # Their whole run, start-up (torch imports, CURVE handshakes) included.
+        "simulated_workers_cpu_pct": round(100 * simulated_cpu / (end_wall - sim_started), 1),
         "late_epochs": results["late_epochs"],
         "connect_s": results["connect_s"],
         "applied_more_than_once": sum(w["applied_more_than_once"] for w in results["workers"]),
         "workers_with_all_epochs_stored": sum(1 for n in epochs_stored.values() if n == epochs),
-        "bus_rejections_at_workers": sum(
-            sum(w["rejections"].values()) for w in results["workers"]
-        ),
+        "bus_rejections_at_workers": sum(sum(w["rejections"].values()) for w in results["workers"]),
         **stored,
     }
 
@@ -282,7 +294,9 @@ def run(
         ensure_keys(keys, wanted)
         per_count: dict[str, Any] = {}
         for workers in counts:
-            figures = run_count(workers, root, keys, epochs=epochs, epoch_s=epoch_s, profile=profile)
+            figures = run_count(
+                workers, root, keys, epochs=epochs, epoch_s=epoch_s, profile=profile
+            )
             per_count[str(workers)] = figures
             progress(
                 f"workers={workers:5d}  {figures['decisions_per_s']:8.1f} decisions/s "
@@ -295,6 +309,55 @@ def run(
     return {"epochs": epochs, "epoch_s": epoch_s, "per_process": PER_PROCESS, "counts": per_count}
 
 
+def plot(figures: dict[str, Any], path: Path) -> None:
+    """Each figure against the worker count, log-log, beside a line of slope 1 (linear)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = figures["counts"]
+    workers = [int(n) for n in counts]
+    panels = [
+        ("decisions / s", [("decided", "decisions_per_s")]),
+        ("signal-to-command latency (ms)", [("p50", "latency_p50_ms"), ("p99", "latency_p99_ms")]),
+        ("sink rows / s", [("stored", "sink_rows_per_s")]),
+        ("CPU % of one core", [("controller", "controller_cpu_pct"), ("sink", "sink_cpu_pct")]),
+        ("peak RSS (MiB)", [("controller", "controller_rss_mib"), ("sink", "sink_rss_mib")]),
+        (
+            "work per CPU second",
+            [
+                ("decisions (controller)", "decisions_per_cpu_s"),
+                ("rows (sink)", "sink_rows_per_cpu_s"),
+            ],
+        ),
+    ]
+    figure, axes = plt.subplots(2, 3, figsize=(14, 8))
+    for ax, (title, series) in zip(axes.flat, panels, strict=True):
+        for label, key in series:
+            values = [counts[str(n)][key] for n in workers]
+            ax.plot(workers, values, marker="o", label=label)
+        first = next(
+            (counts[str(workers[0])][k] for _, k in series if counts[str(workers[0])][k]), None
+        )
+        if first and "per_s" in series[0][1]:
+            ax.plot(workers, [first * n / workers[0] for n in workers], "k:", label="linear")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(workers, [str(n) for n in workers])
+        ax.set_xlabel("simulated workers")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(
+        f"One controller and one sink (real processes, CURVE), {figures['epochs']} epochs "
+        f"every {figures['epoch_s']:g} s, all workers at once"
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS))
@@ -302,9 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epoch-s", type=float, default=EPOCH_S)
     parser.add_argument("--profile", action="store_true", help="cProfile the controller")
     parser.add_argument("--keep", type=Path, help="keep each run's files (and profiles) here")
+    parser.add_argument("--plot", type=Path, help="draw the figures into this PNG")
+    parser.add_argument("--from-json", type=Path, help="plot figures printed by an earlier run")
     args = parser.parse_args(argv)
-    figures = run(args.workers, args.epochs, args.epoch_s, args.profile, args.keep)
-    print(json.dumps({"benchmark": "scale", **figures}), flush=True)
+    if args.from_json is not None:
+        figures = json.loads(args.from_json.read_text())
+    else:
+        figures = run(args.workers, args.epochs, args.epoch_s, args.profile, args.keep)
+        print(json.dumps({"benchmark": "scale", **figures}), flush=True)
+    if args.plot is not None:
+        plot(figures, args.plot)
     return 0
 
 
