@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from services.logging import configure_logging
 from services.node import Node
 
 ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
+#: Open files asked for when the hard limit is unlimited.
+MAX_OPEN_FILES = 65_536
 
 
 def add_service_parser(
@@ -38,6 +41,21 @@ def add_service_parser(
     return parser
 
 
+def raise_open_file_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the new one.
+
+    Every peer is a connection, so a controller driven by 1,024 workers holds over 2,000
+    sockets (intake and commands), past the common default soft limit of 1,024, where libzmq
+    would refuse further connections (EMFILE).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+        soft = max(soft, wanted)
+    return soft
+
+
 def load_service(
     cls: type[ConfigT], section: str, args: argparse.Namespace
 ) -> tuple[ConfigT, BusConfig]:
@@ -46,6 +64,7 @@ def load_service(
     bus = config_from_args(BusConfig, "bus", args)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(service=section)
+    raise_open_file_limit()
     return config, bus
 
 

@@ -78,7 +78,7 @@ def launch(config: SimulateConfig, bus: BusConfig, log_level: str = "warning") -
             children.append((process, results))
         try:
             for process, _ in children:
-                _wait_connected(process, config.connect_timeout_s + 120.0)
+                _wait_connected(process, config.connect_timeout_s + 600.0)
             start_at = time.time() + START_MARGIN_S
             for process, _ in children:
                 assert process.stdin is not None
