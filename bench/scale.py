@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bench._harness import progress
 from bench.inference import percentile
@@ -111,6 +111,24 @@ def _services_env(data: Path, keys: Path) -> tuple[dict[str, str], dict[str, str
         f'--intake=["controller@{intake}", "sink@{sink_intake}"]',
     ]
     return sink, controller, simulate
+
+
+def _start(
+    data: Path, name: str, env: dict[str, str], profile: bool
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`leyline <name>` as a process; under cProfile (to `<name>.prof`) when `profile`."""
+    if not profile:
+        return spawn_service(str(data), name, name, env)
+    (data / "logs").mkdir(exist_ok=True)
+    log = (data / "logs" / f"{name}.log").open("wb")
+    command = [sys.executable, "-m", "cProfile", "-o", str(data / f"{name}.prof")]
+    process = subprocess.Popen(
+        [*command, "-m", "services.cli", name],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process, log
 
 
 def _children_cpu() -> float:
@@ -193,21 +211,8 @@ def run_count(
     data = root / f"run-{workers}"
     data.mkdir(parents=True)
     sink_env, controller_env, connect = _services_env(data, keys)
-    sink, sink_log = spawn_service(str(data), "sink", "sink", sink_env)
-    if profile:
-        profile_path = data / "controller.prof"
-        command = [sys.executable, "-m", "cProfile", "-o", str(profile_path)]
-        controller_log = (data / "logs" / "controller.log").open("wb")
-        controller = subprocess.Popen(
-            [*command, "-m", "services.cli", "controller"],
-            env={**os.environ, **controller_env},
-            stdout=controller_log,
-            stderr=subprocess.STDOUT,
-        )
-    else:
-        controller, controller_log = spawn_service(
-            str(data), "controller", "controller", controller_env
-        )
+    sink, sink_log = _start(data, "sink", sink_env, profile)
+    controller, controller_log = _start(data, "controller", controller_env, profile)
     sampler = Sampler({"controller": controller.pid, "sink": sink.pid})
     results_path = data / "simulate.json"
     children_cpu, sim_started = _children_cpu(), time.time()
@@ -300,7 +305,8 @@ def run(
             per_count[str(workers)] = figures
             progress(
                 f"workers={workers:5d}  {figures['decisions_per_s']:8.1f} decisions/s "
-                f"({figures['decisions_per_cpu_s']} per CPU s)  p99 {figures['latency_p99_ms']} ms  "
+                f"({figures['decisions_per_cpu_s']} per CPU s)  "
+                f"p99 {figures['latency_p99_ms']} ms  "
                 f"sink {figures['sink_rows_per_s']:8.1f} rows/s  "
                 f"controller {figures['controller_cpu_pct']}% {figures['controller_rss_mib']} MiB  "
                 f"sink {figures['sink_cpu_pct']}% {figures['sink_rss_mib']} MiB  "
@@ -363,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--epoch-s", type=float, default=EPOCH_S)
-    parser.add_argument("--profile", action="store_true", help="cProfile the controller")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the controller and the sink"
+    )
     parser.add_argument("--keep", type=Path, help="keep each run's files (and profiles) here")
     parser.add_argument("--plot", type=Path, help="draw the figures into this PNG")
     parser.add_argument("--from-json", type=Path, help="plot figures printed by an earlier run")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import structlog
+import zmq
 
 from bus import Channel, SemanticGuard
 from bus.security import Curve, SecurityError
@@ -64,7 +65,9 @@ def load_service(
     bus = config_from_args(BusConfig, "bus", args)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(service=section)
-    raise_open_file_limit()
+    # Every peer and every replay request is a socket: let this process's ZeroMQ context
+    # (libzmq caps it at 1,023 sockets by default) open as many as it may open files.
+    zmq.Context.instance().set(zmq.MAX_SOCKETS, raise_open_file_limit())
     return config, bus
 
 

@@ -31,8 +31,6 @@ _log = structlog.get_logger("leyline.simulate")
 #: How often every worker's bus is serviced (heartbeats, liveness, subscriptions, replays):
 #: often enough for 1 s heartbeats, rarely enough that 1,024 idle workers cost little.
 SERVICE_INTERVAL_S = 0.25
-#: ZeroMQ sockets a simulated worker opens: 3 links, their monitors, and a replay server.
-SOCKETS_PER_WORKER = 12
 
 
 def worker_ids(config: SimulateConfig) -> list[str]:
@@ -44,8 +42,6 @@ class WorkerGroup:
 
     def __init__(self, config: SimulateConfig, bus: BusConfig) -> None:
         self.config = config
-        context = zmq.Context.instance()
-        context.set(zmq.MAX_SOCKETS, max(1024, SOCKETS_PER_WORKER * config.workers + 64))
         trust = None if bus.insecure else TrustStore(trust_dir(bus.keys_dir))
         self.workers: list[SimulatedWorker] = []
         for index, worker_id in enumerate(worker_ids(config)):
