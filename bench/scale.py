@@ -9,7 +9,8 @@ Figures per count, over the epochs (from the first epoch's start to the end of t
 - decisions/s: the controller's decisions (WAITs too) per second of the run, and per second
   of its CPU (what one core of it could decide; the ceiling its load is measured against);
 - signal-to-command latency p50 / p99 / max: from the send of a slot's fast signal to the
-  worker's receipt of the command it led to (both on this host's monotonic clock);
+  worker's receipt of the command it led to, and the controller's part of it (to the send
+  time in the command's header; one wall clock, one host);
 - sink ingest: rows committed per second of the run, and per second of the sink's CPU;
 - CPU % (of one core) and peak RSS of the controller and of the sink (from /proc);
 - protocol: every command applied once, every worker's epochs stored, bus rejections.
@@ -129,6 +130,10 @@ def _start(
         stderr=subprocess.STDOUT,
     )
     return process, log
+
+
+def _ms(us: float) -> float:
+    return round(us / 1e3, 2)
 
 
 def _children_cpu() -> float:
@@ -251,6 +256,7 @@ def run_count(
     stored["rows_total"] = _store_checks(data / "sink.db", 0, 2**62)["rows"]
     seconds = end - start
     latencies = sorted(us for w in results["workers"] for us in w["latencies_us"])
+    inside = sorted(us for w in results["workers"] for us in w["controller_us"])
     decisions = int(decided.get("decided", 0))
     epochs_stored = stored.pop("epochs_by_worker")
     return {
@@ -265,6 +271,8 @@ def run_count(
         "latency_p50_ms": round(statistics.median(latencies) / 1e3, 2) if latencies else None,
         "latency_p99_ms": round(percentile(latencies, 0.99) / 1e3, 2) if latencies else None,
         "latency_max_ms": round(latencies[-1] / 1e3, 2) if latencies else None,
+        "controller_part_p50_ms": _ms(statistics.median(inside)) if inside else None,
+        "controller_part_p99_ms": _ms(percentile(inside, 0.99)) if inside else None,
         "sink_rows": stored["rows"],
         "sink_rows_per_s": round(stored["rows"] / seconds, 1),
         "sink_rows_per_cpu_s": round(stored["rows"] / sink_cpu) if sink_cpu else None,

@@ -52,9 +52,12 @@ class SimulatedWorker(Worker):
         )
         super().__init__(node, SimulatedTrainer(model, seed), NoCheckpoint(), epochs=epochs)
         self._slot_ids = list(model.slots)
-        #: When each slot's latest fast signal was sent (time.monotonic_ns, host-wide).
+        #: When each slot's latest fast signal was sent (wall clock: the controller's header
+        #: stamps its commands with the same clock on the same host).
         self._signal_sent: dict[str, int] = {}
         self.latencies_us: list[float] = []
+        #: The controller's part of each: signal sent to command sent (its header's clock).
+        self.controller_us: list[float] = []
         self.applied: Counter[str] = Counter()
         self.deliveries = 0
         self._timed: set[str] = set()
@@ -76,7 +79,7 @@ class SimulatedWorker(Worker):
     def epoch(self) -> None:
         """One simulated epoch: its signals, telemetry and reports on the bus."""
         report = self.trainer.tick()
-        sent = time.monotonic_ns()
+        sent = time.time_ns()
         for signal in report.fast:
             self._signal_sent[self._slot_ids[signal.slot_index]] = sent
         self._publish_epoch(report)
@@ -92,7 +95,8 @@ class SimulatedWorker(Worker):
         sent = self._signal_sent.get(command.target_slot_id or "")
         if fresh and sent is not None and command.sequence > self.ledger.last_applied:
             self._timed.add(command.command_id)
-            self.latencies_us.append((time.monotonic_ns() - sent) / 1e3)
+            self.latencies_us.append((time.time_ns() - sent) / 1e3)
+            self.controller_us.append((envelope.header.sent_ns - sent) / 1e3)
         super()._on_command(envelope)
 
     def _apply(self, command: Pending) -> None:
@@ -112,5 +116,6 @@ class SimulatedWorker(Worker):
             "deliveries": self.deliveries,
             "last_applied": self.ledger.last_applied,
             "latencies_us": self.latencies_us,
+            "controller_us": self.controller_us,
             "rejections": dict(self.rejections),
         }
