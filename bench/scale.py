@@ -132,6 +132,17 @@ def _start(
     return process, log
 
 
+def listen_overflows() -> int:
+    """Connections this host's TCP listen queues dropped so far (every process's, not ours
+    alone: read it as a delta over a run)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
 def _ms(us: float) -> float:
     return round(us / 1e3, 2)
 
@@ -221,6 +232,7 @@ def run_count(
     sampler = Sampler({"controller": controller.pid, "sink": sink.pid})
     results_path = data / "simulate.json"
     children_cpu, sim_started = _children_cpu(), time.time()
+    overflows = listen_overflows()
     try:
         with (data / "logs" / "simulate.log").open("w") as simulate_log:
             simulate = subprocess.run(
@@ -237,6 +249,7 @@ def run_count(
         )  # fmt: skip
         end = end_wall = time.time()
         simulated_cpu = _children_cpu() - children_cpu
+        overflows = listen_overflows() - overflows
         if simulate.returncode != 0:
             raise RuntimeError(f"leyline simulate failed: see {data / 'logs' / 'simulate.log'}")
         results = json.loads(results_path.read_text())
@@ -284,6 +297,7 @@ def run_count(
         "simulated_workers_cpu_pct": round(100 * simulated_cpu / (end_wall - sim_started), 1),
         "late_epochs": results["late_epochs"],
         "connect_s": results["connect_s"],
+        "listen_overflows": overflows,
         "applied_more_than_once": sum(w["applied_more_than_once"] for w in results["workers"]),
         "workers_with_all_epochs_stored": sum(1 for n in epochs_stored.values() if n == epochs),
         "bus_rejections_at_workers": sum(sum(w["rejections"].values()) for w in results["workers"]),
