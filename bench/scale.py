@@ -240,7 +240,7 @@ def run_count(
                 sys.executable, "-m", "services.cli", "simulate",
                 f"--workers={workers}", f"--per-process={PER_PROCESS}",
                 f"--epochs={epochs}", f"--epoch-s={epoch_s}", f"--results={results_path}",
-                f"--keys-dir={keys}", *connect,
+                f"--keys-dir={keys}", f"--data-dir={data}", *connect,
             ],
             stdout=simulate_log,
             stderr=subprocess.STDOUT,

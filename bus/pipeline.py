@@ -156,7 +156,7 @@ class Pipeline:
         if scope == CONTROL_SCOPE or replay:
             if channel is Channel.SIG and self._max_age is not None:
                 # Heartbeats teach the sender's clock offset before its first signal.
-                self.clocks.age(header.sender, header.sent_ns, self._clock())
+                self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
             return envelope
         sequence = header.sequence
         order = self.tracker.observe(header.sender, topic_frame, header.incarnation, sequence)
@@ -167,7 +167,7 @@ class Pipeline:
         if order is Order.RESTART:
             self.metrics.restarts += 1
         if self._max_age is not None and channel is Channel.SIG:
-            age = self.clocks.age(header.sender, header.sent_ns, self._clock())
+            age = self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
             if age > self._max_age:
                 stale = ContractError(
                     RejectReason.STALE,

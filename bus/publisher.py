@@ -69,7 +69,7 @@ class Publisher:
         security: Curve | None = None,
     ) -> None:
         self.sender_id = sender_id
-        self.incarnation = incarnation if incarnation is not None else time.time_ns()
+        self.incarnation = incarnation if incarnation is not None else clock()
         self._context = context or zmq.Context.instance()
         self._socket = SocketGroup(self._context, "xpub", options, security)
         self.address = "" if address is None else self._socket.attach(address, bind)

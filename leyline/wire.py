@@ -13,11 +13,15 @@ from leyline.commands import (
 from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade
 from leyline.reports import FieldReport, SeedStateReport
-from leyline.signals import FastTrainingSignals, TrainingSignals
+from leyline.signals import FastTrainingSignals, FastTrainingSignalsV1, TrainingSignals
 from leyline.telemetry import SeedTelemetry, TelemetryEvent
 
 REGISTRY = Registry()
-REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
+REGISTRY.register(
+    FastTrainingSignals,
+    budget=DEFAULT_BUDGETS.max_message_size_bytes,
+    upgrades=[Upgrade(FastTrainingSignalsV1, FastTrainingSignalsV1.lift)],
+)
 REGISTRY.register(
     AdaptationCommand,
     budget=DEFAULT_BUDGETS.max_command_size_bytes,

@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
 from bus.security import Role, ensure_keys
+from services.observer.endpoints import TOOL_IDENTITY, BusMap, write_bus_map
 from services.progress import WorkerProgress, read_progress
 
 
@@ -34,7 +35,9 @@ def free_ports(count: int) -> list[int]:
 
 
 #: What a run leaves in its data folder; a new run moves these aside first.
-RUN_FILES = ("sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs")
+RUN_FILES = (
+    "sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs", "bus.json",
+)  # fmt: skip
 
 
 def archive_previous_run(data_dir: str | Path) -> Path | None:
@@ -70,20 +73,47 @@ class StackPlan(msgspec.Struct, frozen=True):
 
 def stack_identities(workers: int) -> dict[str, Role]:
     """Every identity of a local stack: controller, sink, workers w1..wN and one tool key."""
-    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, "tool": Role.TOOL}
+    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, TOOL_IDENTITY: Role.TOOL}
     wanted.update({f"w{index}": Role.WORKER for index in range(1, workers + 1)})
     return wanted
 
 
+class StackModel(msgspec.Struct, frozen=True, kw_only=True):
+    """What the stack trains and who decides: the host family and the controller's policy."""
+
+    topology: str = "cnn"
+    policy: str = "heuristic"
+    checkpoint: str | None = None
+
+    def controller_env(self) -> dict[str, str]:
+        env = {
+            "LEYLINE_CONTROLLER_TOPOLOGY": self.topology,
+            "LEYLINE_CONTROLLER_POLICY": self.policy,
+        }
+        if self.checkpoint is not None:
+            env["LEYLINE_CONTROLLER_CHECKPOINT"] = str(Path(self.checkpoint).resolve())
+        return env
+
+
 def plan_stack(
-    workers: int, epochs: int, data_dir: str, seed: int = 0, insecure: bool = False
+    workers: int,
+    epochs: int,
+    data_dir: str,
+    seed: int = 0,
+    insecure: bool = False,
+    model: StackModel | None = None,
 ) -> StackPlan:
     """Assign free ports and build each service's environment.
 
     Every service authenticates with its key from `<data_dir>/keys` (see `leyline keys`),
-    unless `insecure`; connect addresses name the identity whose key they pin.
+    unless `insecure`; connect addresses name the identity whose key they pin. `model` sets
+    the workers' and the controller's topology and the controller's policy. The endpoints
+    a tool needs (`leyline topic`, `record`, `play`) go into `<data_dir>/bus.json`.
     """
-    commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
+    model = model or StackModel()
+    commands, controller_intake, sink_intake, *published = (
+        f"tcp://127.0.0.1:{port}" for port in free_ports(3 + workers)
+    )
     data = Path(data_dir)
     bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
     created: list[str] = []
@@ -106,6 +136,7 @@ def plan_stack(
                 "LEYLINE_CONTROLLER_INTAKE": controller_intake,
                 "LEYLINE_CONTROLLER_SINK": f"sink@{sink_intake}",
                 "LEYLINE_CONTROLLER_JOURNAL": str(data / "controller-journal.db"),
+                **model.controller_env(),
             },
         ),
     ]
@@ -121,12 +152,26 @@ def plan_stack(
                     "LEYLINE_WORKER_INTAKE": json.dumps(
                         [f"controller@{controller_intake}", f"sink@{sink_intake}"]
                     ),
+                    "LEYLINE_WORKER_PUBLISH": published[index - 1],
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
                     "LEYLINE_WORKER_SEED": str(seed + index),
+                    "LEYLINE_WORKER_TOPOLOGY": model.topology,
                 },
             )
         )
+    write_bus_map(
+        data,
+        BusMap(
+            publishers=(
+                f"controller@{commands}",
+                *(f"w{index}@{address}" for index, address in enumerate(published, 1)),
+            ),
+            intakes=(f"controller@{controller_intake}", f"sink@{sink_intake}"),
+            keys_dir=bus["LEYLINE_BUS_KEYS_DIR"],
+            insecure=insecure,
+        ),
+    )
     return StackPlan(str(data), tuple(services), tuple(created))
 
 
@@ -253,14 +298,23 @@ class Stack:
 
 
 def spawn_service(
-    data_dir: str, name: str, command: str, env: dict[str, str], mode: str = "wb"
+    data_dir: str,
+    name: str,
+    command: str,
+    env: dict[str, str],
+    mode: str = "wb",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`."""
+    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`.
+
+    `prefix` runs it through another command that then executes it in place (the same
+    process), such as `ip netns exec <host>` to run it on a namespace host.
+    """
     logs = Path(data_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = (logs / f"{name}.log").open(mode)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", command],
+        [*prefix, sys.executable, "-m", "services.cli", command],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -23,6 +23,9 @@ _COMMANDS = (
     "services.cli.simulate",
     "services.cli.up",
     "services.cli.chaos",
+    "services.cli.topic",
+    "services.cli.record",
+    "services.cli.play",
 )
 
 

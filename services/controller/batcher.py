@@ -103,11 +103,15 @@ class SignalBatcher:
         """The next batch (oldest first, at most `max_batch`) when ready or forced, else []."""
         if not (force or self.ready(now)):
             return []
-        batch = list(islice(self._pending.values(), self.max_batch))
-        for item in batch:
-            key = (item.worker_id, item.slot_id)
-            del self._pending[key]
-            self._decided_epoch[key] = item.signal.epoch
+        pending = self._pending
+        if len(pending) <= self.max_batch:  # all of it: taken and cleared in C, not one by one
+            keys = list(pending)
+            batch = list(pending.values())
+            pending.clear()
+        else:
+            keys = list(islice(pending, self.max_batch))
+            batch = [pending.pop(key) for key in keys]
+        self._decided_epoch.update(zip(keys, [item.signal.epoch for item in batch], strict=True))
         return batch
 
     def forget(self, worker_id: str) -> None:

@@ -8,10 +8,7 @@ deduplicate by command id and sequence, so a resend is acknowledged, never re-ap
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
-from collections import Counter
 
 import structlog
 
@@ -21,29 +18,22 @@ from leyline import (
     AckOutcome,
     AdaptationCommand,
     CommandAck,
+    ContractError,
     FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
     WorkerHello,
 )
 from leyline.telemetry import CommandIssued
-from services.controller.inference import Decision, InferenceLoop
+from services.controller.batcher import PendingSignal
+from services.controller.decisions import Decision
+from services.controller.inference import InferenceLoop
+from services.controller.inflight import InFlight, InFlightTable
 from services.controller.journal import CommandJournal, JournalEntry
 from services.node import Node
 
 _log = structlog.get_logger("leyline.controller")
 MAX_BACKOFF_S = 30.0
-
-
-class InFlight:
-    """A journaled command not yet acknowledged, and when to send it again."""
-
-    __slots__ = ("attempts", "entry", "resend_at")
-
-    def __init__(self, entry: JournalEntry, resend_at: float) -> None:
-        self.entry = entry
-        self.attempts = 1
-        self.resend_at = resend_at
 
 
 class Controller:
@@ -67,17 +57,11 @@ class Controller:
         self.journal = journal
         self.slots = SLOT_IDS[topology]
         self.ack_timeout_s = ack_timeout_s
-        #: Unacked commands by id; indexed by worker and by (worker, slot) below, and queued by
-        #: resend time, so no per-signal, per-hello or per-tick step scans all of them.
-        self.in_flight: dict[str, InFlight] = {}
-        self._by_worker: dict[str, dict[str, InFlight]] = {}
-        self._busy_slots: Counter[tuple[str, str]] = Counter()
-        self._resends: list[tuple[float, int, str]] = []
-        self._pushed = itertools.count()
         now = time.monotonic()
         # A restarted controller picks up what it had sent and not seen acknowledged.
+        self.in_flight = InFlightTable()
         for entry in journal.unacked():
-            self._track(InFlight(entry, now + ack_timeout_s))
+            self.in_flight.add(InFlight(entry, now + ack_timeout_s))
         #: Decisions the policy made (a WAIT included), and commands issued from them.
         self.decided = 0
         self.issued = 0
@@ -86,34 +70,34 @@ class Controller:
         self.resent = 0
         #: Acks and hellos ignored because they speak for another worker than their sender.
         self.misattributed = 0
+        #: Signals refused by the inference loop for a value that breaks the contract.
+        self.refused_signals = 0
+        loop.on_refused(self._refused_signal)
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
+        busy = self.in_flight.busy
         decisions = self.loop.step()
         self.decided += len(decisions)
         issuable = [
             (d, command)
-            for d in decisions
-            if (command := d.command) is not None and not self._busy(d.worker_id, d.slot_id)
+            for d in decisions.commanded()
+            if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.
         entries = self.journal.issue_many([(d.worker_id, d.slot_id, c) for d, c in issuable])
         for (decision, _), entry in zip(issuable, entries, strict=True):
             self._act(decision, entry)
         now = time.monotonic()
-        resends = self._resends
-        while resends and resends[0][0] <= now:
-            due, _, command_id = heapq.heappop(resends)
-            flight = self.in_flight.get(command_id)
-            if flight is None or flight.resend_at != due:
-                continue  # settled, or its resend was moved (a hello): a stale heap entry
-            self._send(flight.entry)
-            flight.attempts += 1
-            backoff = self.ack_timeout_s * 2 ** (flight.attempts - 1)
-            self._schedule(flight, now + min(backoff, MAX_BACKOFF_S))
-            self.resent += 1
+        for flight in self.in_flight.values():
+            if now >= flight.resend_at:
+                self._send(flight.entry)
+                flight.attempts += 1
+                backoff = self.ack_timeout_s * 2 ** (flight.attempts - 1)
+                flight.resend_at = now + min(backoff, MAX_BACKOFF_S)
+                self.resent += 1
 
     def run(self) -> None:
         while not self.node.stopping:
@@ -122,33 +106,6 @@ class Controller:
             self.node.pump(max(1, int(wait * 1000)))
             self.tick()
 
-    def _busy(self, worker_id: str, slot_id: str) -> bool:
-        return (worker_id, slot_id) in self._busy_slots
-
-    def _track(self, flight: InFlight) -> None:
-        entry = flight.entry
-        command_id = entry.command.command_id
-        self.in_flight[command_id] = flight
-        self._by_worker.setdefault(entry.worker_id, {})[command_id] = flight
-        self._busy_slots[entry.worker_id, entry.slot_id] += 1
-        self._schedule(flight, flight.resend_at)
-
-    def _schedule(self, flight: InFlight, resend_at: float) -> None:
-        flight.resend_at = resend_at
-        entry = (resend_at, next(self._pushed), flight.entry.command.command_id)
-        heapq.heappush(self._resends, entry)
-
-    def _untrack(self, command_id: str) -> None:
-        entry = self.in_flight.pop(command_id).entry
-        flights = self._by_worker[entry.worker_id]
-        del flights[command_id]
-        if not flights:
-            del self._by_worker[entry.worker_id]
-        key = (entry.worker_id, entry.slot_id)
-        self._busy_slots[key] -= 1
-        if not self._busy_slots[key]:
-            del self._busy_slots[key]
-
     def _on_signal(self, envelope: Envelope) -> None:
         signal: FastTrainingSignals = envelope.message
         if signal.slot_index >= len(self.slots):
@@ -156,11 +113,11 @@ class Controller:
             return
         worker_id = envelope.header.sender
         slot_id = self.slots[signal.slot_index]
-        if not self._busy(worker_id, slot_id):
+        if not self.in_flight.busy(worker_id, slot_id):
             self.loop.submit(worker_id, slot_id, signal)
 
     def _act(self, decision: Decision, entry: JournalEntry) -> None:
-        self._track(InFlight(entry, time.monotonic() + self.ack_timeout_s))
+        self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
         self._send(entry)
         self.issued += 1
         command = entry.command
@@ -205,7 +162,7 @@ class Controller:
         if sender != flight.entry.worker_id or ack.worker_id != sender:
             self._ignore("ack", sender, ack.worker_id)
             return
-        self._untrack(ack.command_id)
+        self.in_flight.pop(ack.command_id)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -220,6 +177,20 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
+        """A fast signal whose feature block broke the contract: counted, logged, not decided."""
+        self.refused_signals += 1
+        if self.refused_signals & (self.refused_signals - 1) == 0:  # 1, 2, 4, ...: bounded log
+            _log.warning(
+                "fast signal refused",
+                worker=item.worker_id,
+                slot=item.slot_id,
+                reason=error.reason.name.lower(),
+                path=error.path,
+                detail=error.detail,
+                refused=self.refused_signals,
+            )
 
     def _ignore(self, what: str, sender: str, claimed: str) -> None:
         """An ack or hello that speaks for another worker than its sender settles nothing."""
@@ -242,16 +213,16 @@ class Controller:
         last = hello.last_applied_sequence
         if last == 0:
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
-        for flight in list(self._by_worker.get(worker, {}).values()):
+        for flight in self.in_flight.of_worker(worker):
             command: AdaptationCommand = flight.entry.command
             if command.sequence <= last:
                 # Applied, its ack lost: the worker's checkpoint says so.
                 self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
-                self._untrack(command.command_id)
-        pending = list(self._by_worker.get(worker, {}).values())
+                self.in_flight.pop(command.command_id)
+        pending = self.in_flight.of_worker(worker)
         now = time.monotonic()
         for flight in pending:
-            self._schedule(flight, now + self.ack_timeout_s)
+            flight.resend_at = now + self.ack_timeout_s
         resend = [*self.journal.settled(worker, last), *(f.entry for f in pending)]
         for entry in sorted(resend, key=lambda e: e.command.sequence):
             self._send(entry)

@@ -38,5 +38,6 @@ class SimulateConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ] = None
     connect_timeout_s: Annotated[Seconds, _help("longest wait for the peers to hear us")] = 60.0
     settle_s: Annotated[Seconds, _help("pumping after the last epoch, for the last acks")] = 3.0
+    data_dir: Annotated[FilePath, _help("each worker's incarnation is kept here")] = "leyline-data"
     seed: Annotated[int, msgspec.Meta(ge=0, description="fixes every simulated curve")] = 0
     results: Annotated[FilePath | None, _help("write what every worker saw here, as JSON")] = None

@@ -54,6 +54,7 @@ class WorkerGroup:
                 subscribe=[(Channel.CMD, worker_id)],
                 publish_connect=list(config.intake),
                 subscribe_connect=[config.commands],
+                state_dir=Path(config.data_dir),
                 curve=curve,
             )
             seed = config.seed * 1_000_003 + config.first + index
@@ -78,7 +79,9 @@ class WorkerGroup:
     def pump(self, timeout_s: float) -> None:
         """Deliver what arrived for any worker; service every worker's bus when it is due."""
         for sock, _ in self._poller.poll(int(timeout_s * 1000)):
-            self._owner[sock].node.subscriber.drain()
+            worker = self._owner[sock]
+            worker.node.subscriber.drain()
+            worker.apply_due()
         now = time.monotonic()
         if now >= self._next_service:
             self._next_service = now + SERVICE_INTERVAL_S

@@ -17,7 +17,7 @@ import random
 import torch
 
 from leyline import SeedStage
-from services.worker.data import DigitsSplit
+from services.worker.data import DataSplit
 from services.worker.model import WorkerModel
 from services.worker.trainer import Trainer
 
@@ -30,10 +30,10 @@ _BLENDED = frozenset(
 
 
 @functools.cache
-def no_data() -> DigitsSplit:
+def no_data() -> DataSplit:
     """An empty split, shared: a simulated trainer never reads a batch."""
     images, labels = torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)
-    return DigitsSplit(images, labels, images, labels)
+    return DataSplit(images, labels, images, labels)
 
 
 class SimulatedTrainer(Trainer):
@@ -58,15 +58,12 @@ class SimulatedTrainer(Trainer):
                 gain += drawn * slot.alpha
         return gain
 
-    def train_epoch(self) -> tuple[float, float, float, float]:
-        """(loss, accuracy %, host grad norm, seed grad norm) of the curve at this epoch."""
+    def train_epoch(self) -> tuple[float, float]:
+        """(loss, accuracy %) of the curve at this epoch, over `STEPS_PER_EPOCH` steps."""
         epoch = self.model.epoch + 1
         accuracy = min(99.5, self._host_accuracy(epoch) + 2.0 + self.rng.gauss(0.0, 0.4))
-        self.global_step += STEPS_PER_EPOCH
-        host_norm = 2.0 * math.exp(-0.1 * epoch) + self.rng.uniform(0.05, 0.2)
-        seeded = any(slot.is_occupied for slot in self.model.slots.values())
-        seed_norm = self.rng.uniform(0.1, 0.8) if seeded else 0.0
-        return _loss(accuracy), accuracy, host_norm, seed_norm
+        self.clock.global_step += STEPS_PER_EPOCH
+        return _loss(accuracy), accuracy
 
     def evaluate(self) -> tuple[float, float]:
         """Validation (loss, accuracy %): the curve, the live seeds' gains, and noise."""

@@ -27,6 +27,7 @@ from services.simworker.trainer import SimulatedTrainer
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.ledger import Pending
 from services.worker.model import WorkerModel
+from services.worker.outcome import CommandOutcome
 from services.worker.process import Checkpoint, Worker
 
 #: Host widths of a simulated worker: seeds are still built and probed, at a tiny cost.
@@ -51,6 +52,7 @@ class SimulatedWorker(Worker):
             worker_id, TrainingConfig(seed=seed, channels=SIM_CHANNELS), LifecycleConfig()
         )
         super().__init__(node, SimulatedTrainer(model, seed), NoCheckpoint(), epochs=epochs)
+        self.node: Node = node
         self._slot_ids = list(model.slots)
         #: When each slot's latest fast signal was sent (wall clock: the controller's header
         #: stamps its commands with the same clock on the same host).
@@ -70,7 +72,7 @@ class SimulatedWorker(Worker):
 
     def heard(self) -> bool:
         """The controller and the sink hear our signals and telemetry, and we hear commands:
-        the condition `Worker.connect` waits for, asked without waiting."""
+        the condition `Agent.connect` waits for, asked without waiting."""
         publisher = self.node.publisher
         wanted = [f"{c.value}.{self.worker_id}.".encode() for c in (Channel.SIG, Channel.TEL)]
         heard = all(publisher.wait_for_subscribers(p, 1, 0.0) for p in wanted)
@@ -82,9 +84,15 @@ class SimulatedWorker(Worker):
         sent = time.time_ns()
         for signal in report.fast:
             self._signal_sent[self._slot_ids[signal.slot_index]] = sent
-        self._publish_epoch(report)
+        self.publish(report)
 
-    def _save(self) -> None:
+    def apply_due(self) -> None:
+        """Apply the commands delivered so far: a worker that does not train is always at a
+        safe point."""
+        if self.due:
+            self.safe_point(0.0)
+
+    def save(self) -> None:
         """Nothing is kept (`NoCheckpoint`), so not even the state is gathered: the 64 workers
         of a process would spend milliseconds each on it per epoch and per command."""
 
@@ -99,9 +107,9 @@ class SimulatedWorker(Worker):
             self.controller_us.append((envelope.header.sent_ns - sent) / 1e3)
         super()._on_command(envelope)
 
-    def _apply(self, command: Pending) -> None:
+    def _apply(self, command: Pending) -> CommandOutcome:
         self.applied[command.command_id] += 1
-        super()._apply(command)
+        return super()._apply(command)
 
     def _count_rejection(self, rejection: Rejection) -> None:
         self.rejections[rejection.reason.name.lower()] += 1

@@ -197,7 +197,7 @@ def _attacks() -> list[Attack]:
     wrong_tag = as_fields(fast_signals())
     wrong_tag[0] = "Bogus.v1"
     future = as_fields(fast_signals())
-    future[0] = "FastTrainingSignals.v2"
+    future[0] = "FastTrainingSignals.v3"
 
     def on_sig(payload: bytes, sequence: int = 1) -> list[bytes]:
         return [b"sig.evil.", header(EVIL, sequence), payload]
@@ -224,6 +224,11 @@ def _attacks() -> list[Attack]:
         ("alpha above 1", on_sig(forged_signal("seed_alpha", 1.5)), R.INVALID_VALUE),
         ("negative epoch", on_sig(forged_signal("epoch", -1)), R.INVALID_VALUE),
         ("stage out of the enum", on_sig(forged_signal("seed_stage", 99)), R.INVALID_VALUE),
+        (
+            "short feature block",
+            on_sig(forged(["FastTrainingSignals.v2", 1, b"\x00" * 100, 0])),
+            R.INVALID_VALUE,
+        ),
         ("control topic, data payload", [b"sig.*.", header(), signal], R.UNKNOWN_TAG),
         # One stream of the hostile sender: 1, 2, 2 again, 5 (a gap), then 3 late.
         ("sequence 1", on_sig(signal, 1), None),

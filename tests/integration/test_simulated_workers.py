@@ -75,7 +75,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedRun]:
                 [
                     *ENTRYPOINT, "simulate", f"--workers={WORKERS}",
                     f"--per-process={PER_PROCESS}", f"--epochs={EPOCHS}", "--epoch-s=0.5",
-                    f"--results={results}", f"--commands=controller@{commands}",
+                    f"--results={results}",
+                    f"--data-dir={data}", f"--commands=controller@{commands}",
                     f'--intake=["controller@{intake}", "sink@{sink_intake}"]',
                 ],
                 cwd=ROOT,

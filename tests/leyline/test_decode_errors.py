@@ -115,7 +115,7 @@ def test_command_cross_field_rules_are_checked_at_decode(
 def test_fast_signal_non_finite_or_out_of_range_is_refused_at_its_index(
     index: int, value: float
 ) -> None:
-    wire = as_wire(FastTrainingSignals.empty())
+    wire = as_wire(FastTrainingSignals.empty().named())  # v1, still read and checked
     wire[index] = value
     error = refusal(wire)
     assert error.reason is RejectReason.INVALID_VALUE
@@ -123,7 +123,7 @@ def test_fast_signal_non_finite_or_out_of_range_is_refused_at_its_index(
 
 
 def test_fast_signal_history_entry_is_located_inside_the_tuple() -> None:
-    wire = as_wire(FastTrainingSignals.empty())
+    wire = as_wire(FastTrainingSignals.empty().named())  # v1, still read and checked
     wire[12] = [0.0, 0.0, INF, 0.0, 0.0]
     assert refusal(wire).path == "$[12][2]"
 

@@ -425,8 +425,8 @@ def test_a_new_stage_breaks_every_tag_that_carries_a_stage() -> None:
 
 
 def test_retyping_a_fast_signal_field_is_found_at_its_name() -> None:
-    fast = copy_struct(FastTrainingSignals, replace={"plateau_epochs": float})
+    fast = copy_struct(FastTrainingSignals, replace={"epoch": float})
     changes = check(real_lock_with(fast), lock())
     assert {(c.tag, c.field, c.kind) for c in changes} == {
-        ("FastTrainingSignals.v1", "plateau_epochs", K.RETYPED_FIELD)
+        ("FastTrainingSignals.v2", "epoch", K.RETYPED_FIELD)
     }

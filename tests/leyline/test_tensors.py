@@ -87,18 +87,6 @@ def test_one_converter_serves_batches_of_different_sizes(
         assert torch.equal(tensor, one_by_one(batch))
 
 
-@settings(max_examples=60, deadline=None)
-@given(batch=signal_lists)
-def test_float64_raw_rows_convert_like_the_signals_themselves(
-    batch: list[FastTrainingSignals],
-) -> None:
-    raw = write_raw(batch, np.empty((12, TENSOR_SCHEMA_SIZE), np.float64))
-
-    tensor = BatchConverter(12, device="cpu").convert_raw(raw)
-
-    assert torch.equal(tensor, one_by_one(batch))
-
-
 def test_converted_batches_are_views_of_one_reused_buffer() -> None:
     converter = BatchConverter(8, device="cpu")
     first = converter.convert([FastTrainingSignals.empty()] * 8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -40,7 +41,7 @@ T = TypeVar("T")
 class ControllerSeat:
     """A publisher of commands and a subscriber of everything one simulated worker sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path) -> None:
         commands, intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
         self.publisher = Publisher(commands, "controller")
         channels = (Channel.SIG, Channel.TEL, Channel.ACK, Channel.REP)
@@ -56,6 +57,7 @@ class ControllerSeat:
                 subscribe=[(Channel.CMD, WORKER)],
                 publish_connect=[intake],
                 subscribe_connect=[commands],
+                state_dir=state_dir,
             )
         finally:  # the node takes over SIGINT and SIGTERM; the test run keeps them
             for sig, handler in handlers.items():
@@ -72,6 +74,7 @@ class ControllerSeat:
 
     def pump(self) -> None:
         self.worker.node.pump(5)
+        self.worker.apply_due()
         self.publisher.service()
         self.intake.poll(5)
 
@@ -105,8 +108,8 @@ class ControllerSeat:
 
 
 @pytest.fixture
-def seat() -> Iterator[ControllerSeat]:
-    seat = ControllerSeat()
+def seat(tmp_path: Path) -> Iterator[ControllerSeat]:
+    seat = ControllerSeat(tmp_path)
     try:
         yield seat
     finally:
