@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "convert": "bench.convert",
     "inference": "bench.inference",
     "sink": "bench.sink",
+    "scale": "bench.scale",
     "stress": "bench.stress",
 }
 

@@ -26,6 +26,7 @@ _COMMANDS = (
     "services.cli.sink",
     "services.cli.controller",
     "services.cli.worker",
+    "services.cli.simulate",
     "services.cli.up",
     "services.cli.chaos",
     "services.cli.topic",

@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         journal.close()
     log.info(
         "controller stopped",
+        decided=controller.decided,
         issued=controller.issued,
         applied=controller.applied,
         rejected=controller.rejected,

@@ -59,6 +59,8 @@ class InferenceLoop:
         self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
+        #: The memory rows of each worker, so forgetting one does not scan every row.
+        self._worker_rows: dict[str, list[int]] = {}
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
         self._commands = CommandStamper(self.layout)
@@ -98,7 +100,7 @@ class InferenceLoop:
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
         self.batcher.forget(worker_id)
-        rows = [row for (worker, _), row in self._rows.items() if worker == worker_id]
+        rows = self._worker_rows.get(worker_id)
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
@@ -113,7 +115,12 @@ class InferenceLoop:
             if not items:
                 return Decisions(self._members)
         table = self._rows  # a new (worker, slot) gets the next free memory row
+        known = len(table)
         rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in items]
+        if len(table) > known:
+            for item, row in zip(items, rows, strict=True):
+                if row >= known:
+                    self._worker_rows.setdefault(item.worker_id, []).append(row)
         self.policy.reserve(len(table))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`

@@ -62,6 +62,8 @@ class Controller:
         self.in_flight = InFlightTable()
         for entry in journal.unacked():
             self.in_flight.add(InFlight(entry, now + ack_timeout_s))
+        #: Decisions the policy made (a WAIT included), and commands issued from them.
+        self.decided = 0
         self.issued = 0
         self.applied = 0
         self.rejected = 0
@@ -77,9 +79,11 @@ class Controller:
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
         busy = self.in_flight.busy
+        decisions = self.loop.step()
+        self.decided += len(decisions)
         issuable = [
             (d, command)
-            for d in self.loop.step().commanded()
+            for d in decisions.commanded()
             if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.
