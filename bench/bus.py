@@ -33,19 +33,12 @@ import zmq
 
 from bench._harness import progress
 from bench._samples import fast_signals
-from bus import (
-    WIRE_VERSION,
-    Channel,
-    CommandGuard,
-    Envelope,
-    Header,
-    Publisher,
-    SocketOptions,
-    Subscriber,
-)
-from bus.header import encode_header
+from bus import Channel, Envelope, Publisher, SocketOptions, Subscriber
+from bus.header import WIRE_VERSION, Header, encode_header
 from bus.security import Curve, Role, ensure_keys
-from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode, new_id
+from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, new_id
+from leyline.wire import encode
+from services.guards import CommandGuard
 
 MODES = ("ours", "curve", "codec", "transport")
 #: The bus's own candidates: plaintext, and CURVE on.

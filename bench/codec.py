@@ -1,6 +1,6 @@
 """Codec: encode and decode of every registered message, beside bare msgspec as the ceiling.
 
-Ours is `leyline.encode` / `leyline.decode`: the versioned tag, the size budget, the union
+Ours is `leyline.wire.encode` / `leyline.wire.decode`: the versioned tag, the size budget, the union
 decoder over every registered type, value constraints and cross-field checks. The ceiling
 is msgspec msgpack on a bare Struct with the same fields and defaults: no tag, no
 constraints, no enums, no budget check, decoded as its one known type.
@@ -18,10 +18,12 @@ from typing import Any
 
 import msgspec
 
-import leyline
+import leyline.wire
 from bench._harness import measure, progress, ratio
 from bench._samples import messages
-from leyline import DEFAULT_BUDGETS, REGISTRY, tag_of
+from leyline.budgets import DEFAULT_BUDGETS
+from leyline.registry import tag_of
+from leyline.wire import REGISTRY
 
 
 def run() -> dict[str, Any]:
@@ -54,9 +56,9 @@ def run() -> dict[str, Any]:
 
 
 def _measure_message(sample: msgspec.Struct) -> dict[str, Any]:
-    encode: typing.Callable[[Any], bytes] = leyline.encode
+    encode: typing.Callable[[Any], bytes] = leyline.wire.encode
     data = encode(sample)
-    if leyline.decode(data) != sample:
+    if leyline.wire.decode(data) != sample:
         raise AssertionError(f"{tag_of(type(sample))} does not round-trip")
     bare_type = _bare_struct(type(sample), sample)
     bare = _bare_instance(sample, bare_type)
@@ -68,7 +70,7 @@ def _measure_message(sample: msgspec.Struct) -> dict[str, Any]:
     ours_enc, bare_enc, ours_dec, bare_dec = measure(
         lambda: encode(sample),
         lambda: bare_encoder.encode(bare),
-        lambda: leyline.decode(data),
+        lambda: leyline.wire.decode(data),
         lambda: bare_decoder.decode(bare_data),
     )
     return {

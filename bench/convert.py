@@ -19,14 +19,10 @@ import numpy.typing as npt
 
 from bench._harness import measure, progress, ratio
 from bench._samples import fast_signals
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    BatchConverter,
-    encode,
-    to_tensor,
-    write_raw,
-)
-from leyline.features import FeatureNormaliser, RowChecker
+from leyline.features import FeatureNormaliser, RowChecker, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline.tensors import BatchConverter, to_tensor
+from leyline.wire import encode
 
 BATCH_SIZES = (1, 64, 1024)
 

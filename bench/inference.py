@@ -34,7 +34,8 @@ import torch
 
 from bench._harness import MIN_LOOP_NS, Timing, measure, progress, ratio
 from bench._samples import fast_signals
-from leyline import DEFAULT_BOUNDS, FastTrainingSignals, SeedStage
+from leyline import FastTrainingSignals, SeedStage
+from leyline.features import DEFAULT_BOUNDS
 from services.controller import (
     ActionLayout,
     ColumnBuffer,

@@ -24,6 +24,11 @@ from leyline.control import EarlierIncarnation
 MAX_UPSTREAM_PER_PASS = 1024
 #: Distinct subscription prefixes tracked; a new one beyond is still answered, not tracked.
 MAX_SUBSCRIPTIONS = 4096
+#: Topics one heartbeat names at most; a channel with more names them in turn, so a
+#: heartbeat stays small however many scopes there are (a controller's `cmd` has one per
+#: worker, and every subscriber receives each heartbeat: all topics each time would cost
+#: topics x subscribers per interval, quadratic in the worker count).
+MAX_HEARTBEAT_TOPICS = 64
 #: The longest valid prefix: `<channel>.<scope>.` with a 64-character scope.
 MAX_PREFIX_BYTES = max(len(channel.value) for channel in Channel) + 66
 
@@ -75,6 +80,8 @@ class Publisher:
         self._channels: set[Channel] = set()
         self._heartbeat_ns = int(heartbeat_interval_s * 1e9)
         self._next_heartbeat = 0
+        #: Per channel, where the next heartbeat's turn of topics starts.
+        self._heartbeat_turn: dict[Channel, int] = {}
         self.subscriptions: dict[bytes, int] = {}
         self.metrics = PublisherMetrics()
         self._window: Window | None = None
@@ -173,16 +180,26 @@ class Publisher:
             self._next_heartbeat = now + self._heartbeat_ns
 
     def heartbeat(self) -> None:
-        """Announce liveness and the last sequence of every topic, per channel."""
+        """Announce liveness and the last sequence of the channel's topics, per channel
+        (at most `MAX_HEARTBEAT_TOPICS` of them, in turn)."""
         interval_ms = self._heartbeat_ns // 1_000_000
         for channel in sorted(self._channels | self._subscribed_channels()):
             beat = Heartbeat(
                 interval_ms=interval_ms,
-                last_sequences=self.last_sequences(channel),
+                last_sequences=self._in_turn(channel),
                 replay_endpoint=self.replay_endpoint,
                 earlier=self._earlier_on(channel),
             )
             self._send_control(channel, beat)
+
+    def _in_turn(self, channel: Channel) -> dict[str, int]:
+        """The next `MAX_HEARTBEAT_TOPICS` topics of `channel`, wrapping around."""
+        topics = list(self.last_sequences(channel).items())
+        if len(topics) <= MAX_HEARTBEAT_TOPICS:
+            return dict(topics)
+        start = self._heartbeat_turn.get(channel, 0) % len(topics)
+        self._heartbeat_turn[channel] = start + MAX_HEARTBEAT_TOPICS
+        return dict((topics + topics)[start : start + MAX_HEARTBEAT_TOPICS])
 
     def _earlier_on(self, channel: Channel) -> list[EarlierIncarnation]:
         prefix = f"{channel.value}."

@@ -21,6 +21,21 @@ from leyline.errors import ContractError, RejectReason
 from leyline.lifecycle import SeedStage
 from leyline.signals import FEATURE_BLOCK, TENSOR_SCHEMA_SIZE, FastTrainingSignals, TensorSchema
 
+__all__ = [
+    "DEFAULT_BOUNDS",
+    "DoubleArray",
+    "FeatureBounds",
+    "FeatureNormaliser",
+    "FeatureTransform",
+    "FloatArray",
+    "RawArray",
+    "feature_transforms",
+    "features_markdown",
+    "normalise_into",
+    "normaliser_for",
+    "write_raw",
+]
+
 FloatArray = npt.NDArray[np.float32]
 DoubleArray = npt.NDArray[np.float64]
 RawArray = TypeVar("RawArray", FloatArray, DoubleArray)

@@ -15,6 +15,20 @@ import msgspec
 from leyline._types import Count, Finite, Flag, Ident, NonNegative, Percent, Unit, utc_now
 from leyline.lifecycle import SeedStage
 
+__all__ = [
+    "BEST_VAL_LOSS_CAP",
+    "HISTORY_LENGTH",
+    "TENSOR_SCHEMA_SIZE",
+    "AccuracyHistory",
+    "Delta",
+    "FastTrainingSignals",
+    "HistoryWindow",
+    "LossHistory",
+    "TensorSchema",
+    "TrainingMetrics",
+    "TrainingSignals",
+]
+
 HISTORY_LENGTH = 5
 #: The ceiling on best_val_loss in the fast tier (the spec's clamp), also its "unknown" value.
 BEST_VAL_LOSS_CAP = 10.0

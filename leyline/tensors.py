@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
     DeviceLike = torch.device | str | None
 
+__all__ = [
+    "BatchConverter",
+    "default_device",
+    "to_tensor",
+]
+
 
 def default_device() -> torch.device:
     """CUDA when a GPU is present, else the CPU."""

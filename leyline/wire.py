@@ -7,7 +7,9 @@ from leyline.commands import (
     AdaptationCommand,
     AdaptationCommandV1,
     CommandAck,
+    CommandAckV1,
     WorkerHello,
+    lift_ack_v1,
     lift_v1,
 )
 from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
@@ -15,6 +17,13 @@ from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade
 from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, FastTrainingSignalsV1, TrainingSignals
 from leyline.telemetry import SeedTelemetry, TelemetryEvent
+
+__all__ = [
+    "REGISTRY",
+    "Message",
+    "decode",
+    "encode",
+]
 
 REGISTRY = Registry()
 REGISTRY.register(
@@ -27,7 +36,11 @@ REGISTRY.register(
     budget=DEFAULT_BUDGETS.max_command_size_bytes,
     upgrades=[Upgrade(AdaptationCommandV1, lift_v1)],
 )
-REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(
+    CommandAck,
+    budget=DEFAULT_BUDGETS.max_command_size_bytes,
+    upgrades=[Upgrade(CommandAckV1, lift_ack_v1)],
+)
 REGISTRY.register(WorkerHello, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 for _cls in (
     TrainingSignals,

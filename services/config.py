@@ -18,6 +18,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from bus import SocketOptions
+from leyline import LeylineError
 
 ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
 
@@ -196,7 +197,7 @@ _STRUCTURED = (
 )
 
 
-class ConfigError(Exception):
+class ConfigError(LeylineError):
     """A setting is invalid, unknown or unreadable; the message is one line naming it."""
 
 

@@ -60,6 +60,9 @@ class SignalBatcher:
         self._decided: dict[SlotKey, PendingSignal] = {}
         #: A memory row per (worker, slot) ever seen, in order of first arrival.
         self.rows: dict[SlotKey, int] = {}
+        #: The slots seen of each worker and their rows, so forgetting one worker touches
+        #: only its own keys.
+        self._slots: dict[str, dict[str, int]] = {}
         self.accepted = 0
         self.conflated = 0
         self.stale = 0
@@ -90,7 +93,7 @@ class SignalBatcher:
         if held is None:
             row = self.rows.get(key) if last is None else last.row
             if row is None:
-                row = self.rows[key] = len(self.rows)
+                row = self._new_row(key)
             arrived = time.monotonic() if now is None else now
             self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived, row)
         elif epoch >= held.signal.epoch:
@@ -128,7 +131,7 @@ class SignalBatcher:
             if held is None:
                 row = get_row(key) if last is None else last.row
                 if row is None:
-                    row = rows[key] = len(rows)
+                    row = self._new_row(key)
                 pending[key] = PendingSignal(key[0], key[1], signal, arrived, row)
             elif epoch >= held.signal.epoch:
                 pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row)
@@ -141,6 +144,16 @@ class SignalBatcher:
         self.stale += stale
         self.conflated += conflated
         return accepted
+
+    def _new_row(self, key: SlotKey) -> int:
+        """The next free memory row, now `key`'s for good."""
+        row = self.rows[key] = len(self.rows)
+        self._slots.setdefault(key[0], {})[key[1]] = row
+        return row
+
+    def rows_of(self, worker_id: str) -> list[int]:
+        """The memory rows of `worker_id`'s slots (none before its first signal)."""
+        return list(self._slots.get(worker_id, {}).values())
 
     def deadline(self) -> float | None:
         """When the oldest pending signal's wait runs out; None when nothing is pending."""
@@ -176,6 +189,6 @@ class SignalBatcher:
 
         Its memory rows stay its own (the policy resets their memory).
         """
-        for table in (self._pending, self._decided):
-            for key in [key for key in table if key[0] == worker_id]:
-                del table[key]
+        for slot_id in self._slots.get(worker_id, ()):
+            self._pending.pop((worker_id, slot_id), None)
+            self._decided.pop((worker_id, slot_id), None)

@@ -16,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from leyline import TENSOR_SCHEMA_SIZE, FastTrainingSignals, TensorSchema, write_raw
+from leyline import FastTrainingSignals
+from leyline.features import write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 from leyline.tensors import default_device
 
 

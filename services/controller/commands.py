@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from leyline import AdaptationCommand, action_to_command
+from leyline import AdaptationCommand
+from leyline.actions import action_to_command
 from services.controller.batcher import PendingSignal
 from services.controller.layout import ActionLayout
 from services.controller.policy import DecisionReason

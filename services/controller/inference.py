@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from leyline import BatchConverter, ContractError, FeatureBounds
+from leyline import ContractError
+from leyline.features import FeatureBounds
+from leyline.tensors import BatchConverter
 from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandStamper
@@ -98,7 +100,7 @@ class InferenceLoop:
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
         self.batcher.forget(worker_id)
-        rows = [row for (worker, _), row in self.batcher.rows.items() if worker == worker_id]
+        rows = self.batcher.rows_of(worker_id)
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 

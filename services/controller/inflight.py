@@ -30,6 +30,8 @@ class InFlightTable(Mapping[str, InFlight]):
     def __init__(self) -> None:
         self._flights: dict[str, InFlight] = {}
         self._per_slot: dict[SlotKey, int] = {}
+        #: Per worker, its flights: a hello looks at one worker's, not at every command's.
+        self._per_worker: dict[str, dict[str, InFlight]] = {}
 
     def add(self, flight: InFlight) -> None:
         """Track `flight` (a command id already tracked is replaced, not counted twice)."""
@@ -38,6 +40,7 @@ class InFlightTable(Mapping[str, InFlight]):
         self._flights[command_id] = flight
         key = (flight.entry.worker_id, flight.entry.slot_id)
         self._per_slot[key] = self._per_slot.get(key, 0) + 1
+        self._per_worker.setdefault(flight.entry.worker_id, {})[command_id] = flight
 
     def pop(self, command_id: str) -> InFlight | None:
         """Stop tracking a command; the `InFlight` it had, None when it had none."""
@@ -49,6 +52,10 @@ class InFlightTable(Mapping[str, InFlight]):
                 self._per_slot[key] = left
             else:
                 del self._per_slot[key]
+            flights = self._per_worker[flight.entry.worker_id]
+            del flights[command_id]
+            if not flights:
+                del self._per_worker[flight.entry.worker_id]
         return flight
 
     def busy(self, worker_id: str, slot_id: str) -> bool:
@@ -57,7 +64,7 @@ class InFlightTable(Mapping[str, InFlight]):
 
     def of_worker(self, worker_id: str) -> list[InFlight]:
         """The commands in flight to one worker, in the order added."""
-        return [f for f in self._flights.values() if f.entry.worker_id == worker_id]
+        return list(self._per_worker.get(worker_id, {}).values())
 
     def __getitem__(self, command_id: str) -> InFlight:
         return self._flights[command_id]

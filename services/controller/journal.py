@@ -15,7 +15,8 @@ from pathlib import Path
 
 import msgspec
 
-from leyline import AckOutcome, AdaptationCommand, decode, encode
+from leyline import AckOutcome, AdaptationCommand
+from leyline.wire import decode, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (

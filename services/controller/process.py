@@ -14,7 +14,6 @@ import structlog
 
 from bus import Channel, Envelope
 from leyline import (
-    SLOT_IDS,
     AckOutcome,
     AdaptationCommand,
     CommandAck,
@@ -24,6 +23,7 @@ from leyline import (
     TelemetryEventType,
     WorkerHello,
 )
+from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
 from services.controller.batcher import PendingSignal
 from services.controller.decisions import Decision
@@ -62,6 +62,8 @@ class Controller:
         self.in_flight = InFlightTable()
         for entry in journal.unacked():
             self.in_flight.add(InFlight(entry, now + ack_timeout_s))
+        #: Decisions the policy made (a WAIT included), and commands issued from them.
+        self.decided = 0
         self.issued = 0
         self.applied = 0
         self.rejected = 0
@@ -81,9 +83,11 @@ class Controller:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
         self._submit_arrived()
         busy = self.in_flight.busy
+        decisions = self.loop.step()
+        self.decided += len(decisions)
         issuable = [
             (d, command)
-            for d in self.loop.step().commanded()
+            for d in decisions.commanded()
             if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.
@@ -171,6 +175,7 @@ class Controller:
             self._ignore("ack", sender, ack.worker_id)
             return
         self.in_flight.pop(ack.command_id)
+        self._settle_earlier(sender, flight.entry.command.sequence)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -185,6 +190,16 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _settle_earlier(self, worker: str, sequence: int) -> None:
+        """A worker takes its commands in sequence order, so an ack of `sequence` means it took
+        every earlier one: one whose own ack was lost (in a partition) is settled now, as a
+        hello would settle it, not left to a resend that may find the worker gone."""
+        for flight in self.in_flight.of_worker(worker):
+            command = flight.entry.command
+            if command.sequence < sequence:
+                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(command.command_id)
 
     def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
         """A fast signal whose feature block broke the contract: counted, logged, not decided."""

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from bus import Envelope
-from leyline import tag_of
+from leyline.registry import tag_of
 
 _JSON = msgspec.json.Encoder()
 

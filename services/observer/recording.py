@@ -26,9 +26,11 @@ import msgspec
 from mcap.reader import make_reader
 from mcap.writer import Writer
 
-from bus import Channel, Envelope, parse_topic
-from leyline import REGISTRY, tag_of
+from bus import Channel, Envelope
+from bus.topics import parse_topic
+from leyline.registry import tag_of
 from leyline.schema import export
+from leyline.wire import REGISTRY
 
 #: The MCAP profile field: not one of the registered ones (ros1, ros2).
 PROFILE = "leyline"

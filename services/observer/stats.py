@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bus import Envelope, Gap, Rejection, Subscriber
 from bus.header import encode_header
-from leyline import REGISTRY
+from leyline.wire import REGISTRY
 from services.observer.messages import type_name
 
 _ENCODER = REGISTRY.encoder()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from leyline import SeedStage
+from leyline import LeylineError, SeedStage
 
 #: Bumped whenever the tables change; a store refuses a file written by a newer schema.
 SCHEMA_VERSION = 3
@@ -213,7 +213,7 @@ MESSAGE_TABLES = (
 )  # fmt: skip
 
 
-class StoreError(Exception):
+class StoreError(LeylineError):
     """The database cannot be used: missing, not SQLite, or written by a newer schema."""
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from bus import CHANNEL_CONTRACTS, WIRE_VERSION, Channel, Header, topic
-from bus.header import encode_header
+from bus import CHANNEL_CONTRACTS, Channel, topic
+from bus.header import WIRE_VERSION, Header, encode_header
 from leyline import (
     AckOutcome,
     AdaptationCommand,
@@ -26,10 +26,10 @@ from leyline import (
     TelemetryEventType,
     TrainingSignals,
     WorkerHello,
-    encode,
     new_id,
 )
 from leyline.telemetry import SeedStageChanged
+from leyline.wire import encode
 
 NOW = datetime(2025, 12, 2, 12, 0, tzinfo=UTC)
 SLOT = "block2_post"

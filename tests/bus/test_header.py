@@ -5,8 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bus import WIRE_VERSION, Header
-from bus.header import MAX_HEADER_BYTES, decode_header, encode_header
+from bus.header import MAX_HEADER_BYTES, WIRE_VERSION, Header, decode_header, encode_header
 from leyline import ContractError, RejectReason
 
 

@@ -35,19 +35,12 @@ from bus_samples import (
     stage_changed,
 )
 
-from bus import (
-    CHANNEL_CONTRACTS,
-    Channel,
-    CommandGuard,
-    Envelope,
-    Publisher,
-    Rejection,
-    Subscriber,
-    TransitionGuard,
-)
+from bus import CHANNEL_CONTRACTS, Channel, Envelope, Publisher, Rejection, Subscriber
 from bus.header import decode_header
 from bus.security import Curve
-from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage, encode
+from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage
+from leyline.wire import encode
+from services.guards import CommandGuard, TransitionGuard
 
 R = RejectReason
 SUBSCRIBE = [(Channel.CMD, "w1"), (Channel.SIG, None), (Channel.TEL, None)]

@@ -6,8 +6,10 @@ from bus_samples import SLOT, channel_samples, frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus import Channel, CommandGuard, Envelope, Pipeline, Rejection, TransitionGuard
+from bus import Channel, Envelope, Rejection
+from bus.pipeline import Pipeline
 from leyline import LifecycleGuard, RejectReason, SeedStage
+from services.guards import CommandGuard, TransitionGuard
 
 VALID = [
     frames(channel, "w1", message, sequence)

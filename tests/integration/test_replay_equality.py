@@ -33,7 +33,8 @@ from jsonschema import Draft202012Validator
 from mcap.reader import make_reader
 from service_processes import ENTRYPOINT, ServiceProcesses, query, stop_process, wait_until
 
-from leyline import REGISTRY, AdaptationCommand
+from leyline import AdaptationCommand
+from leyline.wire import REGISTRY
 from services.observer.recording import read_recording, recording_summary
 from services.sink import TelemetryStore, build_report, report_as_text
 from services.stack import Stack, StackPlan, plan_stack

@@ -15,15 +15,10 @@ import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
-from leyline import (
-    PAYLOAD_FOR_EVENT,
-    AdaptationCommand,
-    CommandType,
-    FastTrainingSignals,
-    TelemetryEvent,
-)
+from leyline import AdaptationCommand, CommandType, FastTrainingSignals, TelemetryEvent
 from leyline.commands import MAX_LEARNING_RATE
 from leyline.signals import FastTrainingSignalsV1
+from leyline.telemetry import PAYLOAD_FOR_EVENT
 
 #: Short, mostly ASCII text keeps messages inside their budgets without hiding unicode.
 _ALPHABET = st.characters(codec="utf-8", max_codepoint=0x3FF)

@@ -10,10 +10,9 @@ from contract_strategies import for_struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import leyline
+import leyline.signals
+import leyline.wire
 from leyline import (
-    DEFAULT_BUDGETS,
-    REGISTRY,
     AdaptationCommand,
     BudgetError,
     FastTrainingSignals,
@@ -24,7 +23,9 @@ from leyline import (
     TrainingSignals,
     new_id,
 )
+from leyline.budgets import DEFAULT_BUDGETS
 from leyline.features import refusal
+from leyline.wire import REGISTRY
 
 MAX_COUNT = 2**32 - 1
 
@@ -48,15 +49,15 @@ def test_spec_budgets_are_declared_once() -> None:
 
 
 def test_fast_signals_worst_case_fits_the_280_byte_budget() -> None:
-    encoded = leyline.encode(worst_case_fast_signals())
+    encoded = leyline.wire.encode(worst_case_fast_signals())
     assert len(encoded) <= 280
-    assert leyline.decode(encoded) == worst_case_fast_signals()
+    assert leyline.wire.decode(encoded) == worst_case_fast_signals()
 
 
 @settings(max_examples=150, deadline=None)
 @given(signals=for_struct(FastTrainingSignals))
 def test_every_valid_fast_signal_fits_its_budget(signals: FastTrainingSignals) -> None:
-    assert len(leyline.encode(signals)) <= 280
+    assert len(leyline.wire.encode(signals)) <= 280
 
 
 def test_an_oversized_message_is_refused_at_encode() -> None:
@@ -68,7 +69,7 @@ def test_an_oversized_message_is_refused_at_encode() -> None:
     )
     size = len(msgspec.msgpack.encode(command))
     with pytest.raises(BudgetError) as caught:
-        leyline.encode(command)
+        leyline.wire.encode(command)
     error = caught.value
     assert error.reason is RejectReason.OVER_BUDGET
     assert (error.size, error.budget) == (size, DEFAULT_BUDGETS.max_command_size_bytes)
@@ -156,15 +157,15 @@ def test_to_fast_of_any_observation_is_valid_on_the_wire(
     metrics = msgspec.structs.replace(observation.metrics, best_val_loss=best, loss_delta=delta)
     observation = msgspec.structs.replace(observation, metrics=metrics)
     fast = observation.to_fast()
-    assert leyline.decode(leyline.encode(fast)) == fast
-    assert len(fast.to_vector()) == leyline.TENSOR_SCHEMA_SIZE
+    assert leyline.wire.decode(leyline.wire.encode(fast)) == fast
+    assert len(fast.to_vector()) == leyline.signals.TENSOR_SCHEMA_SIZE
     assert refusal(fast.to_vector()) is None  # every value in its feature's range
 
 
 def test_empty_fast_signals_are_zero_with_one_free_slot_and_capped_best_loss() -> None:
     vector = FastTrainingSignals.empty().to_vector()
-    assert vector[leyline.TensorSchema.BEST_VAL_LOSS] == 10.0
-    assert vector[leyline.TensorSchema.AVAILABLE_SLOTS] == 1.0
+    assert vector[leyline.signals.TensorSchema.BEST_VAL_LOSS] == 10.0
+    assert vector[leyline.signals.TensorSchema.AVAILABLE_SLOTS] == 1.0
     others = [v for i, v in enumerate(vector) if i not in (10, 26)]
     assert others == [0.0] * 25
 

@@ -18,19 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import leyline
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    BatchConverter,
-    ContractError,
-    FastTrainingSignals,
-    RejectReason,
-    SeedStage,
-    TensorSchema,
-    to_tensor,
-)
+import leyline.wire
+from leyline import ContractError, FastTrainingSignals, RejectReason, SeedStage
 from leyline.features import RowChecker, feature_ranges, refusal
-from leyline.signals import FEATURE_BLOCK, FastTrainingSignalsV1
+from leyline.signals import FEATURE_BLOCK, TENSOR_SCHEMA_SIZE, FastTrainingSignalsV1, TensorSchema
+from leyline.tensors import BatchConverter, to_tensor
 
 F = TensorSchema
 GOOD = FastTrainingSignals.empty().with_values(epoch=7, val_accuracy=55.5, val_loss=1.25)
@@ -138,7 +130,7 @@ def test_the_batch_check_flags_exactly_the_rows_the_one_row_rules_refuse(rows: n
 def test_a_v1_signal_is_lifted_to_the_v2_block_of_the_same_values(
     old: FastTrainingSignalsV1,
 ) -> None:
-    lifted = leyline.decode(msgspec.msgpack.encode(old))
+    lifted = leyline.wire.decode(msgspec.msgpack.encode(old))
 
     assert isinstance(lifted, FastTrainingSignals)
     assert (lifted.epoch, lifted.slot_index) == (old.epoch, old.slot_index)
@@ -153,7 +145,7 @@ def test_a_block_of_the_wrong_length_is_refused_at_decode() -> None:
     payload = msgspec.msgpack.encode(["FastTrainingSignals.v2", 1, b"\x00" * 104, 0])
 
     with pytest.raises(ContractError) as caught:
-        leyline.decode(payload)
+        leyline.wire.decode(payload)
 
     assert caught.value.reason is RejectReason.INVALID_VALUE
     assert caught.value.path == "$[2]"

@@ -13,17 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from leyline import (
+from leyline import FastTrainingSignals, SeedStage
+from leyline.features import (
     DEFAULT_BOUNDS,
-    TENSOR_SCHEMA_SIZE,
-    FastTrainingSignals,
     FeatureBounds,
-    SeedStage,
-    TensorSchema,
+    feature_transforms,
+    features_markdown,
     normalise_into,
     write_raw,
 )
-from leyline.features import feature_transforms, features_markdown
+from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
 TRANSFORMS = feature_transforms()

@@ -12,18 +12,8 @@ import msgspec
 import pytest
 
 import leyline
-from leyline import (
-    REGISTRY,
-    AdaptationCommand,
-    CommandType,
-    FastTrainingSignals,
-    Registry,
-    SeedStage,
-    Upgrade,
-    encode,
-    new_id,
-    tag_of,
-)
+from leyline import AdaptationCommand, CommandType, FastTrainingSignals, SeedStage, new_id
+from leyline.registry import Registry, Upgrade, tag_of
 from leyline.reports import SeedMetrics, SeedStateReport
 from leyline.schema import (
     BreakingChange,
@@ -35,6 +25,7 @@ from leyline.schema import (
     render,
 )
 from leyline.telemetry import SeedTelemetry
+from leyline.wire import REGISTRY, encode
 
 K = BreakingKind
 

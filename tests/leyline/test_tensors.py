@@ -12,15 +12,10 @@ from contract_strategies import for_struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    BatchConverter,
-    FastTrainingSignals,
-    normalise_into,
-    to_tensor,
-    write_raw,
-)
-from leyline.tensors import default_device
+from leyline import FastTrainingSignals
+from leyline.features import normalise_into, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline.tensors import BatchConverter, default_device, to_tensor
 
 signal_lists = st.lists(for_struct(FastTrainingSignals), max_size=12)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leyline import FastTrainingSignals, SeedStage, is_live_stage
+from leyline import FastTrainingSignals, SeedStage
+from leyline.lifecycle import is_live_stage
 from leyline.signals import FastTrainingSignalsV1
 from services.controller import ActionLayout, DecisionReason, HeuristicThresholds
 

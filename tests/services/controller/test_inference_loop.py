@@ -14,12 +14,12 @@ from leyline import (
     CommandType,
     ContractError,
     FastTrainingSignals,
-    FeatureBounds,
     RejectReason,
     RiskLevel,
     SeedStage,
-    TensorSchema,
 )
+from leyline.features import FeatureBounds
+from leyline.signals import TensorSchema
 from services.controller import (
     ActionLayout,
     ControlPolicy,

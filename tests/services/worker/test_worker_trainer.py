@@ -10,15 +10,8 @@ import msgspec
 import torch
 from worker_helpers import command
 
-from leyline import (
-    CommandType,
-    Message,
-    SeedStage,
-    TelemetryEventType,
-    TrainingMetrics,
-    decode,
-    encode,
-)
+from leyline import CommandType, Message, SeedStage, TelemetryEventType, TrainingMetrics
+from leyline.wire import decode, encode
 from services.worker import LifecycleConfig, Trainer, WorkerModel
 from services.worker.tracker import SignalTracker
 
