@@ -107,6 +107,9 @@ def train(scratch: Path) -> int:
         applied = agent.ledger.last_applied
         print(f"commands applied on every rank: {applied}; DDP rebuilt {model.rebuilds} times")
         ok = ok and applied > 0 and local.outcomes == ["APPLIED"] * applied
+    # Every rank leaves the group together: one that tears gloo down while another still
+    # uses it aborts ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
     return 0 if ok else 1
 

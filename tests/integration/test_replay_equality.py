@@ -138,7 +138,7 @@ def test_every_recorded_message_matches_its_channels_json_schema(
                 validator = validators[schema.id] = Draft202012Validator(document)
             validator.validate(json.loads(message.data))
             checked[schema.name] = checked.get(schema.name, 0) + 1
-    assert {"FastTrainingSignals.v1", "AdaptationCommand.v2", "CommandAck.v1"} <= set(checked)
+    assert {"FastTrainingSignals.v2", "AdaptationCommand.v2", "CommandAck.v2"} <= set(checked)
 
 
 def test_a_fresh_controller_fed_the_workers_traffic_issues_the_same_commands(

@@ -170,6 +170,9 @@ def main(out: Path) -> None:
         (out / "ddp.json").write_text(json.dumps(result))
         seat.close()
     agent.close()
+    # Every rank leaves the group together: one that tears gloo down while another still
+    # uses it aborts ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
