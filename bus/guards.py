@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bus.pipeline import Envelope
 from leyline import (
@@ -62,7 +63,7 @@ class CommandGuard:
             )
         return slot, self._lifecycle.check_command(self._worker, slot, command)
 
-    def __call__(self, envelope: Envelope) -> ContractError | None:
+    def __call__(self, envelope: Envelope[Any]) -> ContractError | None:
         """The same judgement as a bus `SemanticGuard`, for a subscriber that has no ledger."""
         command = envelope.message
         if not isinstance(command, AdaptationCommand):
@@ -76,7 +77,7 @@ class TransitionGuard:
     def __init__(self, lifecycle: LifecycleGuard | None = None) -> None:
         self.lifecycle = lifecycle or LifecycleGuard()
 
-    def __call__(self, envelope: Envelope) -> ContractError | None:
+    def __call__(self, envelope: Envelope[Any]) -> ContractError | None:
         message = envelope.message
         worker = envelope.header.sender
         if isinstance(message, TelemetryEvent) and isinstance(message.payload, SeedStageChanged):

@@ -58,6 +58,8 @@ class SubscriberMetrics:
         self.stale_peers = 0
         #: Announced earlier incarnations forgotten at the cap (they are reported again).
         self.announcements_forgotten = 0
+        #: Valid messages no handler took and nobody received before the inbox filled.
+        self.unclaimed_dropped = 0
         self.decode_latency = Histogram()
 
     @property
@@ -77,6 +79,7 @@ class SubscriberMetrics:
         yield "leyline_heartbeats_total", {}, self.heartbeats
         yield "leyline_stale_peers", {}, self.stale_peers
         yield "leyline_announcements_forgotten_total", {}, self.announcements_forgotten
+        yield "leyline_unclaimed_dropped_total", {}, self.unclaimed_dropped
         cumulative = 0
         for bound, count in zip(
             self.decode_latency.bounds, self.decode_latency.counts, strict=False

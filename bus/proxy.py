@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import zmq
 
-from bus.header import decode_header
+from bus.header import read_header, split_topic
 from bus.identity import IdentityPolicy
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
@@ -101,15 +101,18 @@ class Proxy:
                 self.metrics.bytes += sum(len(frame.bytes) for frame in frames)
 
     def _admissible(self, frames: list[zmq.Frame]) -> bool:
-        """Whether a message's sender is its publisher's authenticated identity (plaintext:
-        anything is forwarded; the subscribers' pipelines still check everything else)."""
+        """Whether a frame's sender is its publisher's authenticated identity, checked once for
+        every message of a batch (plaintext: anything is forwarded; the subscribers'
+        pipelines still check everything else)."""
         if self._identity is None:
             return True
-        if len(frames) < 2:
+        if len(frames) != 1:
             return False
         try:
-            channel, scope = parse_topic(frames[0].bytes)
-            header = decode_header(frames[1].bytes)
+            frame = frames[0].bytes
+            name, start = split_topic(frame)
+            channel, scope = parse_topic(name)
+            header, _, _ = read_header(frame, start)
             peer = frames[0].get(_USER_ID)
         except (ContractError, zmq.ZMQError):
             return False
