@@ -211,7 +211,7 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
         conn.recv()  # their ready: both directions are proven
         answered = 0
         while answered < count:
-            answered += subscriber.poll(100)
+            answered += subscriber.poll(0.1)
         conn.recv()
         subscriber.close()
         publisher.close()
@@ -268,7 +268,7 @@ def _stream(conn: Connection, context: Any, mode: str, count: int, keys: str) ->
         started = time.perf_counter()
         conn.send("go")
         while received < count:
-            subscriber.poll(100)
+            subscriber.poll(0.1)
         elapsed = time.perf_counter() - started
         subscriber.close()
     else:
@@ -335,7 +335,7 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int, keys: st
             started = clock()
             publisher.publish(Channel.SIG, "w1", signal)
             while answers < n:
-                subscriber.poll(100)
+                subscriber.poll(0.1)
             samples.append(clock() - started)
         conn.send("done")
         subscriber.close()

@@ -223,9 +223,10 @@ class Pipeline:
         tracker = self.tracker
         # A batch that continues its stream is recorded in one step; anything else (a bad
         # message inside, a gap, a repeat) is sequenced message by message.
-        in_order = not any(isinstance(m, Refused) for m in messages) and tracker.observe_run(
-            sender, topic, incarnation, first, len(messages)
-        )
+        count = len(messages)
+        in_order = (
+            count == 1 or not any(isinstance(m, Refused) for m in messages)
+        ) and tracker.observe_run(sender, topic, incarnation, first, count)
         age = -1
         guard = self._guards.get(channel)
         outcomes: list[Outcome] = []

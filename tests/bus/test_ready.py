@@ -31,7 +31,7 @@ def test_late_inproc_subscriber_receives_all_after_connect(inproc: InProcessBus)
         inproc.connect(publisher, subscriber)
         first = publisher.publish(Channel.SIG, "w1", fast_signals())
         assert first is not None
-        assert subscriber.poll(5_000) == 1
+        assert subscriber.poll(5.0) == 1
         assert subscriber.pipeline.tracker.last("w1", b"sig.w1.") == first
         subscriber.close()
 

@@ -66,7 +66,7 @@ class WorkerProbe:
         self._sequence = 0
 
     def pump(self) -> None:
-        self.subscriber.poll(20)
+        self.subscriber.poll(0.02)
         self.publisher.service()
 
     def connect(self, timeout_s: float, context: ServiceProcesses) -> None:
