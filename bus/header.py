@@ -95,6 +95,15 @@ def array_prefix(count: int) -> bytes:
     return b"\xdc" + count.to_bytes(2, "big")
 
 
+def count_of(frame: bytes) -> int:
+    """How many messages a frame says it carries (1 when it says nothing readable): for
+    counting what is relayed, not for trusting."""
+    end = frame.find(TERMINATOR, 0, MAX_TOPIC_BYTES + 1)
+    if end < 0 or len(frame) < end + 1 + _FIXED_BYTES:
+        return 1
+    return max(1, int(_unpack(frame, end + 1)[2]))
+
+
 def split_topic(frame: bytes) -> tuple[bytes, int]:
     """The topic and where the fixed header starts, or `ContractError(BAD_TOPIC)`."""
     end = frame.find(TERMINATOR, 0, MAX_TOPIC_BYTES + 1)

@@ -25,10 +25,11 @@ class Histogram:
         self.total = 0
         self.count = 0
 
-    def observe(self, value: int) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
+    def observe(self, value: int, times: int = 1) -> None:
+        """`times` observations of `value` (a batch's messages, each its share of the time)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.count += times
 
     def quantile(self, q: float) -> int:
         """The upper bound of the bucket holding quantile `q` (the last bound if beyond)."""
@@ -137,6 +138,10 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_announcements_forgotten_total": (
         _C,
         "Announced earlier incarnations forgotten at the ledger's cap (reported again if seen).",
+    ),
+    "leyline_unclaimed_dropped_total": (
+        _C,
+        "Valid messages no handler took, dropped from a full inbox before anyone received them.",
     ),
     "leyline_decode_seconds": (_H, "Time to decode and validate one payload."),
     "leyline_sent_total": (_C, "Messages published, per channel."),

@@ -188,7 +188,7 @@ class Pipeline:
             messages = [decoder.decode(payload)] if count == 1 else decoder.decode_many(payload)
         except ContractError as bad_payload:
             return [self._reject(bad_payload, sender, topic_frame, payload=bytes(payload))]
-        self.metrics.decode_latency.observe((time.perf_counter_ns() - started) // count)
+        self.metrics.decode_latency.observe((time.perf_counter_ns() - started) // count, count)
         if len(messages) != count:
             lie = ContractError(
                 RejectReason.BAD_HEADER,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import zmq
 
-from bus.header import read_header, split_topic
+from bus.header import count_of, read_header, split_topic
 from bus.identity import IdentityPolicy
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
@@ -23,7 +23,7 @@ _USER_ID = b"User-Id"
 
 
 class ProxyMetrics:
-    """Messages and bytes forwarded downstream, subscriptions forwarded upstream."""
+    """Messages (each of a batch) and bytes forwarded downstream, subscriptions upstream."""
 
     def __init__(self) -> None:
         self.messages = 0
@@ -97,7 +97,8 @@ class Proxy:
                 except zmq.Again:
                     self.metrics.dropped += 1
                     continue
-                self.metrics.messages += 1
+                data = frames[0].bytes
+                self.metrics.messages += count_of(data)
                 self.metrics.bytes += sum(len(frame.bytes) for frame in frames)
 
     def _admissible(self, frames: list[zmq.Frame]) -> bool:

@@ -15,7 +15,8 @@ SECOND = 1_000_000_000
 
 
 def test_silent_publisher_goes_stale_then_recovers(inproc: InProcessBus) -> None:
-    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02)
+    # Serviced only by the test (no thread of its own), so it can fall silent.
+    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02, background=False)
     subscriber = inproc.subscriber([(Channel.SIG, None)], stale_after_s=0.3)
     inproc.connect(publisher, subscriber)
     events: list[tuple[str, bool, float]] = []

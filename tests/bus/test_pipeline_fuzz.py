@@ -81,7 +81,7 @@ ANY_VALUE = st.one_of(
     st.integers(-(2**63), 2**64 - 1),
     st.text(max_size=20),
     st.lists(st.integers(0, 300), max_size=25),
-    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3),
 )
 
 

@@ -51,7 +51,9 @@ def test_late_tcp_subscriber_receives_all_after_ready() -> None:
 
 
 def test_ready_needs_every_named_publisher(inproc: InProcessBus) -> None:
-    first, second = inproc.publisher("w1"), inproc.publisher("w2")
+    # Serviced only here, so each answers exactly when the test lets it.
+    first = inproc.publisher("w1", background=False)
+    second = inproc.publisher("w2", background=False)
     subscriber = inproc.subscriber([(Channel.SIG, None)], publishers=[first, second])
     assert not subscriber.wait_ready(0.05, publishers=["w1", "w2"])
     first.service()
