@@ -1,7 +1,7 @@
 """The enforcement pipeline every subscriber runs, in order:
 
-frame -> size -> topic and header -> identity (the sender is the connection's authenticated
-key, and may publish there; no incarnation from the future) -> tag and major version -> typed
+frame -> topic and header -> identity (the sender is the connection's authenticated key, and
+may publish there; no incarnation from the future) -> size -> tag and major version -> typed
 decode with value constraints -> sequence -> freshness (fast signals) -> semantic guard ->
 handler.
 
