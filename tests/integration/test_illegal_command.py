@@ -292,7 +292,7 @@ def test_worker_applies_germinate_then_rejects_fossilize_from_training(rig: Rig)
 def test_worker_reports_garbage_frames_and_keeps_running(rig: Rig) -> None:
     probe = rig.probe
     commands = topic(Channel.CMD, WORKER)
-    probe.send_raw([commands, b"\xc1 not a header", b"\x00"])
+    probe.send_raw([commands + b"\x00\x02\xc1 not a header"])  # wire v2, flags 0xc1
     probe.send_raw([commands, b"two frames only"])
 
     def reported() -> set[str] | None:
