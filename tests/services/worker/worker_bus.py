@@ -16,7 +16,7 @@ from typing import TypeVar
 import msgspec
 
 from bus import WIRE_VERSION, Channel, Envelope, Header, Publisher, Subscriber, topic
-from bus.header import encode_header
+from bus.header import encode_frame
 from leyline import AdaptationCommand, CommandAck, TelemetryEvent, TelemetryEventType, encode
 from leyline.telemetry import ContractViolation
 from services.cli.worker import build_worker
@@ -127,8 +127,9 @@ class WorkerBus:
             header_sequence,
             time.time_ns(),
         )
-        frames = [topic(Channel.CMD, WORKER), encode_header(header), payload]
-        assert self.controller._socket.send_frames(frames)
+        frame = encode_frame(topic(Channel.CMD, WORKER), header, payload)
+        with self.controller._lock:  # its own thread shares the socket
+            assert self.controller._socket.send_frame(frame)
 
     # -- what came back ------------------------------------------------------------------
 
