@@ -9,7 +9,7 @@ from bus.publisher import Publisher
 from bus.rejection import Rejection
 from bus.sequence import Gap, Order, SequenceTracker
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, make_socket
-from bus.subscriber import Subscriber
+from bus.subscriber import Subscriber, Subscription
 from bus.topics import CHANNEL_CONTRACTS, Channel, control_topic, parse_topic, topic
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "SocketOptions",
     "Subscriber",
     "SubscriberMetrics",
+    "Subscription",
     "TransitionGuard",
     "control_topic",
     "make_socket",
