@@ -145,7 +145,6 @@ def _child(conn: Connection, keys: str) -> None:
     context.term()
 
 
-
 def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> None:
     signal = fast_signals()
     if mode in OURS:
