@@ -41,8 +41,12 @@ BATCH_BYTES = 16_384
 #: A message published within this long of the previous one to the same topic joins a batch;
 #: a message after a longer pause is sent at once.
 BURST_GAP_S = 50e-6
-#: How often the publisher's own thread services it: the longest a burst's last batch waits.
-SERVICE_INTERVAL_S = 0.002
+#: How long the publisher's own thread lets a burst's batch fill before sending it: the longest
+#: a burst's last batch waits.
+BATCH_LINGER_S = 0.002
+#: How often the thread services an idle publisher (subscriptions answered, heartbeats on
+#: time): rarely enough that it seldom holds the GIL when a lone message arrives.
+IDLE_INTERVAL_S = 0.02
 
 _SUBSCRIBE = b"\x01"
 _UNSUBSCRIBE = b"\x00"
@@ -155,6 +159,8 @@ class Publisher:
             self._replay_endpoint = f"tcp://{replay_advertise}:{port}"
         self._closed = False
         self._stopping = threading.Event()
+        #: Set when a batch starts: the thread sends it after `BATCH_LINGER_S`.
+        self._batch_started = threading.Event()
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(
@@ -241,6 +247,8 @@ class Publisher:
             batch = self._batch = _Batch(
                 channel, topic_frame, self._prefixes[topic_frame], sequence, sent_ns
             )
+            if self._thread is not None:
+                self._batch_started.set()
         batch.payloads.append(payload)
         batch.size += len(payload)
         if len(batch.payloads) >= self._batch_messages or batch.size >= self._batch_bytes:
@@ -281,7 +289,10 @@ class Publisher:
             self._service(now_ns)
 
     def _serve_forever(self) -> None:
-        while not self._stopping.wait(SERVICE_INTERVAL_S):
+        while not self._stopping.is_set():
+            if self._batch_started.wait(IDLE_INTERVAL_S):
+                self._batch_started.clear()
+                self._stopping.wait(BATCH_LINGER_S)  # the burst's batch fills meanwhile
             with self._lock:
                 if self._closed:
                     return
@@ -364,6 +375,7 @@ class Publisher:
     def close(self) -> None:
         """Send what is waiting, stop the publisher's thread, close its sockets."""
         self._stopping.set()
+        self._batch_started.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
