@@ -6,11 +6,12 @@ coalescing of back-to-back messages to one topic into one frame) and `Subscriber
 sequence, freshness, guard, handler). The ceilings are what a user would hand-roll, over the
 same tcp loopback transport, each message ONE frame (topic prefix + payload):
 
-- codec: pyzmq moving pre-encoded frames, the subscriber slicing off the topic and decoding
-  the payload with msgspec's typed decoder (the array-like Struct): no header, no sequence,
-  no identity, no guard, no handler dispatch. The goals are ratios to it;
+- codec: pyzmq with msgspec: the publisher encodes each message and sends topic + payload as
+  one frame, the subscriber slices off the topic and decodes the payload with msgspec's typed
+  decoder (the array-like Struct): no header, no sequence, no identity, no guard, no handler
+  dispatch, one message per frame. The goals are ratios to it;
 - codec_curve: the same with CURVE on (keys, handshake, encryption: what CURVE costs anyone);
-- transport: pyzmq moving the same pre-encoded frames, nothing decoded.
+- transport: pyzmq moving pre-encoded one-message frames, nothing encoded or decoded.
 
 `curve` is ours with CURVE on (every link authenticated and encrypted, each frame's sender
 checked against its connection's identity); its ratios are to `codec_curve`.
@@ -174,9 +175,14 @@ def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> No
     conn.send("ready")
     conn.recv()
     send = sock.send
-    frame = SIG + encode(signal)
-    for _ in range(count):
-        send(frame)
+    if mode == "transport":
+        frame = SIG + encode(signal)
+        for _ in range(count):
+            send(frame)
+    else:
+        bare = msgspec.msgpack.Encoder().encode
+        for _ in range(count):
+            send(SIG + bare(signal))
     conn.send(0)
     conn.recv()
     sock.close()
@@ -232,9 +238,10 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
             send(reply)
     else:
         decode = _decoder(type(fast_signals()))
+        bare = msgspec.msgpack.Encoder().encode
         for _ in range(count):
             decode(recv(), len(SIG))
-            send(reply)
+            send(CMD + bare(command))
     conn.recv()
     sub.close()
     pub.close()
@@ -359,9 +366,10 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int, keys: st
             samples.append(clock() - started)
     else:
         decode = _decoder(AdaptationCommand)
+        bare = msgspec.msgpack.Encoder().encode
         for _ in range(count):
             started = clock()
-            send(frame)
+            send(SIG + bare(signal))
             decode(recv(), len(CMD))
             samples.append(clock() - started)
     conn.send("done")
