@@ -6,7 +6,8 @@ each sender's offset is learned from its own traffic: `sent - received` is the o
 the transit time, and its maximum over recent messages is the offset minus the fastest transit.
 A message's age is then how much slower than that fastest transit it came: queueing and delay,
 whatever the two clocks say. The maximum is kept over two windows, so a clock stepped back is
-forgiven within two windows.
+forgiven within two windows. A sender's new incarnation (a restart, perhaps with its clock
+set anew) starts its offset afresh: what its earlier life's clock said is no guide.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ WINDOW_NS = 30_000_000_000
 
 @dataclass(slots=True)
 class _Offset:
+    incarnation: int
     current: int
     previous: int
     started: int
@@ -32,14 +34,17 @@ class ClockOffsets:
         self._max = max_senders
         self._window = window_ns
 
-    def age(self, sender: str, sent_ns: int, received_ns: int) -> int:
-        """Observe one message of `sender` and return its age in ns, skew taken out (>= 0)."""
+    def age(self, sender: str, incarnation: int, sent_ns: int, received_ns: int) -> int:
+        """Observe one message of `sender`'s `incarnation` and return its age in ns, skew
+        taken out (>= 0)."""
         seen = sent_ns - received_ns
         offset = self._offsets.get(sender)
-        if offset is None:
-            if len(self._offsets) >= self._max:
+        if offset is None or incarnation > offset.incarnation:
+            if offset is None and len(self._offsets) >= self._max:
                 del self._offsets[next(iter(self._offsets))]
-            offset = self._offsets[sender] = _Offset(seen, seen, received_ns)
+            offset = self._offsets[sender] = _Offset(incarnation, seen, seen, received_ns)
+        elif incarnation < offset.incarnation:  # an earlier life's straggler teaches nothing
+            return max(0, max(offset.current, offset.previous) - seen)
         elif received_ns - offset.started >= self._window:
             offset.previous, offset.current, offset.started = offset.current, seen, received_ns
         elif seen > offset.current:

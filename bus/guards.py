@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from bus.pipeline import Envelope
+from bus.sequence import MAX_STREAMS
 from leyline import (
     AdaptationCommand,
     CommandType,
@@ -18,6 +21,8 @@ from leyline import (
     Verdict,
 )
 from leyline.telemetry import SeedStageChanged
+
+_log = structlog.get_logger("leyline.bus")
 
 
 def _refusal(verdict: Verdict) -> ContractError | None:
@@ -72,12 +77,25 @@ class CommandGuard:
 
 
 class TransitionGuard:
-    """Checks the stage changes workers report (events and state reports) and records them."""
+    """Checks the stage changes workers report (events and state reports) and records them.
+
+    Its view of a worker's slots is only as good as the reports it saw. A hole in a sender's
+    stream (a sequence skipped, or a new incarnation) means reports were missed for good,
+    as across a partition longer than a connection survives, and a subscriber keeps no
+    replay of them; judged against that stale view every later report of the slot would be
+    refused. So at a hole the guard forgets the sender's stages (counted in `resyncs`) and
+    takes them afresh from its reports, which the worker's own guard already judged.
+    """
 
     def __init__(self, lifecycle: LifecycleGuard | None = None) -> None:
         self.lifecycle = lifecycle or LifecycleGuard()
+        #: (sender, topic) -> the (incarnation, sequence) last judged.
+        self._streams: dict[tuple[str, bytes], tuple[int, int]] = {}
+        #: Times a hole in a sender's stream made the guard forget its stages.
+        self.resyncs = 0
 
     def __call__(self, envelope: Envelope[Any]) -> ContractError | None:
+        self._follow(envelope)
         message = envelope.message
         worker = envelope.header.sender
         if isinstance(message, TelemetryEvent) and isinstance(message.payload, SeedStageChanged):
@@ -87,6 +105,22 @@ class TransitionGuard:
         if isinstance(message, SeedStateReport) and message.previous_stage != message.stage:
             return self._judge(worker, message.slot_id, message.previous_stage, message.stage)
         return None
+
+    def _follow(self, envelope: Envelope[Any]) -> None:
+        """Forget the sender's stages when this message comes after a hole in its stream."""
+        header = envelope.header
+        key = (header.sender, envelope.topic)
+        last = self._streams.get(key)
+        if last is None and len(self._streams) >= MAX_STREAMS:
+            del self._streams[next(iter(self._streams))]  # bounded under many senders
+        self._streams[key] = (header.incarnation, header.sequence)
+        if last is None:
+            return
+        incarnation, sequence = last
+        if header.incarnation != incarnation or header.sequence > sequence + 1:
+            self.lifecycle.forget(header.sender)
+            self.resyncs += 1
+            _log.info("stage view resynced", sender=header.sender, after=sequence)
 
     def _judge(
         self, worker: str, slot: str, from_stage: SeedStage, to_stage: SeedStage

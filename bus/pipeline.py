@@ -199,7 +199,7 @@ class Pipeline:
         if control or replay:
             if channel is Channel.SIG and self._max_age is not None:
                 # Heartbeats teach the sender's clock offset before its first signal.
-                self.clocks.age(sender, header.sent_ns, self._clock())
+                self.clocks.age(sender, header.incarnation, header.sent_ns, self._clock())
             return self._unsequenced(channel, scope, topic_frame, header, messages)
         return self._sequenced(channel, scope, topic_frame, header, messages)
 
@@ -249,7 +249,7 @@ class Pipeline:
                     self.metrics.restarts += 1
             if self._max_age is not None and channel is Channel.SIG:
                 if age < 0:  # one send time per frame: aged once
-                    age = self.clocks.age(sender, header.sent_ns, self._clock())
+                    age = self.clocks.age(sender, incarnation, header.sent_ns, self._clock())
                 if age > self._max_age:
                     stale = ContractError(
                         RejectReason.STALE,

@@ -109,7 +109,7 @@ class Publisher:
     ) -> None:
         self.sender_id = sender_id
         self._sender = sender_id.encode()
-        self.incarnation = incarnation if incarnation is not None else time.time_ns()
+        self.incarnation = incarnation if incarnation is not None else clock()
         self._context = context or zmq.Context.instance()
         self._lock = threading.Lock()
         self._socket = SocketGroup(self._context, "xpub", options, security)

@@ -87,6 +87,7 @@ class Subscriber:
         security: Curve | None = None,
         max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
         inbox: int = INBOX_SIZE,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         wanted = list(subscribe)
         self.channels = sorted({channel for channel, _ in wanted})
@@ -99,6 +100,7 @@ class Subscriber:
             metrics=self.metrics,
             identity=None if security is None else IdentityPolicy(security.trust),
             max_clock_skew_s=max_clock_skew_s,
+            clock=clock,
         )
         self._context = context or zmq.Context.instance()
         # Data prefixes first, control topics last: a control message received proves every

@@ -23,9 +23,7 @@ ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
 
 #: A ZeroMQ endpoint: `tcp://host:port`, `ipc://path` or `inproc://name`. A connect address
 #: names the identity whose key it pins first: `controller@tcp://host:port`.
-Address = Annotated[
-    str, msgspec.Meta(pattern=r"^([A-Za-z0-9_\-:]{1,64}@)?(tcp|ipc|inproc)://\S+$")
-]
+Address = Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9_\-:]{1,64}@)?(tcp|ipc|inproc)://\S+$")]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
@@ -35,6 +33,18 @@ Rate = Annotated[float, msgspec.Meta(gt=0.0, le=10.0)]
 HostName = Annotated[
     str, msgspec.Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9_.\-]+)$")
 ]
+#: The host families: `cnn` (digits) or `transformer` (generated text).
+Topology = Literal["cnn", "transformer"]
+#: A built-in policy, `module` (a whole torch.save'd module in the checkpoint), or an import
+#: path `package.module:name` of a policy factory or class.
+PolicyName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^(heuristic|mlp|module|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$", min_length=1),
+]
+POLICY_HELP = (
+    "heuristic, mlp, module (a torch.save'd module in --checkpoint) or package.module:name "
+    "(your policy factory or class, weights optionally from --checkpoint)"
+)
 #: The bus's topic-scope rule: a worker id is a topic scope.
 WorkerId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-:]{1,64}$")]
 
@@ -80,11 +90,15 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return SocketOptions(send_hwm=self.send_hwm, receive_hwm=self.receive_hwm)
 
 
+_RELAYS = "also subscribe through these proxies' backends (proxy@tcp://host:port)"
+
+
 class SinkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where the telemetry sink listens and how it batches writes to SQLite."""
 
     intake: Annotated[Address, _help("the sink's subscriber binds here")] = "tcp://127.0.0.1:5552"
     db: Annotated[FilePath, _help("SQLite database file")] = "leyline-data/sink.db"
+    relays: Annotated[tuple[Address, ...], _help(_RELAYS)] = ()
     batch_size: Annotated[PositiveInt, _help("rows per transaction at most")] = 256
     flush_interval_s: Annotated[Seconds, _help("longest wait before a batch is written")] = 0.2
 
@@ -97,12 +111,15 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     sink: Annotated[Address, _help("publisher also connects to the sink here")] = (
         "sink@tcp://127.0.0.1:5552"
     )
+    relays: Annotated[tuple[Address, ...], _help(_RELAYS)] = ()
     device: Annotated[
         str, msgspec.Meta(pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="torch device")
     ] = "auto"
-    policy: Annotated[Literal["heuristic", "mlp"], _help("which policy decides")] = "heuristic"
-    checkpoint: Annotated[FilePath | None, _help("MLP policy checkpoint file")] = None
-    topology: Annotated[Literal["cnn", "transformer"], _help("host family")] = "cnn"
+    policy: Annotated[PolicyName, _help(POLICY_HELP)] = "heuristic"
+    checkpoint: Annotated[FilePath | None, _help("policy checkpoint file (mlp, module, own)")] = (
+        None
+    )
+    topology: Annotated[Topology, _help("host family")] = "cnn"
     max_batch: Annotated[PositiveInt, _help("signals per inference batch at most")] = 64
     max_wait_ms: Annotated[
         float, msgspec.Meta(ge=0.0, le=10_000.0, description="longest wait to fill a batch")
@@ -126,6 +143,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ] = ("controller@tcp://127.0.0.1:5551", "sink@tcp://127.0.0.1:5552")
     epochs: Annotated[PositiveInt, _help("epochs to train")] = 30
     data_dir: Annotated[FilePath, _help("checkpoints and data live here")] = "leyline-data"
+    topology: Annotated[Topology, _help("host: cnn on digits, transformer on generated text")] = (
+        "cnn"
+    )
     seed: Annotated[int, msgspec.Meta(ge=0, description="fixes every random choice")] = 0
     batch_size: Annotated[PositiveInt, _help("training batch size")] = 64
     lr: Annotated[Rate, _help("host learning rate (Adam)")] = 3e-3
@@ -141,12 +161,13 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     workers: Annotated[PositiveInt, _help("training workers to start")] = 2
     epochs: Annotated[PositiveInt, _help("epochs each worker trains")] = 30
     data_dir: Annotated[FilePath, _help("every service's files go here")] = "leyline-data"
+    topology: Annotated[Topology, _help("host family of every worker and the controller")] = "cnn"
+    policy: Annotated[PolicyName, _help(POLICY_HELP)] = "heuristic"
+    checkpoint: Annotated[FilePath | None, _help("the controller's policy checkpoint file")] = None
     resume: Annotated[bool, _help("continue the run in data_dir instead of starting a new one")] = (
         False
     )
-    insecure: Annotated[bool, _help("plaintext, unauthenticated links: for debugging only")] = (
-        False
-    )
+    insecure: Annotated[bool, _help("plaintext, unauthenticated links: for debugging only")] = False
 
 
 #: Every section a TOML file may hold, and the settings it configures.

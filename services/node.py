@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,11 +28,38 @@ from leyline.telemetry import ContractViolation, PeerLiveness
 _log = structlog.get_logger("leyline.node")
 
 
+class Transport(Protocol):
+    """Where a node's publisher and subscriber come from: the real sockets (`SocketBus`) or
+    `bus.testing.InProcessBus`, whose endpoints share one context over inproc://."""
+
+    def publisher(self, sender_id: str, **options: Any) -> Publisher: ...
+
+    def subscriber(
+        self, subscribe: Iterable[tuple[Channel, str | None]], **options: Any
+    ) -> Subscriber: ...
+
+
+class SocketBus:
+    """The real bus: endpoints on ZeroMQ's global context, bound and connected by address."""
+
+    def publisher(self, sender_id: str, **options: Any) -> Publisher:
+        return Publisher(None, sender_id, **options)
+
+    def subscriber(
+        self, subscribe: Iterable[tuple[Channel, str | None]], **options: Any
+    ) -> Subscriber:
+        return Subscriber([], subscribe, **options)
+
+
 class Node:
     """One process on the bus: a publisher, a subscriber, and the loop that services both.
 
     Rejections and peers going silent become telemetry events of this node (rate-limited, so
-    a hostile flood cannot turn into a telemetry flood), so the sink records them.
+    a hostile flood cannot turn into a telemetry flood), so the sink records them. `bus` makes
+    the endpoints (default: real sockets); with an `InProcessBus` a whole service runs in one
+    process, connected with `InProcessBus.connect(node.publisher, other.subscriber)`.
+    `incarnation` (default: the clock's time) and `clock` (send times, ages) are the
+    service's own (`services.clock`): a restart on a host whose clock went back stays later.
     """
 
     def __init__(
@@ -54,14 +83,17 @@ class Node:
         replay_advertise: str | None = None,
         replay_store: Path | None = None,
         security: Curve | None = None,
+        bus: Transport | None = None,
+        incarnation: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
+        bus = bus or SocketBus()
         self.subscriber_options = options
         self.node_id = node_id
         #: How this node's sockets authenticate (None: plaintext, nothing authenticated).
         self.security = security
-        self.publisher = Publisher(
-            None,
+        self.publisher = bus.publisher(
             node_id,
             heartbeat_interval_s=heartbeat_s,
             options=options,
@@ -70,19 +102,21 @@ class Node:
             replay_advertise=replay_advertise,
             replay_store=replay_store,
             security=security,
+            incarnation=incarnation,
+            clock=clock,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)
         for address in publish_connect:
             self.publisher.attach(address, bind=False)
-        self.subscriber = Subscriber(
-            [],
+        self.subscriber = bus.subscriber(
             subscribe,
             guards=guards,
             max_signal_age_s=max_signal_age_s,
             stale_after_s=stale_after_s,
             options=options,
             security=security,
+            clock=clock,
         )
         for address in subscribe_bind:
             self.subscriber.attach(address, bind=True)

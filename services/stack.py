@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -75,14 +75,38 @@ def stack_identities(workers: int) -> dict[str, Role]:
     return wanted
 
 
+class StackModel(msgspec.Struct, frozen=True, kw_only=True):
+    """What the stack trains and who decides: the host family and the controller's policy."""
+
+    topology: str = "cnn"
+    policy: str = "heuristic"
+    checkpoint: str | None = None
+
+    def controller_env(self) -> dict[str, str]:
+        env = {
+            "LEYLINE_CONTROLLER_TOPOLOGY": self.topology,
+            "LEYLINE_CONTROLLER_POLICY": self.policy,
+        }
+        if self.checkpoint is not None:
+            env["LEYLINE_CONTROLLER_CHECKPOINT"] = str(Path(self.checkpoint).resolve())
+        return env
+
+
 def plan_stack(
-    workers: int, epochs: int, data_dir: str, seed: int = 0, insecure: bool = False
+    workers: int,
+    epochs: int,
+    data_dir: str,
+    seed: int = 0,
+    insecure: bool = False,
+    model: StackModel | None = None,
 ) -> StackPlan:
     """Assign free ports and build each service's environment.
 
     Every service authenticates with its key from `<data_dir>/keys` (see `leyline keys`),
-    unless `insecure`; connect addresses name the identity whose key they pin.
+    unless `insecure`; connect addresses name the identity whose key they pin. `model` sets
+    the workers' and the controller's topology and the controller's policy.
     """
+    model = model or StackModel()
     commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
     data = Path(data_dir)
     bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
@@ -106,6 +130,7 @@ def plan_stack(
                 "LEYLINE_CONTROLLER_INTAKE": controller_intake,
                 "LEYLINE_CONTROLLER_SINK": f"sink@{sink_intake}",
                 "LEYLINE_CONTROLLER_JOURNAL": str(data / "controller-journal.db"),
+                **model.controller_env(),
             },
         ),
     ]
@@ -124,6 +149,7 @@ def plan_stack(
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
                     "LEYLINE_WORKER_SEED": str(seed + index),
+                    "LEYLINE_WORKER_TOPOLOGY": model.topology,
                 },
             )
         )
@@ -253,14 +279,23 @@ class Stack:
 
 
 def spawn_service(
-    data_dir: str, name: str, command: str, env: dict[str, str], mode: str = "wb"
+    data_dir: str,
+    name: str,
+    command: str,
+    env: dict[str, str],
+    mode: str = "wb",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`."""
+    """`leyline <command>` as a process, its output in `<data_dir>/logs/<name>.log`.
+
+    `prefix` runs it through another command that then executes it in place (the same
+    process), such as `ip netns exec <host>` to run it on a namespace host.
+    """
     logs = Path(data_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = (logs / f"{name}.log").open(mode)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", command],
+        [*prefix, sys.executable, "-m", "services.cli", command],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

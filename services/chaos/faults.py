@@ -44,6 +44,10 @@ class FaultInjector:
             self.stack.kill(name)
             self.wait(fault.hold_s)
             self.stack.launch(name)
+        elif fault.kind is FaultKind.PARTITION:
+            self.stack.cut(name)
+            self.wait(fault.hold_s)
+            self.stack.heal(name)
         else:
             self.stack.pause(name)
             self.wait(fault.hold_s)

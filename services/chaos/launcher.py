@@ -1,4 +1,5 @@
-"""The local stack with each service under the fault injector's hand: start, kill, pause."""
+"""The stack with each service under the fault injector's hand: start, kill, pause, and (on
+namespace hosts) partition."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 from collections.abc import Iterable, Mapping
 
+from services.chaos.netns import Host
 from services.stack import Stack, StackPlan, spawn_service
 
 #: Services that are not workers.
@@ -17,10 +19,18 @@ class ChaosStack(Stack):
 
     A restarted service runs the same command with the same environment as the first time,
     so it finds its journal, checkpoint or database where it left them; its log is appended.
+    With `hosts` (service -> its namespace host) each service runs on its host, whose cable
+    `cut` unplugs and `heal` plugs back in.
     """
 
-    def __init__(self, plan: StackPlan, env: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        plan: StackPlan,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+        hosts: Mapping[str, Host] | None = None,
+    ) -> None:
         super().__init__(plan)
+        self.hosts = dict(hosts or {})
         self._commands = {name: (command, dict(base)) for name, command, base in plan.services}
         for name, extra in (env or {}).items():
             self._commands[name][1].update(extra)
@@ -44,7 +54,9 @@ class ChaosStack(Stack):
         if self.alive(name):
             raise RuntimeError(f"{name} is already running")
         command, env = self._commands[name]
-        process, log = spawn_service(self.plan.data_dir, name, command, env, "ab")
+        host = self.hosts.get(name)
+        prefix = () if host is None else host.argv(())
+        process, log = spawn_service(self.plan.data_dir, name, command, env, "ab", prefix)
         self._logs.append(log)
         self.processes[name] = process
         self.starts[name] += 1
@@ -69,6 +81,13 @@ class ChaosStack(Stack):
 
     def resume(self, name: str) -> None:
         os.kill(self.processes[name].pid, signal.SIGCONT)
+
+    def cut(self, name: str) -> None:
+        """Unplug `name`'s host from the network: it runs on, and nothing reaches it."""
+        self.hosts[name].cut()
+
+    def heal(self, name: str) -> None:
+        self.hosts[name].heal()
 
     def crashed(self) -> list[str]:
         """Services that exited on their own with a non-zero status (not killed by us)."""

@@ -12,10 +12,12 @@ import msgspec
 
 from services.chaos.checker import RunFiles, Verdict, check, unaccounted_events
 from services.chaos.faults import FaultInjector
+from services.chaos.hosts import on_hosts
 from services.chaos.launcher import INFRASTRUCTURE, ChaosStack
 from services.chaos.memory import MemoryWatch
+from services.chaos.netns import Network, network
 from services.chaos.policy import write_restless_policy
-from services.chaos.schedule import Fault, random_schedule
+from services.chaos.schedule import LOCAL_KINDS, Fault, FaultKind, random_schedule
 from services.controller.journal import CommandJournal
 from services.sink.schema import StoreError
 from services.stack import plan_stack
@@ -40,6 +42,17 @@ class ChaosSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_rss_mib: float = 1024.0
     #: Calm after the last fault before the stack is stopped, so repairs and resends finish.
     settle_s: float = 6.0
+    #: Each service on a network-namespace host of its own (root and iproute2), so that
+    #: partitions can be among the faults.
+    namespaces: bool = False
+    #: What faults are drawn from; a partition needs `namespaces`.
+    kinds: tuple[FaultKind, ...] = LOCAL_KINDS
+    #: How long a partition lasts, at least and at most (seconds).
+    partition_s: tuple[float, float] = (5.0, 30.0)
+
+    def __post_init__(self) -> None:
+        if FaultKind.PARTITION in self.kinds and not self.namespaces:
+            raise ValueError("partition faults need namespace hosts (namespaces=True)")
 
 
 class ChaosResult(msgspec.Struct, kw_only=True):
@@ -94,14 +107,25 @@ def build_stack(
     data_dir: Path,
     extra_env: Mapping[str, Mapping[str, str]] | None = None,
     epochs: int = ENDLESS_EPOCHS,
+    hosts: Network | None = None,
 ) -> ChaosStack:
-    """A chaos stack in `data_dir` (not started); `extra_env` overrides per service."""
+    """A chaos stack in `data_dir` (not started); `extra_env` overrides per service. On
+    `hosts` each service runs on the host of its name."""
     plan = plan_stack(settings.workers, epochs, str(data_dir), settings.seed)
+    placed = None
+    if hosts is not None:
+        placed = {name: hosts[name] for name, _, _ in plan.services}
+        plan = on_hosts(plan, {name: host.address for name, host in placed.items()})
     workers = [name for name, command, _ in plan.services if command == "worker"]
     env = service_env(settings, data_dir, workers)
     for name, extra in (extra_env or {}).items():
         env[name].update(extra)
-    return ChaosStack(plan, env)
+    return ChaosStack(plan, env, placed)
+
+
+def service_names(workers: int) -> list[str]:
+    """The services of a chaos stack of `workers` workers, in start order."""
+    return [*INFRASTRUCTURE, *(f"w{index}" for index in range(1, workers + 1))]
 
 
 def workers_training(stack: ChaosStack) -> Callable[[], bool]:
@@ -177,11 +201,30 @@ def run_chaos(
     data_dir: Path,
     on_fault: Callable[[int, Fault], None] | None = None,
 ) -> ChaosResult:
-    """Run the stack under `settings.faults` random faults, stop it cleanly, check it."""
+    """Run the stack under `settings.faults` random faults, stop it cleanly, check it; with
+    `settings.namespaces`, each service on a namespace host of its own."""
+    if not settings.namespaces:
+        return _run(settings, data_dir, on_fault, None)
+    with network(service_names(settings.workers)) as hosts:
+        return _run(settings, data_dir, on_fault, hosts)
+
+
+def _run(
+    settings: ChaosSettings,
+    data_dir: Path,
+    on_fault: Callable[[int, Fault], None] | None,
+    hosts: Network | None,
+) -> ChaosResult:
     started = time.monotonic()
-    stack = build_stack(settings, data_dir)
+    stack = build_stack(settings, data_dir, hosts=hosts)
     injector = FaultInjector(stack, MemoryWatch())
-    schedule = random_schedule(settings.faults, stack.worker_names, random.Random(settings.seed))
+    schedule = random_schedule(
+        settings.faults,
+        stack.worker_names,
+        random.Random(settings.seed),
+        kinds=settings.kinds,
+        partition_s=settings.partition_s,
+    )
     try:
         stack.start()
         if not injector.wait_until(workers_training(stack), 120.0):

@@ -16,6 +16,9 @@ class FaultKind(enum.StrEnum):
     KILL = "kill"
     #: SIGSTOP for `hold_s`, then SIGCONT: a process that is alive but silent.
     PAUSE = "pause"
+    #: Its host's cable unplugged for `hold_s`, then plugged back: a process alive and busy
+    #: that nothing reaches (only when each service runs on a namespace host of its own).
+    PARTITION = "partition"
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -38,7 +41,12 @@ _WEIGHTS: dict[tuple[FaultKind, str], float] = {
     (FaultKind.PAUSE, "worker"): 1.5,
     (FaultKind.PAUSE, "controller"): 0.5,
     (FaultKind.PAUSE, "sink"): 0.5,
+    (FaultKind.PARTITION, "worker"): 1.5,
+    (FaultKind.PARTITION, "controller"): 0.5,
+    (FaultKind.PARTITION, "sink"): 0.5,
 }
+#: The kinds a local stack can suffer (a partition needs hosts of their own).
+LOCAL_KINDS = (FaultKind.KILL, FaultKind.PAUSE)
 
 
 def random_schedule(
@@ -46,21 +54,30 @@ def random_schedule(
     workers: Sequence[str],
     rng: random.Random,
     *,
+    kinds: Sequence[FaultKind] = LOCAL_KINDS,
     hold_s: tuple[float, float] = (0.2, 2.5),
+    partition_s: tuple[float, float] = (5.0, 30.0),
     quiet_s: tuple[float, float] = (1.0, 4.0),
 ) -> list[Fault]:
-    """`count` faults drawn from `rng`: the same seed gives the same schedule."""
-    choices = list(_WEIGHTS)
-    weights = list(_WEIGHTS.values())
+    """`count` faults of `kinds` drawn from `rng`: the same seed gives the same schedule.
+
+    A partition is held for `partition_s` (longer than a peer takes to go stale and a
+    connection's heartbeat to time out, so links really drop), the others for `hold_s`.
+    """
+    choices = [choice for choice in _WEIGHTS if choice[0] in kinds]
+    if not choices:
+        raise ValueError("no fault kind to draw from")
+    weights = [_WEIGHTS[choice] for choice in choices]
     faults = []
     for _ in range(count):
         kind, role = rng.choices(choices, weights)[0]
         service = rng.choice(list(workers)) if role == "worker" else role
+        held = partition_s if kind is FaultKind.PARTITION else hold_s
         faults.append(
             Fault(
                 kind,
                 service,
-                round(rng.uniform(*hold_s), 2),
+                round(rng.uniform(*held), 2),
                 round(rng.uniform(*quiet_s), 2),
             )
         )

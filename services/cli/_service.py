@@ -13,6 +13,7 @@ import structlog
 from bus import Channel, SemanticGuard
 from bus.security import Curve, SecurityError
 from services.addresses import replay_addresses
+from services.clock import next_incarnation, service_clock
 from services.config import (
     BusConfig,
     ConfigError,
@@ -80,14 +81,17 @@ def make_node(
     subscribe_bind: Sequence[str] = (),
     subscribe_connect: Sequence[str] = (),
     guards: Mapping[Channel, SemanticGuard] | None = None,
+    state_dir: Path,
     replay_store: Path | None = None,
 ) -> Node:
     """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM.
 
     With `replay_store` its replay window is durable: a restarted node can still replay what
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
+    Its incarnation is kept in `state_dir`, so a restart is a later one whatever the clock does.
     """
     replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
+    clock = service_clock()
     node = Node(
         node_id,
         security=node_security(node_id, bus),
@@ -106,6 +110,8 @@ def make_node(
         replay_address=replay_address,
         replay_advertise=replay_advertise,
         replay_store=replay_store,
+        incarnation=next_incarnation(state_dir / "incarnations" / node_id, clock),
+        clock=clock,
     )
     node.handle_signals()
     return node

@@ -11,11 +11,9 @@ import structlog
 from bus import Channel, TransitionGuard
 from services.cli._service import add_service_parser, load_service, make_node
 from services.config import ControllerConfig
-from services.controller.heuristic import HeuristicPolicy
 from services.controller.inference import InferenceLoop
 from services.controller.journal import CommandJournal
-from services.controller.layout import ActionLayout
-from services.controller.mlp import MlpPolicy
+from services.controller.loading import load_policy
 from services.controller.policy import ControlPolicy
 from services.controller.process import Controller
 
@@ -26,16 +24,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def build_policy(config: ControllerConfig) -> ControlPolicy:
-    """The configured policy: the spec's heuristic, or an MLP from its checkpoint."""
-    if config.policy == "mlp":
-        if config.checkpoint is None:
-            raise SystemExit("leyline controller: --policy mlp needs --checkpoint FILE")
-        return MlpPolicy.load(config.checkpoint)
-    return HeuristicPolicy(ActionLayout(config.topology))
+    """The configured policy (see `services.controller.loading`); a bad one is a PolicyError."""
+    return load_policy(config.policy, config.topology, config.checkpoint)
 
 
 def _run(args: argparse.Namespace) -> int:
     config, bus = load_service(ControllerConfig, "controller", args)
+    policy = build_policy(config)  # before any socket: a bad policy is a one-line error
     node = make_node(
         "controller",
         bus,
@@ -43,12 +38,14 @@ def _run(args: argparse.Namespace) -> int:
         publish_bind=[config.commands],
         publish_connect=[config.sink],
         subscribe_bind=[config.intake],
+        subscribe_connect=list(config.relays),
         guards={Channel.REP: TransitionGuard()},
+        state_dir=Path(config.journal).parent,
         replay_store=Path(config.journal).parent / "outbox" / "controller.db",
     )
     device = None if config.device == "auto" else config.device
     loop = InferenceLoop(
-        build_policy(config),
+        policy,
         max_batch=config.max_batch,
         max_wait_s=config.max_wait_ms / 1000,
         device=device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,6 +26,8 @@ def _run(args: argparse.Namespace) -> int:
         bus,
         subscribe=[(channel, None) for channel in AUDITED],
         subscribe_bind=[config.intake],
+        subscribe_connect=list(config.relays),
+        state_dir=Path(config.db).parent,
     )
     log = structlog.get_logger("leyline.sink")
     with TelemetryStore(config.db) as store:

@@ -13,7 +13,7 @@ import msgspec
 from services.config import StackConfig, add_config_file_flag, add_config_flags, config_from_args
 from services.progress import WorkerProgress
 from services.sink import TelemetryStore, build_report, report_as_text
-from services.stack import Stack, archive_previous_run, plan_stack
+from services.stack import Stack, StackModel, archive_previous_run, plan_stack
 
 
 def add_parser(subparsers: Any) -> None:
@@ -40,8 +40,18 @@ class ProgressPrinter:
                 print(worker.line(self._total), flush=True)
 
 
+def _check_policy(config: StackConfig) -> None:
+    """Load the controller's policy here first: a bad one is one line now, not a controller
+    that dies and is restarted while the workers wait. The heuristic cannot be bad."""
+    if config.policy != "heuristic":
+        from services.controller.loading import load_policy  # torch: only when needed
+
+        load_policy(config.policy, config.topology, config.checkpoint)
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(StackConfig, "stack", args)
+    _check_policy(config)
     if not config.resume and (archive := archive_previous_run(config.data_dir)):
         print(f"leyline up: the previous run's files are now in {archive}", flush=True)
     if config.insecure:
@@ -50,7 +60,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    plan = plan_stack(config.workers, config.epochs, config.data_dir, insecure=config.insecure)
+    model = StackModel(topology=config.topology, policy=config.policy, checkpoint=config.checkpoint)
+    plan = plan_stack(
+        config.workers, config.epochs, config.data_dir, insecure=config.insecure, model=model
+    )
     if plan.created_keys:
         keys = Path(config.data_dir) / "keys"
         print(f"leyline up: created CURVE keys for {', '.join(plan.created_keys)} in {keys}")
@@ -64,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     print(
-        f"leyline up: sink, controller and {config.workers} workers, {config.epochs} epochs; "
+        f"leyline up: sink, controller ({config.policy}) and {config.workers} "
+        f"{config.topology} workers, {config.epochs} epochs; "
         f"data and logs in {Path(config.data_dir).resolve()}",
         flush=True,
     )

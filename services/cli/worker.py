@@ -27,6 +27,7 @@ def build_model(config: WorkerConfig) -> WorkerModel:
     """The worker's model from its settings."""
     training = TrainingConfig(
         seed=config.seed,
+        topology=config.topology,
         batch_size=config.batch_size,
         learning_rate=config.lr,
         seed_learning_rate=config.seed_lr,
@@ -50,6 +51,7 @@ def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
         subscribe=[(Channel.CMD, config.id)],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
+        state_dir=Path(config.data_dir),
         replay_store=Path(config.data_dir) / "outbox" / f"{config.id}.db",
     )
     checkpoint = Checkpoint(Path(config.data_dir) / "checkpoints" / f"{config.id}.pt")

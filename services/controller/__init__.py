@@ -10,8 +10,10 @@ from services.controller.heuristic import (
 )
 from services.controller.inference import Decision, InferenceLoop
 from services.controller.layout import ActionLayout
+from services.controller.loading import load_policy
 from services.controller.masks import ActionMasker
 from services.controller.mlp import MlpPolicy
+from services.controller.module_policy import ModulePolicy, PolicyError
 from services.controller.policy import ControlPolicy, DecisionReason, PolicyOutput
 
 __all__ = [
@@ -28,9 +30,12 @@ __all__ = [
     "HeuristicThresholds",
     "InferenceLoop",
     "MlpPolicy",
+    "ModulePolicy",
     "ObservationBatch",
     "PendingSignal",
+    "PolicyError",
     "PolicyOutput",
     "SignalBatcher",
+    "load_policy",
     "pick_device",
 ]

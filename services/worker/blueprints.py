@@ -1,15 +1,21 @@
-"""The CNN seed modules, one per `cnn` blueprint of leyline's catalogue, all shape-preserving.
+"""Seed blueprints per topology: the registry a user extends, and the built-in `cnn` seeds.
 
-Every module maps N x C x H x W to the same shape, so a slot can blend it into the host at any
-alpha. The residual forms start close to the identity, which keeps blending gentle.
+A blueprint is a factory from the slot's feature width to a module that keeps its input's
+shape, so a slot can blend it into the host at any alpha. The built-in CNN modules map
+N x C x H x W to the same shape; their residual forms start close to the identity, which
+keeps blending gentle. Any other topology (the transformer's, a user's own) registers its
+probe shape and its blueprints through `register_topology` and `register_blueprint`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from leyline import DEFAULT_CATALOG, BlueprintSpec
 
 TOPOLOGY = "cnn"
 
@@ -72,28 +78,105 @@ class ConvEnhanceSeed(nn.Module):
         return x + refined
 
 
-#: The module factory for each `cnn` blueprint, keyed by its catalogue name.
-SEED_FACTORIES: Mapping[str, Callable[[int], nn.Module]] = {
-    "norm": NormSeed,
-    "attention": AttentionSeed,
-    "depthwise": DepthwiseSeed,
-    "conv_enhance": ConvEnhanceSeed,
-}
-
-
 class UnknownBlueprintError(KeyError):
     """No seed module is registered under that blueprint name."""
 
 
-def build_seed(blueprint: str, channels: int) -> nn.Module:
-    """A fresh seed module for `blueprint` on `channels`-channel features."""
-    factory = SEED_FACTORIES.get(blueprint)
-    if factory is None:
-        known = ", ".join(sorted(SEED_FACTORIES))
-        raise UnknownBlueprintError(f"no {TOPOLOGY} blueprint {blueprint!r} (known: {known})")
-    return factory(channels)
+#: A seed factory: the feature width at the slot (channels, model width) to a fresh module.
+SeedFactory = Callable[[int], nn.Module]
+#: The shape a topology's seeds are probed with at germination, from the slot's width.
+ProbeShape = Callable[[int], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """A seed module a topology can grow: what builds it and how large it is expected to be."""
+
+    topology: str
+    name: str
+    factory: SeedFactory
+    estimate: int
+    description: str = ""
+
+
+_PROBES: dict[str, ProbeShape] = {}
+_BLUEPRINTS: dict[str, dict[str, Blueprint]] = {}
+
+
+def register_topology(topology: str, probe: ProbeShape) -> None:
+    """Name a host family and the probe its seeds must map to itself (spec 8: a CNN seed is
+    probed with 1 x C x 8 x 8, a transformer seed with 2 x 4 x C)."""
+    _PROBES[topology] = probe
+
+
+def register_blueprint(
+    topology: str, name: str, factory: SeedFactory, estimate: int, *, description: str = ""
+) -> Blueprint:
+    """Let `topology`'s slots grow `name` seeds built by `factory(width)`.
+
+    The blueprint also enters leyline's catalogue, so this process's action enum for the
+    topology (and a policy or controller running in it) offers it, ordered by `estimate`.
+    Registering a name again replaces it.
+    """
+    if topology not in _PROBES:
+        known = ", ".join(sorted(_PROBES))
+        raise ValueError(f"unknown topology {topology!r}: register_topology first ({known})")
+    spec = BlueprintSpec(
+        name=name, topology=topology, param_estimate=estimate, description=description
+    )
+    blueprint = Blueprint(topology, name, factory, estimate, description)
+    DEFAULT_CATALOG.register(spec)
+    _BLUEPRINTS.setdefault(topology, {})[name] = blueprint
+    return blueprint
+
+
+def unregister_blueprint(topology: str, name: str) -> None:
+    """Forget a blueprint here and in leyline's catalogue."""
+    del _BLUEPRINTS[topology][name]
+    DEFAULT_CATALOG.unregister(topology, name)
+
+
+def blueprints(topology: str) -> list[Blueprint]:
+    """The topology's blueprints, ascending by estimate (ties by name), as the actions are."""
+    found = _BLUEPRINTS.get(topology, {}).values()
+    return sorted(found, key=lambda b: (b.estimate, b.name))
+
+
+def probe_shape(topology: str, width: int) -> tuple[int, ...]:
+    """The tensor shape a new `topology` seed on `width` features is checked against."""
+    probe = _PROBES.get(topology)
+    if probe is None:
+        raise UnknownBlueprintError(f"no topology {topology!r} (known: {', '.join(_PROBES)})")
+    return probe(width)
+
+
+def build_seed(blueprint: str, channels: int, topology: str = TOPOLOGY) -> nn.Module:
+    """A fresh seed module for `blueprint` on `channels`-wide features of `topology`."""
+    registered = _BLUEPRINTS.get(topology, {})
+    found = registered.get(blueprint)
+    if found is None:
+        known = ", ".join(sorted(registered))
+        raise UnknownBlueprintError(f"no {topology} blueprint {blueprint!r} (known: {known})")
+    return found.factory(channels)
 
 
 def parameter_count(module: nn.Module) -> int:
     """How many numbers `module` adds to the model."""
     return sum(p.numel() for p in module.parameters())
+
+
+def _register_builtin(name: str, factory: SeedFactory) -> None:
+    """A `cnn` seed of leyline's catalogue, with the catalogue's estimate and description."""
+    spec = next(s for s in DEFAULT_CATALOG.blueprints(TOPOLOGY) if s.name == name)
+    register_blueprint(TOPOLOGY, name, factory, spec.param_estimate, description=spec.description)
+
+
+register_topology(TOPOLOGY, lambda channels: (1, channels, 8, 8))
+register_topology("transformer", lambda width: (2, 4, width))
+for _name, _factory in (
+    ("norm", NormSeed),
+    ("attention", AttentionSeed),
+    ("depthwise", DepthwiseSeed),
+    ("conv_enhance", ConvEnhanceSeed),
+):
+    _register_builtin(_name, _factory)

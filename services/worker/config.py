@@ -36,12 +36,19 @@ class LifecycleConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TrainingConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """The trainer's data, model and optimiser settings; `seed` fixes every random choice."""
+    """The trainer's data, model and optimiser settings; `seed` fixes every random choice.
+
+    `topology` picks the host: `cnn` (digits, `channels`) or `transformer` (generated text,
+    `width` and `context`).
+    """
 
     seed: int = 0
+    topology: Literal["cnn", "transformer"] = "cnn"
     batch_size: PositiveInt = 64
     val_fraction: Fraction = 0.2
     channels: tuple[PositiveInt, PositiveInt, PositiveInt] = (16, 32, 64)
+    width: PositiveInt = 64
+    context: PositiveInt = 32
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: Rate = 3e-3
     seed_learning_rate: Rate = 3e-3

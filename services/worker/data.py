@@ -15,8 +15,12 @@ NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
-class DigitsSplit:
-    """Train and validation tensors: images N x 1 x 8 x 8 in [0, 1], labels N (int64)."""
+class DataSplit:
+    """Train and validation tensors, inputs `*_x` and integer targets `*_y`.
+
+    Digits: images N x 1 x 8 x 8 in [0, 1], labels N. Text: token windows N x T, next tokens
+    N x T. A loss over the last axis of the model's output covers both.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -47,7 +51,7 @@ def _stratified_indices(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def load_digits_split(seed: int = 0, val_fraction: float = 0.2) -> DigitsSplit:
+def load_digits_split(seed: int = 0, val_fraction: float = 0.2) -> DataSplit:
     """The digits set split train/validation, stratified by class and fixed by `seed`."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -55,7 +59,7 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.2) -> DigitsSplit:
     train, val = _stratified_indices(labels, val_fraction, seed)
     images = torch.from_numpy(pixels).reshape(-1, 1, 8, 8)
     targets = torch.from_numpy(labels)
-    return DigitsSplit(
+    return DataSplit(
         train_x=images[train].clone(),
         train_y=targets[train].clone(),
         val_x=images[val].clone(),
@@ -64,11 +68,11 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.2) -> DigitsSplit:
 
 
 def shuffled_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+    inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches in an order drawn from `generator`, so equal generator states give equal
     epochs; the last batch may be short."""
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(targets), generator=generator)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        yield images[index], labels[index]
+        yield inputs[index], targets[index]

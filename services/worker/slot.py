@@ -26,7 +26,7 @@ from leyline._types import utc_now
 from leyline.telemetry import GradientAnomaly
 from services.worker import events, records
 from services.worker.blending import blend, blend_alpha, isolated
-from services.worker.blueprints import build_seed, parameter_count
+from services.worker.blueprints import TOPOLOGY, build_seed, parameter_count
 from services.worker.config import LifecycleConfig
 from services.worker.gradients import SeedHealth, reaches_parameter
 
@@ -69,26 +69,54 @@ class SeedSlot(nn.Module):
 
     def __init__(
         self,
-        worker_id: str,
         slot_id: str,
         channels: int,
-        guard: LifecycleGuard,
+        *,
+        worker_id: str = "",
+        guard: LifecycleGuard | None = None,
         config: LifecycleConfig | None = None,
         host_parameter_ids: frozenset[int] = frozenset(),
+        topology: str = TOPOLOGY,
     ) -> None:
+        """A slot on `channels`-wide features (a conv map's channels, a sequence's model width,
+        a flat vector's size): the seed it grows must map the tensor it sees to its own shape.
+
+        A user places unbound slots in their module; the agent that drives them binds each to
+        its worker, lifecycle guard and config (`bind`) before the first command.
+        """
         super().__init__()
-        self.worker_id = worker_id
         self.slot_id = slot_id
         self.channels = channels
-        self.guard = guard
-        self.config = config or LifecycleConfig()
-        self.host_parameter_ids = host_parameter_ids
         self.seed: nn.Module | None = None
-        self._stage = guard.stage(worker_id, slot_id)
+        self.bind(
+            worker_id,
+            guard or LifecycleGuard(),
+            config or LifecycleConfig(),
+            host_parameter_ids,
+            topology,
+        )
+
+    def bind(
+        self,
+        worker_id: str,
+        guard: LifecycleGuard,
+        config: LifecycleConfig,
+        host_parameter_ids: frozenset[int],
+        topology: str,
+    ) -> None:
+        """Put this empty slot under `worker_id`'s guard; it (re)starts DORMANT there."""
+        if self.seed is not None:
+            raise LifecycleError(f"{worker_id}/{self.slot_id}: only an empty slot can be bound")
+        self.worker_id = worker_id
+        self.guard = guard
+        self.config = config
+        self.host_parameter_ids = host_parameter_ids
+        self.topology = topology
+        self._stage = guard.stage(worker_id, self.slot_id)
         if self._stage is _S.UNKNOWN:
             self._stage = self._guarded(_S.DORMANT)
         elif self._stage is not _S.DORMANT:
-            raise LifecycleError(f"{worker_id}/{slot_id}: a new slot must start DORMANT")
+            raise LifecycleError(f"{worker_id}/{self.slot_id}: a new slot must start DORMANT")
         self.previous_stage = _S.UNKNOWN
         self.stage_entered_at = utc_now()
         self._clear_seed()
@@ -391,7 +419,7 @@ class SeedSlot(nn.Module):
         self.stage_entered_at = datetime.fromisoformat(state["stage_entered_at"])
         self.seed_id, self.blueprint_id = state["seed_id"], state["blueprint_id"]
         if state["has_module"]:
-            self.seed = build_seed(self.blueprint_id, self.channels)
+            self.seed = build_seed(self.blueprint_id, self.channels, self.topology)
         self.metrics = msgspec.convert(state["metrics"], SeedMetrics)
         self.alpha_pinned = state["alpha_pinned"]
         if state["paused"]:

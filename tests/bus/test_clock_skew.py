@@ -67,18 +67,30 @@ def test_a_clock_stepped_back_is_forgiven_within_two_windows() -> None:
     window = 30_000_000_000
     offsets = ClockOffsets(max_senders=4, window_ns=window)
     now = 1_000 * window
-    assert offsets.age("w1", now + 5, now) == 0  # the first message sets the baseline
+    assert offsets.age("w1", 1, now + 5, now) == 0  # the first message sets the baseline
     step = 120_000_000_000  # the sender's clock is stepped back two minutes
-    assert offsets.age("w1", now - step, now + 1) == step + 6  # looks old at first
+    assert offsets.age("w1", 1, now - step, now + 1) == step + 6  # looks old at first
     later = now + 2 * window + 2
-    offsets.age("w1", later - step, later)  # a new window starts from the stepped clock
-    assert offsets.age("w1", later + 3 * window - step, later + 3 * window) == 0
+    offsets.age("w1", 1, later - step, later)  # a new window starts from the stepped clock
+    assert offsets.age("w1", 1, later + 3 * window - step, later + 3 * window) == 0
     assert offsets.offset_ns("w1") == -step
     assert offsets.offset_ns("w2") is None
+
+
+def test_a_restart_with_its_clock_stepped_back_is_fresh_at_once() -> None:
+    offsets = ClockOffsets(max_senders=4)
+    now = 1_000 * MINUTES_10
+    assert offsets.age("w1", 1, now + 5, now) == 0
+    # The same sender restarted (a later incarnation), its clock ten minutes behind.
+    assert offsets.age("w1", 2, now - MINUTES_10, now + 1) == 0
+    assert offsets.offset_ns("w1") == -MINUTES_10 - 1
+    # A message of the earlier life, arriving late, does not undo what the new one taught.
+    assert offsets.age("w1", 1, now + 5, now + 2) == 0
+    assert offsets.age("w1", 2, now - MINUTES_10 + 3, now + 3) == 0
 
 
 def test_the_offsets_of_many_senders_stay_bounded() -> None:
     offsets = ClockOffsets(max_senders=3)
     for n in range(10):
-        offsets.age(f"w{n}", 0, 0)
+        offsets.age(f"w{n}", 1, 0, 0)
     assert [offsets.offset_ns(f"w{n}") for n in range(10)].count(None) == 7

@@ -26,14 +26,18 @@ S = SeedStage
 SLOT = "block2_post"
 
 
-def _envelope(channel: Channel, message: Message, sender: str = "w1") -> Envelope:
-    header = Header(WIRE_VERSION, sender, 1, 1, time.time_ns())
+def _envelope(
+    channel: Channel, message: Message, sender: str = "w1", sequence: int = 1, incarnation: int = 1
+) -> Envelope:
+    header = Header(WIRE_VERSION, sender, incarnation, sequence, time.time_ns())
     return Envelope(channel, sender, topic(channel, sender), header, message)
 
 
-def _report(previous: SeedStage, stage: SeedStage) -> Envelope:
+def _report(
+    previous: SeedStage, stage: SeedStage, sequence: int = 1, incarnation: int = 1
+) -> Envelope:
     report = SeedStateReport(seed_id="w1-s-1", slot_id=SLOT, previous_stage=previous, stage=stage)
-    return _envelope(Channel.REP, report)
+    return _envelope(Channel.REP, report, sequence=sequence, incarnation=incarnation)
 
 
 def _changed(from_stage: SeedStage, to_stage: SeedStage) -> Envelope:
@@ -67,6 +71,28 @@ def test_a_report_that_moves_from_another_stage_is_still_illegal() -> None:
     assert refused is not None and refused.reason is RejectReason.ILLEGAL_TRANSITION
     assert "the slot is in BLENDING" in refused.detail
     assert guard.lifecycle.stage("w1", SLOT) is S.BLENDING
+
+
+def test_after_a_hole_in_the_stream_the_view_is_taken_afresh_from_the_reports() -> None:
+    guard = TransitionGuard()
+    assert guard(_report(S.GERMINATED, S.TRAINING, sequence=1)) is None
+    # Sequences 2..4 never arrived (a partition): the slot moved on to BLENDING meanwhile.
+    assert guard(_report(S.BLENDING, S.SHADOWING, sequence=5)) is None
+    assert guard.resyncs == 1
+    assert guard.lifecycle.stage("w1", SLOT) is S.SHADOWING
+    # Contiguous again: a report from another stage than the view's is still refused.
+    refused = guard(_report(S.TRAINING, S.BLENDING, sequence=6))
+    assert refused is not None and refused.reason is RejectReason.ILLEGAL_TRANSITION
+    assert guard.resyncs == 1
+
+
+def test_a_new_incarnation_is_a_hole_too() -> None:
+    guard = TransitionGuard()
+    assert guard(_report(S.GERMINATED, S.TRAINING, sequence=7)) is None
+    # Restarted from a checkpoint taken before TRAINING was reached: its reports start over.
+    assert guard(_report(S.DORMANT, S.GERMINATED, sequence=1, incarnation=2)) is None
+    assert guard.resyncs == 1
+    assert guard.lifecycle.stage("w1", SLOT) is S.GERMINATED
 
 
 def test_the_command_guard_judges_against_the_stage_at_its_turn() -> None:

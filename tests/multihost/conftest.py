@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from host_stack import HOSTS, HostStack
-from netns import Network, network, unavailable
+from host_stack import HOSTS, PROXY_HOSTS, HostStack
+
+from services.chaos.netns import Network, network, unavailable
 
 #: Creating a namespace needs root (or CAP_SYS_ADMIN) and iproute2; probed once, when needed.
 _unavailable = functools.cache(unavailable)
@@ -41,3 +42,10 @@ def host_stack(hosts: Network, tmp_path: Path) -> Iterator[Callable[[int], HostS
     yield plan
     for stack in stacks:
         stack.close()
+
+
+@pytest.fixture
+def proxy_hosts(netns: None) -> Iterator[Network]:
+    """The hosts of `PROXY_HOSTS`: a sink, a controller, a proxy and two worker hosts."""
+    with network(PROXY_HOSTS) as built:
+        yield built

@@ -1,7 +1,8 @@
 """The Leyline stack across namespace hosts: a sink, a controller and workers, one per host.
 
 The plan is `leyline up`'s own (`plan_stack`: ports, files, keys where the stack has them),
-with each loopback endpoint moved to the address of the host whose service binds it. Each
+with each loopback endpoint moved to the address of the host whose service binds it
+(`services.chaos.hosts`, as `leyline chaos --namespaces` does). Each
 service is the real `leyline <command>` process, started inside its host with
 `ip netns exec` and configured only by LEYLINE_* variables. Nothing sets a replay address, so
 each node finds the one its peers reach. Every file lives in one data folder (the hosts share
@@ -10,6 +11,7 @@ the file system), laid out as `RunFiles.of` expects, so the delivery checker rea
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
@@ -19,9 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from netns import Host, Network
 
+from bus.security import Role, ensure_keys
 from services.chaos.checker import RunFiles, Verdict, check
+from services.chaos.hosts import on_hosts
+from services.chaos.netns import Host, Network
 from services.chaos.run import sink_caught_up, unacked
 from services.config import ENV_PREFIX, BusConfig
 from services.stack import plan_stack
@@ -29,48 +33,100 @@ from services.stack import plan_stack
 ROOT = Path(__file__).resolve().parents[2]
 SINK_PORT = 5552
 METRICS_PORT = 9100
+PROXY = "proxy"
+PROXY_FRONTEND_PORT = 5559
+PROXY_BACKEND_PORT = 5560
+PROXY_METRICS_PORT = 9101
 WORKERS = ("w1", "w2")
 HOSTS = ("sink", "controller", *WORKERS)
+#: A proxy between the workers and their listeners; workers share the hosts "a" and "b".
+PROXY_HOSTS = ("sink", "controller", "proxy", "a", "b")
 REPLAY_WINDOW = BusConfig().replay_window
-#: The settings naming what each service binds: their endpoints move to its host.
-_BINDS = {
-    "sink": ("LEYLINE_SINK_INTAKE",),
-    "controller": ("LEYLINE_CONTROLLER_COMMANDS", "LEYLINE_CONTROLLER_INTAKE"),
-}
-
-
-def _loopback_endpoint(value: str) -> str:
-    return value.split("@", 1)[-1].removeprefix("tcp://")
 
 
 class HostStack:
-    """The services planned on `network`'s hosts; `close()` closes their logs."""
+    """The services planned on `network`'s hosts; `close()` closes their logs.
 
-    def __init__(self, network: Network, data_dir: Path, epochs: int) -> None:
+    `workers` are w1..wN; `placement` names the host of each service not on the host of
+    its own name (several workers may share one).
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        data_dir: Path,
+        epochs: int,
+        workers: int = len(WORKERS),
+        placement: dict[str, str] | None = None,
+    ) -> None:
         self.network = network
         self.data_dir = data_dir
         self.files = RunFiles.of(data_dir, REPLAY_WINDOW)
+        self.workers = tuple(f"w{index}" for index in range(1, workers + 1))
+        self.placement = dict(placement or {})
         self.processes: dict[str, Any] = {}
         self._logs: list[IO[bytes]] = []
-        plan = plan_stack(len(WORKERS), epochs, str(data_dir))
-        moved = {}  # 127.0.0.1:port -> host address:port
-        for name, _, env in plan.services:
-            for key in _BINDS.get(name, ()):
-                endpoint = _loopback_endpoint(env[key])
-                moved[endpoint] = endpoint.replace("127.0.0.1", network[name].address)
-        self.plan: dict[str, tuple[str, dict[str, str]]] = {}
-        for name, command, env in plan.services:
-            settings = {}
-            for key, value in env.items():
-                for old, new in moved.items():
-                    value = value.replace(old, new)
-                settings[key] = value
-            self.plan[name] = (command, settings)
-        self.plan["sink"][1]["LEYLINE_BUS_METRICS_PORT"] = str(METRICS_PORT)
-        self.plan["controller"][1]["LEYLINE_CONTROLLER_DEVICE"] = "cpu"
+        plan = plan_stack(workers, epochs, str(data_dir))
+        addresses = {name: self.host(name).address for name, _, _ in plan.services}
+        #: Each service's `leyline` arguments and LEYLINE_* settings, in start order.
+        self.plan: dict[str, tuple[list[str], dict[str, str]]] = {
+            name: ([command], env) for name, command, env in on_hosts(plan, addresses).services
+        }
+        self.configure("sink", LEYLINE_BUS_METRICS_PORT=str(METRICS_PORT))
+        self.configure("controller", LEYLINE_CONTROLLER_DEVICE="cpu")
+
+    def through_proxy(self, host: str) -> None:
+        """Put `leyline proxy` (CURVE, a proxy-role key) on `host`, started first: the workers
+        publish only to it, and the controller and the sink subscribe through it."""
+        address = self.network[host].address
+        keys = self.plan["sink"][1]["LEYLINE_BUS_KEYS_DIR"]
+        ensure_keys(keys, {PROXY: Role.PROXY})
+        command = [
+            "proxy",
+            "--frontend", f"tcp://{address}:{PROXY_FRONTEND_PORT}",
+            "--backend", f"tcp://{address}:{PROXY_BACKEND_PORT}",
+            "--keys-dir", keys,
+            "--metrics-port", str(PROXY_METRICS_PORT),
+        ]  # fmt: skip
+        self.plan = {PROXY: (command, {}), **self.plan}
+        self.placement[PROXY] = host
+        relays = json.dumps([f"{PROXY}@tcp://{address}:{PROXY_BACKEND_PORT}"])
+        self.configure("controller", LEYLINE_CONTROLLER_RELAYS=relays)
+        self.configure("sink", LEYLINE_SINK_RELAYS=relays)
+        intake = json.dumps([f"{PROXY}@tcp://{address}:{PROXY_FRONTEND_PORT}"])
+        for worker in self.workers:
+            self.configure(worker, LEYLINE_WORKER_INTAKE=intake)
+
+    def configure(self, name: str, **settings: str) -> None:
+        """Add LEYLINE_* settings to `name`'s environment before it starts."""
+        self.plan[name][1].update(settings)
+
+    def refused(self, reporter: str, reason: str) -> dict[str, int]:
+        """How many messages of each sender `reporter` refused for `reason`, from the
+        violation events it sent the sink (rate-limited there, so a lower bound)."""
+        rows = self.query(
+            "SELECT json_extract(message, '$.payload.sender'), COUNT(*) FROM events"
+            " WHERE event_type = 'CONTRACT_VIOLATION' AND sender = ?"
+            " AND json_extract(message, '$.payload.reason') = ? GROUP BY 1",
+            reporter,
+            reason,
+        )
+        return {str(sender): int(count) for sender, count in rows}
+
+    def silences_ms(self, listener: str, peer: str) -> list[float]:
+        """How long `listener` heard nothing from `peer`, each time it heard it again."""
+        rows = self.query(
+            "SELECT json_extract(message, '$.payload.silent_for_ms') FROM events"
+            " WHERE event_type = 'PEER_RECOVERED' AND sender = ?"
+            " AND json_extract(message, '$.payload.peer') = ? ORDER BY id",
+            listener,
+            peer,
+        )
+        return [round(float(silent)) for (silent,) in rows]
 
     def host(self, name: str) -> Host:
-        return self.network[name]
+        """The host `name` runs on."""
+        return self.network[self.placement.get(name, name)]
 
     def start(self, *names: str) -> None:
         """Start `names` (default: all, sink first), each on its own host."""
@@ -82,7 +138,7 @@ class HostStack:
             log = (logs / f"{name}.log").open("ab")
             self._logs.append(log)
             self.processes[name] = self.host(name).spawn(
-                [sys.executable, "-m", "services.cli", command],
+                [sys.executable, "-m", "services.cli", *command],
                 {**inherited, **settings},
                 log,
                 ROOT,
@@ -110,6 +166,29 @@ class HostStack:
                 pytest.fail(f"{reason} waiting for {what}\n{self.log_tails()}")
             time.sleep(0.2)
 
+    def run_to_the_end(self, timeout_s: float = 120.0) -> dict[str, int]:
+        """Wait for the workers to finish and the sink to settle, stop the controller and the
+        sink; every service's exit code."""
+        self.wait_until(self.finished, timeout_s, "the workers to finish")
+        # A bound on a hang, not a timing: replay and resend backoff can take a while under load.
+        self.wait_until(self.settled, 120.0, "the sink to hold every sequence and acks to settle")
+        return {
+            **{w: self.processes[w].returncode for w in self.workers},
+            **self.stop("controller", "sink", *(n for n in self.plan if n == PROXY)),
+        }
+
+    def verdict_of_a_clean_run(self, codes: dict[str, int]) -> Verdict:
+        """The delivery checker's verdict, having asserted the run was clean: every service
+        exited 0, every journaled command applied once and in order, no telemetry lost."""
+        assert codes == dict.fromkeys(codes, 0), self.log_tails()
+        verdict = self.verdict()
+        assert verdict.passed, verdict.failures
+        counts = verdict.counts
+        assert counts.commands_issued > 0 and counts.commands_applied == counts.commands_issued
+        assert self.query("SELECT * FROM losses") == []
+        assert counts.events_stored == counts.events_sent
+        return verdict
+
     def epochs_stored(self) -> dict[str, int]:
         """The last epoch each worker reported that the sink has stored."""
         rows = self.query(
@@ -119,17 +198,23 @@ class HostStack:
         return {str(sender): int(epoch) for sender, epoch in rows}
 
     def finished(self, *workers: str) -> bool:
-        return all(self.processes[w].poll() is not None for w in workers or WORKERS)
+        return all(self.processes[w].poll() is not None for w in workers or self.workers)
 
     def settled(self) -> bool:
         """The sink holds every sequence it knows of, and every command is acknowledged."""
-        return sink_caught_up(self.files, list(WORKERS), 0) and unacked(self.files.journal) == 0
+        caught_up = sink_caught_up(self.files, list(self.workers), 0)
+        return caught_up and unacked(self.files.journal) == 0
 
     def sink_metric(self, name: str) -> float:
         """One counter from the sink's /metrics, read inside the sink's host."""
-        url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+        return self.metric("sink", METRICS_PORT, name)
+
+    def metric(self, service: str, port: int, name: str) -> float:
+        """One counter (summed over its labels) from `service`'s /metrics on `port`, read
+        inside its host."""
+        url = f"http://127.0.0.1:{port}/metrics"
         script = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
-        done = self.host("sink").run([sys.executable, "-c", script])
+        done = self.host(service).run([sys.executable, "-c", script])
         assert done.returncode == 0, done.stderr
         values = [
             float(line.rsplit(" ", 1)[1])

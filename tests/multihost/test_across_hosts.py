@@ -29,17 +29,6 @@ START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 120.0
 
 
-def _run_to_the_end(stack: HostStack) -> dict[str, int]:
-    """Wait for the workers to finish and the sink to settle; stop in order; the exit codes."""
-    stack.wait_until(stack.finished, RUN_TIMEOUT_S, "the workers to finish")
-    # A bound on a hang, not a timing: replay and resend backoff can take a while under load.
-    stack.wait_until(stack.settled, 120.0, "the sink to hold every sequence and acks to settle")
-    return {
-        **{w: stack.processes[w].returncode for w in WORKERS},
-        **stack.stop("controller", "sink"),
-    }
-
-
 def test_the_closed_loop_runs_across_hosts_and_the_sink_replays_across_a_cut(
     host_stack: Callable[[int], HostStack],
 ) -> None:
@@ -58,15 +47,7 @@ def test_the_closed_loop_runs_across_hosts_and_the_sink_replays_across_a_cut(
     stack.wait_until(
         lambda: stack.sink_metric("leyline_gaps_total") > gaps, 30.0, "the sink to see the cut"
     )
-    codes = _run_to_the_end(stack)
-
-    assert codes == dict.fromkeys(codes, 0), stack.log_tails()
-    verdict = stack.verdict()
-    assert verdict.passed, verdict.failures
-    counts = verdict.counts
-    assert counts.commands_issued > 0 and counts.commands_applied == counts.commands_issued
-    assert stack.query("SELECT * FROM losses") == []
-    assert counts.events_stored == counts.events_sent
+    stack.verdict_of_a_clean_run(stack.run_to_the_end(RUN_TIMEOUT_S))
     assert all(stack.epochs_stored()[w] == EPOCHS > before[w] for w in WORKERS)
 
 
@@ -86,15 +67,7 @@ def test_a_partitioned_host_costs_no_command_twice_or_out_of_order_and_no_teleme
     time.sleep(PARTITION_S)  # the fault's duration, not a synchronisation
     stack.host(cut).heal()
     assert not stack.finished("w1"), "w1 finished before the partition healed"
-    codes = _run_to_the_end(stack)
-
-    assert codes == dict.fromkeys(codes, 0), stack.log_tails()
-    verdict = stack.verdict()
-    assert verdict.passed, verdict.failures
-    counts = verdict.counts
-    assert counts.commands_issued > 0 and counts.commands_applied == counts.commands_issued
-    assert stack.query("SELECT * FROM losses") == []
-    assert counts.events_stored == counts.events_sent
+    verdict = stack.verdict_of_a_clean_run(stack.run_to_the_end(RUN_TIMEOUT_S))
     # Every side of the cut saw the host go silent, and come back.
     assert {(listener, cut) for listener in LISTENERS[cut]} <= set(verdict.stale_reports)
-    assert counts.peer_recovered >= len(LISTENERS[cut])
+    assert verdict.counts.peer_recovered >= len(LISTENERS[cut])

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from netns import PREFIX, Network, ip, network
+
+from services.chaos.netns import PREFIX, Network, ip, network
 
 pytestmark = pytest.mark.multihost
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from host_stack import ROOT, SINK_PORT
-from netns import Network
 
+from services.chaos.netns import Network
 from services.config import ENV_PREFIX
 
 pytestmark = pytest.mark.multihost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -46,10 +47,12 @@ def test_an_advertised_name_binds_every_interface_unless_told() -> None:
 
 
 @pytest.mark.parametrize("advertise", ["127.0.0.1", "localhost", "::1", "[::1]"])
-def test_advertising_loopback_to_a_remote_peer_is_refused_at_start_up(advertise: str) -> None:
+def test_advertising_loopback_to_a_remote_peer_is_refused_at_start_up(
+    advertise: str, tmp_path: Path
+) -> None:
     bus = load_config(BusConfig, "bus", env={"LEYLINE_BUS_REPLAY_ADVERTISE": advertise})
     with pytest.raises(ConfigError, match=r"bus\.replay_advertise = .*loopback.*10\.77\.0\.3"):
-        make_node("w1", bus, subscribe=[], publish_connect=[REMOTE_PEER])
+        make_node("w1", bus, subscribe=[], publish_connect=[REMOTE_PEER], state_dir=tmp_path)
 
 
 def test_replay_settings_are_read_from_the_environment() -> None:

@@ -96,7 +96,7 @@ class ControllerRig:
         for peer in self.peers:
             peer.service()
         for worker in self.workers:
-            worker.node.pump(5)
+            worker.safe_point(0.005)
 
     def wait(self, found: Callable[[], T | None], what: str = "the controller") -> T:
         deadline = time.monotonic() + TIMEOUT_S

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from leyline import LifecycleGuard
-from services.worker import DigitsSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
-from services.worker.config import LifecycleConfig
+from services.worker import DataSplit, SeedSlot, Trainer, WorkerModel, load_digits_split
 
 
 @pytest.fixture(scope="session")
-def digits() -> DigitsSplit:
+def digits() -> DataSplit:
     return load_digits_split(seed=0)
 
 
@@ -23,7 +22,7 @@ def model() -> WorkerModel:
 
 
 @pytest.fixture
-def make_trainer(digits: DigitsSplit) -> Callable[[], Trainer]:
+def make_trainer(digits: DataSplit) -> Callable[[], Trainer]:
     return lambda: Trainer(WorkerModel("w1"), digits)
 
 
@@ -31,4 +30,4 @@ def make_trainer(digits: DigitsSplit) -> Callable[[], Trainer]:
 def slot() -> SeedSlot:
     """A free-standing slot on 4 channels with the default lifecycle."""
     torch.manual_seed(0)
-    return SeedSlot("w1", "block2_post", 4, LifecycleGuard(), LifecycleConfig())
+    return SeedSlot("block2_post", 4, worker_id="w1", guard=LifecycleGuard())

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from leyline import DEFAULT_CATALOG
-from services.worker import SEED_FACTORIES, HostCNN, UnknownBlueprintError, build_seed
+from services.worker import HostCNN, UnknownBlueprintError, blueprints, build_seed
 from services.worker.blueprints import parameter_count
 
 CNN_BLUEPRINTS = [spec.name for spec in DEFAULT_CATALOG.blueprints("cnn")]
 
 
 def test_every_catalogued_cnn_blueprint_has_a_factory() -> None:
-    assert set(CNN_BLUEPRINTS) == set(SEED_FACTORIES)
+    assert [b.name for b in blueprints("cnn")] == CNN_BLUEPRINTS
 
 
 @pytest.mark.parametrize("blueprint", CNN_BLUEPRINTS)

@@ -82,7 +82,7 @@ def test_a_seed_path_that_reaches_host_parameters_counts_isolation_violations() 
     from leyline import LifecycleGuard
 
     host_weight = nn.Parameter(torch.ones(()))
-    slot = SeedSlot("w1", "block2_post", 4, LifecycleGuard(), LifecycleConfig(),
+    slot = SeedSlot("block2_post", 4, worker_id="w1", guard=LifecycleGuard(),
                     host_parameter_ids=frozenset({id(host_weight)}))  # fmt: skip
     germinate(slot, _LeakySeed(host_weight))
     slot.begin_epoch(1)
@@ -201,9 +201,8 @@ def test_culled_slot_cools_off_resets_and_is_free_again(slot: SeedSlot) -> None:
 
 
 def test_embargo_length_is_configurable() -> None:
-    from leyline import LifecycleGuard
 
-    slot = SeedSlot("w1", "s", 4, LifecycleGuard(), LifecycleConfig(embargo_epochs=1))
+    slot = SeedSlot("s", 4, worker_id="w1", config=LifecycleConfig(embargo_epochs=1))
     germinate(slot)
     slot.cull("test", epoch=0)
     stages = []

@@ -18,7 +18,8 @@ from leyline import (
     decode,
 )
 from leyline.commands import MAX_LEARNING_RATE
-from services.worker import SEED_FACTORIES, CommandOutcome, Trainer, WorkerModel
+from services.worker import CommandOutcome, Trainer, WorkerModel, register_blueprint
+from services.worker.blueprints import unregister_blueprint
 
 S = SeedStage
 C = CommandType
@@ -268,15 +269,18 @@ def test_commands_on_a_cooling_slot_are_rejected(model: WorkerModel, stage: Seed
 
 
 def test_a_command_that_fails_while_applied_is_rejected_never_raised(
-    model: WorkerModel, monkeypatch: pytest.MonkeyPatch
+    model: WorkerModel,
 ) -> None:
     def exploding(channels: int) -> nn.Module:
         raise RuntimeError(f"no seed fits {channels} channels")
 
-    monkeypatch.setitem(SEED_FACTORIES, "exploding", exploding)
-    outcome = model.apply_command(
-        command(C.GERMINATE, blueprint_id="exploding", target_slot_id="block2_post")
-    )
+    register_blueprint("cnn", "exploding", exploding, 1)
+    try:
+        outcome = model.apply_command(
+            command(C.GERMINATE, blueprint_id="exploding", target_slot_id="block2_post")
+        )
+    finally:
+        unregister_blueprint("cnn", "exploding")
 
     assert (outcome.outcome, outcome.reason) == (AckOutcome.REJECTED, "apply_failed")
     assert outcome.detail.startswith("RuntimeError: no seed fits")

@@ -2,7 +2,8 @@
 
 The test owns a bus Publisher the worker takes its commands from and a Subscriber bound
 where the worker sends its acks, telemetry and reports; the worker is built exactly as
-`leyline worker` builds it (`build_worker`) and pumped by the test between sends.
+`leyline worker` builds it (`build_worker`) and pumped by the test between sends, each pump
+being one of the worker's safe points (`Worker.safe_point`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class WorkerBus:
         finally:  # the worker's node takes over SIGINT and SIGTERM; the test run keeps them
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-        self._connect(worker.node)
+        self._connect(worker)
         return worker.node, worker
 
     def restart(self) -> None:
@@ -69,25 +70,26 @@ class WorkerBus:
         self.node.close()
         self.node, self.worker = self._start()
 
-    def _connect(self, node: Node) -> None:
+    def _connect(self, worker: Worker) -> None:
         commands = topic(Channel.CMD, WORKER)
 
         def ready() -> bool | None:
             heard = self.intake.wait_ready(0.0, publishers=[WORKER])
             subscribed = self.controller.wait_for_subscribers(commands, 1, 0.0)
-            return (heard and subscribed and node.subscriber.wait_ready(0.0)) or None
+            return (heard and subscribed and worker.node.subscriber.wait_ready(0.0)) or None
 
-        self.wait(ready, "the worker to connect", node)
+        self.wait(ready, "the worker to connect", worker)
 
-    def pump(self, node: Node | None = None) -> None:
-        (node or self.node).pump(5)
+    def pump(self, worker: Worker | None = None) -> None:
+        """One turn for everyone; the worker's is a safe point, where it applies commands."""
+        (worker or self.worker).safe_point(0.005)
         self.controller.service()
         self.intake.poll(5)
 
-    def wait(self, found: Callable[[], T | None], what: str, node: Node | None = None) -> T:
+    def wait(self, found: Callable[[], T | None], what: str, worker: Worker | None = None) -> T:
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
-            self.pump(node)
+            self.pump(worker)
             value = found()
             if value is not None:
                 return value

@@ -1,4 +1,7 @@
-"""Hosts as Linux network namespaces: a small private network a test builds and removes.
+"""Hosts as Linux network namespaces: a small private network a run builds and removes.
+
+The multi-host tests (tests/multihost) and `leyline chaos --namespaces` (whose partition
+faults cut a host's cable) share it. It needs root (or CAP_SYS_ADMIN) and iproute2.
 
 Topology: one namespace per host, each with one `eth0` on the test subnet, all joined to a
 bridge `br0` living in a namespace of its own (the "switch"). Nothing is added to the
