@@ -72,9 +72,9 @@ class Proxy:
         self._poller.register(self._front, zmq.POLLIN)
         self._poller.register(self._back, zmq.POLLIN)
 
-    def step(self, timeout_ms: int = 100) -> None:
+    def step(self, timeout_s: float = 0.1) -> None:
         """Forward whatever is ready in either direction."""
-        events = dict(self._poller.poll(timeout_ms))
+        events = dict(self._poller.poll(int(timeout_s * 1000)))
         if self._back in events:
             while True:
                 try:
