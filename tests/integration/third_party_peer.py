@@ -142,7 +142,7 @@ def open_socket(
         else:
             keys.pin(sock, server)
     sock.setsockopt(zmq.LINGER, 500)
-    sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §13: no frame above 64 KiB
+    sock.setsockopt(zmq.MAXMSGSIZE, 262_144)  # §13: no frame above 256 KiB
     if kind == zmq.XPUB:
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every subscription, to answer each (§6)
     if bind:
