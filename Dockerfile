@@ -16,7 +16,8 @@ COPY pyproject.toml README.md ./
 COPY leyline ./leyline
 COPY bus ./bus
 COPY services ./services
-RUN pip install . && rm -rf /src
+# The image runs every service, so it installs the worker and controller extras.
+RUN pip install ".[worker,controller]" && rm -rf /src
 
 # Named volumes mounted on /data inherit this ownership, so the non-root user can write there.
 RUN useradd --create-home --uid 10001 leyline \

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 
 #: Every benchmark: its name on the command line and the module whose `run()` measures it.
 BENCHMARKS: dict[str, str] = {
+    "agent": "bench.agent",
     "bus": "bench.bus",
     "codec": "bench.codec",
     "convert": "bench.convert",
     "inference": "bench.inference",
     "sink": "bench.sink",
+    "scale": "bench.scale",
     "stress": "bench.stress",
 }
 

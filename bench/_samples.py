@@ -37,7 +37,7 @@ def fast_signals(epoch: int = 12, slot_index: int = 0) -> FastTrainingSignals:
     """The hot-path signal of one slot at `epoch`, with every field populated."""
     loss = 2.3 - 0.07 * epoch
     accuracy = 30.0 + 2.2 * epoch
-    return FastTrainingSignals(
+    return FastTrainingSignals.of(
         epoch=epoch,
         global_step=98 * epoch,
         train_loss=loss - 0.05,

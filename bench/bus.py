@@ -38,9 +38,11 @@ import zmq
 
 from bench._harness import progress
 from bench._samples import fast_signals
-from bus import Channel, CommandGuard, Envelope, Publisher, SocketOptions, Subscriber
+from bus import Channel, Envelope, Publisher, SocketOptions, Subscriber
 from bus.security import Curve, Role, ensure_keys
-from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, encode, new_id
+from leyline import AdaptationCommand, CommandType, LifecycleGuard, SeedStage, new_id
+from leyline.wire import encode
+from services.guards import CommandGuard
 
 MODES = ("ours", "curve", "codec", "codec_curve", "transport")
 #: The bus's own candidates: plaintext, and CURVE on.

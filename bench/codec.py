@@ -1,6 +1,6 @@
 """Codec: encode and decode of every registered message, beside bare msgspec as the ceiling.
 
-Ours is `leyline.encode` / `leyline.decode`: the versioned tag, the size budget, the union
+Ours is `leyline.wire.encode` / `leyline.wire.decode`: the versioned tag, the size budget, the union
 decoder over every registered type, value constraints and cross-field checks. The ceiling
 is msgspec msgpack on a bare Struct with the same fields and defaults: no tag, no
 constraints, no enums, no budget check, decoded as its one known type.
@@ -24,12 +24,16 @@ from typing import Any
 
 import msgspec
 
-import leyline
+import leyline.wire
 from bench._harness import measure, progress, ratio
 from bench._samples import fast_signals, messages
-from bus import Channel, Header, Pipeline
-from bus.header import WIRE_VERSION, array_prefix, encode_frame
-from leyline import DEFAULT_BUDGETS, REGISTRY, FastTrainingSignals, tag_of
+from bus import Channel
+from bus.header import WIRE_VERSION, Header, array_prefix, encode_frame
+from bus.pipeline import Pipeline
+from leyline.budgets import DEFAULT_BUDGETS
+from leyline.registry import tag_of
+from leyline.signals import FastTrainingSignals
+from leyline.wire import REGISTRY
 
 #: Signals in the batched frame of the `wire` figures (the publisher's largest batch).
 BATCH = 64
@@ -73,9 +77,9 @@ def run() -> dict[str, Any]:
 
 
 def _measure_message(sample: msgspec.Struct) -> dict[str, Any]:
-    encode: typing.Callable[[Any], bytes] = leyline.encode
+    encode: typing.Callable[[Any], bytes] = leyline.wire.encode
     data = encode(sample)
-    if leyline.decode(data) != sample:
+    if leyline.wire.decode(data) != sample:
         raise AssertionError(f"{tag_of(type(sample))} does not round-trip")
     bare_type = _bare_struct(type(sample), sample)
     bare = _bare_instance(sample, bare_type)
@@ -87,7 +91,7 @@ def _measure_message(sample: msgspec.Struct) -> dict[str, Any]:
     ours_enc, bare_enc, ours_dec, bare_dec = measure(
         lambda: encode(sample),
         lambda: bare_encoder.encode(bare),
-        lambda: leyline.decode(data),
+        lambda: leyline.wire.decode(data),
         lambda: bare_decoder.decode(bare_data),
     )
     return {

@@ -3,8 +3,10 @@
 The ceiling copies the B signals' received payloads (their encoded bytes, one Python bytes
 object each, as the bus receives them) into one preallocated numpy buffer: the least any
 conversion of received signals into a buffer must do. A breakdown at the largest batch
-shows where the time goes: writing the raw rows (`write_raw`, struct-packed; beside the
-obvious numpy list assignment it replaced) and normalising them.
+shows where the time goes: collecting the signals' feature blocks (one attribute read per
+signal, the floor of any conversion from decoded signals), joining them into the raw rows
+(`write_raw`, which includes that collection), checking the batch (`RowChecker`) and
+normalising it.
 """
 
 from __future__ import annotations
@@ -17,14 +19,10 @@ import numpy.typing as npt
 
 from bench._harness import measure, progress, ratio
 from bench._samples import fast_signals
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    BatchConverter,
-    encode,
-    normalise_into,
-    to_tensor,
-    write_raw,
-)
+from leyline.features import FeatureNormaliser, RowChecker, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline.tensors import BatchConverter, to_tensor
+from leyline.wire import encode
 
 BATCH_SIZES = (1, 64, 1024)
 
@@ -70,23 +68,30 @@ def _copy_payloads(payloads: list[bytes], out: npt.NDArray[np.uint8]) -> None:
 
 
 def _breakdown(signals: list[Any]) -> dict[str, float]:
-    """Where a large batch's time goes: raw rows (two ways), then normalisation."""
+    """Where a large batch's time goes: the blocks collected, joined, checked, normalised."""
     rows = np.empty((len(signals), TENSOR_SCHEMA_SIZE), np.float32)
     out = np.empty_like(rows)
     write_raw(signals, rows)
+    checker = RowChecker(len(signals))
+    normaliser = FeatureNormaliser()
 
-    def assign_lists() -> None:
-        rows[:] = [s.to_vector() for s in signals]
+    def collect() -> object:
+        return [s.features for s in signals]
 
-    packed, assigned, normalised = measure(
-        lambda: write_raw(signals, rows), assign_lists, lambda: normalise_into(rows, out)
+    collected, written, checked, normalised = measure(
+        collect,
+        lambda: write_raw(signals, rows),
+        lambda: checker.bad_rows(rows),
+        lambda: normaliser.normalise_into(rows, out, checked=True),
     )
     progress(
-        f"B={len(signals)} breakdown: write_raw {packed.best_us:.0f} us "
-        f"(numpy list assignment {assigned.best_us:.0f} us), normalise {normalised.best_us:.0f} us"
+        f"B={len(signals)} breakdown: collect blocks {collected.best_us:.1f} us, write_raw "
+        f"(collect + join + copy) {written.best_us:.1f} us, check {checked.best_us:.1f} us, "
+        f"normalise {normalised.best_us:.1f} us"
     )
     return {
-        "write_raw_us": round(packed.best_us, 1),
-        "list_assignment_us": round(assigned.best_us, 1),
+        "collect_blocks_us": round(collected.best_us, 1),
+        "write_raw_us": round(written.best_us, 1),
+        "check_us": round(checked.best_us, 1),
         "normalise_us": round(normalised.best_us, 1),
     }

@@ -8,7 +8,9 @@ transaction per batch. The ceiling is `executemany` of the very same rows, built
 as tuples, into an identical `events` table (same indexes, WAL, synchronous=NORMAL) with the
 same one commit per batch. Every batch holds new messages, so neither side measures the
 cheap duplicate path. Both files live in a temporary directory on this machine's disk; the
-figures depend on that disk's fsync cost at each WAL checkpoint.
+figures depend on that disk's fsync cost at each WAL checkpoint. The same is then measured
+under load (`LOAD`: 1,024-record batches from 64 workers, so 64 streams and their seed
+lives interleave in every batch).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ BATCH = 256
 #: Batches built per candidate: more than the harness's calibration and repeats can use.
 BATCHES = 160
 WORKERS = 8
+#: Under load: (records per batch, workers, batches built). A batch this large takes one
+#: harness loop per call, so fewer batches cover calibration and repeats.
+LOAD = (1024, 64, 60)
 
 _LIFE = (
     SeedStage.DORMANT,
@@ -55,12 +60,24 @@ _PLAIN_INSERT = (
 
 
 def run() -> dict[str, Any]:
+    """The sink's default batch from 8 workers, then the same under load (`LOAD`)."""
+    figures = _case(BATCH, WORKERS, BATCHES)
+    figures["load"] = _case(*LOAD)
+    return figures
+
+
+def _case(batch: int, workers: int, batches: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="leyline-bench-sink-") as folder:
-        ours_batches = _batches(_stream(), BATCHES)
-        plain_batches = [[_plain_row(r) for r in batch] for batch in _batches(_stream(), BATCHES)]
-        total = sum(len(batch) for batch in plain_batches)
+        ours_batches = _batches(_stream(workers), batch, batches)
+        plain_batches = [
+            [_plain_row(r) for r in rows] for rows in _batches(_stream(workers), batch, batches)
+        ]
+        total = sum(len(rows) for rows in plain_batches)
         stage_changes = sum(row[6] == "SEED_STAGE_CHANGED" for b in plain_batches for row in b)
-        progress(f"sink: {total} events in batches of {BATCH}, {stage_changes} stage changes")
+        progress(
+            f"sink: {total} events from {workers} workers in batches of {batch}, "
+            f"{stage_changes} stage changes"
+        )
         with (
             TelemetryStore(Path(folder) / "ours.db") as ours,
             TelemetryStore(Path(folder) / "plain.db") as plain,
@@ -71,14 +88,15 @@ def run() -> dict[str, Any]:
             )
             if ours.sequences("w0", "tel.w0.", 1)[:3] != [1, 2, 3]:
                 raise AssertionError("write_batch did not store the stream")
-    ours_rate = BATCH * ours_time.per_s
-    plain_rate = BATCH * plain_time.per_s
+    ours_rate = batch * ours_time.per_s
+    plain_rate = batch * plain_time.per_s
     progress(
         f"sink ingest {ours_rate:,.0f} records/s, plain SQLite {plain_rate:,.0f} records/s, "
         f"ratio {ratio(plain_time, ours_time):.2f}"
     )
     return {
-        "batch": BATCH,
+        "batch": batch,
+        "workers": workers,
         "stage_change_share": round(stage_changes / total, 3),
         "records_per_s": round(ours_rate),
         "batch_us": round(ours_time.best_us, 1),
@@ -97,7 +115,7 @@ def _one_at_a_time(batches: list[Any], write: Callable[[Any], object]) -> Callab
     def candidate() -> object:
         batch = next(pending, None)
         if batch is None:
-            raise RuntimeError(f"the benchmark used more than {BATCHES} batches; raise BATCHES")
+            raise RuntimeError(f"the benchmark used more than the {len(batches)} batches built")
         return write(batch)
 
     return candidate
@@ -118,16 +136,16 @@ def _plain_row(record: StoredMessage) -> tuple[object, ...]:
     return event_row(record, event)
 
 
-def _batches(stream: Iterator[StoredMessage], count: int) -> list[list[StoredMessage]]:
-    return [list(itertools.islice(stream, BATCH)) for _ in range(count)]
+def _batches(stream: Iterator[StoredMessage], size: int, count: int) -> list[list[StoredMessage]]:
+    return [list(itertools.islice(stream, size)) for _ in range(count)]
 
 
-def _stream() -> Iterator[StoredMessage]:
+def _stream(workers: int) -> Iterator[StoredMessage]:
     """Workers in turn: each epoch a result, a plateau or gradient note now and then, and
     every tenth epoch a whole seed life (germinate, six legal stage changes, fossilize)."""
-    sequences = dict.fromkeys(range(WORKERS), 0)
+    sequences = dict.fromkeys(range(workers), 0)
     for epoch in itertools.count(1):
-        for worker in range(WORKERS):
+        for worker in range(workers):
             for event in _epoch_events(worker, epoch):
                 sequences[worker] += 1
                 sender = f"w{worker}"

@@ -29,7 +29,8 @@ import torch
 
 from bench._harness import progress
 from bench.inference import percentile, slot_signals
-from leyline import DEFAULT_BOUNDS, FastTrainingSignals
+from leyline import FastTrainingSignals
+from leyline.features import DEFAULT_BOUNDS
 from services.controller import (
     ActionLayout,
     ControlPolicy,

@@ -1,44 +1,40 @@
-"""Leyline's ZeroMQ transport: typed pub/sub that enforces the contracts at every subscriber."""
+"""Leyline's ZeroMQ transport: typed pub/sub that enforces the contracts at every subscriber.
 
-from bus.guards import CommandGuard, TransitionGuard
-from bus.header import WIRE_VERSION, Header
-from bus.metrics import MetricsServer, PublisherMetrics, SubscriberMetrics, render_prometheus
-from bus.pipeline import Envelope, Pipeline, SemanticGuard
-from bus.proxy import Proxy, ProxyMetrics
+The package root holds what a service wires together; the parts live in topical modules:
+`bus.security` (CURVE keys and trust), `bus.metrics` (counters and the /metrics server),
+`bus.sockets` (socket options), `bus.topics` (topic frames), `bus.sequence` (gap tracking),
+`bus.header` and `bus.pipeline` (the wire and the enforcement steps), and `bus.testing` (an
+in-process bus and a rejection capture, for tests).
+"""
+
+from bus.metrics import MetricsServer
+from bus.pipeline import Envelope, SemanticGuard
+from bus.proxy import Proxy
 from bus.publisher import Publisher
 from bus.rejection import Rejection
-from bus.sequence import Gap, Order, SequenceTracker
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, make_socket
+from bus.replay import ReplayClient
+from bus.security import Curve, Role, SecurityError
+from bus.sequence import Gap
+from bus.sockets import SocketOptions
 from bus.subscriber import Subscriber, Subscription
-from bus.topics import CHANNEL_CONTRACTS, Channel, control_topic, parse_topic, topic
+from bus.topics import CHANNEL_CONTRACTS, Channel, topic
 
 __all__ = [
     "CHANNEL_CONTRACTS",
-    "DEFAULT_SOCKET_OPTIONS",
-    "WIRE_VERSION",
     "Channel",
-    "CommandGuard",
+    "Curve",
     "Envelope",
     "Gap",
-    "Header",
     "MetricsServer",
-    "Order",
-    "Pipeline",
     "Proxy",
-    "ProxyMetrics",
     "Publisher",
-    "PublisherMetrics",
     "Rejection",
+    "ReplayClient",
+    "Role",
+    "SecurityError",
     "SemanticGuard",
-    "SequenceTracker",
     "SocketOptions",
     "Subscriber",
-    "SubscriberMetrics",
     "Subscription",
-    "TransitionGuard",
-    "control_topic",
-    "make_socket",
-    "parse_topic",
-    "render_prometheus",
     "topic",
 ]

@@ -12,6 +12,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from bus.topics import Channel
 from leyline import RejectReason
 
+__all__ = [
+    "LATENCY_BUCKETS_NS",
+    "METRIC_FAMILIES",
+    "Histogram",
+    "MetricSource",
+    "MetricType",
+    "MetricsServer",
+    "PublisherMetrics",
+    "SubscriberMetrics",
+    "family_of",
+    "render_prometheus",
+]
+
 #: Upper bounds of the decode-latency buckets, in nanoseconds (1 us to 10 ms).
 LATENCY_BUCKETS_NS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 1_000_000, 10_000_000)
 

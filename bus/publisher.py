@@ -32,6 +32,11 @@ from leyline.control import EarlierIncarnation
 MAX_UPSTREAM_PER_PASS = 1024
 #: Distinct subscription prefixes tracked; a new one beyond is still answered, not tracked.
 MAX_SUBSCRIPTIONS = 4096
+#: Topics one heartbeat names at most; a channel with more names them in turn, so a
+#: heartbeat stays small however many scopes there are (a controller's `cmd` has one per
+#: worker, and every subscriber receives each heartbeat: all topics each time would cost
+#: topics x subscribers per interval, quadratic in the worker count).
+MAX_HEARTBEAT_TOPICS = 64
 #: The longest valid prefix: `<channel>.<scope>.` with a 64-character scope.
 MAX_PREFIX_BYTES = max(len(channel.value) for channel in Channel) + 66
 #: A batch is sent once it holds this many messages or bytes: enough that the per-frame
@@ -129,6 +134,8 @@ class Publisher:
         self._last_topic = b""
         self._last_publish_ns = 0
         self._burst_gap_ns = int(BURST_GAP_S * 1e9)
+        #: Per channel, where the next heartbeat's turn of topics starts.
+        self._heartbeat_turn: dict[Channel, int] = {}
         self.subscriptions: dict[bytes, int] = {}
         self.metrics = PublisherMetrics()
         self._window: Window | None = None
@@ -364,7 +371,8 @@ class Publisher:
             self._next_heartbeat = now + self._heartbeat_ns
 
     def heartbeat(self) -> None:
-        """Announce liveness and the last sequence of every topic, per channel."""
+        """Announce liveness and the last sequence of the channel's topics, per channel
+        (at most `MAX_HEARTBEAT_TOPICS` of them, in turn)."""
         with self._lock:
             self._flush()
             self._heartbeat()
@@ -374,11 +382,20 @@ class Publisher:
         for channel in sorted(self._channels | self._subscribed_channels()):
             beat = Heartbeat(
                 interval_ms=interval_ms,
-                last_sequences=self.last_sequences(channel),
+                last_sequences=self._in_turn(channel),
                 replay_endpoint=self.replay_endpoint,
                 earlier=self._earlier_on(channel),
             )
             self._send_control(channel, beat)
+
+    def _in_turn(self, channel: Channel) -> dict[str, int]:
+        """The next `MAX_HEARTBEAT_TOPICS` topics of `channel`, wrapping around."""
+        topics = list(self.last_sequences(channel).items())
+        if len(topics) <= MAX_HEARTBEAT_TOPICS:
+            return dict(topics)
+        start = self._heartbeat_turn.get(channel, 0) % len(topics)
+        self._heartbeat_turn[channel] = start + MAX_HEARTBEAT_TOPICS
+        return dict((topics + topics)[start : start + MAX_HEARTBEAT_TOPICS])
 
     def _earlier_on(self, channel: Channel) -> list[EarlierIncarnation]:
         prefix = f"{channel.value}."

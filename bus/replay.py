@@ -21,7 +21,8 @@ from bus.header import TERMINATOR, encode_head
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
 from bus.topics import Channel, control_topic, parse_topic
-from leyline import REGISTRY, ContractError, ReplayDone, ReplayRequest
+from leyline import ContractError, ReplayDone, ReplayRequest
+from leyline.wire import REGISTRY
 
 _REQUESTS = REGISTRY.decoder([ReplayRequest])
 _ENCODER = REGISTRY.encoder()

@@ -29,6 +29,26 @@ from zmq.utils import z85
 
 from leyline import LeylineError
 
+__all__ = [
+    "RELOAD_INTERVAL_S",
+    "SECRET_DIR",
+    "TRUST_DIR",
+    "ZAP_DOMAIN",
+    "Curve",
+    "KeyPair",
+    "Peer",
+    "Role",
+    "SecurityError",
+    "TrustStore",
+    "ensure_keys",
+    "generate_key",
+    "load_key_pair",
+    "read_certificate",
+    "secret_key_path",
+    "split_peer",
+    "trust_dir",
+]
+
 #: The prefix of every Leyline server socket's ZAP domain (one per trust store).
 ZAP_DOMAIN = "leyline"
 TRUST_DIR = "trust"

@@ -11,6 +11,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+__all__ = [
+    "ACCEPTED",
+    "MAX_STREAMS",
+    "WINDOW",
+    "Gap",
+    "Order",
+    "SequenceTracker",
+]
+
 WINDOW = 1024
 #: Streams remembered at most; beyond it the least recently started is forgotten, so forged
 #: sender ids cannot grow memory without bound.

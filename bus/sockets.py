@@ -13,7 +13,10 @@ Defaults, and why:
   shutdown on a dead peer;
 - reconnect 100 ms doubling to 5 s: a restarted peer is back within a tenth of a second and a
   dead one is not hammered;
-- TCP keepalive and ZMTP heartbeats (1 s, timeout 5 s) detect a silently dead peer.
+- TCP keepalive and ZMTP heartbeats (1 s, timeout 5 s) detect a silently dead peer;
+- a listen backlog of 4,096 (libzmq's default is 100; Linux caps it at net.core.somaxconn):
+  1,024 workers connecting at once (a start, or a restarted controller) overflowed a backlog of
+  100 into tens of thousands of dropped connections, reset mid-handshake (bench/scale.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import zmq
 from bus.monitor import ConnectionMonitor
 from bus.rejection import Rejection
 from bus.security import Curve, SecurityError, split_peer
-from leyline import DEFAULT_BUDGETS
+from leyline.budgets import DEFAULT_BUDGETS
 
 
 class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +47,7 @@ class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
     tcp_keepalive_count: int = 3
     heartbeat_ms: int = 1_000
     heartbeat_timeout_ms: int = 5_000
+    listen_backlog: int = 4_096
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
@@ -90,6 +94,7 @@ def make_socket(
     sock.setsockopt(zmq.HEARTBEAT_IVL, o.heartbeat_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, o.heartbeat_timeout_ms)
     sock.setsockopt(zmq.HEARTBEAT_TTL, o.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.BACKLOG, o.listen_backlog)
     if kind == "xpub":
         # Every subscription reaches us (so each new subscriber gets its Ready), and a full
         # queue makes send fail instead of dropping silently, so drops are counted.

@@ -26,6 +26,17 @@ from leyline import (
     WorkerHello,
 )
 
+__all__ = [
+    "CHANNEL_CONTRACTS",
+    "CONTROL_SCOPE",
+    "Channel",
+    "control_topic",
+    "parse_topic",
+    "subscription",
+    "topic",
+    "validate_scope",
+]
+
 CONTROL_SCOPE = "*"
 _SCOPE = re.compile(r"^[A-Za-z0-9_\-:]{1,64}$")
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import msgspec
 import torch
 from torch import nn
 
-from leyline import TENSOR_SCHEMA_SIZE, FastTrainingSignals, SeedStage
+from leyline import FastTrainingSignals, SeedStage
+from leyline.signals import TENSOR_SCHEMA_SIZE
 from services.controller import ActionLayout, InferenceLoop, ModulePolicy, load_policy
 
 
@@ -66,8 +66,7 @@ def main() -> int:
               "layer_2_post_block": SeedStage.TRAINING}  # fmt: skip
     for slot, stage in stages.items():
         live = stage is not SeedStage.DORMANT
-        signal = msgspec.structs.replace(
-            FastTrainingSignals.empty(),
+        signal = FastTrainingSignals.empty().with_values(
             epoch=6,
             seed_stage=stage,
             has_active_seed=int(live),

@@ -16,6 +16,17 @@ import msgspec
 from leyline.commands import AdaptationCommand, CommandType, RiskLevel
 from leyline.lifecycle import SeedStage
 
+__all__ = [
+    "DEFAULT_BLUEPRINTS",
+    "DEFAULT_CATALOG",
+    "SLOT_IDS",
+    "BlueprintCatalog",
+    "BlueprintSpec",
+    "action_to_command",
+    "blueprint_of",
+    "is_germinate",
+]
+
 _GERMINATE = "GERMINATE_"
 #: Names that survive the trip into an action name and back (`upper()` then `lower()`).
 _BLUEPRINT_NAME = re.compile(r"[a-z0-9_]+")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "PerformanceBudgets",
+]
+
 
 class PerformanceBudgets(msgspec.Struct, frozen=True, kw_only=True):
     """The spec's budgets, plus the payload caps the bus enforces.

@@ -37,32 +37,6 @@ class RiskLevel(enum.IntEnum):
     CRITICAL = 5
 
 
-class SeedOperation(enum.IntEnum):
-    """The lifecycle operations, each with the stage it leads to."""
-
-    GERMINATE = 1
-    START_TRAINING = 2
-    START_BLENDING = 3
-    START_SHADOWING = 4
-    START_PROBATION = 5
-    FOSSILIZE = 6
-    CULL = 7
-    EMBARGO = 8
-    RESET = 9
-
-
-OPERATION_TARGET_STAGE: dict[SeedOperation, SeedStage] = {
-    SeedOperation.GERMINATE: SeedStage.GERMINATED,
-    SeedOperation.START_TRAINING: SeedStage.TRAINING,
-    SeedOperation.START_BLENDING: SeedStage.BLENDING,
-    SeedOperation.START_SHADOWING: SeedStage.SHADOWING,
-    SeedOperation.START_PROBATION: SeedStage.PROBATIONARY,
-    SeedOperation.FOSSILIZE: SeedStage.FOSSILIZED,
-    SeedOperation.CULL: SeedStage.CULLED,
-    SeedOperation.EMBARGO: SeedStage.EMBARGOED,
-    SeedOperation.RESET: SeedStage.RESETTING,
-}
-
 #: The largest learning rate a command may set: larger ones overflow the optimiser step.
 MAX_LEARNING_RATE = 10.0
 
@@ -175,10 +149,68 @@ class AckOutcome(enum.IntEnum):
     DUPLICATE = 3
 
 
+class AckReason(enum.StrEnum):
+    """Why a worker rejected a command; the value (a name in lower case) is the ack's `reason`.
+
+    A command refused by the bus or the lifecycle guard carries its `RejectReason` by name
+    (`AckReason[reject.name]`); the rest are the worker's own judgements while applying it.
+    """
+
+    #: An APPLIED or DUPLICATE ack gives no reason.
+    NONE = ""
+    MALFORMED = "malformed"
+    FRAME_COUNT = "frame_count"
+    OVERSIZE = "oversize"
+    BAD_HEADER = "bad_header"
+    UNKNOWN_TAG = "unknown_tag"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_VALUE = "invalid_value"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    STALE = "stale"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    UNKNOWN_TARGET = "unknown_target"
+    OVER_BUDGET = "over_budget"
+    HANDLER_ERROR = "handler_error"
+    BAD_TOPIC = "bad_topic"
+    UNAUTHENTICATED = "unauthenticated"
+    FORGED_SENDER = "forged_sender"
+    NOT_PERMITTED = "not_permitted"
+    FUTURE_INCARNATION = "future_incarnation"
+    HANDSHAKE_FAILED = "handshake_failed"
+    CONNECTION_DROPPED = "connection_dropped"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    #: The blueprint's gate for the target stage did not pass.
+    GATE_FAILED = "gate_failed"
+    #: No seed module is registered under the command's blueprint.
+    UNKNOWN_BLUEPRINT = "unknown_blueprint"
+    #: The seed module does not preserve the shape of the slot it would sit in.
+    SHAPE_MISMATCH = "shape_mismatch"
+    #: Carrying the command out raised; the detail names the error.
+    APPLY_FAILED = "apply_failed"
+
+
 class CommandAck(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="CommandAck.v1"
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="CommandAck.v2"
 ):
     """A worker's answer to one command: applied, rejected (with why) or already seen."""
+
+    command_id: Ident
+    worker_id: Ident
+    outcome: AckOutcome
+    command_type: CommandType
+    sequence: int = 0
+    reason: AckReason = AckReason.NONE
+    detail: Text = ""
+    stage_after: SeedStage | None = None
+    epoch: int = 0
+    duration_ms: Finite = 0.0
+
+
+class CommandAckV1(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="CommandAck.v1"
+):
+    """The v1 ack, whose `reason` was a free string; read only to be lifted by `lift_ack_v1`."""
 
     command_id: Ident
     worker_id: Ident
@@ -190,6 +222,20 @@ class CommandAck(
     stage_after: SeedStage | None = None
     epoch: int = 0
     duration_ms: Finite = 0.0
+
+
+def lift_ack_v1(old: CommandAckV1) -> CommandAck:
+    """The v2 ack a v1 one said; refuses a reason that names no `AckReason`."""
+    fields = msgspec.structs.asdict(old)
+    try:
+        fields["reason"] = AckReason(old.reason)
+    except ValueError:
+        raise ContractError(
+            RejectReason.INVALID_VALUE,
+            f"CommandAck.v1: reason {old.reason!r} is not an AckReason",
+            "$.reason",
+        ) from None
+    return CommandAck(**fields)
 
 
 class WorkerHello(

@@ -9,6 +9,16 @@ import msgspec
 
 from leyline.lifecycle import SeedStage
 
+__all__ = [
+    "DEFAULT_GATE_THRESHOLDS",
+    "GateInputs",
+    "GateLevel",
+    "GateResult",
+    "GateThresholds",
+    "evaluate_gate",
+    "gate_for",
+]
+
 
 class GateLevel(enum.IntEnum):
     """One gate per target stage; any other target falls back to G0."""

@@ -5,6 +5,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+__all__ = [
+    "VALID_TRANSITIONS",
+    "SeedStage",
+    "is_active_stage",
+    "is_failure_stage",
+    "is_live_stage",
+    "is_terminal_stage",
+    "is_valid_transition",
+    "next_stage",
+]
+
 
 class SeedStage(enum.IntEnum):
     """Where a seed is in its life; the values are the wire values."""

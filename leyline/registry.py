@@ -19,6 +19,16 @@ import msgspec
 from leyline.budgets import DEFAULT_BUDGETS
 from leyline.errors import BudgetError, ContractError, RejectReason
 
+__all__ = [
+    "Entry",
+    "MessageDecoder",
+    "MessageEncoder",
+    "Registry",
+    "Upgrade",
+    "parse_tag",
+    "tag_of",
+]
+
 T = TypeVar("T", bound=msgspec.Struct)
 _TAG = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\.v(?P<major>[0-9]+)$")
 _PATH = re.compile(r" - at `(?P<path>\$[^`]*)`$")

@@ -46,6 +46,19 @@ import msgspec
 from leyline.registry import Registry, tag_of
 from leyline.wire import REGISTRY
 
+__all__ = [
+    "DEFAULT_LOCK_PATH",
+    "BreakingChange",
+    "BreakingKind",
+    "Schema",
+    "check",
+    "export",
+    "lock",
+    "read_lock",
+    "render",
+    "write_lock",
+]
+
 #: Where the committed lock lives, shipped with the package.
 DEFAULT_LOCK_PATH = Path(__file__).with_name("schema.lock.json")
 

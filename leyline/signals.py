@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from leyline._types import Count, Finite, Flag, Ident, NonNegative, Percent, Unit, utc_now
 from leyline.lifecycle import SeedStage
+
+__all__ = [
+    "BEST_VAL_LOSS_CAP",
+    "HISTORY_LENGTH",
+    "TENSOR_SCHEMA_SIZE",
+    "AccuracyHistory",
+    "Delta",
+    "FastTrainingSignals",
+    "HistoryWindow",
+    "LossHistory",
+    "TensorSchema",
+    "TrainingMetrics",
+    "TrainingSignals",
+]
 
 HISTORY_LENGTH = 5
 #: The ceiling on best_val_loss in the fast tier (the spec's clamp), also its "unknown" value.
@@ -57,14 +72,22 @@ LossHistory = tuple[NonNegative, NonNegative, NonNegative, NonNegative, NonNegat
 AccuracyHistory = tuple[Percent, Percent, Percent, Percent, Percent]
 Delta = Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)]
 
+#: The feature block of `FastTrainingSignals` v2: the 27 `TensorSchema` values in schema
+#: order, each a little-endian IEEE float32, 108 bytes. The one definition of the layout.
+FEATURE_BLOCK = struct.Struct(f"<{TENSOR_SCHEMA_SIZE}f")
+FeatureBlock = Annotated[
+    bytes, msgspec.Meta(min_length=FEATURE_BLOCK.size, max_length=FEATURE_BLOCK.size)
+]
+_FLOAT32_MAX = float(struct.unpack("<f", b"\xff\xff\x7f\x7f")[0])
 
-class FastTrainingSignals(
+
+class FastTrainingSignalsV1(
     msgspec.Struct, array_like=True, gc=False, frozen=True, tag="FastTrainingSignals.v1"
 ):
-    """The hot-path signal of one seed slot for one epoch: numbers only, in schema order.
+    """The v1 contract, one field per feature: read to be lifted to v2, and the named view.
 
-    Encoded as a msgpack array (no field names), integers as integers, so the worst case
-    stays inside the 280-byte budget. Every value is finite and in range on the wire.
+    Every value is checked at decode time by its type. `FastTrainingSignals.named()` gives
+    a v2 signal's values in this form; `lift()` packs one into v2.
     """
 
     epoch: Count
@@ -112,11 +135,108 @@ class FastTrainingSignals(
             float(self.available_slots),
         ]
 
+    def lift(self) -> FastTrainingSignals:
+        """The v2 signal of these values (the registry's upgrade of a v1 message)."""
+        return FastTrainingSignals(self.epoch, pack_features(self.to_vector()), self.slot_index)
+
+
+def pack_features(values: list[float]) -> bytes:
+    """The feature block of 27 raw values; a finite value beyond float32 becomes its bound.
+
+    A float64 value past float32's range would otherwise round to an infinity, which the
+    receiver refuses; its bound normalises to the same model input. -0.0 is written as 0.0.
+    """
+    try:
+        return FEATURE_BLOCK.pack(*[v + 0.0 for v in values])
+    except OverflowError:
+        bound = _FLOAT32_MAX
+        return FEATURE_BLOCK.pack(
+            *[min(max(v, -bound), bound) if math.isfinite(v) else v for v in values]
+        )
+
+
+class FastTrainingSignals(
+    msgspec.Struct, array_like=True, gc=False, frozen=True, tag="FastTrainingSignals.v2"
+):
+    """The hot-path signal of one seed slot for one epoch, tensor-ready.
+
+    `features` is the model input before normalisation: the 27 `TensorSchema` values as one
+    fixed-layout float32 block (`FEATURE_BLOCK`), so a batch becomes a tensor by joining
+    blocks, with no per-field Python. Decoding checks the block's length only; its values
+    (finite, in each feature's range, integers where the feature counts) are checked for a
+    whole batch at once by `leyline.features.check_rows`, which refuses a bad row by name.
+    `epoch` (the same value as `features[EPOCH]`, as `of` writes it) orders a slot's signals
+    for freshness and is checked at decode like any v1 field.
+    """
+
+    epoch: Count
+    features: FeatureBlock
+    slot_index: Count = 0
+
+    @classmethod
+    def of(
+        cls,
+        epoch: int,
+        global_step: int,
+        train_loss: float,
+        val_loss: float,
+        loss_delta: float,
+        train_accuracy: float,
+        val_accuracy: float,
+        accuracy_delta: float,
+        plateau_epochs: int,
+        best_val_accuracy: float,
+        best_val_loss: float,
+        loss_history_5: tuple[float, float, float, float, float],
+        accuracy_history_5: tuple[float, float, float, float, float],
+        has_active_seed: int,
+        seed_stage: SeedStage,
+        seed_epochs_in_stage: int,
+        seed_alpha: float,
+        seed_improvement: float,
+        available_slots: int,
+        slot_index: int = 0,
+    ) -> FastTrainingSignals:
+        """The signal of these values, in v1's field order (v1's named fields, packed)."""
+        return FastTrainingSignalsV1(
+            epoch, global_step, train_loss, val_loss, loss_delta, train_accuracy,
+            val_accuracy, accuracy_delta, plateau_epochs, best_val_accuracy, best_val_loss,
+            loss_history_5, accuracy_history_5, has_active_seed, seed_stage,
+            seed_epochs_in_stage, seed_alpha, seed_improvement, available_slots, slot_index,
+        ).lift()  # fmt: skip
+
+    def to_vector(self) -> list[float]:
+        """The 27 raw values in schema order, as the block holds them (float32), unchecked."""
+        return list(FEATURE_BLOCK.unpack(self.features))
+
+    def named(self) -> FastTrainingSignalsV1:
+        """The values by name, integers as integers and the stage as a `SeedStage`.
+
+        For readers that want a field, not the model (tests, tools). Only for a signal whose
+        values passed `check_rows` (or that `of` wrote): it does not check them.
+        """
+        v = self.to_vector()
+        f = TensorSchema
+        return FastTrainingSignalsV1(
+            int(v[f.EPOCH]), int(v[f.GLOBAL_STEP]), v[f.TRAIN_LOSS], v[f.VAL_LOSS],
+            v[f.LOSS_DELTA], v[f.TRAIN_ACCURACY], v[f.VAL_ACCURACY], v[f.ACCURACY_DELTA],
+            int(v[f.PLATEAU_EPOCHS]), v[f.BEST_VAL_ACCURACY], v[f.BEST_VAL_LOSS],
+            tuple(v[f.LOSS_HIST_0 : f.LOSS_HIST_4 + 1]),  # type: ignore[arg-type]
+            tuple(v[f.ACC_HIST_0 : f.ACC_HIST_4 + 1]),  # type: ignore[arg-type]
+            int(v[f.HAS_ACTIVE_SEED]), SeedStage(int(v[f.SEED_STAGE])),
+            int(v[f.SEED_EPOCHS_IN_STAGE]), v[f.SEED_ALPHA], v[f.SEED_IMPROVEMENT],
+            int(v[f.AVAILABLE_SLOTS]), self.slot_index,
+        )  # fmt: skip
+
+    def with_values(self, **changes: Any) -> FastTrainingSignals:
+        """This signal with some named values changed (v1's field names), packed again."""
+        return msgspec.structs.replace(self.named(), **changes).lift()
+
     @classmethod
     def empty(cls, slot_index: int = 0) -> FastTrainingSignals:
         """All zeros, one free slot, best loss at its cap (unknown)."""
         zeros = (0.0, 0.0, 0.0, 0.0, 0.0)
-        return cls(
+        return cls.of(
             0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, BEST_VAL_LOSS_CAP, zeros, zeros,
             0, SeedStage.UNKNOWN, 0, 0.0, 0.0, 1, slot_index,
         )  # fmt: skip
@@ -195,7 +315,7 @@ class TrainingSignals(msgspec.Struct, kw_only=True, tag="TrainingSignals.v1"):
         `BEST_VAL_LOSS_CAP`, so the result is always valid on the wire.
         """
         m = self.metrics
-        return FastTrainingSignals(
+        return FastTrainingSignals.of(
             m.epoch,
             m.global_step,
             m.train_loss,

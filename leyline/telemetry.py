@@ -10,6 +10,33 @@ import msgspec
 from leyline._types import Count, Finite, Ident, NonNegative, Percent, Text, Unit, new_id, utc_now
 from leyline.lifecycle import SeedStage
 
+__all__ = [
+    "EXPLODING_GRADIENT_NORM",
+    "PAYLOAD_FOR_EVENT",
+    "VANISHING_GRADIENT_NORM",
+    "CommandExecuted",
+    "CommandFailed",
+    "CommandIssued",
+    "ContractViolation",
+    "EpochCompleted",
+    "GradientAnomaly",
+    "ImprovementDetected",
+    "IsolationViolation",
+    "PeerLiveness",
+    "PerformanceDegradation",
+    "PlateauDetected",
+    "SeedCulled",
+    "SeedFossilized",
+    "SeedGerminated",
+    "SeedStageChanged",
+    "SeedTelemetry",
+    "Severity",
+    "TelemetryEvent",
+    "TelemetryEventType",
+    "TelemetryPayload",
+    "gradient_health",
+]
+
 
 class TelemetryEventType(enum.IntEnum):
     """The kinds of event; 1-13 are the spec's, the rest are the bus's own."""

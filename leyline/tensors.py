@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from leyline.errors import ContractError
 from leyline.features import (
     DEFAULT_BOUNDS,
     FeatureBounds,
     FeatureNormaliser,
+    RowChecker,
     normalise_into,
+    refusal,
     write_raw,
 )
 from leyline.signals import TENSOR_SCHEMA_SIZE, FastTrainingSignals
@@ -25,6 +28,12 @@ if TYPE_CHECKING:
     import torch
 
     DeviceLike = torch.device | str | None
+
+__all__ = [
+    "BatchConverter",
+    "default_device",
+    "to_tensor",
+]
 
 
 def default_device() -> torch.device:
@@ -45,21 +54,33 @@ def to_tensor(
     device: DeviceLike = None,
     bounds: FeatureBounds = DEFAULT_BOUNDS,
 ) -> torch.Tensor:
-    """The normalised [27] feature vector of one signal, on `device` (default: `default_device`)."""
+    """The normalised [27] feature vector of one signal, on `device` (default: `default_device`).
+
+    Raises `ContractError` (naming the feature) when a value breaks its range.
+    """
     import torch
 
     row = np.empty((1, TENSOR_SCHEMA_SIZE), np.float32)
-    normalise_into(write_raw((signals,), row), row, bounds)
+    write_raw((signals,), row)
+    problem = refusal(row[0].tolist())
+    if problem is not None:
+        raise problem
+    normalise_into(row, row, bounds)
     return torch.from_numpy(row[0]).to(_resolve(device))
 
 
 class BatchConverter:
     """Converts up to `max_batch` signals per call into one normalised [B, 27] tensor on a device.
 
-    The signals are written into a preallocated host buffer (pinned when the device is CUDA),
-    normalised there in place, and moved to a preallocated device buffer in one transfer. On
-    the CPU the host buffer is the device buffer and nothing is copied. The tensor returned by
-    `convert` is a view of that buffer: it stays valid until the next call.
+    The signals' feature blocks are joined into a preallocated host buffer (pinned when the
+    device is CUDA), checked there for the whole batch at once (`RowChecker`), normalised in
+    place, and moved to a preallocated device buffer in one transfer. On the CPU the host
+    buffer is the device buffer and nothing is copied. The tensor returned by `convert` is a
+    view of that buffer: it stays valid until the next call.
+
+    A row that breaks the contract is refused by name and counted, and the rest of the batch
+    goes on in order: after each call `refused` holds (index in the call, `ContractError`)
+    for each refused signal, and `refused_total` counts them all.
     """
 
     def __init__(
@@ -72,6 +93,7 @@ class BatchConverter:
         self.max_batch = max_batch
         self.device = _resolve(device)
         self._normaliser = FeatureNormaliser(bounds)
+        self._checker = RowChecker(max_batch)
         self._pinned = self.device.type == "cuda"
         shape = (max_batch, TENSOR_SCHEMA_SIZE)
         self._host = torch.empty(shape, dtype=torch.float32, pin_memory=self._pinned)
@@ -84,40 +106,45 @@ class BatchConverter:
         # Marks the end of the last host-to-device copy; waiting on it before refilling the
         # host buffer keeps a non-blocking copy from reading half-written rows.
         self._copied = torch.Event(self.device) if self._pinned else None
+        self.refused: list[tuple[int, ContractError]] = []
+        self.refused_total = 0
 
     @property
     def bounds(self) -> FeatureBounds:
         return self._normaliser.bounds
 
     def convert(self, signals: Sequence[FastTrainingSignals]) -> torch.Tensor:
-        """The normalised batch [len(signals), 27] on the device, a view of the owned buffer."""
-        self._check(len(signals))
-        return self._ship(write_raw(signals, self._host_rows))
+        """The normalised batch [accepted, 27] on the device, a view of the owned buffer."""
+        return self.ship(self.load(signals))
 
-    def convert_raw(self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> torch.Tensor:
-        """The same from raw rows [B, 27] already written by `write_raw` (float32 or float64).
+    def load(self, signals: Sequence[FastTrainingSignals]) -> npt.NDArray[np.float32]:
+        """The raw rows of the signals that pass the checks, in order, in the host buffer.
 
-        For a caller that reads the raw rows too (the controller's decision columns): the
-        signals are walked once. float64 values beyond float32 range become infinities, as
-        `write_raw` stores them.
+        For a caller that reads the raw rows too (the controller's decision columns) before
+        `ship` normalises them in place; `refused` says which signals were left out.
         """
-        count = len(raw)
-        self._check(count)
-        rows = self._host_rows[:count]
-        with np.errstate(over="ignore"):
-            np.copyto(rows, raw, casting="same_kind")
-        return self._ship(rows)
-
-    def _check(self, count: int) -> None:
+        count = len(signals)
         if count > self.max_batch:
             raise ValueError(f"{count} signals exceed max_batch {self.max_batch}")
         if self._copied is not None:
             self._copied.synchronize()
+        rows = write_raw(signals, self._host_rows)
+        bad = self._checker.bad_rows(rows)
+        if not len(bad):
+            self.refused = []
+            return rows
+        self.refused = [(int(i), self._refusal(rows[i])) for i in bad]
+        self.refused_total += len(bad)
+        kept = np.ones(count, np.bool_)
+        kept[bad] = False
+        accepted = count - len(bad)
+        rows[:accepted] = rows[kept]  # the good rows moved up, in order
+        return rows[:accepted]
 
-    def _ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
-        """Normalise the host rows in place and move them to the device in one transfer."""
+    def ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
+        """Normalise rows from `load` in place and move them to the device in one transfer."""
         count = len(rows)
-        self._normaliser.normalise_into(rows, rows)
+        self._normaliser.normalise_into(rows, rows, checked=True)
         if self._target is self._host:
             return self._host[:count]
         batch = self._target[:count]
@@ -125,3 +152,9 @@ class BatchConverter:
         if self._copied is not None:
             self._copied.record()
         return batch
+
+    @staticmethod
+    def _refusal(row: npt.NDArray[np.float32]) -> ContractError:
+        problem = refusal(row.tolist())
+        assert problem is not None  # the checker and `refusal` apply the same rules
+        return problem

@@ -7,23 +7,40 @@ from leyline.commands import (
     AdaptationCommand,
     AdaptationCommandV1,
     CommandAck,
+    CommandAckV1,
     WorkerHello,
+    lift_ack_v1,
     lift_v1,
 )
 from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade
 from leyline.reports import FieldReport, SeedStateReport
-from leyline.signals import FastTrainingSignals, TrainingSignals
+from leyline.signals import FastTrainingSignals, FastTrainingSignalsV1, TrainingSignals
 from leyline.telemetry import SeedTelemetry, TelemetryEvent
 
+__all__ = [
+    "REGISTRY",
+    "Message",
+    "decode",
+    "encode",
+]
+
 REGISTRY = Registry()
-REGISTRY.register(FastTrainingSignals, budget=DEFAULT_BUDGETS.max_message_size_bytes)
+REGISTRY.register(
+    FastTrainingSignals,
+    budget=DEFAULT_BUDGETS.max_message_size_bytes,
+    upgrades=[Upgrade(FastTrainingSignalsV1, FastTrainingSignalsV1.lift)],
+)
 REGISTRY.register(
     AdaptationCommand,
     budget=DEFAULT_BUDGETS.max_command_size_bytes,
     upgrades=[Upgrade(AdaptationCommandV1, lift_v1)],
 )
-REGISTRY.register(CommandAck, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(
+    CommandAck,
+    budget=DEFAULT_BUDGETS.max_command_size_bytes,
+    upgrades=[Upgrade(CommandAckV1, lift_ack_v1)],
+)
 REGISTRY.register(WorkerHello, budget=DEFAULT_BUDGETS.max_command_size_bytes)
 for _cls in (
     TrainingSignals,

@@ -10,13 +10,13 @@ Enums keep their wire values and carry their member names as `x-enum-varnames`.
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 from bus.topics import CHANNEL_CONTRACTS, Channel
-from leyline import REGISTRY, Heartbeat, Ready, ReplayDone, ReplayRequest
+from leyline import LEYLINE_VERSION, Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import tag_of
 from leyline.schema import export
+from leyline.wire import REGISTRY
 from services.sink.daemon import AUDITED
 
 Document = dict[str, Any]
@@ -79,7 +79,7 @@ def asyncapi() -> Document:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Leyline bus",
-            "version": importlib.metadata.version("esper-leyline"),
+            "version": LEYLINE_VERSION,
             "description": (
                 "Typed, enforced pub/sub for training control over ZeroMQ. A message is three "
                 "frames: topic `<channel>.<scope>.`, a msgpack header (wire version, sender, "

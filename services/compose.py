@@ -15,12 +15,14 @@ from typing import Any
 
 import msgspec
 
+from leyline import LeylineError
+
 #: The image's ENTRYPOINT, which every service's command is an argument list to.
 ENTRYPOINT = ("leyline",)
 LOOPBACK = "127.0.0.1"
 
 
-class ComposeError(Exception):
+class ComposeError(LeylineError):
     """The compose files cannot be resolved or read."""
 
 

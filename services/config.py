@@ -18,6 +18,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from bus import SocketOptions
+from leyline import LeylineError
 
 ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
 
@@ -141,6 +142,10 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         tuple[Address, ...],
         msgspec.Meta(min_length=1, description="publisher connects to each of these"),
     ] = ("controller@tcp://127.0.0.1:5551", "sink@tcp://127.0.0.1:5552")
+    publish: Annotated[
+        Address | None,
+        _help("publisher also binds here, for tools to connect (leyline topic, record)"),
+    ] = None
     epochs: Annotated[PositiveInt, _help("epochs to train")] = 30
     data_dir: Annotated[FilePath, _help("checkpoints and data live here")] = "leyline-data"
     topology: Annotated[Topology, _help("host: cnn on digits, transformer on generated text")] = (
@@ -192,7 +197,7 @@ _STRUCTURED = (
 )
 
 
-class ConfigError(Exception):
+class ConfigError(LeylineError):
     """A setting is invalid, unknown or unreadable; the message is one line naming it."""
 
 

@@ -11,7 +11,6 @@ from typing import Any, Protocol
 import structlog
 
 from bus import (
-    DEFAULT_SOCKET_OPTIONS,
     Channel,
     MetricsServer,
     Publisher,
@@ -22,6 +21,7 @@ from bus import (
 )
 from bus.rejection import TokenBucket
 from bus.security import Curve
+from bus.sockets import DEFAULT_SOCKET_OPTIONS
 from leyline import AdaptationCommand, Message, Severity, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation, PeerLiveness
 

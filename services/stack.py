@@ -16,6 +16,7 @@ from typing import IO
 import msgspec
 
 from bus.security import Role, ensure_keys
+from services.observer.endpoints import TOOL_IDENTITY, BusMap, write_bus_map
 from services.progress import WorkerProgress, read_progress
 
 
@@ -34,7 +35,9 @@ def free_ports(count: int) -> list[int]:
 
 
 #: What a run leaves in its data folder; a new run moves these aside first.
-RUN_FILES = ("sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs")
+RUN_FILES = (
+    "sink.db", "sink.db-wal", "sink.db-shm", "checkpoints", "outbox", "logs", "bus.json",
+)  # fmt: skip
 
 
 def archive_previous_run(data_dir: str | Path) -> Path | None:
@@ -70,7 +73,7 @@ class StackPlan(msgspec.Struct, frozen=True):
 
 def stack_identities(workers: int) -> dict[str, Role]:
     """Every identity of a local stack: controller, sink, workers w1..wN and one tool key."""
-    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, "tool": Role.TOOL}
+    wanted = {"controller": Role.CONTROLLER, "sink": Role.SINK, TOOL_IDENTITY: Role.TOOL}
     wanted.update({f"w{index}": Role.WORKER for index in range(1, workers + 1)})
     return wanted
 
@@ -104,10 +107,13 @@ def plan_stack(
 
     Every service authenticates with its key from `<data_dir>/keys` (see `leyline keys`),
     unless `insecure`; connect addresses name the identity whose key they pin. `model` sets
-    the workers' and the controller's topology and the controller's policy.
+    the workers' and the controller's topology and the controller's policy. The endpoints
+    a tool needs (`leyline topic`, `record`, `play`) go into `<data_dir>/bus.json`.
     """
     model = model or StackModel()
-    commands, controller_intake, sink_intake = (f"tcp://127.0.0.1:{port}" for port in free_ports(3))
+    commands, controller_intake, sink_intake, *published = (
+        f"tcp://127.0.0.1:{port}" for port in free_ports(3 + workers)
+    )
     data = Path(data_dir)
     bus = {"LEYLINE_BUS_KEYS_DIR": str(data / "keys")}
     created: list[str] = []
@@ -146,6 +152,7 @@ def plan_stack(
                     "LEYLINE_WORKER_INTAKE": json.dumps(
                         [f"controller@{controller_intake}", f"sink@{sink_intake}"]
                     ),
+                    "LEYLINE_WORKER_PUBLISH": published[index - 1],
                     "LEYLINE_WORKER_EPOCHS": str(epochs),
                     "LEYLINE_WORKER_DATA_DIR": str(data),
                     "LEYLINE_WORKER_SEED": str(seed + index),
@@ -153,6 +160,18 @@ def plan_stack(
                 },
             )
         )
+    write_bus_map(
+        data,
+        BusMap(
+            publishers=(
+                f"controller@{commands}",
+                *(f"w{index}@{address}" for index, address in enumerate(published, 1)),
+            ),
+            intakes=(f"controller@{controller_intake}", f"sink@{sink_intake}"),
+            keys_dir=bus["LEYLINE_BUS_KEYS_DIR"],
+            insecure=insecure,
+        ),
+    )
     return StackPlan(str(data), tuple(services), tuple(created))
 
 

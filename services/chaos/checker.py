@@ -22,7 +22,7 @@ import torch
 
 from leyline import CommandType
 from services.controller.journal import CommandJournal
-from services.sink.losses import merged, subtract, without
+from services.sink.losses import LossReason, merged, subtract, without
 from services.sink.store import TelemetryStore
 
 _EXECUTIONS = (
@@ -252,7 +252,7 @@ def _check_telemetry(
         if incarnation != latest[sender]:
             continue  # the window died with this incarnation: whatever it lost is excused
         for first, last, reason in lost.get(stream, ()):
-            if reason != "beyond_window" or high < last + files.replay_window:
+            if reason != LossReason.BEYOND_WINDOW or high < last + files.replay_window:
                 verdict.failures.append(
                     f"{topic} incarnation {incarnation}: {first}..{last} recorded lost "
                     f"({reason}) though the publisher's window of {files.replay_window} "

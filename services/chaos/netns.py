@@ -28,6 +28,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
+from leyline import LeylineError
+
 #: Every namespace this module creates starts with this.
 PREFIX = "llmh-"
 SUBNET = "10.77.0"
@@ -37,7 +39,7 @@ _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
 _networks = itertools.count(1)
 
 
-class NetnsError(RuntimeError):
+class NetnsError(LeylineError, RuntimeError):
     """An `ip` command failed; the message carries its stderr."""
 
 

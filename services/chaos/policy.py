@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from leyline import DEFAULT_BOUNDS
+from leyline.features import DEFAULT_BOUNDS
 from services.controller.layout import ActionLayout
 from services.controller.mlp import MlpPolicy
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import resource
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import structlog
+import zmq
 
 from bus import Channel, SemanticGuard
 from bus.security import Curve, SecurityError
@@ -25,6 +27,8 @@ from services.logging import configure_logging
 from services.node import Node
 
 ConfigT = TypeVar("ConfigT", bound=msgspec.Struct)
+#: Open files asked for when the hard limit is unlimited.
+MAX_OPEN_FILES = 65_536
 
 
 def add_service_parser(
@@ -39,6 +43,21 @@ def add_service_parser(
     return parser
 
 
+def raise_open_file_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the new one.
+
+    Every peer is a connection, so a controller driven by 1,024 workers holds over 2,000
+    sockets (intake and commands), past the common default soft limit of 1,024, where libzmq
+    would refuse further connections (EMFILE).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+        soft = max(soft, wanted)
+    return soft
+
+
 def load_service(
     cls: type[ConfigT], section: str, args: argparse.Namespace
 ) -> tuple[ConfigT, BusConfig]:
@@ -47,6 +66,9 @@ def load_service(
     bus = config_from_args(BusConfig, "bus", args)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(service=section)
+    # Every peer and every replay request is a socket: let this process's ZeroMQ context
+    # (libzmq caps it at 1,023 sockets by default) open as many as it may open files.
+    zmq.Context.instance().set(zmq.MAX_SOCKETS, raise_open_file_limit())
     return config, bus
 
 
@@ -83,18 +105,21 @@ def make_node(
     guards: Mapping[Channel, SemanticGuard] | None = None,
     state_dir: Path,
     replay_store: Path | None = None,
+    curve: Curve | None = None,
 ) -> Node:
     """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM.
 
     With `replay_store` its replay window is durable: a restarted node can still replay what
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
     Its incarnation is kept in `state_dir`, so a restart is a later one whatever the clock does.
+    `curve` is the node's key when the caller already holds it (many nodes of one process
+    sharing one trust store); else it is loaded from `bus.keys_dir`.
     """
     replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
     clock = service_clock()
     node = Node(
         node_id,
-        security=node_security(node_id, bus),
+        security=curve or node_security(node_id, bus),
         subscribe=subscribe,
         publish_bind=publish_bind,
         publish_connect=publish_connect,

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from bus import Channel, TransitionGuard
+from bus import Channel
 from services.cli._service import add_service_parser, load_service, make_node
 from services.config import ControllerConfig
 from services.controller.inference import InferenceLoop
@@ -16,6 +16,7 @@ from services.controller.journal import CommandJournal
 from services.controller.loading import load_policy
 from services.controller.policy import ControlPolicy
 from services.controller.process import Controller
+from services.guards import TransitionGuard
 
 
 def add_parser(subparsers: Any) -> None:
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         journal.close()
     log.info(
         "controller stopped",
+        decided=controller.decided,
         issued=controller.issued,
         applied=controller.applied,
         rejected=controller.rejected,

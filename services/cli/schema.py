@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leyline import REGISTRY, parse_tag
+from leyline.registry import parse_tag
 from leyline.schema import DEFAULT_LOCK_PATH, check, export, lock, read_lock, render, write_lock
+from leyline.wire import REGISTRY
 
 
 def add_parser(subparsers: Any) -> None:

@@ -49,6 +49,7 @@ def build_worker(config: WorkerConfig, bus: BusConfig) -> Worker:
         config.id,
         bus,
         subscribe=[(Channel.CMD, config.id)],
+        publish_bind=[] if config.publish is None else [config.publish],
         publish_connect=list(config.intake),
         subscribe_connect=[config.commands],
         state_dir=Path(config.data_dir),

@@ -2,13 +2,14 @@
 
 from services.controller.batcher import PendingSignal, SignalBatcher
 from services.controller.columns import Column, ColumnBuffer, ObservationBatch, pick_device
+from services.controller.decisions import Decision, Decisions
 from services.controller.heuristic import (
     DEFAULT_ROTATIONS,
     DEFAULT_THRESHOLDS,
     HeuristicPolicy,
     HeuristicThresholds,
 )
-from services.controller.inference import Decision, InferenceLoop
+from services.controller.inference import InferenceLoop
 from services.controller.layout import ActionLayout
 from services.controller.loading import load_policy
 from services.controller.masks import ActionMasker
@@ -26,6 +27,7 @@ __all__ = [
     "ControlPolicy",
     "Decision",
     "DecisionReason",
+    "Decisions",
     "HeuristicPolicy",
     "HeuristicThresholds",
     "InferenceLoop",

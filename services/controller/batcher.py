@@ -48,6 +48,8 @@ class SignalBatcher:
         self.max_wait_s = max_wait_s
         self._pending: dict[SlotKey, PendingSignal] = {}
         self._decided_epoch: dict[SlotKey, int] = {}
+        #: The slots seen of each worker, so forgetting one worker touches only its own keys.
+        self._slots: dict[str, set[str]] = {}
         self.accepted = 0
         self.conflated = 0
         self.stale = 0
@@ -70,6 +72,8 @@ class SignalBatcher:
             return False
         held = self._pending.get(key)
         if held is None:
+            if decided is None:
+                self._slots.setdefault(worker_id, set()).add(slot_id)
             arrived = time.monotonic() if now is None else now
             self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived)
         elif signal.epoch >= held.signal.epoch:
@@ -99,15 +103,19 @@ class SignalBatcher:
         """The next batch (oldest first, at most `max_batch`) when ready or forced, else []."""
         if not (force or self.ready(now)):
             return []
-        batch = list(islice(self._pending.values(), self.max_batch))
-        for item in batch:
-            key = (item.worker_id, item.slot_id)
-            del self._pending[key]
-            self._decided_epoch[key] = item.signal.epoch
+        pending = self._pending
+        if len(pending) <= self.max_batch:  # all of it: taken and cleared in C, not one by one
+            keys = list(pending)
+            batch = list(pending.values())
+            pending.clear()
+        else:
+            keys = list(islice(pending, self.max_batch))
+            batch = [pending.pop(key) for key in keys]
+        self._decided_epoch.update(zip(keys, [item.signal.epoch for item in batch], strict=True))
         return batch
 
     def forget(self, worker_id: str) -> None:
         """Drop what is pending or remembered for `worker_id`: it restarted, epochs begin anew."""
-        for table in (self._pending, self._decided_epoch):
-            for key in [key for key in table if key[0] == worker_id]:
-                del table[key]
+        for slot_id in self._slots.pop(worker_id, ()):
+            self._pending.pop((worker_id, slot_id), None)
+            self._decided_epoch.pop((worker_id, slot_id), None)

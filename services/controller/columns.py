@@ -2,8 +2,8 @@
 
 Rules and masks compare against thresholds (epoch < 5, improvement < -2.0 pp, stage ==
 PROBATIONARY). Deciding on normalised float32 features would move those comparisons by a
-rounding step, so the few raw values the rules need travel as float64 (exact for every
-integer count and every Python float) in one small preallocated buffer.
+rounding step, so the few raw values the rules need travel as float64 (the feature block's
+float32 values, widened exactly) in one small preallocated buffer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from leyline import TENSOR_SCHEMA_SIZE, FastTrainingSignals, TensorSchema, write_raw
+from leyline import FastTrainingSignals
+from leyline.features import write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 from leyline.tensors import default_device
 
 
@@ -103,8 +105,10 @@ class ColumnBuffer:
             raise ValueError(f"batch of {len(signals)} exceeds max_batch {self.max_batch}")
         return self.fill_raw(write_raw(signals, self._raw), rows)
 
-    def fill_raw(self, raw: npt.NDArray[np.float64], rows: Sequence[int]) -> torch.Tensor:
-        """The same from float64 raw rows [B, 27] by `write_raw`, exact for every value."""
+    def fill_raw(
+        self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64], rows: Sequence[int]
+    ) -> torch.Tensor:
+        """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly."""
         count = len(raw)
         if count > self.max_batch:
             raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")

@@ -2,78 +2,39 @@
 
 Synchronous and thread-free, for a controller's event loop: `submit` each signal as it
 arrives, call `step(now)` whenever the loop wakes (at the latest at `deadline()`), and send
-the commands of the decisions it returns.
+the commands of the decisions it returns (`Decisions.commanded()`).
 """
 
 from __future__ import annotations
 
-import copy
-import enum
-import itertools
-import secrets
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 
-import msgspec
 import numpy as np
 import torch
 
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    AdaptationCommand,
-    BatchConverter,
-    FastTrainingSignals,
-    FeatureBounds,
-    action_to_command,
-    write_raw,
-)
+from leyline import ContractError
+from leyline.features import FeatureBounds
+from leyline.tensors import BatchConverter
 from services.controller.batcher import PendingSignal, SignalBatcher, SlotKey
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
+from services.controller.commands import CommandStamper
+from services.controller.decisions import Decisions
 from services.controller.masks import ActionMasker
 from services.controller.policy import ControlPolicy, DecisionReason
-
-
-class Decision(msgspec.Struct, frozen=True, gc=False):
-    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command.
-
-    A msgspec Struct for its C constructor: one is built per decision (bench inference).
-    """
-
-    worker_id: str
-    slot_id: str
-    epoch: int
-    action: enum.IntEnum
-    confidence: float
-    reason: DecisionReason
-    command: AdaptationCommand | None
-
-
-class CommandIds:
-    """Command ids unique across processes and machines at the cost of a counter step.
-
-    Each instance draws a 64-bit random prefix once; ids are `<prefix>-<n>` for n = 1, 2, ...
-    A restarted controller draws a new prefix, so it never repeats an id it issued before.
-    """
-
-    __slots__ = ("_counter", "prefix")
-
-    def __init__(self) -> None:
-        self.prefix = secrets.token_hex(8)
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.prefix}-{next(self._counter)}"
 
 
 class InferenceLoop:
     """Micro-batches the freshest signals and runs `policy` on `device` under inference mode.
 
-    Per batch: the signals are walked once into float64 raw rows (`write_raw`), from which a
-    `BatchConverter` makes the normalised features and a `ColumnBuffer` the raw decision
-    columns (each one preallocated buffer, pinned on CUDA, one transfer),
-    legal-action masks are computed on the device, the policy decides, illegal choices fall
-    back to WAIT, and the results come back to the host in one transfer.
+    Per batch: the signals' feature blocks are joined into the `BatchConverter`'s host
+    buffer and checked there for the whole batch; a signal that breaks the contract is
+    refused by name (`on_refused`, counted in `refused`) and the rest go on. From the raw
+    rows a `ColumnBuffer` takes the decision columns and the converter the normalised
+    features (each one preallocated buffer, pinned on CUDA, one transfer), legal-action
+    masks are computed on the device, the policy decides, illegal choices fall back to WAIT,
+    the results come back to the host in one transfer, and only the rows that act get a
+    command (`CommandStamper`).
     """
 
     def __init__(
@@ -88,18 +49,25 @@ class InferenceLoop:
         self.policy = policy.to(self.device).eval()
         self.layout = policy.layout
         self.batcher = SignalBatcher(max_batch, max_wait_s)
+        #: Queue the signal of one slot (freshest wins); False when it was stale. The
+        #: batcher's own method, bound here: one call layer less per signal.
+        self.submit = self.batcher.submit
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
-        # The raw rows of a batch, written once and read by both the converter and the columns.
-        self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
+        self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
+        #: Signals refused for a value that breaks the contract (never decided).
+        self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
         self._rows: dict[SlotKey, int] = {}
-        # Lookup tables: an enum call per decision showed up at large batches (bench inference).
-        self._actions = tuple(self.layout.actions)
-        self._reasons = {int(reason): reason for reason in DecisionReason}
-        self._ids = CommandIds()
-        # One validated command per (action, reason, slot), copied and stamped per decision.
-        self._templates: dict[tuple[int, int, str], AdaptationCommand] = {}
+        #: The memory rows of each worker, so forgetting one does not scan every row.
+        self._worker_rows: dict[str, list[int]] = {}
+        # Lookup table: an enum call per decision showed up at large batches (bench inference).
+        self._members = tuple(self.layout.actions)
+        self._commands = CommandStamper(self.layout)
+
+    def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
+        """Call `handler` with each signal refused for its values, and why."""
+        self._on_refused = handler
 
     @property
     def max_batch(self) -> int:
@@ -110,31 +78,21 @@ class InferenceLoop:
         """The bounds the features are normalised with: the policy's own."""
         return self._converter.bounds
 
-    def submit(
-        self,
-        worker_id: str,
-        slot_id: str,
-        signal: FastTrainingSignals,
-        now: float | None = None,
-    ) -> bool:
-        """Queue the signal of one slot (freshest wins); False when it was stale."""
-        return self.batcher.submit(worker_id, slot_id, signal, now)
-
     def deadline(self) -> float | None:
         """The latest time `step` should run to honour the maximum wait; None when idle."""
         return self.batcher.deadline()
 
-    def step(self, now: float | None = None) -> list[Decision]:
+    def step(self, now: float | None = None) -> Decisions:
         """Decide every batch that is ready at `now` (full, or waited long enough)."""
         now = time.monotonic() if now is None else now
-        decisions: list[Decision] = []
+        decisions = Decisions(self._members)
         while batch := self.batcher.take(now):
             decisions.extend(self.decide(batch))
         return decisions
 
-    def flush(self) -> list[Decision]:
+    def flush(self) -> Decisions:
         """Decide everything pending now, ready or not (shutdown, tests)."""
-        decisions: list[Decision] = []
+        decisions = Decisions(self._members)
         while batch := self.batcher.take(force=True):
             decisions.extend(self.decide(batch))
         return decisions
@@ -142,79 +100,56 @@ class InferenceLoop:
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
         self.batcher.forget(worker_id)
-        rows = [row for (worker, _), row in self._rows.items() if worker == worker_id]
+        rows = self._worker_rows.get(worker_id)
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
-    def decide(self, batch: Sequence[PendingSignal]) -> list[Decision]:
+    def decide(self, batch: Sequence[PendingSignal]) -> Decisions:
         """Run the policy on one batch (at most `max_batch`) and turn its actions into commands."""
-        if not batch:
-            return []
-        signals = [item.signal for item in batch]
+        items = list(batch)
+        if not items:
+            return Decisions(self._members)
+        raw = self._converter.load([item.signal for item in items])
+        if self._converter.refused:
+            items = self._refuse(items)
+            if not items:
+                return Decisions(self._members)
         table = self._rows  # a new (worker, slot) gets the next free memory row
-        rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in batch]
-        self.policy.reserve(len(self._rows))
+        known = len(table)
+        rows = [table.setdefault((item.worker_id, item.slot_id), len(table)) for item in items]
+        if len(table) > known:
+            for item, row in zip(items, rows, strict=True):
+                if row >= known:
+                    self._worker_rows.setdefault(item.worker_id, []).append(row)
+        self.policy.reserve(len(table))
         with torch.inference_mode():
-            raw = write_raw(signals, self._raw)
-            features = self._converter.convert_raw(raw)
-            columns = self._columns.fill_raw(raw, rows)
+            columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
+            features = self._converter.ship(raw)
             masks = self._masker(columns)
             actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
             legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
             actions = torch.where(legal, actions, self.layout.wait)
             reasons = torch.where(legal, reasons, DecisionReason.ILLEGAL_PROPOSAL)
-            results = torch.stack(
-                (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
-            ).tolist()
-        timestamp = datetime.now(UTC)  # one timestamp for the whole batch
-        wait, command = self.layout.wait, self._command
-        actions_of, reasons_of = self._actions, self._reasons
-        return [
-            Decision(
-                item.worker_id,
-                item.slot_id,
-                item.signal.epoch,
-                actions_of[index],
-                confidence,
-                reasons_of[code],
-                None
-                if index == wait
-                else command(index, code, item.slot_id, timestamp, confidence),
+            # One transfer back; the integer rows are read as integers on the host.
+            results = (
+                torch.stack(
+                    (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
+                )
+                .cpu()
+                .numpy()
             )
-            for item, index, confidence, code in zip(
-                batch, map(int, results[0]), results[1], map(int, results[2]), strict=True
-            )
-        ]
+        chosen: list[int] = results[0].astype(np.int64).tolist()
+        confidences: list[float] = results[1].tolist()
+        why: list[int] = results[2].astype(np.int64).tolist()
+        commands = self._commands.stamp(items, chosen, confidences, why)
+        return Decisions(self._members, items, chosen, confidences, why, commands)
 
-    def _command(
-        self, index: int, code: int, slot_id: str, timestamp: datetime, confidence: float
-    ) -> AdaptationCommand:
-        """The command of one decision: a copy of its cached template stamped with a fresh id.
-
-        A copy plus `force_setattr` rather than `msgspec.structs.replace`: the template passed
-        `__post_init__`, and id, timestamp and confidence take no part in its cross-field
-        rules, so rerunning it (as `replace` does) would triple the cost (bench inference).
-        """
-        command_id = self._ids.next()
-        template = self._templates.get((index, code, slot_id)) or self._template(
-            index, code, slot_id, command_id
-        )
-        command = copy.copy(template)
-        stamp = msgspec.structs.force_setattr
-        stamp(command, "command_id", command_id)
-        stamp(command, "timestamp", timestamp)
-        stamp(command, "confidence", confidence)
-        return command
-
-    def _template(self, index: int, code: int, slot_id: str, command_id: str) -> AdaptationCommand:
-        """The cached command of (action, reason, slot), first built for `command_id`."""
-        command = action_to_command(
-            self._actions[index],
-            command_id=command_id,
-            seed_id=None,
-            slot_id=slot_id,
-            reason=self._reasons[code].text,
-        )
-        assert command is not None  # only WAIT has none, and WAIT never gets here
-        self._templates[index, code, slot_id] = command
-        return command
+    def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
+        """Report the converter's refusals; the items that were kept, in order."""
+        refused = self._converter.refused
+        self.refused += len(refused)
+        if self._on_refused is not None:
+            for index, error in refused:
+                self._on_refused(items[index], error)
+        dropped = {index for index, _ in refused}
+        return [item for index, item in enumerate(items) if index not in dropped]

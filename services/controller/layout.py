@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from leyline import DEFAULT_CATALOG, BlueprintCatalog, blueprint_of
+from leyline.actions import DEFAULT_CATALOG, BlueprintCatalog, blueprint_of
 
 
 class ActionLayout:

@@ -9,7 +9,9 @@ import msgspec
 import torch
 from torch import nn
 
-from leyline import DEFAULT_CATALOG, TENSOR_SCHEMA_SIZE, BlueprintCatalog, FeatureBounds
+from leyline.actions import DEFAULT_CATALOG, BlueprintCatalog
+from leyline.features import FeatureBounds
+from leyline.signals import TENSOR_SCHEMA_SIZE
 from services.controller.columns import ObservationBatch
 from services.controller.layout import ActionLayout
 from services.controller.policy import ControlPolicy, DecisionReason, PolicyOutput

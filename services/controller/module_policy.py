@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leyline import DEFAULT_BOUNDS, TENSOR_SCHEMA_SIZE, FeatureBounds
+from leyline.features import DEFAULT_BOUNDS, FeatureBounds
+from leyline.signals import TENSOR_SCHEMA_SIZE
 from services.config import ConfigError
 from services.controller.columns import COLUMN_COUNT, Column, ObservationBatch
 from services.controller.layout import ActionLayout

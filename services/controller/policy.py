@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from leyline import DEFAULT_BOUNDS, FeatureBounds
+from leyline.features import DEFAULT_BOUNDS, FeatureBounds
 from services.controller.columns import ObservationBatch
 from services.controller.layout import ActionLayout
 

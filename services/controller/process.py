@@ -14,33 +14,26 @@ import structlog
 
 from bus import Channel, Envelope
 from leyline import (
-    SLOT_IDS,
     AckOutcome,
     AdaptationCommand,
     CommandAck,
+    ContractError,
     FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
     WorkerHello,
 )
+from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
-from services.controller.inference import Decision, InferenceLoop
+from services.controller.batcher import PendingSignal
+from services.controller.decisions import Decision
+from services.controller.inference import InferenceLoop
+from services.controller.inflight import InFlight, InFlightTable
 from services.controller.journal import CommandJournal, JournalEntry
 from services.node import Node
 
 _log = structlog.get_logger("leyline.controller")
 MAX_BACKOFF_S = 30.0
-
-
-class InFlight:
-    """A journaled command not yet acknowledged, and when to send it again."""
-
-    __slots__ = ("attempts", "entry", "resend_at")
-
-    def __init__(self, entry: JournalEntry, resend_at: float) -> None:
-        self.entry = entry
-        self.attempts = 1
-        self.resend_at = resend_at
 
 
 class Controller:
@@ -66,25 +59,32 @@ class Controller:
         self.ack_timeout_s = ack_timeout_s
         now = time.monotonic()
         # A restarted controller picks up what it had sent and not seen acknowledged.
-        self.in_flight: dict[str, InFlight] = {
-            entry.command.command_id: InFlight(entry, now + ack_timeout_s)
-            for entry in journal.unacked()
-        }
+        self.in_flight = InFlightTable()
+        for entry in journal.unacked():
+            self.in_flight.add(InFlight(entry, now + ack_timeout_s))
+        #: Decisions the policy made (a WAIT included), and commands issued from them.
+        self.decided = 0
         self.issued = 0
         self.applied = 0
         self.rejected = 0
         self.resent = 0
         #: Acks and hellos ignored because they speak for another worker than their sender.
         self.misattributed = 0
+        #: Signals refused by the inference loop for a value that breaks the contract.
+        self.refused_signals = 0
+        loop.on_refused(self._refused_signal)
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
+        busy = self.in_flight.busy
+        decisions = self.loop.step()
+        self.decided += len(decisions)
         issuable = [
             (d, command)
-            for d in self.loop.step()
-            if (command := d.command) is not None and not self._busy(d.worker_id, d.slot_id)
+            for d in decisions.commanded()
+            if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
         ]
         # One journal transaction for everything decided, committed before anything is sent.
         entries = self.journal.issue_many([(d.worker_id, d.slot_id, c) for d, c in issuable])
@@ -106,12 +106,6 @@ class Controller:
             self.node.pump(max(1, int(wait * 1000)))
             self.tick()
 
-    def _busy(self, worker_id: str, slot_id: str) -> bool:
-        return any(
-            f.entry.worker_id == worker_id and f.entry.slot_id == slot_id
-            for f in self.in_flight.values()
-        )
-
     def _on_signal(self, envelope: Envelope) -> None:
         signal: FastTrainingSignals = envelope.message
         if signal.slot_index >= len(self.slots):
@@ -119,13 +113,11 @@ class Controller:
             return
         worker_id = envelope.header.sender
         slot_id = self.slots[signal.slot_index]
-        if not self._busy(worker_id, slot_id):
+        if not self.in_flight.busy(worker_id, slot_id):
             self.loop.submit(worker_id, slot_id, signal)
 
     def _act(self, decision: Decision, entry: JournalEntry) -> None:
-        self.in_flight[entry.command.command_id] = InFlight(
-            entry, time.monotonic() + self.ack_timeout_s
-        )
+        self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
         self._send(entry)
         self.issued += 1
         command = entry.command
@@ -170,7 +162,8 @@ class Controller:
         if sender != flight.entry.worker_id or ack.worker_id != sender:
             self._ignore("ack", sender, ack.worker_id)
             return
-        del self.in_flight[ack.command_id]
+        self.in_flight.pop(ack.command_id)
+        self._settle_earlier(sender, flight.entry.command.sequence)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -185,6 +178,30 @@ class Controller:
             )
         else:
             self.applied += 1
+
+    def _settle_earlier(self, worker: str, sequence: int) -> None:
+        """A worker takes its commands in sequence order, so an ack of `sequence` means it took
+        every earlier one: one whose own ack was lost (in a partition) is settled now, as a
+        hello would settle it, not left to a resend that may find the worker gone."""
+        for flight in self.in_flight.of_worker(worker):
+            command = flight.entry.command
+            if command.sequence < sequence:
+                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(command.command_id)
+
+    def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
+        """A fast signal whose feature block broke the contract: counted, logged, not decided."""
+        self.refused_signals += 1
+        if self.refused_signals & (self.refused_signals - 1) == 0:  # 1, 2, 4, ...: bounded log
+            _log.warning(
+                "fast signal refused",
+                worker=item.worker_id,
+                slot=item.slot_id,
+                reason=error.reason.name.lower(),
+                path=error.path,
+                detail=error.detail,
+                refused=self.refused_signals,
+            )
 
     def _ignore(self, what: str, sender: str, claimed: str) -> None:
         """An ack or hello that speaks for another worker than its sender settles nothing."""
@@ -207,13 +224,13 @@ class Controller:
         last = hello.last_applied_sequence
         if last == 0:
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
-        for flight in [f for f in self.in_flight.values() if f.entry.worker_id == worker]:
+        for flight in self.in_flight.of_worker(worker):
             command: AdaptationCommand = flight.entry.command
             if command.sequence <= last:
                 # Applied, its ack lost: the worker's checkpoint says so.
                 self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
-                del self.in_flight[command.command_id]
-        pending = [f for f in self.in_flight.values() if f.entry.worker_id == worker]
+                self.in_flight.pop(command.command_id)
+        pending = self.in_flight.of_worker(worker)
         now = time.monotonic()
         for flight in pending:
             flight.resend_at = now + self.ack_timeout_s

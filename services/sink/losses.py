@@ -111,7 +111,7 @@ def insert(
     channel: str,
     runs: list[Run],
     at_ns: int,
-    reason: str,
+    reason: LossReason,
 ) -> int:
     """Write one loss row per run; how many sequences they hold."""
     sender, topic, incarnation = stream
@@ -143,5 +143,6 @@ def reconcile(connection: sqlite3.Connection, stored: Iterable[Placed]) -> int:
             if parts == [(first, last)]:
                 continue
             connection.execute("DELETE FROM losses WHERE id = ?", (row_id,))
-            found += last - first + 1 - insert(connection, stream, channel, parts, at_ns, reason)
+            kept = insert(connection, stream, channel, parts, at_ns, LossReason(reason))
+            found += last - first + 1 - kept
     return found

@@ -11,6 +11,7 @@ from leyline import (
     CommandAck,
     FieldReport,
     SeedStateReport,
+    SeedTelemetry,
     Severity,
     TelemetryEvent,
     TelemetryEventType,
@@ -19,7 +20,13 @@ from leyline import (
 
 #: The contracts the sink stores.
 StorableMessage = (
-    TelemetryEvent | AdaptationCommand | CommandAck | WorkerHello | FieldReport | SeedStateReport
+    TelemetryEvent
+    | AdaptationCommand
+    | CommandAck
+    | WorkerHello
+    | FieldReport
+    | SeedStateReport
+    | SeedTelemetry
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -165,6 +172,23 @@ def seed_report_row(record: StoredMessage, report: SeedStateReport) -> tuple[obj
     )
 
 
+def seed_telemetry_row(record: StoredMessage, telemetry: SeedTelemetry) -> tuple[object, ...]:
+    """The `seed_telemetry` columns."""
+    return (
+        *_placement(record),
+        telemetry.seed_id,
+        telemetry.layer_id,
+        telemetry.epoch,
+        telemetry.stage.name,
+        telemetry.alpha,
+        telemetry.accuracy,
+        telemetry.accuracy_delta,
+        telemetry.gradient_norm,
+        telemetry.gradient_health,
+        _JSON.encode(telemetry).decode(),
+    )
+
+
 #: The columns that place a message on the bus, first in every message table.
 _PLACE = ("sender", "channel", "topic", "incarnation", "sequence", "sent_ns")
 
@@ -197,3 +221,16 @@ INSERT_FIELD_REPORT = _insert(
     "message",
 )
 INSERT_SEED_REPORT = _insert("seed_reports", "seed_id", "slot_id", "stage", "message")
+INSERT_SEED_TELEMETRY = _insert(
+    "seed_telemetry",
+    "seed_id",
+    "layer_id",
+    "epoch",
+    "stage",
+    "alpha",
+    "accuracy",
+    "accuracy_delta",
+    "gradient_norm",
+    "gradient_health",
+    "message",
+)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from leyline import SeedStage
+from leyline import LeylineError, SeedStage
 
 #: Bumped whenever the tables change; a store refuses a file written by a newer schema.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _stage_name(value: str) -> str:
@@ -177,14 +177,43 @@ CREATE TABLE hellos (
 );
 """
 
+# Version 3: the per-epoch SeedTelemetry a worker sends on `rep` for each live seed (gradient
+# health, accuracy, alpha), so a seed's course is known every epoch, not only at stage changes.
+# An older file simply has none stored before it was migrated.
+_VERSION_3 = """
+CREATE TABLE seed_telemetry (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    sent_ns INTEGER NOT NULL,
+    seed_id TEXT NOT NULL,
+    layer_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    alpha REAL NOT NULL,
+    accuracy REAL NOT NULL,
+    accuracy_delta REAL NOT NULL,
+    gradient_norm REAL NOT NULL,
+    gradient_health REAL NOT NULL,
+    message TEXT NOT NULL,
+    UNIQUE (sender, topic, incarnation, sequence)
+);
+CREATE INDEX seed_telemetry_by_seed ON seed_telemetry (sender, seed_id, epoch);
+"""
+
 #: The script that brings a file from version `n - 1` to `n`, for every `n`.
-MIGRATIONS = {1: _TABLES, 2: _VERSION_2}
+MIGRATIONS = {1: _TABLES, 2: _VERSION_2, 3: _VERSION_3}
 
 #: The tables that hold bus messages, each keyed by (sender, topic, incarnation, sequence).
-MESSAGE_TABLES = ("events", "commands", "acks", "hellos", "field_reports", "seed_reports")
+MESSAGE_TABLES = (
+    "events", "commands", "acks", "hellos", "field_reports", "seed_reports", "seed_telemetry",
+)  # fmt: skip
 
 
-class StoreError(Exception):
+class StoreError(LeylineError):
     """The database cannot be used: missing, not SQLite, or written by a newer schema."""
 
 

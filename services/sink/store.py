@@ -17,6 +17,7 @@ from leyline import (
     CommandAck,
     FieldReport,
     SeedStateReport,
+    SeedTelemetry,
     TelemetryEvent,
     WorkerHello,
 )
@@ -30,6 +31,7 @@ from services.sink.rows import (
     INSERT_FIELD_REPORT,
     INSERT_HELLO,
     INSERT_SEED_REPORT,
+    INSERT_SEED_TELEMETRY,
     StoredMessage,
     ack_row,
     command_row,
@@ -37,6 +39,7 @@ from services.sink.rows import (
     field_report_row,
     hello_row,
     seed_report_row,
+    seed_telemetry_row,
 )
 from services.sink.schema import MESSAGE_TABLES, StoreError, configure, migrate
 from services.sink.stages import Repeat, StageJudge
@@ -68,6 +71,7 @@ _ROWS = {
     WorkerHello: (INSERT_HELLO, hello_row),
     FieldReport: (INSERT_FIELD_REPORT, field_report_row),
     SeedStateReport: (INSERT_SEED_REPORT, seed_report_row),
+    SeedTelemetry: (INSERT_SEED_TELEMETRY, seed_telemetry_row),
 }
 
 
@@ -85,7 +89,12 @@ class TelemetryStore:
     """A SQLite file of every event, command, ack, hello and report the sink received.
 
     WAL with synchronous=NORMAL: readers (`leyline events`) never block the writer, and a
-    committed batch survives a crash of the process. Each `write_batch` is one transaction;
+    committed batch survives a crash of the process. A power loss or kernel crash may undo
+    the batches committed since the last WAL sync, never corrupting the file; a restarted
+    sink repairs the streams it keeps whole (tel, cmd, ack) from their start, so what was
+    undone is replayed from the senders' windows or becomes loss rows, never a silent hole.
+    FULL (an fsync per commit) would buy only that the replay is not needed. Each
+    `write_batch` is one transaction;
     a message is stored once per (sender, topic, incarnation, sequence) however often it
     arrives, and leaves every loss row that counted it missing in that same transaction.
     Stage changes are judged by a `StageJudge`; an illegal one is stored and flagged, never

@@ -45,10 +45,20 @@ def _write_worker(writer: SummaryWriter, worker: WorkerTimeline) -> None:
         add_scalar("loss/train", point.train_loss, point.epoch, walltime=wall)
     # A seed reports several stages within one epoch; its value at the end of that epoch stands.
     latest = {(sample.seed_id, sample.epoch): sample for sample in worker.seeds}
+    alpha = {key: (sample.alpha, sample.sent_ns) for key, sample in latest.items()}
     for (seed, epoch), sample in latest.items():
         wall = sample.sent_ns / 1e9
-        add_scalar(f"seed/{seed}/alpha", sample.alpha, epoch, walltime=wall)
         add_scalar(f"seed/{seed}/improvement", sample.improvement, epoch, walltime=wall)
+    # Every epoch of a live seed, from its SeedTelemetry; its alpha stands for that epoch's.
+    for point in worker.seed_epochs:
+        wall, prefix, step = point.sent_ns / 1e9, f"seed/{point.seed_id}", point.epoch
+        alpha[point.seed_id, step] = (point.alpha, point.sent_ns)
+        add_scalar(f"{prefix}/accuracy", point.accuracy, step, walltime=wall)
+        add_scalar(f"{prefix}/accuracy_delta", point.accuracy_delta, step, walltime=wall)
+        add_scalar(f"{prefix}/gradient_norm", point.gradient_norm, step, walltime=wall)
+        add_scalar(f"{prefix}/gradient_health", point.gradient_health, step, walltime=wall)
+    for (seed, epoch), (value, sent_ns) in sorted(alpha.items()):
+        add_scalar(f"seed/{seed}/alpha", value, epoch, walltime=sent_ns / 1e9)
     # One text per epoch and tag: TensorBoard shows one entry per step.
     commands: dict[int, list[str]] = defaultdict(list)
     walls: dict[tuple[str, int], float] = {}

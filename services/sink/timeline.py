@@ -41,6 +41,11 @@ SELECT sender, seed_id, slot_id, sent_ns, stage,
   json_extract(message, '$.metrics.total_improvement')
 FROM seed_reports WHERE seed_id != '' ORDER BY sent_ns, sequence
 """
+_SEED_TELEMETRY = """
+SELECT sender, seed_id, layer_id, epoch, sent_ns, stage, alpha, accuracy, accuracy_delta,
+  gradient_norm, gradient_health
+FROM seed_telemetry ORDER BY sent_ns, sequence
+"""
 
 
 class EpochPoint(msgspec.Struct, frozen=True):
@@ -90,12 +95,28 @@ class SeedSample(msgspec.Struct, frozen=True):
     improvement: float
 
 
+class SeedEpoch(msgspec.Struct, frozen=True):
+    """A seed at the end of one epoch, from its SeedTelemetry (accuracy in percent)."""
+
+    seed_id: str
+    layer_id: str
+    epoch: int
+    sent_ns: int
+    stage: SeedStage
+    alpha: float
+    accuracy: float
+    accuracy_delta: float
+    gradient_norm: float
+    gradient_health: float
+
+
 class WorkerTimeline(msgspec.Struct, kw_only=True):
     worker: str
     epochs: list[EpochPoint] = msgspec.field(default_factory=list)
     stages: list[StageChange] = msgspec.field(default_factory=list)
     commands: list[CommandMark] = msgspec.field(default_factory=list)
     seeds: list[SeedSample] = msgspec.field(default_factory=list)
+    seed_epochs: list[SeedEpoch] = msgspec.field(default_factory=list)
 
     @property
     def slots(self) -> list[str]:
@@ -154,6 +175,9 @@ def _collect(db: sqlite3.Connection) -> RunTimeline:
             seed, slot, timeline.epoch_at(sent_ns), sent_ns, SeedStage[stage], alpha, improvement
         )
         timeline.seeds.append(sample)
+    for sender, seed, layer, epoch, sent_ns, stage, *figures in db.execute(_SEED_TELEMETRY):
+        point = SeedEpoch(seed, layer, epoch, sent_ns, SeedStage[stage], *figures)
+        worker(sender).seed_epochs.append(point)
     started = db.execute(
         "SELECT MIN(m) FROM (SELECT MIN(sent_ns) AS m FROM events"
         " UNION ALL SELECT MIN(sent_ns) FROM commands)"

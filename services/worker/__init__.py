@@ -37,20 +37,18 @@ from services.worker.checkpoint import Checkpoint, Stateful
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.data import DataSplit, load_digits_split, shuffled_batches
 from services.worker.epochs import EpochClock, EpochReport
-from services.worker.host import SLOT_IDS, HostCNN
+from services.worker.host import HostCNN
 from services.worker.model import WorkerModel
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.seeds import Seeds
 from services.worker.slot import SeedSlot, SlotChange
 from services.worker.trainer import Trainer
 
 __all__ = [
-    "SLOT_IDS",
     "Agent",
     "Blueprint",
     "Checkpoint",
     "CommandOutcome",
-    "CommandRefusal",
     "DataSplit",
     "EpochClock",
     "EpochReport",

@@ -34,12 +34,12 @@ import structlog
 
 from bus import Channel, Envelope, Rejection, topic
 from bus.security import Curve
-from leyline import AckOutcome, CommandAck, CommandType, WorkerHello
+from leyline import AckOutcome, AckReason, CommandAck, CommandType, WorkerHello
 from services.node import Node, Transport
 from services.worker.checkpoint import Checkpoint, Stateful
 from services.worker.epochs import EpochClock, EpochReport
 from services.worker.ledger import CommandLedger, Pending, RefusedCommand, attribute
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.seeds import Seeds
 
 _log = structlog.get_logger("leyline.worker")
@@ -379,7 +379,7 @@ class Agent:
             worker_id=self.worker_id,
             outcome=AckOutcome.REJECTED,
             command_type=command.command_type,
-            reason=CommandRefusal.INVALID_VALUE.value,
+            reason=AckReason.INVALID_VALUE,
             detail="a controller command carries its journal sequence (>= 1), this one has 0",
             epoch=self.seeds.epoch,
         )

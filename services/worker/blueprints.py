@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from leyline import DEFAULT_CATALOG, BlueprintSpec
+from leyline import LeylineError
+from leyline.actions import DEFAULT_CATALOG, BlueprintSpec
 
 TOPOLOGY = "cnn"
 
@@ -78,8 +79,8 @@ class ConvEnhanceSeed(nn.Module):
         return x + refined
 
 
-class UnknownBlueprintError(KeyError):
-    """No seed module is registered under that blueprint name."""
+class UnknownBlueprintError(LeylineError, KeyError):
+    """No seed module is registered under that blueprint name (a KeyError for lookups)."""
 
 
 #: A seed factory: the feature width at the slot (channels, model width) to a fresh module.

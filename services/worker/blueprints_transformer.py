@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from leyline import DEFAULT_CATALOG
+from leyline.actions import DEFAULT_CATALOG
 from services.worker.blueprints import SeedFactory, register_blueprint
 from services.worker.host_transformer import HEADS, CausalSelfAttention
 

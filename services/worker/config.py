@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from leyline import DEFAULT_GATE_THRESHOLDS, GateThresholds
+from leyline.gates import DEFAULT_GATE_THRESHOLDS, GateThresholds
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]

@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from leyline import AdaptationCommand, decode, encode
+from leyline import AdaptationCommand
+from leyline.wire import decode, encode
 from services.worker.ledger import Pending, RefusedCommand
 from services.worker.seeds import Seeds
 

@@ -25,8 +25,8 @@ from leyline import (
     TelemetryEventType,
     TrainingMetrics,
     TrainingSignals,
-    is_active_stage,
 )
+from leyline.lifecycle import is_active_stage
 from leyline.telemetry import EpochCompleted, PlateauDetected
 from services.worker.records import seed_telemetry
 from services.worker.seeds import Seeds

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from leyline import SLOT_IDS as TOPOLOGY_SLOT_IDS
+from leyline.actions import SLOT_IDS
 from services.worker.data import NUM_CLASSES
-
-#: The injection points, in forward order: after every block but the first.
-SLOT_IDS: tuple[str, ...] = TOPOLOGY_SLOT_IDS["cnn"]
 
 
 def _block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
@@ -24,9 +22,12 @@ def _block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
 class HostCNN(nn.Module):
     """Three conv blocks (8x8 -> 8x8 -> 4x4 -> 2x2), global pooling and a linear classifier.
 
-    `slots` maps each id in `SLOT_IDS` to a module applied to that block's output; any id left
+    `slots` maps each id in `slot_ids` to a module applied to that block's output; any id left
     out is the identity. Seeds live inside the slots, so `host_parameters()` excludes them.
     """
+
+    #: The injection points, in forward order: after every block but the first.
+    slot_ids: ClassVar[tuple[str, ...]] = SLOT_IDS["cnn"]
 
     def __init__(
         self,
@@ -40,10 +41,10 @@ class HostCNN(nn.Module):
         )
         self.head = nn.Linear(c3, NUM_CLASSES)
         given = dict(slots or {})
-        unknown = set(given) - set(SLOT_IDS)
+        unknown = set(given) - set(self.slot_ids)
         if unknown:
-            raise ValueError(f"unknown slot ids {sorted(unknown)}; the host has {SLOT_IDS}")
-        self.slots = nn.ModuleDict({sid: given.get(sid, nn.Identity()) for sid in SLOT_IDS})
+            raise ValueError(f"unknown slot ids {sorted(unknown)}; the host has {self.slot_ids}")
+        self.slots = nn.ModuleDict({sid: given.get(sid, nn.Identity()) for sid in self.slot_ids})
 
     @staticmethod
     def slot_channels(channels: tuple[int, int, int] = (16, 32, 64)) -> dict[str, int]:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leyline import SLOT_IDS as TOPOLOGY_SLOT_IDS
+from leyline.actions import SLOT_IDS
 from services.worker.data_text import VOCAB_SIZE
 
-#: The injection points, in forward order: `layer_<i>_post_block`, one per block.
-SLOT_IDS: tuple[str, ...] = TOPOLOGY_SLOT_IDS["transformer"]
 HEADS = 4
 
 
@@ -61,10 +60,13 @@ class Block(nn.Module):
 class HostTransformer(nn.Module):
     """Token and position embeddings, one block per slot id, a final norm and the vocabulary head.
 
-    Maps token ids B x T to next-token logits B x T x V. `slots` maps each id in `SLOT_IDS` to
+    Maps token ids B x T to next-token logits B x T x V. `slots` maps each id in `slot_ids` to
     a module applied to that block's output (B x T x width); any id left out is the identity.
     Seeds live inside the slots, so `host_parameters()` excludes them.
     """
+
+    #: The injection points, in forward order: after every block.
+    slot_ids: ClassVar[tuple[str, ...]] = SLOT_IDS["transformer"]
 
     def __init__(
         self, width: int = 64, context: int = 32, slots: Mapping[str, nn.Module] | None = None
@@ -73,19 +75,19 @@ class HostTransformer(nn.Module):
         self.context = context
         self.tokens = nn.Embedding(VOCAB_SIZE, width)
         self.positions = nn.Embedding(context, width)
-        self.blocks = nn.ModuleList([Block(width) for _ in SLOT_IDS])
+        self.blocks = nn.ModuleList([Block(width) for _ in self.slot_ids])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, VOCAB_SIZE)
         given = dict(slots or {})
-        unknown = set(given) - set(SLOT_IDS)
+        unknown = set(given) - set(self.slot_ids)
         if unknown:
-            raise ValueError(f"unknown slot ids {sorted(unknown)}; the host has {SLOT_IDS}")
-        self.slots = nn.ModuleDict({sid: given.get(sid, nn.Identity()) for sid in SLOT_IDS})
+            raise ValueError(f"unknown slot ids {sorted(unknown)}; the host has {self.slot_ids}")
+        self.slots = nn.ModuleDict({sid: given.get(sid, nn.Identity()) for sid in self.slot_ids})
 
     @staticmethod
     def slot_widths(width: int = 64) -> dict[str, int]:
         """The feature width at each slot (every block keeps the model width)."""
-        return dict.fromkeys(SLOT_IDS, width)
+        return dict.fromkeys(HostTransformer.slot_ids, width)
 
     def host_parameters(self) -> Iterator[nn.Parameter]:
         """The host's own parameters: embeddings, blocks, norm and head, never a seed's."""
@@ -97,7 +99,7 @@ class HostTransformer(nn.Module):
         if length > self.context:
             raise ValueError(f"{length} tokens exceed the host's context of {self.context}")
         x = self.tokens(tokens) + self.positions(torch.arange(length, device=tokens.device))
-        for slot_id, block in zip(SLOT_IDS, self.blocks, strict=True):
+        for slot_id, block in zip(self.slot_ids, self.blocks, strict=True):
             x = self.slots[slot_id](block(x))
         logits: torch.Tensor = self.head(self.norm(x))
         return logits

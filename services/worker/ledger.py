@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 
 from bus import Rejection
-from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, decode, encode
+from leyline import AckOutcome, AckReason, AdaptationCommand, CommandAck, CommandType
+from leyline.wire import decode, encode
 from services.worker import events
 from services.worker.outcome import CommandOutcome
 
@@ -30,7 +31,7 @@ class RefusedCommand(msgspec.Struct, frozen=True, kw_only=True):
     command_id: str
     command_type: CommandType
     sequence: int
-    reason: str
+    reason: AckReason
     detail: str
 
     def outcome(self, worker_id: str, epoch: int) -> CommandOutcome:
@@ -76,7 +77,7 @@ def attribute(rejection: Rejection) -> RefusedCommand | None:
         command_id=name.command_id,
         command_type=CommandType(name.command_type),
         sequence=name.sequence,
-        reason=rejection.reason.name.lower(),
+        reason=AckReason[rejection.reason.name],
         detail=f"{rejection.detail} (at {rejection.path})",
     )
 

@@ -7,7 +7,8 @@
 
 At fit start the callback points the seeds at the optimiser `configure_optimizers` returned
 (`trainer.optimizers[0]`), so a germinated seed's parameters join it as their own group and a
-reset seed's leave it, and connects the agent. After every training batch it records the step
+reset seed's leave it, and connects the agent. Each training epoch begins the agent's epoch
+(germinated seeds start TRAINING); after every training batch it records the step
 (`agent.step()`); at the end of every training epoch (after validation, so the epoch's
 `callback_metrics` hold the validation metrics) it hands the logged metrics to
 `agent.end_epoch`, which publishes them and applies the controller's commands: that is the
@@ -58,6 +59,9 @@ class LeylineCallback(pl.Callback):
             raise ValueError("LeylineCallback needs the optimiser configure_optimizers returns")
         self.agent.seeds.optimizer = lambda: trainer.optimizers[0]
         self.agent.connect(self.connect_timeout_s)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.agent.begin_epoch()
 
     def on_train_batch_end(
         self,

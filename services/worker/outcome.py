@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from leyline import (
     AckOutcome,
+    AckReason,
     CommandAck,
     CommandType,
     FieldReport,
@@ -14,20 +14,6 @@ from leyline import (
     SeedStateReport,
     TelemetryEvent,
 )
-
-
-class CommandRefusal(enum.StrEnum):
-    """Why a worker rejected a command; the value is the ack's `reason`."""
-
-    ILLEGAL_TRANSITION = "illegal_transition"
-    UNKNOWN_TARGET = "unknown_target"
-    GATE_FAILED = "gate_failed"
-    UNKNOWN_BLUEPRINT = "unknown_blueprint"
-    SHAPE_MISMATCH = "shape_mismatch"
-    #: The command carries no journal sequence (>= 1), so it cannot be applied in order.
-    INVALID_VALUE = "invalid_value"
-    #: Carrying the command out raised; the detail names the error.
-    APPLY_FAILED = "apply_failed"
 
 
 @dataclass
@@ -44,7 +30,7 @@ class CommandOutcome:
     worker_id: str
     outcome: AckOutcome
     epoch: int
-    reason: str = ""
+    reason: AckReason = AckReason.NONE
     detail: str = ""
     slot_id: str | None = None
     seed_id: str | None = None

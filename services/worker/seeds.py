@@ -19,10 +19,9 @@ import msgspec
 import torch
 from torch import nn
 
-from bus import CommandGuard
 from leyline import (
-    SLOT_IDS,
     AckOutcome,
+    AckReason,
     AdaptationCommand,
     CommandType,
     LifecycleGuard,
@@ -32,10 +31,12 @@ from leyline import (
     TrainingSignals,
     Verdict,
 )
+from leyline.actions import SLOT_IDS
+from services.guards import CommandGuard
 from services.worker import events
 from services.worker.blueprints import TOPOLOGY, UnknownBlueprintError, build_seed, probe_shape
 from services.worker.config import LifecycleConfig
-from services.worker.outcome import CommandOutcome, CommandRefusal
+from services.worker.outcome import CommandOutcome
 from services.worker.records import state_report
 from services.worker.slot import SeedSlot, SlotChange
 
@@ -224,7 +225,7 @@ class Seeds:
             return self._carry_out(command)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
-            return self._rejected(command, None, CommandRefusal.APPLY_FAILED, detail)
+            return self._rejected(command, None, AckReason.APPLY_FAILED, detail)
 
     def _carry_out(self, command: AdaptationCommand) -> CommandOutcome:
         if command.command_type is CommandType.REQUEST_STATE:
@@ -234,7 +235,7 @@ class Seeds:
         if not verdict.allowed:
             assert verdict.reason is not None  # a refusal always names its reason
             return self._rejected(
-                command, slot, CommandRefusal[verdict.reason.name], verdict.detail
+                command, slot, AckReason[verdict.reason.name], verdict.detail
             )
         assert slot is not None  # an allowed slot command names its slot
         if command.command_type is not CommandType.GERMINATE:
@@ -271,13 +272,13 @@ class Seeds:
         try:
             module = self._build_seed(blueprint, slot.channels, number)
         except UnknownBlueprintError as exc:
-            return self._rejected(command, slot, CommandRefusal.UNKNOWN_BLUEPRINT, str(exc.args[0]))
+            return self._rejected(command, slot, AckReason.UNKNOWN_BLUEPRINT, str(exc.args[0]))
         probe = torch.zeros(probe_shape(self.topology, slot.channels))
         with torch.no_grad():
             shape = tuple(module(probe).shape)
         if shape != tuple(probe.shape):
             detail = f"{blueprint} maps {tuple(probe.shape)} to {shape}; a seed must keep shape"
-            return self._rejected(command, slot, CommandRefusal.SHAPE_MISMATCH, detail)
+            return self._rejected(command, slot, AckReason.SHAPE_MISMATCH, detail)
         module.to(_device_of(self.module))
         module.train(self.module.training)
         seed_id = f"{self.worker_id}-{slot.slot_id}-{number}"
@@ -331,7 +332,7 @@ class Seeds:
         assert command.learning_rate is not None  # the contract requires it
         if group is None:
             detail = f"{self.worker_id} trains its seeds with no optimiser Leyline can reach"
-            return self._rejected(command, slot, CommandRefusal.APPLY_FAILED, detail)
+            return self._rejected(command, slot, AckReason.APPLY_FAILED, detail)
         group["lr"] = command.learning_rate
         return self._outcome(command, slot, SlotChange())
 
@@ -380,19 +381,19 @@ class Seeds:
         self,
         command: AdaptationCommand,
         slot: SeedSlot | None,
-        reason: CommandRefusal,
+        reason: AckReason,
         detail: str,
     ) -> CommandOutcome:
         slot_id = None if slot is None else slot.slot_id
         seed_id = None if slot is None else slot.seed_id or None
-        failed = events.command_failed(command, slot_id, seed_id, reason.value, detail, self.epoch)
+        failed = events.command_failed(command, slot_id, seed_id, reason, detail, self.epoch)
         return CommandOutcome(
             command_id=command.command_id,
             command_type=command.command_type,
             worker_id=self.worker_id,
             outcome=AckOutcome.REJECTED,
             epoch=self.epoch,
-            reason=reason.value,
+            reason=reason,
             detail=detail,
             slot_id=slot_id,
             seed_id=seed_id,
@@ -412,7 +413,7 @@ class Seeds:
             f"{m.improvement_since_stage_start:+.2f} pp in stage, "
             f"{m.total_improvement:+.2f} pp total, alpha {m.current_alpha:.2f})"
         )
-        return self._rejected(command, slot, CommandRefusal.GATE_FAILED, detail)
+        return self._rejected(command, slot, AckReason.GATE_FAILED, detail)
 
     # -- checkpoint ------------------------------------------------------------------------
 

@@ -12,17 +12,15 @@ from torch import nn
 
 from leyline import (
     FieldReport,
-    GateInputs,
-    GateResult,
     LifecycleError,
     LifecycleGuard,
     SeedMetrics,
     SeedStage,
     TelemetryEvent,
     TrainingSignals,
-    evaluate_gate,
 )
 from leyline._types import utc_now
+from leyline.gates import GateInputs, GateResult, evaluate_gate
 from leyline.telemetry import GradientAnomaly
 from services.worker import events, records
 from services.worker.blending import blend, blend_alpha, isolated

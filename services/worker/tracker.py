@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from leyline import HISTORY_LENGTH, TrainingMetrics
+from leyline import TrainingMetrics
+from leyline.signals import HISTORY_LENGTH
 
 #: Accuracy gains below this many points count as a plateau epoch.
 PLATEAU_DELTA = 0.5

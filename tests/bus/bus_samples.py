@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from bus import CHANNEL_CONTRACTS, WIRE_VERSION, Channel, topic
-from bus.header import TERMINATOR, array_prefix, encode_head
+from bus import CHANNEL_CONTRACTS, Channel, topic
+from bus.header import TERMINATOR, WIRE_VERSION, array_prefix, encode_head
 from leyline import (
     AckOutcome,
     AdaptationCommand,
@@ -26,10 +26,10 @@ from leyline import (
     TelemetryEventType,
     TrainingSignals,
     WorkerHello,
-    encode,
     new_id,
 )
 from leyline.telemetry import SeedStageChanged
+from leyline.wire import encode
 
 NOW = datetime(2025, 12, 2, 12, 0, tzinfo=UTC)
 SLOT = "block2_post"
@@ -38,7 +38,7 @@ SLOT = "block2_post"
 def fast_signals(epoch: int = 12, slot_index: int = 0) -> FastTrainingSignals:
     """A mid-training signal with every field populated and in range."""
     loss, accuracy = max(2.3 - 0.07 * epoch, 0.1), min(30.0 + 2.2 * epoch, 90.0)
-    return FastTrainingSignals(
+    return FastTrainingSignals.of(
         epoch, 98 * epoch, loss - 0.05, loss, 0.07, accuracy + 1.5, accuracy, 2.2, epoch % 4,
         accuracy, loss, (loss + 0.2, loss + 0.1, loss, loss, loss),
         (accuracy - 2, accuracy - 1, accuracy, accuracy, accuracy), 1, SeedStage.TRAINING,
@@ -164,7 +164,10 @@ def forged(fields: list[Any]) -> bytes:
 
 
 def forged_signal(name: str, value: Any) -> bytes:
-    """A FastTrainingSignals payload with field `name` replaced by `value`."""
-    fields = as_fields(fast_signals())
-    fields[1 + FastTrainingSignals.__struct_fields__.index(name)] = value  # after the tag
+    """A FastTrainingSignals.v1 payload (a field per value, each checked at decode) with field
+    `name` replaced by `value`. v2 carries the values in one block, checked per batch by the
+    receiver (tests/leyline/test_fast_signals.py)."""
+    named = fast_signals().named()
+    fields: list[Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(named))
+    fields[1 + type(named).__struct_fields__.index(name)] = value  # after the tag
     return forged(fields)

@@ -10,8 +10,9 @@ from bus_samples import header, wire
 import bus.subscriber
 from bus import Channel, Gap, Subscriber
 from bus.topics import control_topic
-from leyline import Heartbeat, encode
+from leyline import Heartbeat
 from leyline.control import EarlierIncarnation
+from leyline.wire import encode
 
 
 def _heartbeat(sender: str, incarnations: range) -> list[bytes]:

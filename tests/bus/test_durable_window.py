@@ -8,7 +8,8 @@ from pathlib import Path
 import zmq
 from bus_samples import channel_samples
 
-from bus import Channel, Envelope, Pipeline, Publisher, Subscriber
+from bus import Channel, Envelope, Publisher, Subscriber
+from bus.pipeline import Pipeline
 from bus.replay import ReplayClient
 from leyline import ReplayDone, ReplayRequest, TelemetryEvent
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bus import WIRE_VERSION, Header
 from bus.header import (
     FIXED,
     MAX_BATCH,
     MAX_TOPIC_BYTES,
     U63,
+    WIRE_VERSION,
+    Header,
     encode_frame,
     read_header,
     split_topic,

@@ -37,19 +37,12 @@ from bus_samples import (
     wire,
 )
 
-from bus import (
-    CHANNEL_CONTRACTS,
-    Channel,
-    CommandGuard,
-    Envelope,
-    Publisher,
-    Rejection,
-    Subscriber,
-    TransitionGuard,
-)
+from bus import CHANNEL_CONTRACTS, Channel, Envelope, Publisher, Rejection, Subscriber
 from bus.header import FIXED, WIRE_VERSION, read_header, split_topic
 from bus.security import Curve
-from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage, encode
+from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage
+from leyline.wire import encode
+from services.guards import CommandGuard, TransitionGuard
 
 R = RejectReason
 SUBSCRIBE = [(Channel.CMD, "w1"), (Channel.SIG, None), (Channel.TEL, None)]
@@ -201,7 +194,7 @@ def _attacks() -> list[Attack]:
     wrong_tag = as_fields(fast_signals())
     wrong_tag[0] = "Bogus.v1"
     future = as_fields(fast_signals())
-    future[0] = "FastTrainingSignals.v2"
+    future[0] = "FastTrainingSignals.v3"
 
     def on_sig(payload: bytes, sequence: int = 1) -> list[bytes]:
         return wire(b"sig.evil.", header(EVIL, sequence), payload)
@@ -246,6 +239,11 @@ def _attacks() -> list[Attack]:
         ("alpha above 1", on_sig(forged_signal("seed_alpha", 1.5)), R.INVALID_VALUE),
         ("negative epoch", on_sig(forged_signal("epoch", -1)), R.INVALID_VALUE),
         ("stage out of the enum", on_sig(forged_signal("seed_stage", 99)), R.INVALID_VALUE),
+        (
+            "short feature block",
+            on_sig(forged(["FastTrainingSignals.v2", 1, b"\x00" * 100, 0])),
+            R.INVALID_VALUE,
+        ),
         ("control topic, data payload", wire(b"sig.*.", header(), signal), R.UNKNOWN_TAG),
         # One stream of the hostile sender: 1, 2, 2 again, 5 (a gap), then 3 late.
         ("sequence 1", on_sig(signal, 1), None),

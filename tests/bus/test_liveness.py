@@ -7,9 +7,11 @@ import time
 from bus_loops import pump_until
 from bus_samples import channel_samples, fast_signals, frames, header, wire
 
-from bus import Channel, Envelope, Pipeline, Rejection
+from bus import Channel, Envelope, Rejection
+from bus.pipeline import Pipeline
 from bus.testing import InProcessBus, capture_rejections
-from leyline import RejectReason, encode
+from leyline import RejectReason
+from leyline.wire import encode
 
 SECOND = 1_000_000_000
 

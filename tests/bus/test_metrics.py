@@ -15,15 +15,17 @@ from bus_samples import fast_signals, header, wire
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from bus import (
-    Channel,
-    MetricsServer,
+from bus import Channel, MetricsServer, Rejection
+from bus.metrics import (
+    METRIC_FAMILIES,
+    Histogram,
+    MetricSource,
+    MetricType,
     PublisherMetrics,
-    Rejection,
     SubscriberMetrics,
+    family_of,
     render_prometheus,
 )
-from bus.metrics import METRIC_FAMILIES, Histogram, MetricSource, MetricType, family_of
 from bus.proxy import ProxyMetrics
 from bus.rejection import RateLimitedLog
 from bus.testing import InProcessBus

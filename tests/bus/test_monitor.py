@@ -16,7 +16,8 @@ from bus_samples import fast_signals, frames, header, stage_changed, wire
 
 from bus import Channel, Envelope, Publisher, Rejection, Subscriber
 from bus.monitor import ConnectionMonitor
-from leyline import DEFAULT_BUDGETS, RejectReason, SeedStage
+from leyline import RejectReason, SeedStage
+from leyline.budgets import DEFAULT_BUDGETS
 
 SIG_W1 = b"sig.w1."
 SUBSCRIPTIONS = {b"\x01sig.", b"\x01sig.*."}

@@ -8,8 +8,11 @@ from bus_samples import SLOT, batch, channel_samples, fast_signals, frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus import Channel, CommandGuard, Envelope, Pipeline, Rejection, TransitionGuard
-from leyline import LifecycleGuard, RejectReason, SeedStage, encode
+from bus import Channel, Envelope, Rejection
+from bus.pipeline import Pipeline
+from leyline import LifecycleGuard, RejectReason, SeedStage
+from leyline.wire import encode
+from services.guards import CommandGuard, TransitionGuard
 
 VALID = [
     frames(channel, "w1", message, sequence)

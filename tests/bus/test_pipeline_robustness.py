@@ -6,7 +6,9 @@ import pytest
 from bus_samples import fast_signals, frames
 
 import bus.sequence
-from bus import Channel, Envelope, Pipeline, Rejection, SequenceTracker
+from bus import Channel, Envelope, Rejection
+from bus.pipeline import Pipeline
+from bus.sequence import SequenceTracker
 from leyline import RejectReason
 
 

@@ -19,7 +19,8 @@ from bus_samples import advance
 from bus import Channel, Envelope, Publisher, Subscriber
 from bus.header import read_header, split_topic
 from bus.publisher import MAX_SUBSCRIPTIONS, MAX_UPSTREAM_PER_PASS
-from leyline import REGISTRY, Heartbeat, Ready, RejectReason
+from leyline import Heartbeat, Ready, RejectReason
+from leyline.wire import REGISTRY
 
 R = RejectReason
 CMD_CONTROL = b"cmd.*."

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bus import Gap, Order, SequenceTracker
-from bus.sequence import WINDOW
+from bus import Gap
+from bus.sequence import WINDOW, Order, SequenceTracker
 
 T = b"sig.w1."
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bus import Channel, control_topic, parse_topic, topic
-from bus.topics import subscription
+from bus import Channel, topic
+from bus.topics import control_topic, parse_topic, subscription
 from leyline import ContractError, RejectReason
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fault_stack import FaultHarness
 
-from leyline import SLOT_IDS, AdaptationCommand, CommandType, SeedStage, new_id
+from leyline import AdaptationCommand, CommandType, SeedStage, new_id
+from leyline.actions import SLOT_IDS
 from services.chaos import summary
 from services.controller.journal import CommandJournal
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from service_processes import log_tails, query
 
-from leyline import SeedStage, is_valid_transition
+from leyline import SeedStage
+from leyline.lifecycle import is_valid_transition
 from services.stack import Stack, StackPlan, plan_stack
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,6 @@ from service_processes import ServiceProcesses, query, wait_until
 from bus import Channel, Envelope, Publisher, Subscriber, topic
 from bus.security import Curve, Role, ensure_keys
 from leyline import (
-    SLOT_IDS,
     AckOutcome,
     AdaptationCommand,
     CommandAck,
@@ -30,6 +29,7 @@ from leyline import (
     TelemetryEventType,
     new_id,
 )
+from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandFailed, ContractViolation, SeedStageChanged
 from services.stack import free_ports
 

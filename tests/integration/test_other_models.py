@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from service_processes import log_tails, query
 
-from leyline import SLOT_IDS, SeedStage
+from leyline import SeedStage
+from leyline.actions import SLOT_IDS
 from services.stack import Stack, StackModel, StackPlan, plan_stack
 
 pytestmark = pytest.mark.slow

@@ -174,7 +174,7 @@ class WorkerRig:
 
         def found() -> dict[str, Any] | None:
             for message in self.peer.inbox.messages[after:]:
-                if message.tag == "CommandAck.v1" and message.payload["command_id"] == wanted:
+                if message.tag == "CommandAck.v2" and message.payload["command_id"] == wanted:
                     return dict(message.payload)
             return None
 

@@ -15,8 +15,10 @@ import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
-from leyline import PAYLOAD_FOR_EVENT, AdaptationCommand, CommandType, TelemetryEvent
+from leyline import AdaptationCommand, CommandType, FastTrainingSignals, TelemetryEvent
 from leyline.commands import MAX_LEARNING_RATE
+from leyline.signals import FastTrainingSignalsV1
+from leyline.telemetry import PAYLOAD_FOR_EVENT
 
 #: Short, mostly ASCII text keeps messages inside their budgets without hiding unicode.
 _ALPHABET = st.characters(codec="utf-8", max_codepoint=0x3FF)
@@ -119,6 +121,8 @@ def _telemetry_events() -> st.SearchStrategy[TelemetryEvent]:
 _SPECIAL: dict[type, Callable[[], st.SearchStrategy[Any]]] = {
     AdaptationCommand: lambda: _fields(AdaptationCommand).map(_valid_command),
     TelemetryEvent: _telemetry_events,
+    # A feature block is valid when its values are: drawn as v1's named fields, then packed.
+    FastTrainingSignals: lambda: for_struct(FastTrainingSignalsV1).map(FastTrainingSignalsV1.lift),
 }
 
 

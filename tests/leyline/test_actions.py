@@ -8,18 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leyline import (
+from leyline import AdaptationCommand, CommandType, RiskLevel, SeedStage, new_id
+from leyline.actions import (
     DEFAULT_CATALOG,
-    AdaptationCommand,
     BlueprintCatalog,
     BlueprintSpec,
-    CommandType,
-    RiskLevel,
-    SeedStage,
     action_to_command,
     blueprint_of,
     is_germinate,
-    new_id,
 )
 
 # Spec section 3's snapshot table, written out by hand.

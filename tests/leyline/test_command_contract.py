@@ -8,9 +8,10 @@ from typing import Any
 import msgspec
 import pytest
 
-import leyline
-from leyline import AdaptationCommand, CommandType, ContractError, RejectReason, SeedStage, tag_of
+import leyline.wire
+from leyline import AdaptationCommand, CommandType, ContractError, RejectReason, SeedStage
 from leyline.commands import MAX_LEARNING_RATE
+from leyline.registry import tag_of
 
 WHEN = datetime(2026, 12, 2, 14, 0, 0, 123456, tzinfo=UTC)
 
@@ -32,7 +33,7 @@ def payload(tag: str, **fields: Any) -> bytes:
 
 def refusal(data: bytes) -> ContractError:
     with pytest.raises(ContractError) as caught:
-        leyline.decode(data)
+        leyline.wire.decode(data)
     return caught.value
 
 
@@ -69,11 +70,11 @@ def test_a_v1_command_with_an_id_is_lifted_to_v2_unchanged() -> None:
         "annotations": {"by": "operator"},
         "sequence": 12,
     }
-    decoded = leyline.decode(payload("AdaptationCommand.v1", **fields))
+    decoded = leyline.wire.decode(payload("AdaptationCommand.v1", **fields))
 
     assert type(decoded) is AdaptationCommand
     assert decoded == AdaptationCommand(**fields)
-    assert msgspec.msgpack.decode(leyline.encode(decoded))["type"] == "AdaptationCommand.v2"
+    assert msgspec.msgpack.decode(leyline.wire.encode(decoded))["type"] == "AdaptationCommand.v2"
 
 
 def test_a_v1_command_keeps_its_cross_field_rules() -> None:
@@ -93,6 +94,6 @@ def test_a_learning_rate_above_the_bound_is_refused_at_decode_with_its_path(
 
 @pytest.mark.parametrize("tag", ["AdaptationCommand.v2", "AdaptationCommand.v1"])
 def test_the_bound_itself_is_a_valid_learning_rate(tag: str) -> None:
-    decoded = leyline.decode(payload(tag, learning_rate=MAX_LEARNING_RATE))
+    decoded = leyline.wire.decode(payload(tag, learning_rate=MAX_LEARNING_RATE))
     assert isinstance(decoded, AdaptationCommand)
     assert decoded.learning_rate == MAX_LEARNING_RATE

@@ -9,22 +9,22 @@ from typing import Any
 import msgspec
 import pytest
 
-import leyline
+import leyline.registry
+import leyline.wire
 from leyline import (
     AdaptationCommand,
     CommandType,
     ContractError,
     FastTrainingSignals,
-    Registry,
     RejectReason,
     SeedTelemetry,
     TelemetryEvent,
     TelemetryEventType,
     TrainingMetrics,
     TrainingSignals,
-    Upgrade,
     new_id,
 )
+from leyline.registry import Registry, Upgrade
 from leyline.telemetry import PlateauDetected, SeedGerminated
 
 NAN, INF = math.nan, math.inf
@@ -37,7 +37,7 @@ def as_wire(message: msgspec.Struct) -> Any:
 
 def refusal(value: Any) -> ContractError:
     with pytest.raises(ContractError) as caught:
-        leyline.decode(msgspec.msgpack.encode(value))
+        leyline.wire.decode(msgspec.msgpack.encode(value))
     return caught.value
 
 
@@ -115,7 +115,7 @@ def test_command_cross_field_rules_are_checked_at_decode(
 def test_fast_signal_non_finite_or_out_of_range_is_refused_at_its_index(
     index: int, value: float
 ) -> None:
-    wire = as_wire(FastTrainingSignals.empty())
+    wire = as_wire(FastTrainingSignals.empty().named())  # v1, still read and checked
     wire[index] = value
     error = refusal(wire)
     assert error.reason is RejectReason.INVALID_VALUE
@@ -123,7 +123,7 @@ def test_fast_signal_non_finite_or_out_of_range_is_refused_at_its_index(
 
 
 def test_fast_signal_history_entry_is_located_inside_the_tuple() -> None:
-    wire = as_wire(FastTrainingSignals.empty())
+    wire = as_wire(FastTrainingSignals.empty().named())  # v1, still read and checked
     wire[12] = [0.0, 0.0, INF, 0.0, 0.0]
     assert refusal(wire).path == "$[12][2]"
 
@@ -219,12 +219,12 @@ def test_a_major_this_reader_does_not_know_is_unsupported(value: Any) -> None:
 
 
 def test_empty_truncated_and_oversized_payloads_are_refused() -> None:
-    good = leyline.encode(SeedTelemetry(seed_id="seed_1"))
+    good = leyline.wire.encode(SeedTelemetry(seed_id="seed_1"))
     cases = {b"": RejectReason.MALFORMED, good[:-3]: RejectReason.MALFORMED}
     cases[b"\xc0" * 70_000] = RejectReason.OVERSIZE
     for data, reason in cases.items():
         with pytest.raises(ContractError) as caught:
-            leyline.decode(data)
+            leyline.wire.decode(data)
         assert caught.value.reason is reason
 
 
@@ -281,7 +281,7 @@ def test_the_encoder_refuses_a_legacy_or_unregistered_type() -> None:
 
 def test_a_tag_with_trailing_text_is_not_a_versioned_tag() -> None:
     with pytest.raises(ValueError, match="not a versioned tag"):
-        leyline.parse_tag("Ping.v1\n")
+        leyline.registry.parse_tag("Ping.v1\n")
 
 
 def test_registering_a_tag_twice_is_refused() -> None:

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import leyline
-from leyline import REGISTRY, ContractError, RejectReason
+import leyline.wire
+from leyline import ContractError, RejectReason
+from leyline.wire import REGISTRY
 
 _TYPES = tuple(entry.cls for entry in REGISTRY.entries().values())
 _TAGS = sorted(REGISTRY.entries())
@@ -22,7 +23,7 @@ _SHAPED = settings(max_examples=80, deadline=None)
 
 def assert_decodes_or_refuses(data: bytes) -> None:
     try:
-        message = leyline.decode(data)
+        message = leyline.wire.decode(data)
     except ContractError as error:
         assert isinstance(error.reason, RejectReason)
         assert error.path.startswith("$")
@@ -93,5 +94,5 @@ def test_truncated_messages_are_refused_with_a_reason(value: Any, cut: int) -> N
 )
 def test_deeply_nested_input_is_malformed_not_a_crash(data: bytes) -> None:
     with pytest.raises(ContractError) as caught:
-        leyline.decode(data)
+        leyline.wire.decode(data)
     assert caught.value.reason is RejectReason.MALFORMED

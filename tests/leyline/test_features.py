@@ -13,17 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from leyline import (
+from leyline import FastTrainingSignals, SeedStage
+from leyline.features import (
     DEFAULT_BOUNDS,
-    TENSOR_SCHEMA_SIZE,
-    FastTrainingSignals,
     FeatureBounds,
-    SeedStage,
-    TensorSchema,
+    feature_transforms,
+    features_markdown,
     normalise_into,
     write_raw,
 )
-from leyline.features import feature_transforms, features_markdown
+from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
 TRANSFORMS = feature_transforms()
@@ -43,7 +42,7 @@ def normalised(raw: np.ndarray, bounds: FeatureBounds = DEFAULT_BOUNDS) -> np.nd
 
 
 def signals(**changes: object) -> FastTrainingSignals:
-    return msgspec.structs.replace(FastTrainingSignals.empty(), **changes)
+    return FastTrainingSignals.empty().with_values(**changes)
 
 
 def test_every_schema_feature_has_one_transform_in_schema_order() -> None:
@@ -165,14 +164,15 @@ def test_float64_raw_rows_hold_each_signals_vector_exactly(
     assert (out[len(batch) :] == -7.0).all()
 
 
-def test_raw_values_beyond_float32_become_infinities_that_normalise_to_bounds() -> None:
+def test_raw_values_beyond_float32_are_packed_as_its_bounds_that_normalise_to_bounds() -> None:
     huge = signals(train_loss=1e300, loss_delta=-1e300)
     out = np.zeros((1, TENSOR_SCHEMA_SIZE), np.float32)
 
     rows = write_raw([huge], out)
 
-    assert rows[0, TensorSchema.TRAIN_LOSS] == np.inf
-    assert rows[0, TensorSchema.LOSS_DELTA] == -np.inf
+    top = np.finfo(np.float32).max
+    assert rows[0, TensorSchema.TRAIN_LOSS] == top
+    assert rows[0, TensorSchema.LOSS_DELTA] == -top
     normalise_into(rows, rows)
     assert rows[0, TensorSchema.TRAIN_LOSS] == 1.0
     assert rows[0, TensorSchema.LOSS_DELTA] == -1.0

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from leyline import (
-    DEFAULT_GATE_THRESHOLDS,
-    GateInputs,
-    GateLevel,
-    SeedStage,
-    evaluate_gate,
-    gate_for,
-)
+from leyline import SeedStage
+from leyline.gates import DEFAULT_GATE_THRESHOLDS, GateInputs, GateLevel, evaluate_gate, gate_for
 
 S = SeedStage
 

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from leyline import (
+from leyline import SeedStage
+from leyline.lifecycle import (
     VALID_TRANSITIONS,
-    SeedStage,
     is_active_stage,
     is_failure_stage,
     is_live_stage,

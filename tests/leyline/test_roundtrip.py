@@ -8,8 +8,9 @@ from contract_strategies import for_struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import leyline
-from leyline import REGISTRY, BudgetError
+import leyline.wire
+from leyline import BudgetError
+from leyline.wire import REGISTRY
 
 _TAGS = sorted(REGISTRY.entries())
 
@@ -23,11 +24,11 @@ def test_every_contract_round_trips_through_the_codec(tag: str, data: st.DataObj
     raw_size = len(msgspec.msgpack.encode(message))
     if raw_size > entry.budget:
         with pytest.raises(BudgetError):
-            leyline.encode(message)
+            leyline.wire.encode(message)
         return
-    encoded = leyline.encode(message)
+    encoded = leyline.wire.encode(message)
     wire = msgspec.msgpack.decode(encoded)
     assert (wire[0] if isinstance(wire, list) else wire["type"]) == tag
-    decoded = leyline.decode(encoded)
+    decoded = leyline.wire.decode(encoded)
     assert type(decoded) is entry.cls
     assert decoded == message

@@ -12,18 +12,8 @@ import msgspec
 import pytest
 
 import leyline
-from leyline import (
-    REGISTRY,
-    AdaptationCommand,
-    CommandType,
-    FastTrainingSignals,
-    Registry,
-    SeedStage,
-    Upgrade,
-    encode,
-    new_id,
-    tag_of,
-)
+from leyline import AdaptationCommand, CommandType, FastTrainingSignals, SeedStage, new_id
+from leyline.registry import Registry, Upgrade, tag_of
 from leyline.reports import SeedMetrics, SeedStateReport
 from leyline.schema import (
     BreakingChange,
@@ -35,6 +25,7 @@ from leyline.schema import (
     render,
 )
 from leyline.telemetry import SeedTelemetry
+from leyline.wire import REGISTRY, encode
 
 K = BreakingKind
 
@@ -425,8 +416,8 @@ def test_a_new_stage_breaks_every_tag_that_carries_a_stage() -> None:
 
 
 def test_retyping_a_fast_signal_field_is_found_at_its_name() -> None:
-    fast = copy_struct(FastTrainingSignals, replace={"plateau_epochs": float})
+    fast = copy_struct(FastTrainingSignals, replace={"epoch": float})
     changes = check(real_lock_with(fast), lock())
     assert {(c.tag, c.field, c.kind) for c in changes} == {
-        ("FastTrainingSignals.v1", "plateau_epochs", K.RETYPED_FIELD)
+        ("FastTrainingSignals.v2", "epoch", K.RETYPED_FIELD)
     }

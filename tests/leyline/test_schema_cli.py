@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from leyline import REGISTRY, tag_of
+from leyline.registry import tag_of
 from leyline.schema import DEFAULT_LOCK_PATH, lock, render
+from leyline.wire import REGISTRY
 from services.cli import main
 
 #: Every tag the registry reads: each current major and each older one it upgrades.

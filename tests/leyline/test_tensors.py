@@ -12,15 +12,10 @@ from contract_strategies import for_struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leyline import (
-    TENSOR_SCHEMA_SIZE,
-    BatchConverter,
-    FastTrainingSignals,
-    normalise_into,
-    to_tensor,
-    write_raw,
-)
-from leyline.tensors import default_device
+from leyline import FastTrainingSignals
+from leyline.features import normalise_into, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline.tensors import BatchConverter, default_device, to_tensor
 
 signal_lists = st.lists(for_struct(FastTrainingSignals), max_size=12)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -85,18 +80,6 @@ def test_one_converter_serves_batches_of_different_sizes(
         tensor = converter.convert(batch)
 
         assert torch.equal(tensor, one_by_one(batch))
-
-
-@settings(max_examples=60, deadline=None)
-@given(batch=signal_lists)
-def test_float64_raw_rows_convert_like_the_signals_themselves(
-    batch: list[FastTrainingSignals],
-) -> None:
-    raw = write_raw(batch, np.empty((12, TENSOR_SCHEMA_SIZE), np.float64))
-
-    tensor = BatchConverter(12, device="cpu").convert_raw(raw)
-
-    assert torch.equal(tensor, one_by_one(batch))
 
 
 def test_converted_batches_are_views_of_one_reused_buffer() -> None:

@@ -113,16 +113,17 @@ class HostStack:
         )
         return {str(sender): int(count) for sender, count in rows}
 
-    def silences_ms(self, listener: str, peer: str) -> list[float]:
-        """How long `listener` heard nothing from `peer`, each time it heard it again."""
+    def recovered_after_s(self, listener: str, peer: str, since_ns: int) -> float | None:
+        """Seconds from `since_ns` (this machine's clock) to `listener` reporting `peer` heard
+        again (its PEER_RECOVERED event's send time); None if it has not."""
         rows = self.query(
-            "SELECT json_extract(message, '$.payload.silent_for_ms') FROM events"
-            " WHERE event_type = 'PEER_RECOVERED' AND sender = ?"
-            " AND json_extract(message, '$.payload.peer') = ? ORDER BY id",
+            "SELECT MIN(sent_ns) FROM events WHERE event_type = 'PEER_RECOVERED'"
+            " AND sender = ? AND json_extract(message, '$.payload.peer') = ? AND sent_ns > ?",
             listener,
             peer,
+            since_ns,
         )
-        return [round(float(silent)) for (silent,) in rows]
+        return None if not rows or rows[0][0] is None else round((rows[0][0] - since_ns) / 1e9, 2)
 
     def host(self, name: str) -> Host:
         """The host `name` runs on."""

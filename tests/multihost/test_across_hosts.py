@@ -4,7 +4,8 @@ A short cut of the sink's link drops its connections (ZMTP heartbeats time out a
 what was in flight is gone and the sink must refill the gap from the workers' replay windows,
 on the addresses they advertised: the path that a loopback-only replay address breaks.
 Partitions cut a worker or the controller mid-command for longer than a peer takes to go
-stale; the delivery checker then judges the journal, the checkpoints and the sink's records.
+stale; the delivery checker then judges the journal, the checkpoints and the sink's records,
+and the controller's view of the workers' stages must have caught up (no report refused).
 """
 
 from __future__ import annotations
@@ -66,8 +67,16 @@ def test_a_partitioned_host_costs_no_command_twice_or_out_of_order_and_no_teleme
     stack.host(cut).cut()
     time.sleep(PARTITION_S)  # the fault's duration, not a synchronisation
     stack.host(cut).heal()
+    healed_ns = time.time_ns()
     assert not stack.finished("w1"), "w1 finished before the partition healed"
     verdict = stack.verdict_of_a_clean_run(stack.run_to_the_end(RUN_TIMEOUT_S))
     # Every side of the cut saw the host go silent, and come back.
     assert {(listener, cut) for listener in LISTENERS[cut]} <= set(verdict.stale_reports)
     assert verdict.counts.peer_recovered >= len(LISTENERS[cut])
+    # The controller missed w1's stage reports sent across the cut for good; its view of w1's
+    # slots resynced at the hole (TransitionGuard) instead of refusing every later report
+    # (before: 6 of w1's later reports refused as illegal transitions).
+    refused = stack.refused("controller", "illegal_transition")
+    recovery = {n: stack.recovered_after_s(n, cut, healed_ns) for n in LISTENERS[cut]}
+    print(f"partition {cut}: heard again after (s) {recovery}, refused {refused}, {verdict.counts}")
+    assert refused == {}

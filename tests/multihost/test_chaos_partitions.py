@@ -22,6 +22,9 @@ def test_partitions_keep_every_delivery_guarantee(netns: None, tmp_path: Path) -
         namespaces=True,
         kinds=(FaultKind.PARTITION, FaultKind.KILL),
         partition_s=(5.0, 8.0),
+        # Delivery after partitions is judged here; the memory bound is test_chaos_run's (a
+        # worker restarted on a loaded machine can do its start-up in the judged second half).
+        max_rss_growth_mib=512.0,
     )
 
     result = run_chaos(settings, tmp_path / "run")

@@ -9,7 +9,8 @@ import pytest
 import zmq
 
 from bus import Channel, Publisher, Subscriber
-from leyline import REGISTRY, ReplayDone, ReplayRequest
+from leyline import ReplayDone, ReplayRequest
+from leyline.wire import REGISTRY
 from services.addresses import replay_addresses, tcp_host
 from services.cli._service import make_node
 from services.config import BusConfig, ConfigError, load_config

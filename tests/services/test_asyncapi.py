@@ -13,7 +13,8 @@ import pytest
 from referencing import Registry
 
 from bus.topics import CHANNEL_CONTRACTS, Channel
-from leyline import REGISTRY, CommandType, SeedStage
+from leyline import CommandType, SeedStage
+from leyline.wire import REGISTRY
 from services.asyncapi import asyncapi
 from services.cli import main
 

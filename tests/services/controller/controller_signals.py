@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from leyline import FastTrainingSignals, SeedStage
 
 SignalFactory = Callable[..., FastTrainingSignals]
@@ -18,4 +16,4 @@ def make_signal(**fields: Any) -> FastTrainingSignals:
     fields.setdefault("seed_stage", stage)
     empty = stage in (SeedStage.UNKNOWN, SeedStage.DORMANT)
     fields.setdefault("has_active_seed", 0 if empty else 1)
-    return msgspec.structs.replace(FastTrainingSignals.empty(), **fields)
+    return FastTrainingSignals.empty().with_values(**fields)

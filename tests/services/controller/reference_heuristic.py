@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leyline import FastTrainingSignals, SeedStage, is_live_stage
+from leyline import FastTrainingSignals, SeedStage
+from leyline.lifecycle import is_live_stage
+from leyline.signals import FastTrainingSignalsV1
 from services.controller import ActionLayout, DecisionReason, HeuristicThresholds
 
 Choice = tuple[int, float, DecisionReason]
@@ -16,8 +18,9 @@ Choice = tuple[int, float, DecisionReason]
 _DEVELOPING = (SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.SHADOWING)
 
 
-def reference_legal_actions(layout: ActionLayout, signal: FastTrainingSignals) -> set[int]:
+def reference_legal_actions(layout: ActionLayout, fast: FastTrainingSignals) -> set[int]:
     """The legal actions of one slot, straight from the masking rules."""
+    signal = fast.named()
     stage = signal.seed_stage
     legal = {layout.wait}
     empty = stage in (SeedStage.UNKNOWN, SeedStage.DORMANT) and signal.has_active_seed == 0
@@ -52,7 +55,8 @@ class ReferenceHeuristic:
         self.rotation = rotation
         self.memory: dict[int, RowMemory] = {}
 
-    def decide(self, row: int, signal: FastTrainingSignals, legal: set[int]) -> Choice:
+    def decide(self, row: int, fast: FastTrainingSignals, legal: set[int]) -> Choice:
+        signal = fast.named()
         memory = self.memory.setdefault(row, RowMemory(self.t.initial_last_cull_epoch))
         action, confidence, reason = self._propose(memory, signal)
         if action not in legal:
@@ -63,7 +67,7 @@ class ReferenceHeuristic:
             self._cull(memory, signal)
         return action, confidence, reason
 
-    def _propose(self, memory: RowMemory, signal: FastTrainingSignals) -> Choice:
+    def _propose(self, memory: RowMemory, signal: FastTrainingSignalsV1) -> Choice:
         t = self.t
         wait = self.layout.wait
         stage = signal.seed_stage
@@ -106,14 +110,14 @@ class ReferenceHeuristic:
                 return index
         return min(scan, key=lambda index: penalties.get(self.rotation[index], 0.0))
 
-    def _germinate(self, memory: RowMemory, signal: FastTrainingSignals) -> None:
+    def _germinate(self, memory: RowMemory, signal: FastTrainingSignalsV1) -> None:
         memory.penalties = self._decayed(memory.penalties)
         chosen = self._pick(memory.penalties, memory.position)
         memory.position = (chosen + 1) % len(self.rotation)
         memory.seed_blueprint = self.rotation[chosen]
         memory.germination_accuracy = signal.val_accuracy
 
-    def _cull(self, memory: RowMemory, signal: FastTrainingSignals) -> None:
+    def _cull(self, memory: RowMemory, signal: FastTrainingSignalsV1) -> None:
         memory.last_cull_epoch = signal.epoch
         if memory.seed_blueprint is not None:
             name = memory.seed_blueprint

@@ -15,21 +15,15 @@ from typing import TypeVar
 
 import pytest
 
-from bus import Channel, Publisher, TransitionGuard
-from leyline import (
-    SLOT_IDS,
-    AckOutcome,
-    AdaptationCommand,
-    CommandAck,
-    CommandType,
-    WorkerHello,
-    new_id,
-)
+from bus import Channel, Publisher
+from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, WorkerHello, new_id
+from leyline.actions import SLOT_IDS
 from services.cli.worker import build_worker
 from services.config import BusConfig, WorkerConfig
 from services.controller import ActionLayout, HeuristicPolicy, InferenceLoop
 from services.controller.journal import CommandJournal
 from services.controller.process import Controller
+from services.guards import TransitionGuard
 from services.node import Node
 from services.stack import free_ports
 from services.worker.process import Worker
@@ -183,6 +177,19 @@ def test_the_workers_own_hello_and_rejected_ack_settle_for_good(rig: ControllerR
     assert rig.controller.in_flight == {}
     assert rig.outcomes() == ["REJECTED"]
     assert rig.controller.resent == 0
+
+
+def test_an_ack_settles_the_earlier_commands_whose_acks_were_lost(tmp_path: Path) -> None:
+    rig = ControllerRig(tmp_path, [_germinate(), _germinate(), _germinate()])
+    try:
+        worker = rig.speaker(WORKER)
+        # The acks of 1 and 2 were lost in a partition; the worker takes commands in order.
+        worker.publish(Channel.ACK, WORKER, _ack(rig.issued[2], AckOutcome.APPLIED))
+        rig.wait(lambda: rig.controller.applied or None, "the ack of the third")
+        assert rig.controller.in_flight == {}
+        assert rig.outcomes() == ["DUPLICATE", "DUPLICATE", "APPLIED"]
+    finally:
+        rig.close()
 
 
 def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,8 +41,8 @@ def signals(draw: st.DrawFn) -> FastTrainingSignals:
     stage = draw(st.sampled_from([*SeedStage, *[SeedStage.DORMANT] * 4, SeedStage.PROBATIONARY]))
     empty = stage in (SeedStage.UNKNOWN, SeedStage.DORMANT)
     active = draw(st.sampled_from([0, 1])) if draw(st.booleans()) else int(not empty)
-    base = FastTrainingSignals.empty()
-    return FastTrainingSignals(
+    base = FastTrainingSignals.empty().named()
+    return FastTrainingSignals.of(
         draw(st.one_of(st.integers(0, 24), st.integers(0, 2**32 - 1))),
         base.global_step,
         base.train_loss,
@@ -98,9 +97,9 @@ steps = st.lists(
 def _follow(action: int | None, sig: FastTrainingSignals) -> FastTrainingSignals:
     """The slot as the last action left it, so germinate-cull chains build up penalties."""
     if action in LAYOUT.germinate.values():
-        return msgspec.structs.replace(sig, seed_stage=SeedStage.PROBATIONARY, has_active_seed=1)
+        return sig.with_values(seed_stage=SeedStage.PROBATIONARY, has_active_seed=1)
     if action == LAYOUT.cull:
-        return msgspec.structs.replace(sig, seed_stage=SeedStage.DORMANT, has_active_seed=0)
+        return sig.with_values(seed_stage=SeedStage.DORMANT, has_active_seed=0)
     return sig
 
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 import torch
 from controller_signals import SignalFactory
 from reference_heuristic import reference_legal_actions
 
-from leyline import CommandType, FeatureBounds, RiskLevel, SeedStage
+from leyline import (
+    CommandType,
+    ContractError,
+    FastTrainingSignals,
+    RejectReason,
+    RiskLevel,
+    SeedStage,
+)
+from leyline.features import FeatureBounds
+from leyline.signals import TensorSchema
 from services.controller import (
     ActionLayout,
     ControlPolicy,
@@ -232,3 +244,49 @@ def test_the_commands_of_one_batch_share_one_timestamp(
     commands = [d.command for d in loop.flush() if d.command is not None]
     assert len(commands) == 8
     assert len({command.timestamp for command in commands}) == 1
+
+
+def test_commanded_decisions_are_the_rows_with_a_command_in_batch_order(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    loop.submit("w1", "s", signal(epoch=2), now=0.0)  # warming up: WAIT
+    loop.submit("w2", "s", signal(epoch=8, plateau_epochs=4), now=0.0)
+    loop.submit("w3", "s", signal(epoch=3), now=0.0)  # WAIT
+    loop.submit("w4", "s", signal(epoch=12, seed_stage=SeedStage.PROBATIONARY), now=0.0)
+
+    decisions = loop.flush()
+
+    assert [d.worker_id for d in decisions] == ["w1", "w2", "w3", "w4"]
+    assert decisions[1:3] == [decisions[1], decisions[2]]
+    assert decisions[-1].worker_id == "w4"
+    commanded = decisions.commanded()
+    assert [d.worker_id for d in commanded] == ["w2", "w4"]
+    assert all(d.command is not None for d in commanded)
+    ids = [d.command.command_id for d in commanded if d.command is not None]
+    assert len(set(ids)) == 2
+    assert len({d.command.timestamp for d in commanded if d.command is not None}) == 1
+
+
+def test_a_signal_with_a_bad_value_is_refused_by_name_and_the_batch_is_decided(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = _loop(layout, device="cpu")
+    refused: list[tuple[str, ContractError]] = []
+    loop.on_refused(lambda item, error: refused.append((item.worker_id, error)))
+    good = signal(epoch=8, plateau_epochs=4)
+    block = bytearray(good.features)
+    struct.pack_into("<f", block, 4 * TensorSchema.VAL_ACCURACY, math.nan)
+    bad = FastTrainingSignals(good.epoch, bytes(block), good.slot_index)
+    for worker, sig in (("w1", good), ("w2", bad), ("w3", good)):
+        loop.submit(worker, "s", sig, now=0.0)
+
+    decisions = loop.flush()
+
+    assert [d.worker_id for d in decisions] == ["w1", "w3"]
+    assert {d.action.name for d in decisions} == {"GERMINATE_CONV_ENHANCE"}
+    assert loop.refused == 1
+    [(worker, error)] = refused
+    assert worker == "w2"
+    assert error.reason is RejectReason.INVALID_VALUE
+    assert error.path == f"$.features[{int(TensorSchema.VAL_ACCURACY)}]"

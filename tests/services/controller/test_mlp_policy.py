@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from leyline import DEFAULT_BLUEPRINTS, BlueprintCatalog, BlueprintSpec, FeatureBounds
+from leyline.actions import DEFAULT_BLUEPRINTS, BlueprintCatalog, BlueprintSpec
+from leyline.features import FeatureBounds
 from services.controller import ActionLayout, MlpPolicy, ObservationBatch
 from services.controller.columns import COLUMN_COUNT
 

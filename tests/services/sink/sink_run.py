@@ -8,6 +8,7 @@ from leyline import (
     AckOutcome,
     SeedStage,
     SeedStateReport,
+    SeedTelemetry,
     TelemetryEvent,
     TelemetryEventType,
 )
@@ -41,6 +42,23 @@ def _seed_report(history: History, worker: str, stage: SeedStage, alpha: float) 
     return history.stored("rep", worker, worker, report)
 
 
+def _seed_telemetry(
+    history: History, worker: str, epoch: int, stage: SeedStage, alpha: float
+) -> StoredMessage:
+    telemetry = SeedTelemetry(
+        seed_id=f"{worker}-block2_post",
+        layer_id="block2_post",
+        epoch=epoch,
+        stage=stage,
+        alpha=alpha,
+        accuracy=50.0 + epoch,
+        accuracy_delta=float(epoch),
+        gradient_norm=0.5 * epoch,
+        gradient_health=0.9,
+    )
+    return history.stored("rep", worker, worker, telemetry)
+
+
 def write_run(store: TelemetryStore, history: History) -> None:
     """w1: four epochs (epoch 2 reported twice), a seed that blends in, a refused cull; w2 idle."""
     germinate = history.germinate_command("w1-block2_post")
@@ -55,6 +73,7 @@ def write_run(store: TelemetryStore, history: History) -> None:
             history.epoch("w1", 2, 50.0),
             history.epoch("w1", 2, 55.0),  # trained again after a restart: this one stands
             _stage(history, "w1", 2, S.GERMINATED, S.TRAINING, "block2_post"),
+            _seed_telemetry(history, "w1", 2, S.TRAINING, 0.0),
             _stage(history, "w1", 2, S.DORMANT, S.FOSSILIZED, "block3_post"),  # illegal
             history.command("w1", cull),
             history.ack("w1", cull, AckOutcome.REJECTED, reason="ILLEGAL_TRANSITION"),
@@ -63,6 +82,7 @@ def write_run(store: TelemetryStore, history: History) -> None:
             _stage(history, "w1", 3, S.TRAINING, S.BLENDING, "block2_post"),
             _seed_report(history, "w1", S.BLENDING, 0.5),
             history.epoch("w1", 4, 62.0),
+            _seed_telemetry(history, "w1", 4, S.BLENDING, 0.75),
             history.command("w2", history.germinate_command("w2-block2_post")),  # no answer
             history.epoch("w2", 1, 30.0),
         ]

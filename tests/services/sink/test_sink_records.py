@@ -10,10 +10,10 @@ from sink_history import History
 from bus import Channel, Gap
 from bus.replay import ReplayClient
 from bus.testing import InProcessBus
-from leyline import AckOutcome, SeedStage, WorkerHello
+from leyline import AckOutcome, SeedStage, SeedTelemetry, WorkerHello
 from services.sink import LossReason, StoredMessage, TelemetryStore, build_report, schema
 from services.sink.repair import GapRepair
-from services.sink.rows import INSERT_EVENT, event_row
+from services.sink.rows import INSERT_EVENT, INSERT_HELLO, event_row, hello_row
 from services.sink.schema import SCHEMA_VERSION
 
 S = SeedStage
@@ -127,6 +127,28 @@ def test_a_version_1_file_gains_hellos_and_keeps_its_stage_history(
         ).fetchall() == [("w1", "block2_post", "s1", "DORMANT", "GERMINATED", None)]
         hello = StoredMessage("ack", "w1", 1, 0, "ack.w1.", WorkerHello(worker_id="w1"))
         assert store.write_batch([hello]).stored == 1
+
+
+def test_a_version_2_file_gains_seed_telemetry_and_keeps_its_rows(
+    db_path: Path, history: History
+) -> None:
+    hello = StoredMessage("ack", "w1", 1, 0, "ack.w1.", WorkerHello(worker_id="w1"))
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(schema.MIGRATIONS[1])
+        db.executescript(schema.MIGRATIONS[2])
+        db.execute("PRAGMA user_version=2")
+        db.execute(INSERT_HELLO, hello_row(hello, hello.message))  # type: ignore[arg-type]
+    telemetry = SeedTelemetry(seed_id="s1", layer_id="block2_post", epoch=3, alpha=0.25)
+    with TelemetryStore(db_path, create=False) as store:
+        assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.sequences("w1", "ack.w1.") == [1]
+        record = history.stored("rep", "w1", "w1", telemetry)
+        assert store.write_batch([record, record]).stored == 1  # once, however often it comes
+        assert store.connection.execute(
+            "SELECT sender, seed_id, layer_id, epoch, stage, alpha FROM seed_telemetry"
+        ).fetchall() == [("w1", "s1", "block2_post", 3, "DORMANT", 0.25)]
+        assert store.max_sequence("w1", "rep.w1.") == 1
 
 
 def test_a_restarted_worker_resumes_its_slots_from_its_checkpoint(

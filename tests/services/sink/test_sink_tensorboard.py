@@ -56,8 +56,20 @@ def test_epoch_scalars_are_stepped_by_epoch_at_the_send_time(exported: Path) -> 
 
 def test_seed_alpha_and_improvement_are_scalars_per_seed(exported: Path) -> None:
     w1 = _load(exported / "w1")
-    assert _scalars(w1, "seed/w1-block2_post/alpha") == [(1, 0.0), (3, 0.5)]
+    # From the state reports at stage changes (1, 3) and the per-epoch SeedTelemetry (2, 4).
+    assert _scalars(w1, "seed/w1-block2_post/alpha") == [(1, 0.0), (2, 0.0), (3, 0.5), (4, 0.75)]
     assert _scalars(w1, "seed/w1-block2_post/improvement") == [(1, 0.0), (3, 2.0)]
+
+
+def test_seed_telemetry_is_a_curve_per_seed_and_epoch(exported: Path) -> None:
+    w1 = _load(exported / "w1")
+    seed = "seed/w1-block2_post"
+    assert _scalars(w1, f"{seed}/accuracy") == [(2, 52.0), (4, 54.0)]
+    assert _scalars(w1, f"{seed}/accuracy_delta") == [(2, 2.0), (4, 4.0)]
+    assert _scalars(w1, f"{seed}/gradient_norm") == [(2, 1.0), (4, 2.0)]
+    health = _scalars(w1, f"{seed}/gradient_health")
+    assert [step for step, _ in health] == [2, 4]
+    assert [value for _, value in health] == pytest.approx([0.9, 0.9])
 
 
 def test_commands_and_stage_changes_are_texts_per_epoch(exported: Path) -> None:

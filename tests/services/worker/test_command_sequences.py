@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from worker_helpers import assert_wire_valid
 
 from leyline import AckOutcome, AdaptationCommand, CommandType, SeedStage, new_id
-from services.worker import SLOT_IDS, LifecycleConfig, WorkerModel
+from services.worker import HostCNN, LifecycleConfig, WorkerModel
 
-_TARGETS = st.sampled_from([*SLOT_IDS, "block9_post"])
+_TARGETS = st.sampled_from([*HostCNN.slot_ids, "block9_post"])
 
 
 @st.composite

@@ -21,7 +21,7 @@ from services.worker.lightning import LeylineCallback  # noqa: E402
 from services.worker.local import local_controller  # noqa: E402
 
 
-class LitNet(pl.LightningModule):  # type: ignore[misc]
+class LitNet(pl.LightningModule):
     """A user's Lightning module: two conv stages with a seed slot after each."""
 
     def __init__(self) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from leyline import DEFAULT_CATALOG, AckOutcome, AdaptationCommand, CommandType, SeedStage, new_id
+from leyline import AckOutcome, AdaptationCommand, CommandType, SeedStage, new_id
+from leyline.actions import DEFAULT_CATALOG
 from services.worker import (
     EpochClock,
     Seeds,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leyline import DEFAULT_CATALOG
+from leyline.actions import DEFAULT_CATALOG
 from services.worker import HostCNN, UnknownBlueprintError, blueprints, build_seed
 from services.worker.blueprints import parameter_count
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from worker_helpers import command
 
-from leyline import DEFAULT_CATALOG, SLOT_IDS, AckOutcome, CommandType, SeedStage
+from leyline import AckOutcome, CommandType, SeedStage
+from leyline.actions import DEFAULT_CATALOG, SLOT_IDS
 from services.worker import Trainer, WorkerModel
 from services.worker.blueprints import blueprints, build_seed, parameter_count
 from services.worker.config import TrainingConfig

@@ -15,9 +15,9 @@ from leyline import (
     RejectReason,
     SeedStage,
     TelemetryEventType,
-    decode,
 )
 from leyline.commands import MAX_LEARNING_RATE
+from leyline.wire import decode
 from services.worker import CommandOutcome, Trainer, WorkerModel, register_blueprint
 from services.worker.blueprints import unregister_blueprint
 

@@ -181,3 +181,51 @@ def test_the_heuristic_controller_grows_a_seed_in_a_users_model_in_process(
     assert grown == {g["slot_id"] for g in optimizer.param_groups if g.get("slot_id")}
     assert [outcome for *_, outcome in journal.entries()] == ["APPLIED"] * controller.issued
     journal.close()
+
+
+def test_a_users_agent_resumes_from_its_checkpoint_and_never_reapplies(
+    bus: InProcessBus, tmp_path: Path
+) -> None:
+    controller = bus.publisher("controller")
+    intake = bus.subscriber([(Channel.ACK, "w1")])
+    acks: list[CommandAck] = []
+    intake.on(Channel.ACK, lambda e: acks.append(e.message))
+    checkpoint = Checkpoint(tmp_path / "mine.pt")
+
+    def start() -> tuple[TinyNet, torch.optim.Optimizer, Agent]:
+        torch.manual_seed(0)
+        net = TinyNet()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        node = worker_node("w1", bus=bus)
+        bus.connect(controller, node.subscriber)
+        bus.connect(node.publisher, intake)
+        return (
+            net,
+            optimizer,
+            Agent(node, Seeds("w1", net, optimizer=optimizer), checkpoint=checkpoint),
+        )
+
+    net, _, agent = start()
+    assert not agent.resumed
+    germinate = AdaptationCommand(
+        command_id=new_id(),
+        command_type=CommandType.GERMINATE,
+        blueprint_id="depthwise",
+        target_slot_id="after_second",
+        sequence=1,
+    )
+    controller.publish(Channel.CMD, "w1", germinate)
+    _wait(lambda: (agent.safe_point(0.005), intake.poll(5)), lambda: acks or None)
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    agent.close()  # the process dies after the ack; its checkpoint preceded the ack
+
+    net, optimizer, agent = start()
+    assert agent.resumed and agent.ledger.last_applied == 1
+    assert net.after_second.stage is SeedStage.GERMINATED and net.after_second.seed is not None
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
+    assert any(g.get("slot_id") == "after_second" for g in optimizer.param_groups)
+    controller.publish(Channel.CMD, "w1", germinate)  # the controller resends: answered again
+    _wait(lambda: (agent.safe_point(0.005), intake.poll(5)), lambda: acks[1:] or None)
+    assert [a.outcome for a in acks] == [AckOutcome.APPLIED, AckOutcome.APPLIED]
+    assert agent.seeds.germinations == 1
+    agent.close()

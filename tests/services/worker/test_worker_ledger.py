@@ -6,7 +6,8 @@ import msgspec
 import pytest
 
 from bus import Rejection
-from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, RejectReason, encode
+from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, RejectReason
+from leyline.wire import encode
 from services.worker.ledger import attribute
 
 ALPHA = AdaptationCommand(

@@ -18,9 +18,9 @@ from leyline import (
     CommandType,
     SeedStage,
     TelemetryEventType,
-    encode,
     new_id,
 )
+from leyline.wire import encode
 
 C = CommandType
 GROWN, OTHER = "block2_post", "block3_post"

@@ -10,15 +10,8 @@ import msgspec
 import torch
 from worker_helpers import command
 
-from leyline import (
-    CommandType,
-    Message,
-    SeedStage,
-    TelemetryEventType,
-    TrainingMetrics,
-    decode,
-    encode,
-)
+from leyline import CommandType, Message, SeedStage, TelemetryEventType, TrainingMetrics
+from leyline.wire import decode, encode
 from services.worker import LifecycleConfig, Trainer, WorkerModel
 from services.worker.tracker import SignalTracker
 
@@ -45,7 +38,7 @@ def test_an_epoch_report_carries_valid_signals_per_slot(
     batches = -(-len(trainer.data.train_y) // trainer.model.training.batch_size)
     assert (report.epoch, report.metrics.epoch, report.metrics.global_step) == (1, 1, batches)
     assert [f.slot_index for f in report.fast] == [0, 1]
-    empty, seeded = report.fast
+    empty, seeded = (f.named() for f in report.fast)
     assert (empty.seed_stage, empty.has_active_seed, empty.available_slots) == (
         SeedStage.DORMANT,
         0,

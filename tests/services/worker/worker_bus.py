@@ -16,10 +16,11 @@ from typing import TypeVar
 
 import msgspec
 
-from bus import WIRE_VERSION, Channel, Envelope, Header, Publisher, Subscriber, topic
-from bus.header import encode_frame
-from leyline import AdaptationCommand, CommandAck, TelemetryEvent, TelemetryEventType, encode
+from bus import Channel, Envelope, Publisher, Subscriber, topic
+from bus.header import WIRE_VERSION, Header, encode_frame
+from leyline import AdaptationCommand, CommandAck, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation
+from leyline.wire import encode
 from services.cli.worker import build_worker
 from services.config import BusConfig, WorkerConfig
 from services.node import Node

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from leyline import AdaptationCommand, CommandType, Message, SeedStage, decode, encode, new_id
+from leyline import AdaptationCommand, CommandType, Message, SeedStage, new_id
+from leyline.wire import decode, encode
 from services.worker import CommandOutcome, SeedSlot
 
 

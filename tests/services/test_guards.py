@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bus import WIRE_VERSION, Channel, CommandGuard, Envelope, Header, TransitionGuard, topic
+from bus import Channel, Envelope, topic
+from bus.header import WIRE_VERSION, Header
 from leyline import (
     AdaptationCommand,
     CommandType,
@@ -21,6 +22,7 @@ from leyline import (
     new_id,
 )
 from leyline.telemetry import SeedStageChanged
+from services.guards import CommandGuard, TransitionGuard
 
 S = SeedStage
 SLOT = "block2_post"

@@ -1,4 +1,8 @@
-"""Semantic guards: the lifecycle rules applied to commands and to reported transitions."""
+"""The semantic guards of the seed lifecycle: commands judged by stage, reported moves recorded.
+
+Both are bus `SemanticGuard`s (and the worker runs `CommandGuard.check` itself); they live with
+the services because they apply the contracts' rules, which the transport knows nothing of.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from bus.pipeline import Envelope
+from bus import Envelope
 from bus.sequence import MAX_STREAMS
 from leyline import (
     AdaptationCommand,
