@@ -33,7 +33,7 @@ from bus.pipeline import Pipeline
 from leyline.budgets import DEFAULT_BUDGETS
 from leyline.registry import tag_of
 from leyline.signals import FastTrainingSignals
-from leyline.wire import REGISTRY
+from leyline.wire import REGISTRY, encode
 
 #: Signals in the batched frame of the `wire` figures (the publisher's largest batch).
 BATCH = 64
@@ -160,7 +160,7 @@ def _bare_instance(sample: msgspec.Struct, bare_type: Any) -> Any:
 
 def _measure_wire() -> dict[str, Any]:
     """Our pipeline on one frame and on a batch, against a typed decode of one frame."""
-    payload = leyline.encode(fast_signals())
+    payload = encode(fast_signals())
     frame = _TOPIC + payload
     typed = msgspec.msgpack.Decoder(FastTrainingSignals).decode
     skip = len(_TOPIC)
