@@ -4,6 +4,11 @@ Ours is `leyline.wire.encode` / `leyline.wire.decode`: the versioned tag, the si
 decoder over every registered type, value constraints and cross-field checks. The ceiling
 is msgspec msgpack on a bare Struct with the same fields and defaults: no tag, no
 constraints, no enums, no budget check, decoded as its one known type.
+
+`wire` is the receive side of the bus without sockets: `Pipeline.frame` (topic, header,
+size, tag, typed decode with constraints, sequence, Envelope) on one wire frame, alone and as
+a batch of `BATCH` signals, against the one-frame ceiling a user would hand-roll: slice the
+topic off a frame and decode the payload with msgspec's typed decoder of the same Struct.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import functools
 import operator
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,10 +26,18 @@ import msgspec
 
 import leyline.wire
 from bench._harness import measure, progress, ratio
-from bench._samples import messages
+from bench._samples import fast_signals, messages
+from bus import Channel
+from bus.header import WIRE_VERSION, Header, array_prefix, encode_frame
+from bus.pipeline import Pipeline
 from leyline.budgets import DEFAULT_BUDGETS
 from leyline.registry import tag_of
-from leyline.wire import REGISTRY
+from leyline.signals import FastTrainingSignals
+from leyline.wire import REGISTRY, encode
+
+#: Signals in the batched frame of the `wire` figures (the publisher's largest batch).
+BATCH = 64
+_TOPIC = b"sig.w1."
 
 
 def run() -> dict[str, Any]:
@@ -46,8 +60,15 @@ def run() -> dict[str, Any]:
     worst_us = max(max(r["encode_ns"], r["decode_ns"]) for r in figures.values()) / 1e3
     budget_us = DEFAULT_BUDGETS.serialization_budget_us
     progress(f"slowest encode or decode {worst_us:.1f} us, budget {budget_us:.0f} us")
+    wire = _measure_wire()
+    progress(
+        f"wire frame {wire['frame_ns']:6.0f} ns (ratio {wire['frame_ratio']:.2f}), "
+        f"per message of a batch of {BATCH} {wire['batch_per_message_ns']:6.0f} ns "
+        f"(ratio {wire['batch_ratio']:.2f})"
+    )
     return {
         "messages": figures,
+        "wire": wire,
         "worst_us": round(worst_us, 2),
         "serialization_budget_us": budget_us,
         "within_budget": worst_us <= budget_us,
@@ -135,3 +156,41 @@ def _bare_instance(sample: msgspec.Struct, bare_type: Any) -> Any:
     if isinstance(data, list):
         data = data[1:]  # an array-like message leads with its tag
     return msgspec.convert(data, bare_type)
+
+
+def _measure_wire() -> dict[str, Any]:
+    """Our pipeline on one frame and on a batch, against a typed decode of one frame."""
+    payload = encode(fast_signals())
+    frame = _TOPIC + payload
+    typed = msgspec.msgpack.Decoder(FastTrainingSignals).decode
+    skip = len(_TOPIC)
+    sequence = iter(range(1, 2**62, BATCH))
+
+    def ours(count: int) -> Callable[[], object]:
+        # A new sequence each call: the sequence step sees a stream in order, as it would.
+        pipeline = Pipeline([Channel.SIG])
+        body = payload if count == 1 else array_prefix(count) + payload * count
+
+        def process() -> object:
+            header = Header(WIRE_VERSION, "w1", 1, next(sequence), 1)
+            return pipeline.frame(encode_frame(_TOPIC, header, body, count), False, None)
+
+        return process
+
+    def frame_only() -> object:
+        return encode_frame(_TOPIC, Header(WIRE_VERSION, "w1", 1, next(sequence), 1), payload)
+
+    one, many, ceiling, building = measure(
+        ours(1), ours(BATCH), lambda: typed(memoryview(frame)[skip:]), frame_only
+    )
+    # Building each frame is the harness's, not the pipeline's: taken out of both of ours.
+    frame_ns = one.best_ns - building.best_ns
+    batch_ns = (many.best_ns - building.best_ns) / BATCH
+    return {
+        "frame_ns": round(frame_ns, 1),
+        "batch_per_message_ns": round(batch_ns, 1),
+        "ceiling_ns": round(ceiling.best_ns, 1),
+        "frame_ratio": round(ceiling.best_ns / frame_ns, 3),
+        "batch_ratio": round(ceiling.best_ns / batch_ns, 3),
+        "batch": BATCH,
+    }

@@ -16,7 +16,7 @@ from bus.replay import ReplayClient
 from bus.security import Curve, Role, SecurityError
 from bus.sequence import Gap
 from bus.sockets import SocketOptions
-from bus.subscriber import Subscriber
+from bus.subscriber import Subscriber, Subscription
 from bus.topics import CHANNEL_CONTRACTS, Channel, topic
 
 __all__ = [
@@ -35,5 +35,6 @@ __all__ = [
     "SemanticGuard",
     "SocketOptions",
     "Subscriber",
+    "Subscription",
     "topic",
 ]

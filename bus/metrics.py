@@ -38,10 +38,11 @@ class Histogram:
         self.total = 0
         self.count = 0
 
-    def observe(self, value: int) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
+    def observe(self, value: int, times: int = 1) -> None:
+        """`times` observations of `value` (a batch's messages, each its share of the time)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.count += times
 
     def quantile(self, q: float) -> int:
         """The upper bound of the bucket holding quantile `q` (the last bound if beyond)."""
@@ -71,6 +72,8 @@ class SubscriberMetrics:
         self.stale_peers = 0
         #: Announced earlier incarnations forgotten at the cap (they are reported again).
         self.announcements_forgotten = 0
+        #: Valid messages no handler took and nobody received before the inbox filled.
+        self.unclaimed_dropped = 0
         self.decode_latency = Histogram()
 
     @property
@@ -90,6 +93,7 @@ class SubscriberMetrics:
         yield "leyline_heartbeats_total", {}, self.heartbeats
         yield "leyline_stale_peers", {}, self.stale_peers
         yield "leyline_announcements_forgotten_total", {}, self.announcements_forgotten
+        yield "leyline_unclaimed_dropped_total", {}, self.unclaimed_dropped
         cumulative = 0
         for bound, count in zip(
             self.decode_latency.bounds, self.decode_latency.counts, strict=False
@@ -147,6 +151,10 @@ METRIC_FAMILIES: dict[str, tuple[MetricType, str]] = {
     "leyline_announcements_forgotten_total": (
         _C,
         "Announced earlier incarnations forgotten at the ledger's cap (reported again if seen).",
+    ),
+    "leyline_unclaimed_dropped_total": (
+        _C,
+        "Valid messages no handler took, dropped from a full inbox before anyone received them.",
     ),
     "leyline_decode_seconds": (_H, "Time to decode and validate one payload."),
     "leyline_sent_total": (_C, "Messages published, per channel."),

@@ -1,24 +1,27 @@
 """The enforcement pipeline every subscriber runs, in order:
 
-frames -> size -> topic and header -> identity (the sender is the connection's authenticated
-key, and may publish there; no incarnation from the future) -> tag and major version -> typed
+frame -> topic and header -> identity (the sender is the connection's authenticated key, and
+may publish there; no incarnation from the future) -> size -> tag and major version -> typed
 decode with value constraints -> sequence -> freshness (fast signals) -> semantic guard ->
 handler.
 
-`Pipeline.process` turns one multipart message into an `Envelope` to deliver or a `Rejection`;
-it never raises on its input.
+`Pipeline.frame` turns one wire frame (one message or a batch to one topic) into an
+`Envelope` or a `Rejection` per message; it never raises on its input. What a frame's
+messages share (topic, header, identity, incarnation) is checked once per frame; a refusal
+there refuses the frame once. Each message is then decoded, sequenced, aged and guarded on
+its own, so one bad message of a batch is refused by name while the rest are delivered.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from bus.clocks import ClockOffsets
-from bus.header import Header, decode_header
+from bus.header import MAX_TOPIC_BYTES, WIRE_VERSION, Header, read_header, split_topic
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
 from bus.rejection import Rejection
@@ -33,36 +36,50 @@ from leyline import (
     RejectReason,
     ReplayDone,
 )
+from leyline.registry import Refused
 
-FRAMES = 3
 #: Incarnations are start times in ns; one this far past the receiver's clock is refused.
 DEFAULT_MAX_CLOCK_SKEW_S = 3600.0
 #: Valid topics remembered already parsed (the hot path sees a handful, over and over).
 MAX_CACHED_TOPICS = 4096
 
+T = TypeVar("T")
 
-class Envelope(msgspec.Struct, frozen=True, gc=False):
+
+class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
     """A message that passed every check, with where it came from."""
 
     channel: Channel
     scope: str
     topic: bytes
     header: Header
-    message: Any
+    message: T
 
     @property
     def is_control(self) -> bool:
         return self.scope == CONTROL_SCOPE
 
 
+#: What the pipeline makes of each message of a frame.
+Outcome = Envelope[Any] | Rejection
 #: A semantic check after decoding: None to pass, or the error that refuses the message.
-SemanticGuard = Callable[[Envelope], ContractError | None]
+SemanticGuard = Callable[[Envelope[Any]], ContractError | None]
 
 _ORDER_REASONS = {
     Order.DUPLICATE: (RejectReason.DUPLICATE, "sequence {seq} was already delivered"),
     Order.OUT_OF_ORDER: (RejectReason.OUT_OF_ORDER, "sequence {seq} arrived after a later one"),
     Order.STALE_INCARNATION: (RejectReason.STALE, "sequence {seq} is from an earlier incarnation"),
 }
+
+
+class _V1Header(msgspec.Struct, array_like=True):
+    """The start of a wire v1 header frame: enough to name the version it was."""
+
+    wire_version: int
+    sender: str
+
+
+_V1_HEADER = msgspec.msgpack.Decoder(_V1Header)
 
 
 class Pipeline:
@@ -97,39 +114,57 @@ class Pipeline:
         self.metrics = metrics or SubscriberMetrics()
 
     def process(
-        self, frames: list[bytes], replay: bool = False, peer: str | None = None
-    ) -> Envelope | Rejection:
-        """Run every check on one multipart message.
+        self, parts: Sequence[bytes], replay: bool = False, peer: str | None = None
+    ) -> list[Outcome]:
+        """Run every check on one ZeroMQ message, given as its parts (one part on wire v2).
 
-        `peer` is the identity the message's connection authenticated as (the ZAP User-Id on
+        A message of several parts is refused once: a three-part message with a v1 header as
+        UNSUPPORTED_VERSION, anything else as FRAME_COUNT.
+        """
+        if len(parts) == 1:
+            return self.frame(parts[0], replay, peer)
+        first = parts[0] if parts else b""
+        refused = ContractError(RejectReason.FRAME_COUNT, f"{len(parts)} parts, expected 1")
+        if len(parts) == 3:
+            try:
+                version = _V1_HEADER.decode(parts[1]).wire_version
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                pass
+            else:
+                refused = ContractError(
+                    RejectReason.UNSUPPORTED_VERSION,
+                    f"wire version {version} (three frames), this reader speaks {WIRE_VERSION}",
+                    "$.header.wire_version",
+                )
+        return [self._reject(refused, peer or "?", first[:MAX_TOPIC_BYTES])]
+
+    def frame(self, frame: bytes, replay: bool = False, peer: str | None = None) -> list[Outcome]:
+        """Run every check on one frame; one outcome per message, in sequence order.
+
+        `peer` is the identity the frame's connection authenticated as (the ZAP User-Id on
         a server socket, the pinned server on a client socket); with an identity policy it
-        must be given. A replayed message (`replay`) fills a gap already counted, so the
+        must be given. A replayed frame (`replay`) fills a gap already counted, so the
         sequence step is skipped; every other check runs as usual.
         """
-        if len(frames) != FRAMES:
-            first = frames[0] if frames else b""
-            return self._reject(
-                ContractError(RejectReason.FRAME_COUNT, f"{len(frames)} frames, expected 3"),
-                peer or "?",
-                first,
-            )
-        topic_frame, header_frame, payload = frames
+        topic_frame = frame[:MAX_TOPIC_BYTES]
         try:
+            topic_frame, start = split_topic(frame)
             parsed = self._topics.get(topic_frame)
             if parsed is None:
                 parsed = parse_topic(topic_frame)
                 if len(self._topics) < MAX_CACHED_TOPICS:
                     self._topics[topic_frame] = parsed
             channel, scope = parsed
-            header = decode_header(header_frame)
+            header, count, body = read_header(frame, start)
         except ContractError as bad_frame:
-            return self._reject(bad_frame, peer or "?", topic_frame)
-        self.metrics.received[channel] += 1
+            return [self._reject(bad_frame, peer or "?", topic_frame)]
+        self.metrics.received[channel] += count
+        sender = header.sender
         if self._identity is not None:
-            refused = self._identity.check(peer or "", header.sender, channel, scope)
+            refused = self._identity.check(peer or "", sender, channel, scope)
             if refused is not None:
                 # Blame the key that sent it, not the identity its header claims.
-                return self._reject(refused, peer or "?", topic_frame)
+                return [self._reject(refused, peer or "?", topic_frame)]
         if header.incarnation > self._clock() + self._max_skew_ns:
             future = ContractError(
                 RejectReason.FUTURE_INCARNATION,
@@ -137,56 +172,110 @@ class Pipeline:
                 f"{self._max_skew_ns / 1e9:.0f} s of allowed skew",
                 "$.header.incarnation",
             )
-            return self._reject(future, header.sender, topic_frame)
+            return [self._reject(future, sender, topic_frame)]
         decoder: MessageDecoder | None
-        if scope == CONTROL_SCOPE:
+        control = scope == CONTROL_SCOPE
+        if control:
             decoder = self._replay_control if replay else self._control
         else:
             decoder = self._decoders.get(channel)
         if decoder is None:
             unwanted = ContractError(RejectReason.BAD_TOPIC, f"not subscribed to {channel.value}")
-            return self._reject(unwanted, header.sender, topic_frame)
+            return [self._reject(unwanted, sender, topic_frame)]
+        payload = memoryview(frame)[body:]
         started = time.perf_counter_ns()
         try:
-            message = decoder.decode(payload)
+            messages = [decoder.decode(payload)] if count == 1 else decoder.decode_many(payload)
         except ContractError as bad_payload:
-            return self._reject(bad_payload, header.sender, topic_frame, payload=payload)
-        self.metrics.decode_latency.observe(time.perf_counter_ns() - started)
-        envelope = Envelope(channel, scope, topic_frame, header, message)
-        if scope == CONTROL_SCOPE or replay:
+            return [self._reject(bad_payload, sender, topic_frame, payload=bytes(payload))]
+        self.metrics.decode_latency.observe((time.perf_counter_ns() - started) // count, count)
+        if len(messages) != count:
+            lie = ContractError(
+                RejectReason.BAD_HEADER,
+                f"header says {count} messages, the body holds {len(messages)}",
+                "$.header.count",
+            )
+            return [self._reject(lie, sender, topic_frame)]
+        if control or replay:
             if channel is Channel.SIG and self._max_age is not None:
                 # Heartbeats teach the sender's clock offset before its first signal.
-                self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
-            return envelope
-        sequence = header.sequence
-        order = self.tracker.observe(header.sender, topic_frame, header.incarnation, sequence)
-        if order not in ACCEPTED:
-            reason, text = _ORDER_REASONS[order]
-            misordered = ContractError(reason, text.format(seq=sequence), "$.header.sequence")
-            return self._reject(misordered, header.sender, topic_frame, message)
-        if order is Order.RESTART:
-            self.metrics.restarts += 1
-        if self._max_age is not None and channel is Channel.SIG:
-            age = self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
-            if age > self._max_age:
-                stale = ContractError(
-                    RejectReason.STALE,
-                    f"signal is {age / 1e6:.0f} ms older than its sender's fastest recent ones, "
-                    f"limit {self._max_age / 1e6:.0f} ms",
-                    "$.header.sent_ns",
-                )
-                return self._reject(stale, header.sender, topic_frame, message)
+                self.clocks.age(sender, header.incarnation, header.sent_ns, self._clock())
+            return self._unsequenced(channel, scope, topic_frame, header, messages)
+        return self._sequenced(channel, scope, topic_frame, header, messages)
+
+    def _unsequenced(
+        self, channel: Channel, scope: str, topic: bytes, header: Header, messages: list[Any]
+    ) -> list[Outcome]:
+        """Control and replayed messages: decoded and guarded, not sequenced."""
+        outcomes: list[Outcome] = []
+        for index, message in enumerate(messages):
+            if isinstance(message, Refused):
+                outcomes.append(self._refused(message, header.sender, topic))
+                continue
+            outcomes.append(Envelope(channel, scope, topic, _nth(header, index), message))
+        return outcomes
+
+    def _sequenced(
+        self, channel: Channel, scope: str, topic: bytes, header: Header, messages: list[Any]
+    ) -> list[Outcome]:
+        """A frame's data messages: sequence, freshness and guard per message."""
+        sender, incarnation, first = header.sender, header.incarnation, header.sequence
+        tracker = self.tracker
+        # A batch that continues its stream is recorded in one step; anything else (a bad
+        # message inside, a gap, a repeat) is sequenced message by message.
+        count = len(messages)
+        in_order = (
+            count == 1 or not any(isinstance(m, Refused) for m in messages)
+        ) and tracker.observe_run(sender, topic, incarnation, first, count)
+        age = -1
         guard = self._guards.get(channel)
-        if guard is not None:
-            try:
-                refusal = guard(envelope)
-            except Exception as exc:  # a faulty guard must not kill the subscriber
-                refusal = ContractError(
-                    RejectReason.HANDLER_ERROR, f"guard failed: {type(exc).__name__}: {exc}"
-                )
-            if refusal is not None:
-                return self._reject(refusal, header.sender, topic_frame, message)
-        return envelope
+        outcomes: list[Outcome] = []
+        append = outcomes.append
+        for index, message in enumerate(messages):
+            if isinstance(message, Refused):
+                append(self._refused(message, sender, topic))
+                continue
+            sequence = first + index
+            if not in_order:
+                order = tracker.observe(sender, topic, incarnation, sequence)
+                if order not in ACCEPTED:
+                    reason, text = _ORDER_REASONS[order]
+                    misordered = ContractError(
+                        reason, text.format(seq=sequence), "$.header.sequence"
+                    )
+                    append(self._reject(misordered, sender, topic, message))
+                    continue
+                if order is Order.RESTART:
+                    self.metrics.restarts += 1
+            if self._max_age is not None and channel is Channel.SIG:
+                if age < 0:  # one send time per frame: aged once
+                    age = self.clocks.age(sender, incarnation, header.sent_ns, self._clock())
+                if age > self._max_age:
+                    stale = ContractError(
+                        RejectReason.STALE,
+                        f"signal is {age / 1e6:.0f} ms older than its sender's fastest recent "
+                        f"ones, limit {self._max_age / 1e6:.0f} ms",
+                        "$.header.sent_ns",
+                    )
+                    append(self._reject(stale, sender, topic, message))
+                    continue
+            envelope = Envelope(channel, scope, topic, _nth(header, index), message)
+            append(envelope if guard is None else self._guarded(envelope, guard))
+        return outcomes
+
+    def _guarded(self, envelope: Envelope[Any], guard: SemanticGuard) -> Outcome:
+        try:
+            refusal = guard(envelope)
+        except Exception as exc:  # a faulty guard must not kill the subscriber
+            refusal = ContractError(
+                RejectReason.HANDLER_ERROR, f"guard failed: {type(exc).__name__}: {exc}"
+            )
+        if refusal is None:
+            return envelope
+        return self._reject(refusal, envelope.header.sender, envelope.topic, envelope.message)
+
+    def _refused(self, refused: Refused, sender: str, topic: bytes) -> Rejection:
+        return self._reject(refused.error, sender, topic, payload=refused.payload)
 
     def _reject(
         self,
@@ -198,3 +287,17 @@ class Pipeline:
     ) -> Rejection:
         self.metrics.rejected[error.reason] += 1
         return Rejection.from_error(error, sender, topic, message, payload)
+
+
+def _nth(header: Header, index: int) -> Header:
+    """The header of a frame's `index`-th message: the frame's, at sequence + index."""
+    if index == 0:
+        return header
+    return Header(
+        WIRE_VERSION,
+        header.sender,
+        header.incarnation,
+        header.sequence + index,
+        header.sent_ns,
+        header.correlation_id,
+    )

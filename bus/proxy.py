@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import zmq
 
-from bus.header import decode_header
+from bus.header import count_of, read_header, split_topic
 from bus.identity import IdentityPolicy
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
@@ -23,7 +23,7 @@ _USER_ID = b"User-Id"
 
 
 class ProxyMetrics:
-    """Messages and bytes forwarded downstream, subscriptions forwarded upstream."""
+    """Messages (each of a batch) and bytes forwarded downstream, subscriptions upstream."""
 
     def __init__(self) -> None:
         self.messages = 0
@@ -72,9 +72,9 @@ class Proxy:
         self._poller.register(self._front, zmq.POLLIN)
         self._poller.register(self._back, zmq.POLLIN)
 
-    def step(self, timeout_ms: int = 100) -> None:
+    def step(self, timeout_s: float = 0.1) -> None:
         """Forward whatever is ready in either direction."""
-        events = dict(self._poller.poll(timeout_ms))
+        events = dict(self._poller.poll(int(timeout_s * 1000)))
         if self._back in events:
             while True:
                 try:
@@ -97,19 +97,23 @@ class Proxy:
                 except zmq.Again:
                     self.metrics.dropped += 1
                     continue
-                self.metrics.messages += 1
+                data = frames[0].bytes
+                self.metrics.messages += count_of(data)
                 self.metrics.bytes += sum(len(frame.bytes) for frame in frames)
 
     def _admissible(self, frames: list[zmq.Frame]) -> bool:
-        """Whether a message's sender is its publisher's authenticated identity (plaintext:
-        anything is forwarded; the subscribers' pipelines still check everything else)."""
+        """Whether a frame's sender is its publisher's authenticated identity, checked once for
+        every message of a batch (plaintext: anything is forwarded; the subscribers'
+        pipelines still check everything else)."""
         if self._identity is None:
             return True
-        if len(frames) < 2:
+        if len(frames) != 1:
             return False
         try:
-            channel, scope = parse_topic(frames[0].bytes)
-            header = decode_header(frames[1].bytes)
+            frame = frames[0].bytes
+            name, start = split_topic(frame)
+            channel, scope = parse_topic(name)
+            header, _, _ = read_header(frame, start)
             peer = frames[0].get(_USER_ID)
         except (ContractError, zmq.ZMQError):
             return False

@@ -3,9 +3,10 @@
 A publisher with a window keeps the last `size` messages of every topic it publishes on
 (except fast signals, where only the freshest matters) and answers `ReplayRequest`s on a
 ROUTER socket whose address it announces in its heartbeats. A subscriber that found a gap
-asks over a DEALER socket; the replayed frames are the original ones (same header, same
-sequence) and go through the same pipeline, so storing them is idempotent. A `ReplayDone`
-closes each answer and says what the window no longer held: those messages are lost for good.
+asks over a DEALER socket; each replayed message is its own wire frame with its original
+header (same sequence, same send time) and goes through the same pipeline, so storing them
+is idempotent. A `ReplayDone` closes each answer and says what the window no longer held:
+those messages are lost for good.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 import zmq
 
-from bus.header import WIRE_VERSION, Header, encode_header
+from bus.header import TERMINATOR, encode_head
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
 from bus.topics import Channel, control_topic, parse_topic
@@ -33,7 +34,8 @@ class Window(Protocol):
     size: int
     incarnation: int
 
-    def record(self, topic: bytes, sequence: int, header: bytes, payload: bytes) -> None: ...
+    def record(self, topic: bytes, sequence: int, header: bytes, payload: bytes) -> None:
+        """Keep one message: `header` is its single-message header (bus/header.py)."""
 
     def between(
         self, topic: bytes, incarnation: int, first: int, last: int
@@ -116,7 +118,7 @@ class ReplayServer:
         topic = request.topic.encode()
         kept = self.window.between(topic, request.incarnation, request.first, request.last)
         for _, header, payload in kept:
-            self._send([identity, topic, header, payload])
+            self._send([identity, b"".join((topic, TERMINATOR, header, payload))])
         oldest = self.window.oldest(topic, request.incarnation)
         done = ReplayDone(
             topic=request.topic,
@@ -126,8 +128,9 @@ class ReplayServer:
             oldest_kept=oldest,
             resent=len(kept),
         )
-        done_header = encode_header(Header(WIRE_VERSION, self._sender, self._incarnation, 0, 0))
-        self._send([identity, control_topic(channel), done_header, _ENCODER.encode(done)])
+        head = encode_head(self._sender.encode(), self._incarnation, 0, 0)
+        done_frame = b"".join((control_topic(channel), TERMINATOR, head, _ENCODER.encode(done)))
+        self._send([identity, done_frame])
         self.served += 1
 
     def _send(self, frames: list[bytes]) -> None:
@@ -140,7 +143,8 @@ class ReplayServer:
 
 
 class Replayed(NamedTuple):
-    """One replayed message and the publisher whose pinned key its connection proved."""
+    """One replayed message (its parts: one frame on wire v2) and the publisher whose pinned
+    key its connection proved."""
 
     peer: str
     frames: list[bytes]
@@ -183,7 +187,7 @@ class ReplayClient:
         return True
 
     def drain(self, limit: int = 1024) -> list[Replayed]:
-        """The answers that have arrived (each frames: a topic, header, payload triple)."""
+        """The answers that have arrived, each one wire frame."""
         received: list[Replayed] = []
         for (peer, _), sock in self._sockets.items():
             while len(received) < limit:

@@ -104,6 +104,23 @@ class SequenceTracker:
             return Order.DUPLICATE
         return Order.OUT_OF_ORDER
 
+    def observe_run(
+        self, sender: str, topic: bytes, incarnation: int, first: int, count: int
+    ) -> bool:
+        """Record `count` sequences from `first` in one step when they simply continue their
+        stream (the common batch); False, recording nothing, when any needs `observe`."""
+        stream = self._streams.get((sender, topic))
+        if (
+            stream is None
+            or stream.incarnation != incarnation
+            or stream.last != first - 1
+            or count >= WINDOW
+        ):
+            return False
+        stream.last = first + count - 1
+        stream.seen = ((stream.seen << count) | ((1 << count) - 1)) & _MASK
+        return True
+
     def advance(self, sender: str, topic: bytes, incarnation: int, last_sent: int) -> Gap | None:
         """A heartbeat says `last_sent` was sent on this stream: record what we missed.
 

@@ -1,8 +1,9 @@
 """The one socket factory: every ZeroMQ option Leyline uses is set here.
 
 Defaults, and why:
-- high-water marks of 10,000 messages bound memory per peer at ~3 MB for hot-path messages
-  (~300 B each) while absorbing a whole epoch's burst from 1,000 slots without a drop;
+- high-water marks of 10,000 frames bound memory per peer: ~3 MB for lone hot-path messages
+  (~300 B each), at most ~160 MB under a sustained burst (a frame batches at most 16 KiB,
+  bus/publisher.py), while absorbing a whole epoch's burst from 1,000 slots without a drop;
 - the payload budget (64 KiB) is the pipeline's: a larger frame is refused OVERSIZE, counted;
 - ZMQ_MAXMSGSIZE, 4x that, caps one frame's memory: libzmq drops a connection that exceeds it
   (bus/monitor.py attaches it again, counted); a frame between the two reaches the pipeline;
@@ -20,7 +21,7 @@ Defaults, and why:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 import zmq
@@ -64,8 +65,9 @@ XPUB_MAX_MESSAGE_BYTES = 1024
 XPUB_RECEIVE_HWM = 100
 
 SocketKind = Literal["xpub", "sub", "xsub", "pub"]
-_SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_SEND_LAST = int(zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _KINDS = {"xpub": zmq.XPUB, "sub": zmq.SUB, "xsub": zmq.XSUB, "pub": zmq.PUB}
 
 
@@ -80,7 +82,7 @@ def make_socket(
     sock.setsockopt(zmq.SNDHWM, o.send_hwm)
     sock.setsockopt(zmq.RCVHWM, o.receive_hwm)
     sock.setsockopt(zmq.LINGER, o.linger_ms)
-    # The header and topic frames are tiny; the cap binds the payload frame.
+    # A frame holds one message or a batch (bus/publisher.py BATCH_BYTES): the cap binds both.
     sock.setsockopt(zmq.MAXMSGSIZE, o.max_message_bytes)
     sock.setsockopt(zmq.RECONNECT_IVL, o.reconnect_ms)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, o.reconnect_max_ms)
@@ -202,34 +204,28 @@ class SocketGroup:
         self.links.append(link)
         return link
 
-    def send_frames(self, frames: list[bytes]) -> bool:
-        """Send one multipart message on every socket; False if any socket's queue was full.
+    def send_frame(self, frame: bytes) -> bool:
+        """Send one frame on every socket; False if any socket's queue was full.
 
-        Frame by frame with int flags: what send_multipart does, without its per-frame enum
-        arithmetic and checks, which cost more than the sends (bench/bus.py). A full queue
-        refuses the first part, so no socket is ever left with half a message.
+        With int flags: `send` with pyzmq's enum flags costs more than the send itself.
         """
         delivered = True
-        *head, last = frames
         for link in self.links:
-            send = link.socket.send
             try:
-                for frame in head:
-                    send(frame, _SEND_MORE)
-                send(last, _SEND_LAST)
+                link.socket.send(frame, _NOBLOCK)
             except zmq.Again:
                 delivered = False
         return delivered
 
-    def recv(self, flags: int = 0) -> bytes:
-        """The next queued message of any socket (`zmq.NOBLOCK` expected)."""
+    def recv(self) -> bytes | None:
+        """The next queued message of any socket, or None: asks ZMQ_EVENTS first, which
+        costs less than the `zmq.Again` a receive on an empty socket raises."""
         for link in self.links:
-            try:
-                data: bytes = link.socket.recv(flags | zmq.NOBLOCK)
+            sock = link.socket
+            if cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
+                data: bytes = sock.recv(_NOBLOCK)
                 return data
-            except zmq.Again:
-                continue
-        raise zmq.Again()
+        return None
 
     def poll(self, timeout_ms: int, flags: int = zmq.POLLIN) -> bool:
         if not self.links:

@@ -1,11 +1,14 @@
-"""The subscriber: every message through the enforcement pipeline, then to typed handlers."""
+"""The subscriber: every message through the enforcement pipeline, then to typed handlers
+or to whoever pulls (`receive`, iteration, `bus.aio.messages`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast, overload
 
+import msgspec
 import structlog
 import zmq
 
@@ -16,29 +19,53 @@ from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
-from bus.topics import Channel, control_topic, subscription
+from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
 
-Handler = Callable[[Envelope], None]
+M = TypeVar("M", bound=msgspec.Struct)
+Handler = Callable[[Envelope[Any]], None]
 RejectionHandler = Callable[[Rejection], None]
 GapHandler = Callable[[Gap], None]
 #: Called with (sender, stale, silent_for_ms) when a peer goes silent or comes back.
 LivenessHandler = Callable[[str, bool, float], None]
+#: Valid messages no handler took, kept for `receive`; beyond it the oldest go, counted.
+INBOX_SIZE = 10_000
 
 _log = structlog.get_logger("leyline.bus")
 # Plain ints: pyzmq's enum flags cost more per call than the calls themselves on this path.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 _USER_ID = b"User-Id"
+
+
+class Subscription:
+    """One registered handler: `cancel()`, or the end of its `with` block, removes it."""
+
+    def __init__(self, registered: list[tuple[list[Any], Any]]) -> None:
+        self._registered = registered
+
+    def cancel(self) -> None:
+        for handlers, entry in self._registered:
+            if entry in handlers:
+                handlers.remove(entry)
+        self._registered = []
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 class Subscriber:
     """Receives from one or more publishers and delivers only valid, typed messages.
 
     `subscribe` lists (channel, scope) pairs; a scope of None takes the whole channel. The
-    receive path polls once, then drains up to `batch` messages without waiting.
+    receive path polls once, then drains up to `batch` frames without waiting. A valid
+    message goes to the handlers registered for its channel or type (`on`); one that no
+    handler took waits in an inbox for `receive` (at most `inbox` of them: beyond, the oldest
+    is dropped and counted in `metrics.unclaimed_dropped`).
 
     With `security` every bind is a CURVE server and every connect names the server whose
     key it pins (`controller@tcp://host:port`); each message is then checked against the
@@ -59,6 +86,7 @@ class Subscriber:
         batch: int = 256,
         security: Curve | None = None,
         max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+        inbox: int = INBOX_SIZE,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         wanted = list(subscribe)
@@ -83,7 +111,10 @@ class Subscriber:
         self.addresses: list[str] = []
         for address in [addresses] if isinstance(addresses, str) else list(addresses):
             self.attach(address, bind)
-        self._handlers: dict[Channel, list[Handler]] = {}
+        self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
+        self._inbox: deque[Envelope[Any]] = deque()
+        self._inbox_size = inbox
+        self._closed = False
         self._on_rejection: list[RejectionHandler] = []
         self._on_gap: list[GapHandler] = []
         self._on_liveness: list[LivenessHandler] = []
@@ -93,6 +124,7 @@ class Subscriber:
         self._stale: set[str] = set()
         self._ready: dict[Channel, set[str]] = {channel: set() for channel in self.channels}
         self._next_liveness_check = 0
+        self._next_connection_check = 0
         self.log = RateLimitedLog()
         #: Where each sender answers replay requests, learned from its heartbeats.
         self.replay_endpoints: dict[str, str] = {}
@@ -111,45 +143,103 @@ class Subscriber:
             sock.setsockopt(zmq.SUBSCRIBE, control_topic(channel))
         self._poller.register(sock, zmq.POLLIN)
 
-    def on(self, channel: Channel, handler: Handler) -> None:
-        """Deliver every valid message of `channel` to `handler`."""
-        self._handlers.setdefault(channel, []).append(handler)
+    @overload
+    def on(self, key: type[M], handler: Callable[[Envelope[M]], None]) -> Subscription: ...
 
-    def on_rejection(self, handler: RejectionHandler) -> None:
+    @overload
+    def on(self, key: Channel, handler: Handler) -> Subscription: ...
+
+    def on(self, key: Channel | type[Any], handler: Any) -> Subscription:
+        """Deliver every valid message of a channel, or of one contract type, to `handler`.
+
+        A type must be carried by a channel this subscriber subscribes to. Returns the
+        registration: `cancel()` it (or use it as a context manager) to stop delivery.
+        """
+        if isinstance(key, Channel):
+            channels, kind = [key], None
+        else:
+            channels = [c for c, carried in CHANNEL_CONTRACTS.items() if key in carried]
+            channels = [c for c in channels if c in self.channels]
+            if not channels:
+                raise ValueError(f"no subscribed channel carries {key.__name__}")
+            kind = key
+        entry = (kind, handler)
+        registered: list[tuple[list[Any], Any]] = []
+        for channel in channels:
+            handlers = self._handlers.setdefault(channel, [])
+            handlers.append(entry)
+            registered.append((handlers, entry))
+        return Subscription(registered)
+
+    def on_rejection(self, handler: RejectionHandler) -> Subscription:
         self._on_rejection.append(handler)
+        return Subscription([(self._on_rejection, handler)])
 
-    def on_gap(self, handler: GapHandler) -> None:
+    def on_gap(self, handler: GapHandler) -> Subscription:
         self._on_gap.append(handler)
+        return Subscription([(self._on_gap, handler)])
 
-    def on_liveness(self, handler: LivenessHandler) -> None:
+    def on_liveness(self, handler: LivenessHandler) -> Subscription:
         self._on_liveness.append(handler)
+        return Subscription([(self._on_liveness, handler)])
 
     @property
     def sockets(self) -> list[zmq.Socket[bytes]]:
         """Every ZeroMQ socket behind this subscriber (one per server identity it connects to)."""
         return [link.socket for link in self._sockets.links]
 
-    def poll(self, timeout_ms: int = 0) -> int:
-        """Wait up to `timeout_ms` for input, then drain a batch; returns messages delivered."""
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Wait up to `timeout_s` for input, then drain a batch; returns messages delivered."""
         delivered = 0
-        if self._poller.poll(timeout_ms):
-            delivered = self.drain()
-        self.check_liveness()
-        for dropped in self._sockets.check_connections():
-            self.metrics.rejected[dropped.reason] += 1
-            self._reject(dropped)
+        readable = self._poller.poll(int(timeout_s * 1000))
+        if readable:
+            delivered = self.drain(readable[0][0])
+        now = time.monotonic_ns()
+        if now >= self._next_connection_check:
+            # ~3 us a call: at most 10 times a second, off the latency of every message.
+            self._next_connection_check = now + 100_000_000
+            for dropped in self._sockets.check_connections():
+                self.metrics.rejected[dropped.reason] += 1
+                self._reject(dropped)
+        self.check_liveness(now)
         return delivered
 
-    def drain(self) -> int:
-        """Process up to one batch of already-queued messages without waiting.
+    def receive(self, timeout_s: float | None = 0.0) -> Envelope[Any] | None:
+        """The next valid message no handler took, waiting up to `timeout_s` (None: until one
+        comes or the subscriber is closed); None when none came."""
+        inbox = self._inbox
+        if inbox:
+            return inbox.popleft()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._closed:
+            remaining = 0.1 if deadline is None else deadline - time.monotonic()
+            self.poll(max(0.0, min(remaining, 0.1)))
+            if inbox:
+                return inbox.popleft()
+            if deadline is not None and remaining <= 0:
+                return None
+        return None
+
+    def __iter__(self) -> Iterator[Envelope[Any]]:
+        """Every valid message no handler took, as it comes, until the subscriber is closed."""
+        while True:
+            envelope = self.receive(None)
+            if envelope is None:
+                return
+            yield envelope
+
+    def drain(self, readable: zmq.Socket[bytes] | None = None) -> int:
+        """Process up to one batch of already-queued frames without waiting.
 
         ZMQ_EVENTS is asked before each receive instead of letting the last one raise
-        `zmq.Again`: an exception per drain costs more than the check (bench/bus.py). A
-        message's parts are whole once its first part is readable (ZeroMQ delivers a
-        multipart message atomically), so the later receives never wait.
+        `zmq.Again`: an exception per drain costs more than the check (bench/bus.py); a
+        socket a poll just found `readable` skips the first ask. The receive is zero-copy,
+        which gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id
+        without further socket calls.
         """
         delivered = 0
-        process = self.pipeline.process
+        frame_of = self.pipeline.frame
+        deliver = self._deliver
         # Only a server socket's messages carry the identity to check, one per connection.
         read_identity = self.security is not None
         for link in self._sockets.links:
@@ -157,45 +247,50 @@ class Subscriber:
             recv = cast(Callable[..., Any], sock.recv)
             option = cast(Callable[[int], int], sock.getsockopt)
             from_server = read_identity and link.peer is None
+            known = sock is readable
             for _ in range(self._batch):
-                if not option(_EVENTS) & _POLLIN:
+                if not known and not option(_EVENTS) & _POLLIN:
                     break
-                peer = link.peer
-                # recv_multipart, without its per-frame enum conversions (2.5 us a message).
-                if from_server:
-                    first = recv(_NOBLOCK, copy=False)
-                    peer = _identity_of(first)
-                    frames = [first.bytes]
+                known = False
+                try:
+                    received = recv(_NOBLOCK, copy=False)
+                except zmq.Again:  # readable by the poll, taken by nobody else: not expected
+                    break
+                peer = _identity_of(received) if from_server else link.peer
+                if received.more:
+                    outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
                 else:
-                    frames = [recv(_NOBLOCK)]
-                while option(_RCVMORE):
-                    frames.append(recv(_NOBLOCK))
-                outcome = process(frames, peer=peer)
-                if isinstance(outcome, Rejection):
-                    self._reject(outcome)
-                    continue
-                self._seen(outcome.header.sender)
-                if outcome.is_control:
-                    self._control(outcome)
-                elif self._deliver(outcome):
-                    delivered += 1
+                    outcomes = frame_of(received.bytes, False, peer)
+                last = None
+                for outcome in outcomes:
+                    if isinstance(outcome, Rejection):
+                        self._reject(outcome)
+                        continue
+                    last = outcome
+                    if outcome.scope == CONTROL_SCOPE:
+                        self._control(outcome)
+                    elif deliver(outcome):
+                        delivered += 1
+                if last is not None:
+                    self._seen(last.header.sender)
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
 
-    def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope | None:
+    def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
 
         `peer` is the publisher whose pinned replay endpoint the frames came from.
         """
-        outcome = self.pipeline.process(frames, replay=True, peer=peer)
-        if isinstance(outcome, Rejection):
-            self._reject(outcome)
-            return None
-        if outcome.is_control:
-            return outcome
-        self._deliver(outcome)
-        return None
+        control = None
+        for outcome in self.pipeline.process(frames, replay=True, peer=peer):
+            if isinstance(outcome, Rejection):
+                self._reject(outcome)
+            elif outcome.is_control:
+                control = outcome
+            else:
+                self._deliver(outcome)
+        return control
 
     def wait_ready(self, timeout_s: float = 5.0, publishers: int | Iterable[str] = 1) -> bool:
         """Process input until every subscribed channel has heard from its publishers.
@@ -217,13 +312,13 @@ class Subscriber:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self.poll(int(min(remaining, 0.05) * 1000) + 1)
+            self.poll(min(remaining, 0.05) + 0.001)
         return True
 
-    def run(self, should_stop: Callable[[], bool], timeout_ms: int = 100) -> None:
+    def run(self, should_stop: Callable[[], bool], timeout_s: float = 0.1) -> None:
         """Poll until `should_stop()` is true."""
         while not should_stop():
-            self.poll(timeout_ms)
+            self.poll(timeout_s)
 
     def check_liveness(self, now_ns: int | None = None) -> None:
         """Mark peers silent for longer than `stale_after_s` as stale (and back), at most 10/s."""
@@ -241,10 +336,15 @@ class Subscriber:
                 self._liveness(sender, False, silent / 1e6)
         self.metrics.stale_peers = len(self._stale)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def stale_peers(self) -> set[str]:
         return set(self._stale)
 
     def close(self) -> None:
+        self._closed = True
         self._sockets.close()
 
     def _announce(self, sender: str, topic_frame: bytes, incarnation: int, last: int) -> None:
@@ -270,24 +370,36 @@ class Subscriber:
             del last_seen[next(iter(last_seen))]  # bounded under forged sender ids
         last_seen[sender] = time.monotonic_ns()
 
-    def _deliver(self, envelope: Envelope) -> bool:
+    def _deliver(self, envelope: Envelope[Any]) -> bool:
         channel = envelope.channel
-        try:
-            for handler in self._handlers.get(channel, ()):
-                handler(envelope)
-        except Exception as exc:  # a handler's bug must not kill the subscriber
-            _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
-            error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
-            rejection = Rejection.from_error(
-                error, envelope.header.sender, envelope.topic, envelope.message
-            )
-            self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
-            self._reject(rejection)
-            return False
+        handlers = self._handlers.get(channel)
+        taken = False
+        if handlers:
+            kind_of = type(envelope.message)
+            try:
+                for kind, handler in handlers:
+                    if kind is None or kind is kind_of:
+                        handler(envelope)
+                        taken = True
+            except Exception as exc:  # a handler's bug must not kill the subscriber
+                _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
+                error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+                rejection = Rejection.from_error(
+                    error, envelope.header.sender, envelope.topic, envelope.message
+                )
+                self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
+                self._reject(rejection)
+                return False
+        if not taken:
+            inbox = self._inbox
+            if len(inbox) >= self._inbox_size:
+                inbox.popleft()
+                self.metrics.unclaimed_dropped += 1
+            inbox.append(envelope)
         self.metrics.delivered[channel] += 1
         return True
 
-    def _control(self, envelope: Envelope) -> None:
+    def _control(self, envelope: Envelope[Any]) -> None:
         self._ready[envelope.channel].add(envelope.header.sender)
         message = envelope.message
         if not isinstance(message, Heartbeat):
@@ -333,3 +445,14 @@ def _identity_of(frame: zmq.Frame) -> str:
     except zmq.ZMQError:
         return ""
     return identity
+
+
+def _parts(first: zmq.Frame, recv: Callable[..., Any]) -> list[bytes]:
+    """Every part of a multipart message (not wire v2: the pipeline refuses it once)."""
+    parts = [first.bytes]
+    more = first.more
+    while more:
+        part = recv(_NOBLOCK, copy=False)
+        parts.append(part.bytes)
+        more = part.more
+    return parts

@@ -75,7 +75,7 @@ class InProcessBus:
 
 @contextmanager
 def capture_rejections(subscriber: Subscriber) -> Iterator[list[Rejection]]:
-    """Collect every rejection `subscriber` makes inside the block."""
+    """Collect every rejection `subscriber` makes inside the block (and none after it)."""
     captured: list[Rejection] = []
-    subscriber.on_rejection(captured.append)
-    yield captured
+    with subscriber.on_rejection(captured.append):
+        yield captured

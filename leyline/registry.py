@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -127,7 +127,9 @@ class MessageEncoder:
 
     def encode(self, message: msgspec.Struct) -> bytes:
         data = self._encoder.encode(message)
-        self._check(message, len(data))
+        budget = self._budgets.get(type(message))
+        if budget is None or len(data) > budget:  # inline: this is every publish's path
+            self._check(message, len(data))
         return data
 
     def encode_into(self, message: msgspec.Struct, buffer: bytearray, offset: int = 0) -> int:
@@ -150,6 +152,13 @@ class _MapTag(msgspec.Struct):
     type: str
 
 
+class Refused(NamedTuple):
+    """One message of a batch that failed to decode: why, and its bytes."""
+
+    error: ContractError
+    payload: bytes
+
+
 class MessageDecoder:
     """Decodes bytes into one of the accepted message types, or raises `ContractError`."""
 
@@ -167,6 +176,9 @@ class MessageDecoder:
                 (arrays if cls.__struct_config__.array_like else maps).append(cls)
         self._map = _union_decoder(maps)
         self._array = _union_decoder(arrays)
+        # msgspec cannot mix array-like and map-like Structs in one union: a channel that
+        # carries both kinds decodes a batch message by message.
+        self._many = None if maps and arrays else _union_decoder(maps + arrays, many=True)
         self.max_size = max((e.budget for e in entries), default=0)
 
     def decode(self, data: bytes | memoryview) -> Any:
@@ -188,6 +200,40 @@ class MessageDecoder:
             raise ContractError(RejectReason.MALFORMED, str(exc)) from None
         lift = self._lifts.get(type(message))
         return message if lift is None else lift(message)
+
+    def decode_many(self, data: bytes | memoryview) -> list[Any]:
+        """A msgpack array of messages, each checked as `decode` checks one.
+
+        Each item is the typed message or a `Refused` (the error and that message's bytes):
+        one bad message does not cost the rest. A whole valid batch is one typed decode
+        (after one pass that reads each message's extent for its size check); only a batch
+        holding a bad one is decoded message by message. Raises `ContractError(MALFORMED)`
+        when `data` is not an array of msgpack values at all.
+        """
+        try:
+            items = _RAWS.decode(data)
+        except _UNREADABLE as exc:
+            raise ContractError(RejectReason.MALFORMED, f"batch: {exc}") from None
+        if items and self._many is not None and max(map(len, items)) <= self.max_size:
+            try:
+                messages: list[Any] = self._many.decode(data)
+            except (msgspec.ValidationError, *_UNREADABLE):
+                pass
+            else:
+                if self._lifts:
+                    messages = [self._lift(message) for message in messages]
+                return messages
+        return [self._decode_or_error(item) for item in items]
+
+    def _lift(self, message: Any) -> Any:
+        lift = self._lifts.get(type(message))
+        return message if lift is None else lift(message)
+
+    def _decode_or_error(self, data: msgspec.Raw) -> Any:
+        try:
+            return self.decode(memoryview(data))
+        except ContractError as error:
+            return Refused(error, bytes(data))
 
     def _explain(self, data: bytes | memoryview, exc: msgspec.ValidationError) -> ContractError:
         try:
@@ -218,13 +264,20 @@ class MessageDecoder:
         return ContractError(RejectReason.INVALID_VALUE, f"{tag}: {detail}", path)
 
 
-def _union_decoder(classes: list[type[msgspec.Struct]]) -> msgspec.msgpack.Decoder[Any] | None:
+def _union_decoder(
+    classes: list[type[msgspec.Struct]], many: bool = False
+) -> msgspec.msgpack.Decoder[Any] | None:
+    """A decoder for any of `classes` (`many`: for an array of them)."""
     if not classes:
         return None
     union: Any = classes[0]
     for cls in classes[1:]:
         union = union | cls
-    return msgspec.msgpack.Decoder(union)
+    return msgspec.msgpack.Decoder(list[union] if many else union)
+
+
+#: Reads a batch's messages as raw extents: their sizes, and each alone when one is bad.
+_RAWS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
 def _peek_tag(data: bytes | memoryview) -> str | None:

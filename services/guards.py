@@ -7,6 +7,7 @@ the services because they apply the contracts' rules, which the transport knows 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -71,7 +72,7 @@ class CommandGuard:
             )
         return slot, self._lifecycle.check_command(self._worker, slot, command)
 
-    def __call__(self, envelope: Envelope) -> ContractError | None:
+    def __call__(self, envelope: Envelope[Any]) -> ContractError | None:
         """The same judgement as a bus `SemanticGuard`, for a subscriber that has no ledger."""
         command = envelope.message
         if not isinstance(command, AdaptationCommand):
@@ -97,7 +98,7 @@ class TransitionGuard:
         #: Times a hole in a sender's stream made the guard forget its stages.
         self.resyncs = 0
 
-    def __call__(self, envelope: Envelope) -> ContractError | None:
+    def __call__(self, envelope: Envelope[Any]) -> ContractError | None:
         self._follow(envelope)
         message = envelope.message
         worker = envelope.header.sender
@@ -109,7 +110,7 @@ class TransitionGuard:
             return self._judge(worker, message.slot_id, message.previous_stage, message.stage)
         return None
 
-    def _follow(self, envelope: Envelope) -> None:
+    def _follow(self, envelope: Envelope[Any]) -> None:
         """Forget the sender's stages when this message comes after a hole in its stream."""
         header = envelope.header
         key = (header.sender, envelope.topic)

@@ -156,7 +156,7 @@ class Node:
 
     def pump(self, timeout_ms: int = 0) -> int:
         """One turn of the bus: deliver what arrived, answer subscriptions, heartbeat."""
-        delivered = self.subscriber.poll(timeout_ms)
+        delivered = self.subscriber.poll(timeout_ms / 1000)
         self.publisher.service()
         return delivered
 

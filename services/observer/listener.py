@@ -57,5 +57,5 @@ def listen(
     while not should_stop():
         if deadline is not None and time.monotonic() >= deadline:
             return
-        subscriber.poll(50)
+        subscriber.poll(0.05)
         tick()

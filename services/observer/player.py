@@ -141,7 +141,7 @@ class Player:
         for publisher in self.publishers.values():
             publisher.service()
         if self._commands is not None:
-            self._commands.poll(max(0, int(seconds * 1000)))
+            self._commands.poll(max(0.0, seconds))
         elif seconds > 0:
             time.sleep(seconds)
 

@@ -12,7 +12,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from bus import Envelope, Gap, Rejection, Subscriber
-from bus.header import encode_header
+from bus.header import encode_frame
 from leyline.wire import REGISTRY
 from services.observer.messages import type_name
 
@@ -74,11 +74,8 @@ class BusStats:
     def observe(self, envelope: Envelope, now_ns: int | None = None) -> None:
         now = time.monotonic_ns() if now_ns is None else now_ns
         stats = self._topic(envelope.topic.decode())
-        size = (
-            len(envelope.topic)
-            + len(encode_header(envelope.header))
-            + len(_ENCODER.encode(envelope.message))
-        )
+        # As one wire frame of its own (a batch shares its header among its messages).
+        size = len(encode_frame(envelope.topic, envelope.header, _ENCODER.encode(envelope.message)))
         stats.messages += 1
         stats.bytes += size
         stats.publishers[envelope.header.sender] += 1

@@ -25,7 +25,7 @@ def pump_until(
         for publisher in publishers:
             publisher.service()
         for subscriber in subscribers:
-            subscriber.poll(10)
+            subscriber.poll(0.01)
     return True
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from bus import CHANNEL_CONTRACTS, Channel, topic
-from bus.header import WIRE_VERSION, Header, encode_header
+from bus.header import TERMINATOR, WIRE_VERSION, array_prefix, encode_head
 from leyline import (
     AckOutcome,
     AdaptationCommand,
@@ -124,17 +124,32 @@ def header(
     incarnation: int = 1,
     sent_ns: int | None = None,
     wire_version: int = WIRE_VERSION,
+    count: int = 1,
 ) -> bytes:
-    """An encoded header frame with any values a forger likes."""
+    """An encoded header (fixed part and sender) with any values a forger likes."""
     sent = time.time_ns() if sent_ns is None else sent_ns
-    return encode_header(Header(wire_version, sender, incarnation, sequence, sent))
+    head = encode_head(sender.encode(), incarnation, sequence, sent, count)
+    return bytes((wire_version,)) + head[1:]
+
+
+def wire(topic_frame: bytes, head: bytes, body: bytes) -> list[bytes]:
+    """One wire frame from its three parts, as the one-part list ZeroMQ sends."""
+    return [topic_frame + TERMINATOR + head + body]
 
 
 def frames(
     channel: Channel, scope: str, message: Message, sequence: int = 1, sender: str = "evil"
 ) -> list[bytes]:
-    """The three frames a well-formed publisher would send for `message`."""
-    return [topic(channel, scope), header(sender, sequence), encode(message)]
+    """The frame a well-formed publisher would send for `message`."""
+    return wire(topic(channel, scope), header(sender, sequence), encode(message))
+
+
+def batch(
+    channel: Channel, scope: str, payloads: list[bytes], sequence: int = 1, sender: str = "evil"
+) -> list[bytes]:
+    """One frame carrying `payloads` (encoded messages, or anything) from `sequence` on."""
+    body = array_prefix(len(payloads)) + b"".join(payloads)
+    return wire(topic(channel, scope), header(sender, sequence, count=len(payloads)), body)
 
 
 def as_fields(message: Message) -> list[Any]:

@@ -29,7 +29,7 @@ def test_serve_delivers_and_stops_when_the_event_is_set(inproc: InProcessBus) ->
 
         subscriber.on(Channel.SIG, handler)
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(subscriber, stop, timeout_ms=20))
+        task = asyncio.create_task(serve(subscriber, stop, timeout_s=0.02))
         for epoch in range(COUNT):
             publisher.publish(Channel.SIG, "w1", fast_signals(epoch % 30))
             if epoch % 100 == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 from bus_loops import pump_until
-from bus_samples import header
+from bus_samples import header, wire
 
 import bus.subscriber
 from bus import Channel, Gap, Subscriber
@@ -23,7 +23,7 @@ def _heartbeat(sender: str, incarnations: range) -> list[bytes]:
             for n in incarnations
         ],
     )
-    return [control_topic(Channel.TEL), header(sender, 0, incarnation=100), encode(beat)]
+    return wire(control_topic(Channel.TEL), header(sender, 0, incarnation=100), encode(beat))
 
 
 def test_a_full_announcement_ledger_forgets_the_oldest_and_still_reports_every_gap(

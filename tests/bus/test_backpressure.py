@@ -17,6 +17,7 @@ def _flood(publisher: Publisher, at_least_dropped: int, most: int) -> int:
     while publisher.metrics.dropped[Channel.SIG] < at_least_dropped and published < most:
         publisher.publish(Channel.SIG, "w1", fast_signals(published % 30))
         published += 1
+    publisher.flush()  # a batch still waiting is neither sent nor dropped yet
     return published
 
 
@@ -43,7 +44,8 @@ def _drain_and_account(publisher: Publisher, subscriber: Subscriber, published: 
 
 
 def test_inproc_drops_are_counted_and_reported_missing(inproc: InProcessBus) -> None:
-    publisher = inproc.publisher("w1", options=TINY)
+    # One frame a message: the queue of 8 frames fills after 8 messages.
+    publisher = inproc.publisher("w1", options=TINY, batch_messages=1)
     subscriber = inproc.subscriber([(Channel.SIG, "w1")], publishers=[publisher], options=TINY)
     inproc.connect(publisher, subscriber)
     published = _flood(publisher, at_least_dropped=50, most=500)

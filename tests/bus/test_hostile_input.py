@@ -27,16 +27,18 @@ from bus_samples import (
     SLOT,
     advance,
     as_fields,
+    batch,
     fast_signals,
     forged,
     forged_signal,
     frames,
     header,
     stage_changed,
+    wire,
 )
 
 from bus import CHANNEL_CONTRACTS, Channel, Envelope, Publisher, Rejection, Subscriber
-from bus.header import decode_header
+from bus.header import FIXED, WIRE_VERSION, read_header, split_topic
 from bus.security import Curve
 from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage
 from leyline.wire import encode
@@ -177,6 +179,8 @@ class Attack(NamedTuple):
     reason: RejectReason | None
     #: The hostile peer that sends it: under CURVE, the identity its frames arrive with.
     by: str = EVIL
+    #: A batch's sequences delivered beside its refused message.
+    also: tuple[int, ...] = ()
 
 
 def _random(rng: random.Random, size: int) -> bytes:
@@ -193,22 +197,40 @@ def _attacks() -> list[Attack]:
     future[0] = "FastTrainingSignals.v3"
 
     def on_sig(payload: bytes, sequence: int = 1) -> list[bytes]:
-        return [b"sig.evil.", header(EVIL, sequence), payload]
+        return wire(b"sig.evil.", header(EVIL, sequence), payload)
 
-    rows: list[tuple[Any, ...]] = [  # (what, frames, reason[, by]): Attack fields
-        ("random bytes, one frame", [b"sig." + _random(rng, 64)], R.FRAME_COUNT),
-        ("random topic", [b"sig.\xff" + _random(rng, 20) + b".", header(), signal], R.BAD_TOPIC),
-        ("random header", [SIG_W1, b"\xc1" + _random(rng, 40), signal], R.BAD_HEADER),
+    def fixed(sender_len: int, tail: bytes, count: int = 1) -> list[bytes]:
+        head = FIXED.pack(WIRE_VERSION, 0, count, sender_len, 0, 1, 1, 1)
+        return wire(SIG_W1, head + tail, signal)
+
+    v1_header = msgspec.msgpack.encode([1, EVIL, 1, 1, 1])
+    nan = forged_signal("train_loss", float("nan"))
+    rows: list[tuple[Any, ...]] = [  # (what, frames, reason[, by, also]): Attack fields
+        ("random bytes, one frame", [b"sig." + _random(rng, 64)], R.BAD_TOPIC),
+        (
+            "random topic",
+            wire(b"sig.\xff" + _random(rng, 20) + b".", header(), signal),
+            R.BAD_TOPIC,
+        ),
+        ("random header", wire(SIG_W1, b"\x02\x07" + _random(rng, 40), signal), R.BAD_HEADER),
         ("random payload", on_sig(b"\xc1" + _random(rng, 100)), R.MALFORMED),
-        ("one frame", [SIG_W1], R.FRAME_COUNT),
+        ("no terminator", [SIG_W1], R.BAD_TOPIC),
         ("two frames", [SIG_W1, header()], R.FRAME_COUNT),
         ("four frames", [SIG_W1, header(), signal, b"extra"], R.FRAME_COUNT),
+        ("a wire v1 message", [SIG_W1, v1_header, signal], R.UNSUPPORTED_VERSION),
         ("over the sig budget", on_sig(b"\x00" * 4_000), R.OVERSIZE),
-        ("no trailing dot", [b"sig.w1", header(), signal], R.BAD_TOPIC),
-        ("scope with a space", [b"sig.w 1.", header(), signal], R.BAD_TOPIC),
-        ("header of the wrong shape", [SIG_W1, msgspec.msgpack.encode([1]), signal], R.BAD_HEADER),
-        ("header not UTF-8", [SIG_W1, b"\x95\x01\xa2\xc3\x28\x01\x01\x01", signal], R.BAD_HEADER),
-        ("future wire version", [SIG_W1, header(wire_version=2), signal], R.UNSUPPORTED_VERSION),
+        ("no trailing dot", wire(b"sig.w1", header(), signal), R.BAD_TOPIC),
+        ("scope with a space", wire(b"sig.w 1.", header(), signal), R.BAD_TOPIC),
+        ("truncated header", wire(SIG_W1, header()[:12], b""), R.BAD_HEADER),
+        ("sender past the end", fixed(60, b"evil"), R.BAD_HEADER),
+        ("sender not UTF-8", fixed(2, b"\xc3\x28"), R.BAD_HEADER),
+        ("batch count of zero", fixed(4, b"evil", count=0), R.BAD_HEADER),
+        (
+            "batch count lies",
+            [wire(b"sig.evil.", header(EVIL, 1, count=3), b"\x92" + signal * 2)[0]],
+            R.BAD_HEADER,
+        ),
+        ("future version", wire(SIG_W1, header(wire_version=3), signal), R.UNSUPPORTED_VERSION),
         ("unknown tag", on_sig(forged(wrong_tag)), R.UNKNOWN_TAG),
         ("command on the sig channel", on_sig(encode(advance())), R.UNKNOWN_TAG),
         ("future major", on_sig(forged(future)), R.UNSUPPORTED_VERSION),
@@ -222,17 +244,26 @@ def _attacks() -> list[Attack]:
             on_sig(forged(["FastTrainingSignals.v2", 1, b"\x00" * 100, 0])),
             R.INVALID_VALUE,
         ),
-        ("control topic, data payload", [b"sig.*.", header(), signal], R.UNKNOWN_TAG),
+        ("control topic, data payload", wire(b"sig.*.", header(), signal), R.UNKNOWN_TAG),
         # One stream of the hostile sender: 1, 2, 2 again, 5 (a gap), then 3 late.
         ("sequence 1", on_sig(signal, 1), None),
         ("sequence 2", on_sig(signal, 2), None),
         ("sequence 2 again", on_sig(signal, 2), R.DUPLICATE),
         ("sequence 5", on_sig(signal, 5), None),
         ("sequence 3 after 5", on_sig(signal, 3), R.OUT_OF_ORDER),
-        ("restart", [b"sig.evil2.", header(EVIL2, incarnation=5), signal], None, EVIL2),
+        # A batch 6..9 whose 7 is bad: 7 refused (and reported missing), the rest delivered.
+        (
+            "a bad message inside a batch",
+            batch(Channel.SIG, EVIL, [signal, nan, signal, signal], 6),
+            R.INVALID_VALUE,
+            EVIL,
+            (6, 8, 9),
+        ),
+        ("a valid batch", batch(Channel.SIG, EVIL, [signal] * 3, 10), None),
+        ("restart", wire(b"sig.evil2.", header(EVIL2, incarnation=5), signal), None, EVIL2),
         (
             "older incarnation",
-            [b"sig.evil2.", header(EVIL2, incarnation=4, sequence=2), signal],
+            wire(b"sig.evil2.", header(EVIL2, incarnation=4, sequence=2), signal),
             R.STALE,
             EVIL2,
         ),
@@ -259,18 +290,23 @@ def _attacks() -> list[Attack]:
             None,
         ),
         # Valid messages a plaintext subscriber must believe; see UNDER_CURVE.
-        ("another worker's sender id", [b"sig.w2.", header("w2"), signal], None),
-        ("another worker's scope", [b"sig.w2.", header(EVIL), signal], None),
+        ("another worker's sender id", wire(b"sig.w2.", header("w2"), signal), None),
+        ("another worker's scope", wire(b"sig.w2.", header(EVIL), signal), None),
         ("a command from a worker key", frames(Channel.CMD, "w1", advance(), sender=EVIL), None),
     ]  # fmt: skip
     return [Attack(*row) for row in rows]
 
 
-def _delivered(attack: Attack) -> tuple[bytes, str, int]:
-    """The topic, sender and sequence of a valid attack, as its delivery must show them."""
-    topic_frame, header_frame, _ = attack.frames
-    sent = decode_header(header_frame)
-    return topic_frame, sent.sender, sent.sequence
+def _delivered(attack: Attack, reason: RejectReason | None) -> list[tuple[bytes, str, int]]:
+    """The topic, sender and sequence of each message an attack gets delivered."""
+    if reason is not None and not attack.also:
+        return []
+    [frame] = attack.frames
+    topic_frame, start = split_topic(frame)
+    sent, count, _ = read_header(frame, start)
+    first = sent.sequence
+    sequences = attack.also if reason is not None else range(first, first + count)
+    return [(topic_frame, sent.sender, sequence) for sequence in sequences]
 
 
 def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: Arena) -> None:
@@ -287,12 +323,12 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
         hostile, accomplice = peers[attack.by]
         hostile.send_multipart(attack.frames)
         reason = arena.expected(attack)
-        if reason in STATELESS:
+        if reason in STATELESS and not attack.also:  # a batch's good messages are sequenced
             accomplice.send_multipart(attack.frames)
             expected[reason] += 1
-        if reason is None:
-            valid[_delivered(attack)] += 1
-        else:
+        for delivered in _delivered(attack, reason):
+            valid[delivered] += 1
+        if reason is not None:
             expected[reason] += 1
         arena.subscriber.poll(0)  # the subscriber keeps working while under attack
     observed = arena.observed
@@ -318,9 +354,11 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
     # Of the hostile traffic exactly the valid messages arrived, each once: nothing refused did.
     from_hostile = [e for e in observed.delivered if e.header.sender not in {SIGNALS, COMMANDS}]
     assert Counter((e.topic, e.header.sender, e.header.sequence) for e in from_hostile) == valid
-    assert [e.header.sequence for e in observed.delivered if e.topic == b"sig.evil."] == [1, 2, 5]
-    assert arena.subscriber.metrics.gaps == 1
-    assert arena.subscriber.metrics.missing == 2
+    evil_signals = [e.header.sequence for e in observed.delivered if e.topic == b"sig.evil."]
+    assert evil_signals == [1, 2, 5, 6, 8, 9, 10, 11, 12]
+    # 3-4 never sent, 7 refused inside its batch: a subscriber may ask for both again.
+    assert arena.subscriber.metrics.gaps == 2
+    assert arena.subscriber.metrics.missing == 3
     # Each refusal names the sender its header claims ("?" when unreadable) and says why in
     # words; a forged sender's names the key that really sent it.
     for rejection in observed.rejected:
@@ -360,7 +398,7 @@ def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_c
     evil = arena.hostile_peer(EVIL)
     claim = Heartbeat(interval_ms=1_000, last_sequences={SIG_W1.decode(): 1_000_000})
     evil.send_multipart(
-        [b"sig.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim)]
+        wire(b"sig.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim))
     )
     if arena.mode == CURVE:
         assert pump_until(lambda: bool(observed.rejected), subscriber)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from bus_loops import pump_until
-from bus_samples import channel_samples, fast_signals, frames, header
+from bus_samples import channel_samples, fast_signals, frames, header, wire
 
 from bus import Channel, Envelope, Rejection
 from bus.pipeline import Pipeline
@@ -17,7 +17,8 @@ SECOND = 1_000_000_000
 
 
 def test_silent_publisher_goes_stale_then_recovers(inproc: InProcessBus) -> None:
-    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02)
+    # Serviced only by the test (no thread of its own), so it can fall silent.
+    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02, background=False)
     subscriber = inproc.subscriber([(Channel.SIG, None)], stale_after_s=0.3)
     inproc.connect(publisher, subscriber)
     events: list[tuple[str, bool, float]] = []
@@ -58,10 +59,10 @@ def test_signal_older_than_max_age_is_stale() -> None:
     now = 1_000 * SECOND
     pipeline = Pipeline([Channel.SIG], max_signal_age_ns=SECOND // 2, clock=lambda: now)
     payload = encode(fast_signals())
-    fresh = [b"sig.w1.", header(sequence=1, sent_ns=now - SECOND // 4), payload]
-    old = [b"sig.w1.", header(sequence=2, sent_ns=now - SECOND), payload]
-    assert isinstance(pipeline.process(fresh), Envelope)
-    outcome = pipeline.process(old)
+    fresh = wire(b"sig.w1.", header(sequence=1, sent_ns=now - SECOND // 4), payload)
+    old = wire(b"sig.w1.", header(sequence=2, sent_ns=now - SECOND), payload)
+    assert isinstance(pipeline.process(fresh)[0], Envelope)
+    [outcome] = pipeline.process(old)
     assert isinstance(outcome, Rejection)
     assert outcome.reason is RejectReason.STALE
     assert outcome.path == "$.header.sent_ns"
@@ -73,9 +74,9 @@ def test_signal_older_than_max_age_is_stale() -> None:
 def test_max_age_applies_to_fast_signals_only() -> None:
     pipeline = Pipeline([Channel.SIG, Channel.TEL], max_signal_age_ns=SECOND, clock=lambda: 0)
     event = channel_samples()[Channel.TEL][0]
-    old_event = [b"tel.w1.", header(sent_ns=0), encode(event)]
-    assert isinstance(pipeline.process(old_event), Envelope)
-    assert isinstance(pipeline.process(frames(Channel.SIG, "w1", fast_signals())), Envelope)
+    old_event = wire(b"tel.w1.", header(sent_ns=0), encode(event))
+    assert isinstance(pipeline.process(old_event)[0], Envelope)
+    assert isinstance(pipeline.process(frames(Channel.SIG, "w1", fast_signals()))[0], Envelope)
 
 
 def test_a_publisher_whose_clock_lags_is_skewed_not_stale(inproc: InProcessBus) -> None:

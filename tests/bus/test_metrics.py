@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 from bus_loops import pump_until
-from bus_samples import fast_signals, header
+from bus_samples import fast_signals, header, wire
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,7 +54,7 @@ def _busy_bus(bus: InProcessBus) -> tuple[list[MetricSource], dict[str, str]]:
     for epoch in range(5):
         publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
     assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 5, subscriber)
-    subscriber.pipeline.process([b"sig.w1.", header(), b"\xc1"])  # one malformed payload
+    subscriber.pipeline.process(wire(b"sig.w1.", header(), b"\xc1"))  # one malformed payload
     return [publisher.metrics.samples, subscriber.metrics.samples], {"service": "worker"}
 
 

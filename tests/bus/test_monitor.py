@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 from bus_loops import ANY_PORT, DEADLINE_S, pump_until
-from bus_samples import fast_signals, frames, header, stage_changed
+from bus_samples import fast_signals, frames, header, stage_changed, wire
 
 from bus import Channel, Envelope, Publisher, Rejection, Subscriber
 from bus.monitor import ConnectionMonitor
@@ -72,7 +72,7 @@ def test_frame_over_the_cap_drops_the_connection_and_it_comes_back_counted(
     subscriber.on(Channel.SIG, delivered.append)
     subscriber.on_rejection(rejected.append)
     cap = int(subscriber.sockets[0].getsockopt(zmq.MAXMSGSIZE))
-    peer.send_multipart([SIG_W1, header(), b"\x00" * (cap + 1)])
+    peer.send_multipart(wire(SIG_W1, header(), b"\x00" * (cap + 1)))
     # The subscriber attaches again by itself: its subscriptions arrive on a new connection.
     assert _subscriptions_arrive(peer, SUBSCRIPTIONS, subscriber), "never attached again"
     for sequence in range(1, 11):
@@ -94,7 +94,7 @@ def test_frame_between_budget_and_cap_is_refused_oversize_and_counted(
     subscriber.on_rejection(rejected.append)
     over_budget = DEFAULT_BUDGETS.max_payload_bytes + 1
     assert over_budget < subscriber.sockets[0].getsockopt(zmq.MAXMSGSIZE)
-    peer.send_multipart([SIG_W1, header(), b"\x00" * over_budget])
+    peer.send_multipart(wire(SIG_W1, header(), b"\x00" * over_budget))
     peer.send_multipart(frames(Channel.SIG, "w1", fast_signals(), 2))
     assert pump_until(lambda: len(delivered) == 1, subscriber)
     assert [r.reason for r in rejected] == [RejectReason.OVERSIZE]
@@ -168,7 +168,7 @@ def test_a_publisher_that_connects_attaches_again_counted(
         topics = []
         while b"tel.w1." not in topics:  # after the Ready and heartbeats on tel.*.
             assert intake.poll(10_000), topics
-            topics.append(intake.recv_multipart()[0])
+            topics.append(intake.recv().split(b"\x00", 1)[0])
     finally:
         publisher.close()
         intake.close()

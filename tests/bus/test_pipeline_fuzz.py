@@ -1,21 +1,24 @@
-"""Property: whatever frames arrive, the pipeline returns an Envelope or a Rejection."""
+"""Property: whatever frames arrive, the pipeline returns an Envelope or a Rejection per
+message, and a bad message inside a batch costs only itself."""
 
 from __future__ import annotations
 
-from bus_samples import SLOT, channel_samples, frames
+import msgspec
+from bus_samples import SLOT, batch, channel_samples, fast_signals, frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus import Channel, Envelope, Rejection
 from bus.pipeline import Pipeline
 from leyline import LifecycleGuard, RejectReason, SeedStage
+from leyline.wire import encode
 from services.guards import CommandGuard, TransitionGuard
 
 VALID = [
     frames(channel, "w1", message, sequence)
     for channel, messages in channel_samples().items()
     for sequence, message in enumerate(messages, start=1)
-]
+] + [batch(Channel.SIG, "w1", [encode(fast_signals(e)) for e in range(5)], 100)]
 
 
 def _pipeline() -> Pipeline:
@@ -34,9 +37,9 @@ def _pipeline() -> Pipeline:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> list[bytes]:
-    """A valid message with one frame truncated, extended, bit-flipped or replaced."""
+    """A valid frame truncated, extended, bit-flipped or replaced."""
     message = list(draw(st.sampled_from(VALID)))
-    index = draw(st.integers(0, 2))
+    index = 0
     frame = message[index]
     how = draw(st.sampled_from(["truncate", "extend", "flip", "replace"]))
     if how == "truncate":
@@ -66,18 +69,45 @@ def test_pipeline_never_raises_and_counts_every_refusal(batch: list[list[bytes]]
     pipeline = _pipeline()
     refused = 0
     for message in batch:
-        outcome = pipeline.process(message)
-        assert isinstance(outcome, Envelope | Rejection)
-        if isinstance(outcome, Rejection):
-            refused += 1
-            assert isinstance(outcome.reason, RejectReason)
-            assert outcome.detail
-        else:
-            assert len(message) == 3 and outcome.topic == message[0]
+        for outcome in pipeline.process(message):
+            assert isinstance(outcome, Envelope | Rejection)
+            if isinstance(outcome, Rejection):
+                refused += 1
+                assert isinstance(outcome.reason, RejectReason)
+                assert outcome.detail
+            else:
+                assert len(message) == 1 and message[0].startswith(outcome.topic + b"\x00")
     assert pipeline.metrics.rejected_total == refused
+
+
+ANY_VALUE = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=20),
+    st.lists(st.integers(0, 300), max_size=25),
+    st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 20), st.data())
+def test_a_bad_message_inside_a_batch_costs_only_itself(size: int, data: st.DataObject) -> None:
+    payloads = [encode(fast_signals(epoch % 30)) for epoch in range(size)]
+    bad = data.draw(st.integers(0, size - 1))
+    payloads[bad] = msgspec.msgpack.encode(data.draw(ANY_VALUE))
+    pipeline = Pipeline([Channel.SIG])
+    outcomes = pipeline.process(batch(Channel.SIG, "w1", payloads, 1, sender="w1"))
+    assert len(outcomes) == size
+    for index, outcome in enumerate(outcomes):
+        if index == bad:
+            assert isinstance(outcome, Rejection)
+            assert outcome.reason in {RejectReason.INVALID_VALUE, RejectReason.UNKNOWN_TAG}
+        else:
+            assert isinstance(outcome, Envelope) and outcome.header.sequence == index + 1
+    assert pipeline.metrics.rejected_total == 1
+    assert pipeline.metrics.received[Channel.SIG] == size
 
 
 def test_every_valid_sample_passes_a_pipeline_without_guards() -> None:
     pipeline = Pipeline(list(Channel))
     for message in VALID:
-        assert isinstance(pipeline.process(message), Envelope)
+        assert all(isinstance(outcome, Envelope) for outcome in pipeline.process(message))

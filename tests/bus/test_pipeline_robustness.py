@@ -17,7 +17,7 @@ def test_a_guard_that_raises_becomes_a_handler_error_rejection() -> None:
         raise KeyError("slot table not loaded")
 
     pipeline = Pipeline([Channel.SIG], guards={Channel.SIG: broken_guard})
-    outcome = pipeline.process(frames(Channel.SIG, "w1", fast_signals(), sender="w1"))
+    [outcome] = pipeline.process(frames(Channel.SIG, "w1", fast_signals(), sender="w1"))
     assert isinstance(outcome, Rejection)
     assert outcome.reason is RejectReason.HANDLER_ERROR
     assert "KeyError" in outcome.detail

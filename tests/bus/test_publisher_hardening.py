@@ -17,6 +17,7 @@ from bus_loops import ANY_PORT, DEADLINE_S, handshake, pump_until
 from bus_samples import advance
 
 from bus import Channel, Envelope, Publisher, Subscriber
+from bus.header import read_header, split_topic
 from bus.publisher import MAX_SUBSCRIPTIONS, MAX_UPSTREAM_PER_PASS
 from leyline import Heartbeat, Ready, RejectReason
 from leyline.wire import REGISTRY
@@ -27,8 +28,11 @@ CMD_CONTROL = b"cmd.*."
 
 @pytest.fixture
 def publisher(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Publisher]:
-    # Heartbeats only when asked: every control message a test counts is then a Ready.
-    pub = Publisher(ANY_PORT, "controller", context=context, heartbeat_interval_s=3600.0)
+    # Heartbeats only when asked: every control message a test counts is then a Ready; and
+    # serviced only by the test (no thread of its own), so each pass is one the test made.
+    pub = Publisher(
+        ANY_PORT, "controller", context=context, heartbeat_interval_s=3600.0, background=False
+    )
     pub.service()  # the first heartbeat, to nobody
     yield pub
     pub.close()
@@ -104,7 +108,10 @@ def _controls(listener: zmq.Socket[bytes]) -> int:
     readies = 0
     while True:
         assert listener.poll(DEADLINE_S * 1000), "the heartbeat never came"
-        topic, _, payload = listener.recv_multipart()
+        frame = listener.recv()
+        topic, start = split_topic(frame)
+        _, _, body = read_header(frame, start)
+        payload = frame[body:]
         assert topic == CMD_CONTROL
         if isinstance(decoder.decode(payload), Heartbeat):
             return readies

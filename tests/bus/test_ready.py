@@ -31,7 +31,7 @@ def test_late_inproc_subscriber_receives_all_after_connect(inproc: InProcessBus)
         inproc.connect(publisher, subscriber)
         first = publisher.publish(Channel.SIG, "w1", fast_signals())
         assert first is not None
-        assert subscriber.poll(5_000) == 1
+        assert subscriber.poll(5.0) == 1
         assert subscriber.pipeline.tracker.last("w1", b"sig.w1.") == first
         subscriber.close()
 
@@ -51,7 +51,9 @@ def test_late_tcp_subscriber_receives_all_after_ready() -> None:
 
 
 def test_ready_needs_every_named_publisher(inproc: InProcessBus) -> None:
-    first, second = inproc.publisher("w1"), inproc.publisher("w2")
+    # Serviced only here, so each answers exactly when the test lets it.
+    first = inproc.publisher("w1", background=False)
+    second = inproc.publisher("w2", background=False)
     subscriber = inproc.subscriber([(Channel.SIG, None)], publishers=[first, second])
     assert not subscriber.wait_ready(0.05, publishers=["w1", "w2"])
     first.service()

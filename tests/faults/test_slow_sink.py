@@ -46,6 +46,7 @@ def test_stalled_sink_gets_every_dropped_event_replayed(harness: FaultHarness) -
         bind=False,
         security=Curve.from_directory(keys, "burst"),
         options=SocketOptions(send_hwm=20),
+        batch_messages=1,  # one frame a message: a queue of 20 frames is 20 messages
         heartbeat_interval_s=0.25,
         replay_window=harness.settings.replay_window,
     )

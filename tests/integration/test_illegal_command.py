@@ -66,7 +66,7 @@ class WorkerProbe:
         self._sequence = 0
 
     def pump(self) -> None:
-        self.subscriber.poll(20)
+        self.subscriber.poll(0.02)
         self.publisher.service()
 
     def connect(self, timeout_s: float, context: ServiceProcesses) -> None:
@@ -91,7 +91,9 @@ class WorkerProbe:
 
     def send_raw(self, frames: list[bytes]) -> None:
         """Frames no Publisher would write, sent as a hostile peer would on the same socket."""
-        assert self.publisher._socket.send_frames(frames)
+        with self.publisher._lock:  # its own thread shares the socket
+            for link in self.publisher._socket.links:
+                link.socket.send_multipart(frames)
 
     def answer(self, command_id: str) -> int:
         """Where in `received` the ack of `command_id` is, once it has arrived."""
@@ -292,7 +294,7 @@ def test_worker_applies_germinate_then_rejects_fossilize_from_training(rig: Rig)
 def test_worker_reports_garbage_frames_and_keeps_running(rig: Rig) -> None:
     probe = rig.probe
     commands = topic(Channel.CMD, WORKER)
-    probe.send_raw([commands, b"\xc1 not a header", b"\x00"])
+    probe.send_raw([commands + b"\x00\x02\xc1 not a header"])  # wire v2, flags 0xc1
     probe.send_raw([commands, b"two frames only"])
 
     def reported() -> set[str] | None:

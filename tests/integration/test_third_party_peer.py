@@ -36,6 +36,7 @@ from third_party_peer import (
     Message,
     WorkerPeer,
     adaptation_command,
+    read_frame,
 )
 
 from leyline import (
@@ -118,9 +119,10 @@ def test_the_documented_examples_are_what_leyline_writes() -> None:
 
 def test_the_peer_writes_the_documented_bytes() -> None:
     examples = documented_bytes()
-    header = Header(1, "controller", 1764684000000000000, 1, 1764684000123456789)
-    assert msgspec.msgpack.encode(header) == examples["header"]
-    assert msgspec.msgpack.decode(examples["header"], type=Header) == header
+    header = Header(2, "controller", 1764684000000000000, 1, 1764684000123456789)
+    assert header.encode() == examples["header"]
+    frame = examples["topic"] + b"\x00" + examples["header"] + examples["payload WorkerHello.v1"]
+    assert read_frame(frame) == (b"cmd.w1.", header, 1, examples["payload WorkerHello.v1"])
     command = adaptation_command(GERMINATE, 1, target_slot_id="block3_post", blueprint_id="norm")
     command["command_id"] = "0b5c3f4e-9d2a-4c61-8f7e-2a1b3c4d5e6f"
     command["timestamp"] = datetime(2026, 12, 2, 14, 0, 0, 123456, tzinfo=UTC)

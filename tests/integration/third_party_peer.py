@@ -8,6 +8,7 @@ document's. Every socket is made by `open_socket`, the one place where CURVE key
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,7 +21,10 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-WIRE_VERSION = 1  # §3
+WIRE_VERSION = 2  # §3
+#: The fixed header (§3): version, flags, count, sender and correlation id lengths,
+#: incarnation, first sequence, sent_ns; little-endian.
+FIXED = struct.Struct("<BBHBBQQQ")
 CONTROL_SCOPE = "*"  # §4
 CHANNELS = ("cmd", "sig", "ack", "tel", "rep")  # §4
 
@@ -31,8 +35,9 @@ DORMANT, GERMINATED = 1, 2  # SeedStage
 SEED_GERMINATED, CONTRACT_VIOLATION = 1, 14  # TelemetryEventType
 
 
-class Header(msgspec.Struct, array_like=True, frozen=True):
-    """The header frame (§3): a 6-element msgpack array."""
+@dataclass(frozen=True)
+class Header:
+    """One message's header (§3): a batch's messages share all but the sequence."""
 
     wire_version: int
     sender: str
@@ -41,8 +46,42 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     sent_ns: int
     correlation_id: str | None = None
 
+    def encode(self, count: int = 1) -> bytes:
+        """The fixed header, sender and correlation id, for a body of `count` messages."""
+        sender = self.sender.encode()
+        correlation = (self.correlation_id or "").encode()
+        fixed = FIXED.pack(
+            self.wire_version,
+            0,
+            count,
+            len(sender),
+            len(correlation),
+            self.incarnation,
+            self.sequence,
+            self.sent_ns,
+        )
+        return fixed + sender + correlation
 
-_HEADER = msgspec.msgpack.Decoder(Header)
+
+def read_frame(frame: bytes) -> tuple[bytes, Header, int, bytes] | None:
+    """Topic, header, message count and body of one frame (§3); None if it is not one."""
+    end = frame.find(b"\x00", 0, 72)
+    if end < 0 or len(frame) < end + 1 + FIXED.size:
+        return None
+    version, flags, count, sender_len, corr_len, incarnation, sequence, sent_ns = FIXED.unpack_from(
+        frame, end + 1
+    )
+    at = end + 1 + FIXED.size
+    body = at + sender_len + corr_len
+    if version != WIRE_VERSION or flags or not count >= 1 or not sender_len or body > len(frame):
+        return None
+    try:
+        sender = frame[at : at + sender_len].decode()
+        correlation = frame[at + sender_len : body].decode() or None
+    except UnicodeDecodeError:
+        return None
+    header = Header(version, sender, incarnation, sequence, sent_ns, correlation)
+    return frame[:end], header, count, frame[body:]
 
 
 @dataclass
@@ -103,7 +142,7 @@ def open_socket(
         else:
             keys.pin(sock, server)
     sock.setsockopt(zmq.LINGER, 500)
-    sock.setsockopt(zmq.MAXMSGSIZE, 65_536)  # §13: no frame above 64 KiB
+    sock.setsockopt(zmq.MAXMSGSIZE, 262_144)  # §13: no frame above 256 KiB
     if kind == zmq.XPUB:
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every subscription, to answer each (§6)
     if bind:
@@ -225,8 +264,7 @@ class PeerPublisher:
 
     def _send(self, name: bytes, sequence: int, payload: Any) -> None:
         header = Header(WIRE_VERSION, self.sender, self.incarnation, sequence, time.time_ns())
-        frames = [name, msgspec.msgpack.encode(header), msgspec.msgpack.encode(payload)]
-        self.socket.send_multipart(frames)
+        self.socket.send(name + b"\x00" + header.encode() + msgspec.msgpack.encode(payload))
 
 
 class PeerSubscriber:
@@ -250,27 +288,42 @@ class PeerSubscriber:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic(channel, CONTROL_SCOPE))
         #: Publishers heard on each channel's control topic: proof our subscription arrived.
         self.ready: dict[str, set[str]] = {}
+        #: The rest of a batch already received (§3).
+        self._pending: list[Message] = []
 
     def receive(self, timeout_ms: int) -> Message | None:
         """The next message, or None after `timeout_ms`; control messages are noted too."""
+        if self._pending:
+            return self._pending.pop(0)
         if not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
         frames = self.socket.recv_multipart()
-        if len(frames) != 3:
+        read = read_frame(frames[0]) if len(frames) == 1 else None
+        if read is None:
             return None
-        name, header_frame, payload = frames
+        name, header, count, body = read
         channel, _, rest = name.decode(errors="replace").partition(".")
         try:
-            header = _HEADER.decode(header_frame)
-            body = msgspec.msgpack.decode(payload)
+            payloads = [msgspec.msgpack.decode(body)]
+            if count > 1:
+                payloads = payloads[0]
         except msgspec.DecodeError:
             return None
-        if header.wire_version != WIRE_VERSION:
+        if not isinstance(payloads, list) or len(payloads) != count:
             return None
-        message = Message(channel, rest[:-1], header, body)
-        if message.scope == CONTROL_SCOPE:
+        for index, payload in enumerate(payloads):
+            nth = Header(
+                header.wire_version,
+                header.sender,
+                header.incarnation,
+                header.sequence + index,
+                header.sent_ns,
+                header.correlation_id,
+            )
+            self._pending.append(Message(channel, rest[:-1], nth, payload))
+        if rest[:-1] == CONTROL_SCOPE:
             self.ready.setdefault(channel, set()).add(header.sender)
-        return message
+        return self._pending.pop(0)
 
 
 @dataclass

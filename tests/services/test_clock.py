@@ -86,7 +86,7 @@ class Sink:
         for _ in range(200):  # both sides turn until the subscription has arrived
             if node.publisher.wait_for_subscribers(b"tel.", timeout_s=0.01):
                 return node
-            self.subscriber.poll(50)
+            self.subscriber.poll(0.05)
         raise AssertionError("the sink's subscription never reached w1")
 
     def one_event_arrives(self, node: Node) -> bool:
@@ -94,7 +94,7 @@ class Sink:
         delivered, refused = len(self.delivered), len(self.rejections)
         node.emit(EVENT)
         for _ in range(100):
-            self.subscriber.poll(50)
+            self.subscriber.poll(0.05)
             if len(self.delivered) > delivered or len(self.rejections) > refused:
                 break
         return len(self.delivered) > delivered

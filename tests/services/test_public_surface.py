@@ -67,6 +67,7 @@ BUS = [
     "SemanticGuard",
     "SocketOptions",
     "Subscriber",
+    "Subscription",
     "topic",
 ]
 

@@ -63,7 +63,7 @@ class Seat:
 
     def pump(self) -> None:
         self.publisher.service()
-        self.subscriber.poll(2)
+        self.subscriber.poll(0.002)
 
     def connect(self, agent: Agent) -> None:
         assert agent.node is not None

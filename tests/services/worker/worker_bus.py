@@ -17,7 +17,7 @@ from typing import TypeVar
 import msgspec
 
 from bus import Channel, Envelope, Publisher, Subscriber, topic
-from bus.header import WIRE_VERSION, Header, encode_header
+from bus.header import WIRE_VERSION, Header, encode_frame
 from leyline import AdaptationCommand, CommandAck, TelemetryEvent, TelemetryEventType
 from leyline.telemetry import ContractViolation
 from leyline.wire import encode
@@ -130,8 +130,9 @@ class WorkerBus:
             header_sequence,
             time.time_ns(),
         )
-        frames = [topic(Channel.CMD, WORKER), encode_header(header), payload]
-        assert self.controller._socket.send_frames(frames)
+        frame = encode_frame(topic(Channel.CMD, WORKER), header, payload)
+        with self.controller._lock:  # its own thread shares the socket
+            assert self.controller._socket.send_frame(frame)
 
     # -- what came back ------------------------------------------------------------------
 
