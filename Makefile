@@ -3,7 +3,7 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-dev
 
-.PHONY: run test multihost lint bench clean
+.PHONY: run test test-slow multihost lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/leyline up
 
+# Everything but the slow suites (a few minutes on 2 cores).
 test: $(STAMP)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not slow and not multihost"
+
+# The slow suites: multi-process stacks, faults and chaos, multi-host, DDP, examples, replays.
+test-slow: $(STAMP)
+	$(PYTHON) -m pytest -q -m "slow or multihost"
 
 # Services on network-namespace hosts (needs root and iproute2; skipped, saying why, without).
 multihost: $(STAMP)
