@@ -78,6 +78,7 @@ class Controller:
         self._arrived: list[FastTrainingSignals] = []
         node.subscriber.on(Channel.SIG, self._on_signal)
         node.subscriber.on(Channel.ACK, self._on_ack)
+        node.subscriber.on_liveness(self._on_liveness)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
@@ -109,6 +110,16 @@ class Controller:
             wait = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
             self.node.pump(max(1, int(wait * 1000)))
             self.tick()
+
+    def _on_liveness(self, worker_id: str, stale: bool, silent_ms: float) -> None:
+        """A worker heard again after a silence (a partition, a pause) gets its unacked
+        commands at the next tick: an ack lost in the cut is not left to a backoff that
+        grew while the worker was unreachable, and may outlast the worker."""
+        if stale:
+            return
+        now = time.monotonic()
+        for flight in self.in_flight.of_worker(worker_id):
+            flight.resend_at = min(flight.resend_at, now)
 
     def _on_signal(self, envelope: Envelope) -> None:
         signal: FastTrainingSignals = envelope.message

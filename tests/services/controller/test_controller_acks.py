@@ -41,7 +41,9 @@ class ControllerRig:
     """A real controller, a journal with commands for w1 issued before it started, and the
     publishers the test speaks through."""
 
-    def __init__(self, data_dir: Path, commands: list[AdaptationCommand]) -> None:
+    def __init__(
+        self, data_dir: Path, commands: list[AdaptationCommand], stale_after_s: float = 5.0
+    ) -> None:
         self.commands_address, self.intake = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
         self.journal = CommandJournal(data_dir / "journal.db")
         self.issued = [self.journal.issue(WORKER, SLOT, c).command for c in commands]
@@ -51,6 +53,7 @@ class ControllerRig:
             publish_bind=[self.commands_address],
             subscribe_bind=[self.intake],
             guards={Channel.REP: TransitionGuard()},
+            stale_after_s=stale_after_s,
         )
         loop = InferenceLoop(HeuristicPolicy(ActionLayout("cnn")), device="cpu")
         self.controller = Controller(self.node, loop, self.journal, ack_timeout_s=ACK_TIMEOUT_S)
@@ -188,6 +191,26 @@ def test_an_ack_settles_the_earlier_commands_whose_acks_were_lost(tmp_path: Path
         rig.wait(lambda: rig.controller.applied or None, "the ack of the third")
         assert rig.controller.in_flight == {}
         assert rig.outcomes() == ["DUPLICATE", "DUPLICATE", "APPLIED"]
+    finally:
+        rig.close()
+
+
+def test_a_worker_heard_again_after_a_silence_gets_its_unacked_commands_at_once(
+    tmp_path: Path,
+) -> None:
+    # The ack timeout is longer than the test: only the worker's recovery can resend.
+    rig = ControllerRig(tmp_path, [_germinate()], stale_after_s=0.3)
+    try:
+        first = rig.speaker(WORKER)
+        rig.settle(0.1)
+        assert rig.controller.resent == 0
+        first.close()
+        rig.peers.remove(first)
+        rig.settle(0.8)  # silent past stale_after_s: the controller marks w1 stale
+        assert rig.controller.resent == 0
+        rig.speaker(WORKER)  # heard again, as after a healed partition
+        assert rig.wait(lambda: rig.controller.resent or None, "the resend") == 1
+        assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
     finally:
         rig.close()
 
