@@ -135,7 +135,7 @@ def test_a_recording_opens_with_the_mcap_reader_and_plays_back_as_its_senders(
         found = [(schema, channel) for schema, channel, _ in reader.iter_messages()]
         summary = reader.get_summary()
     assert summary is not None
-    assert {s.name for s in summary.schemas.values()} == {"WorkerHello.v1", "TelemetryEvent.v1"}
+    assert {s.name for s in summary.schemas.values()} == {"WorkerHello.v1", "TelemetryEvent.v2"}
     assert all(s.encoding == "jsonschema" for s in summary.schemas.values())
     assert {channel.topic for _, channel in found} == {
         "ack/w1/WorkerHello",
