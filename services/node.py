@@ -144,7 +144,7 @@ class Node:
 
     def publish(self, channel: Channel, message: Message, scope: str | None = None) -> int | None:
         """Publish on `channel`, scoped to this node unless told otherwise."""
-        return self.publisher.publish(channel, scope or self.node_id, message)
+        return self.publisher.publish(channel, message, scope or self.node_id)
 
     def emit(self, event: TelemetryEvent) -> None:
         """Publish one of this node's own telemetry events (or hand it to `local_telemetry`)."""

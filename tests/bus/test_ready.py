@@ -15,10 +15,10 @@ def _late_joiner_gets_everything(publisher: Publisher, subscriber: Subscriber) -
     received: list[Envelope] = []
     subscriber.on(Channel.SIG, received.append)
     handshake(subscriber, publisher)
-    first = publisher.publish(Channel.SIG, "w1", fast_signals())
+    first = publisher.publish(Channel.SIG, fast_signals(), "w1")
     assert first is not None
     for _ in range(AFTER_READY - 1):
-        publisher.publish(Channel.SIG, "w1", fast_signals())
+        publisher.publish(Channel.SIG, fast_signals(), "w1")
     assert pump_until(lambda: len(received) == AFTER_READY, subscriber, timeout_s=5.0)
     assert [e.header.sequence for e in received] == list(range(first, first + AFTER_READY))
 
@@ -26,10 +26,10 @@ def _late_joiner_gets_everything(publisher: Publisher, subscriber: Subscriber) -
 def test_late_inproc_subscriber_receives_all_after_connect(inproc: InProcessBus) -> None:
     publisher = inproc.publisher("w1")
     for _ in range(200):
-        publisher.publish(Channel.SIG, "w1", fast_signals())  # before anyone listens
+        publisher.publish(Channel.SIG, fast_signals(), "w1")  # before anyone listens
         subscriber = inproc.subscriber([(Channel.SIG, "w1")])
         inproc.connect(publisher, subscriber)
-        first = publisher.publish(Channel.SIG, "w1", fast_signals())
+        first = publisher.publish(Channel.SIG, fast_signals(), "w1")
         assert first is not None
         assert subscriber.poll(5.0) == 1
         assert subscriber.pipeline.tracker.last("w1", b"sig.w1.") == first
@@ -40,7 +40,7 @@ def test_late_tcp_subscriber_receives_all_after_ready() -> None:
     publisher = Publisher(ANY_PORT, "w1")
     try:
         for _ in range(30):
-            publisher.publish(Channel.SIG, "w1", fast_signals())
+            publisher.publish(Channel.SIG, fast_signals(), "w1")
             subscriber = Subscriber(publisher.address, [(Channel.SIG, "w1")])
             try:
                 _late_joiner_gets_everything(publisher, subscriber)

@@ -86,8 +86,8 @@ def _talk(tool: Subscriber, controller: Publisher, worker: Publisher, count: int
         "the tool's subscriptions",
     )
     for _ in range(count):
-        worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1"))
-        controller.publish(Channel.TEL, "controller", _stage_event())
+        worker.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1")
+        controller.publish(Channel.TEL, _stage_event(), "controller")
     delivered = tool.metrics.delivered
     _until(lambda: delivered[Channel.ACK] + delivered[Channel.TEL] >= 2 * count, turn, "all")
 
@@ -199,8 +199,8 @@ def test_topic_echo_prints_the_filtered_messages_as_json_lines(
         _until(
             lambda: echo.poll() is not None,
             lambda: (
-                worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1")),
-                controller.publish(Channel.TEL, "controller", _stage_event()),
+                worker.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1"),
+                controller.publish(Channel.TEL, _stage_event(), "controller"),
                 worker.service(),
                 controller.service(),
                 time.sleep(0.02),
@@ -234,7 +234,7 @@ def test_a_late_recorder_gets_what_it_missed_from_the_publishers_replay_window(
         heartbeat_interval_s=0.1,
     )
     for epoch in range(1, 4):  # sent before any recorder listens: nobody receives them
-        worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1", last_applied_sequence=epoch))
+        worker.publish(Channel.ACK, WorkerHello(worker_id="w1", last_applied_sequence=epoch), "w1")
     tool = open_listener(
         msgspec.structs.replace(bus, publishers=(f"w1@{published}",)), "tool", [Channel.ACK]
     )
