@@ -201,14 +201,14 @@ class Agent:
         node = self.node
         if node is None:
             return True
+        heard = True
         try:
             ready(*worker_links(node, self.worker_id), timeout_s=timeout_s)
         except NotReadyError as exc:
             _log.warning("peers not ready, starting anyway", missing=exc.missing)
-            self.hello()
-            return False
+            heard = False
         self.hello()
-        return True
+        return heard
 
     def hello(self) -> None:
         """Name the last applied command so the controller resends anything after it."""
