@@ -164,7 +164,7 @@ def _publish_stream(conn: Connection, context: Any, mode: str, count: int) -> No
         conn.recv()
         publish = publisher.publish
         for _ in range(count):
-            publish(Channel.SIG, "w1", signal)
+            publish(Channel.SIG, signal, "w1")
         publisher.flush()  # the burst's last batch (its own thread would send it within ms)
         conn.send(sum(publisher.metrics.dropped.values()))
         conn.recv()  # everything arrived: closing cannot discard a queued message
@@ -211,7 +211,7 @@ def _answer(conn: Connection, context: Any, mode: str, count: int) -> None:
         )
 
         def on_signal(_: Envelope[Any]) -> None:
-            publisher.publish(Channel.CMD, "w1", command)
+            publisher.publish(Channel.CMD, command, "w1")
 
         subscriber.on(Channel.SIG, on_signal)
         _mutual_ready(conn, publisher, subscriber, "w1")
@@ -341,7 +341,7 @@ def _round_trips(conn: Connection, context: Any, mode: str, count: int, keys: st
         conn.recv()  # their ready: both directions are proven
         for n in range(1, count + 1):
             started = clock()
-            publisher.publish(Channel.SIG, "w1", signal)
+            publisher.publish(Channel.SIG, signal, "w1")
             while answers < n:
                 subscriber.poll(0.1)
             samples.append(clock() - started)

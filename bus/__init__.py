@@ -3,14 +3,16 @@
 The package root holds what a service wires together; the parts live in topical modules:
 `bus.security` (CURVE keys and trust), `bus.metrics` (counters and the /metrics server),
 `bus.sockets` (socket options), `bus.topics` (topic frames), `bus.sequence` (gap tracking),
-`bus.header` and `bus.pipeline` (the wire and the enforcement steps), and `bus.testing` (an
-in-process bus and a rejection capture, for tests).
+`bus.header` and `bus.pipeline` (the wire and the enforcement steps), `bus.ready` (the one
+connect/ready helper, also at the root), and `bus.testing` (an in-process bus and a
+rejection capture, for tests).
 """
 
 from bus.metrics import MetricsServer
 from bus.pipeline import Envelope, SemanticGuard
 from bus.proxy import Proxy
 from bus.publisher import Publisher
+from bus.ready import NotReadyError, missing, ready
 from bus.rejection import Rejection
 from bus.replay import ReplayClient
 from bus.security import Curve, Role, SecurityError
@@ -26,6 +28,7 @@ __all__ = [
     "Envelope",
     "Gap",
     "MetricsServer",
+    "NotReadyError",
     "Proxy",
     "Publisher",
     "Rejection",
@@ -36,5 +39,7 @@ __all__ = [
     "SocketOptions",
     "Subscriber",
     "Subscription",
+    "missing",
+    "ready",
     "topic",
 ]

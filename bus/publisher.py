@@ -183,21 +183,26 @@ class Publisher:
     def publish(
         self,
         channel: Channel,
-        scope: str,
         message: Message,
+        scope: str | None = None,
         correlation_id: str | None = None,
     ) -> int | None:
-        """Send `message` (or add it to the burst under way); returns its sequence.
+        """Send `message` (or add it to the burst under way) on `channel`, scoped to this
+        publisher's sender id unless told otherwise; returns its sequence.
 
         None when a full queue dropped it at once; a batched message's drop is counted in
         `metrics.dropped` when its batch goes out.
         """
+        scope = self.sender_id if scope is None else scope
         with self._lock:
             return self._publish(channel, scope, message, correlation_id, time.monotonic_ns())
 
-    def publish_many(self, channel: Channel, scope: str, messages: Iterable[Message]) -> int:
-        """Send `messages` to one topic as few frames as the batch bounds allow; returns how
-        many were published."""
+    def publish_many(
+        self, channel: Channel, messages: Iterable[Message], scope: str | None = None
+    ) -> int:
+        """Send `messages` to one topic as few frames as the batch bounds allow (scoped as
+        `publish` scopes); returns how many were published."""
+        scope = self.sender_id if scope is None else scope
         count = 0
         with self._lock:
             for message in messages:

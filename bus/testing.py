@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from bus.publisher import Publisher
+from bus.ready import ready
 from bus.rejection import Rejection
 from bus.subscriber import Subscriber
 from bus.topics import Channel
@@ -52,14 +53,11 @@ class InProcessBus:
         return subscriber
 
     def connect(self, publisher: Publisher, subscriber: Subscriber, timeout_s: float = 5.0) -> None:
-        """Connect and wait until the subscription has provably reached the publisher."""
+        """Connect and wait (`bus.ready`) until the subscription has provably reached the
+        publisher; `NotReadyError` (a `TimeoutError`) when it has not in `timeout_s`."""
         if publisher.address not in subscriber.addresses:
             subscriber.attach(publisher.address, bind=False)
-        for _ in range(int(timeout_s / 0.01)):
-            publisher.service()
-            if subscriber.wait_ready(0.01, publishers=[publisher.sender_id]):
-                return
-        raise TimeoutError(f"{publisher.sender_id} never acknowledged the subscription")
+        ready({publisher: ()}, {subscriber: [publisher.sender_id]}, timeout_s=timeout_s)
 
     def close(self) -> None:
         for endpoint in self._open:

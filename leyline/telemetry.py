@@ -8,6 +8,8 @@ from datetime import datetime
 import msgspec
 
 from leyline._types import Count, Finite, Ident, NonNegative, Percent, Text, Unit, new_id, utc_now
+from leyline.commands import AckReason
+from leyline.errors import ContractError, RejectReason
 from leyline.lifecycle import SeedStage
 
 __all__ = [
@@ -33,8 +35,10 @@ __all__ = [
     "Severity",
     "TelemetryEvent",
     "TelemetryEventType",
+    "TelemetryEventV1",
     "TelemetryPayload",
     "gradient_health",
+    "lift_telemetry_v1",
 ]
 
 
@@ -151,9 +155,11 @@ class CommandExecuted(_Payload, frozen=True, tag="CommandExecuted"):
 
 
 class CommandFailed(_Payload, frozen=True, tag="CommandFailed"):
+    """A command the worker rejected; `reason` is the one its REJECTED ack carries."""
+
     command_id: Ident
     command_type: Ident
-    reason: Ident
+    reason: AckReason
     detail: Text = ""
     sequence: Count = 0
 
@@ -162,10 +168,11 @@ class ContractViolation(_Payload, frozen=True, tag="ContractViolation"):
     """A message a subscriber refused: why, from whom, on which topic, at which field.
 
     `command_id` names a refused command when it could be read, so the refusal can be
-    matched with the command's journal entry and its REJECTED ack.
+    matched with the command's journal entry and its REJECTED ack. `reason` is the
+    `RejectReason` by name, as an `AckReason` (which names every one of them).
     """
 
-    reason: Ident
+    reason: AckReason
     sender: Ident
     topic: Ident
     detail: Text = ""
@@ -220,7 +227,7 @@ PAYLOAD_FOR_EVENT: dict[TelemetryEventType, type[_Payload]] = {
 }
 
 
-class TelemetryEvent(msgspec.Struct, kw_only=True, omit_defaults=True, tag="TelemetryEvent.v1"):
+class TelemetryEvent(msgspec.Struct, kw_only=True, omit_defaults=True, tag="TelemetryEvent.v2"):
     """One thing that happened, with the payload its event type prescribes."""
 
     event_type: TelemetryEventType
@@ -289,3 +296,85 @@ EXPLODING_GRADIENT_NORM = 100.0
 def gradient_health(vanishing_fraction: float, exploding_fraction: float) -> float:
     """1 - 0.5 x vanishing - 0.8 x exploding, clamped to [0, 1]."""
     return max(0.0, min(1.0, 1.0 - 0.5 * vanishing_fraction - 0.8 * exploding_fraction))
+
+
+class CommandFailedV1(_Payload, frozen=True, tag="CommandFailed"):
+    """The v1 payload, whose `reason` was a free string; read only to be lifted."""
+
+    command_id: Ident
+    command_type: Ident
+    reason: Ident
+    detail: Text = ""
+    sequence: Count = 0
+
+
+class ContractViolationV1(_Payload, frozen=True, tag="ContractViolation"):
+    """The v1 payload, whose `reason` was a free string; read only to be lifted."""
+
+    reason: Ident
+    sender: Ident
+    topic: Ident
+    detail: Text = ""
+    path: Text = "$"
+    command_id: Ident = ""
+
+
+_PayloadV1 = (
+    SeedGerminated
+    | SeedStageChanged
+    | SeedFossilized
+    | SeedCulled
+    | EpochCompleted
+    | PlateauDetected
+    | ImprovementDetected
+    | IsolationViolation
+    | GradientAnomaly
+    | PerformanceDegradation
+    | CommandIssued
+    | CommandExecuted
+    | CommandFailedV1
+    | ContractViolationV1
+    | PeerLiveness
+)
+
+_LIFTED: dict[type[_Payload], type[_Payload]] = {
+    CommandFailedV1: CommandFailed,
+    ContractViolationV1: ContractViolation,
+}
+
+
+class TelemetryEventV1(msgspec.Struct, kw_only=True, omit_defaults=True, tag="TelemetryEvent.v1"):
+    """The v1 event, its failure and violation reasons free strings; read only to be lifted."""
+
+    event_type: TelemetryEventType
+    payload: _PayloadV1
+    event_id: Ident = msgspec.field(default_factory=new_id)
+    timestamp: datetime = msgspec.field(default_factory=utc_now)
+    seed_id: Ident | None = None
+    slot_id: Ident | None = None
+    epoch: Count | None = None
+    message: Text = ""
+    severity: Severity = Severity.INFO
+
+
+def lift_telemetry_v1(old: TelemetryEventV1) -> TelemetryEvent:
+    """The v2 event a v1 one said; refuses a reason that names no `AckReason`, or a payload
+    that is not the one its event type prescribes."""
+    fields = msgspec.structs.asdict(old)
+    payload = old.payload
+    lifted = _LIFTED.get(type(payload))
+    if lifted is not None:
+        inner = msgspec.structs.asdict(payload)
+        try:
+            inner["reason"] = AckReason(inner["reason"])
+        except ValueError:
+            raise ContractError(
+                RejectReason.INVALID_VALUE,
+                f"TelemetryEvent.v1: reason {inner['reason']!r} is not an AckReason",
+                "$.payload.reason",
+            ) from None
+        fields["payload"] = lifted(**inner)
+    try:
+        return TelemetryEvent(**fields)
+    except ValueError as exc:
+        raise ContractError(RejectReason.INVALID_VALUE, str(exc), "$.payload") from None

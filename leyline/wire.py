@@ -16,7 +16,7 @@ from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.registry import MessageDecoder, MessageEncoder, Registry, Upgrade
 from leyline.reports import FieldReport, SeedStateReport
 from leyline.signals import FastTrainingSignals, FastTrainingSignalsV1, TrainingSignals
-from leyline.telemetry import SeedTelemetry, TelemetryEvent
+from leyline.telemetry import SeedTelemetry, TelemetryEvent, TelemetryEventV1, lift_telemetry_v1
 
 __all__ = [
     "REGISTRY",
@@ -42,11 +42,11 @@ REGISTRY.register(
     upgrades=[Upgrade(CommandAckV1, lift_ack_v1)],
 )
 REGISTRY.register(WorkerHello, budget=DEFAULT_BUDGETS.max_command_size_bytes)
+REGISTRY.register(TelemetryEvent, upgrades=[Upgrade(TelemetryEventV1, lift_telemetry_v1)])
 for _cls in (
     TrainingSignals,
     SeedStateReport,
     FieldReport,
-    TelemetryEvent,
     SeedTelemetry,
     Heartbeat,
     Ready,

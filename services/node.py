@@ -22,7 +22,14 @@ from bus import (
 from bus.rejection import TokenBucket
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS
-from leyline import AdaptationCommand, Message, Severity, TelemetryEvent, TelemetryEventType
+from leyline import (
+    AckReason,
+    AdaptationCommand,
+    Message,
+    Severity,
+    TelemetryEvent,
+    TelemetryEventType,
+)
 from leyline.telemetry import ContractViolation, PeerLiveness
 
 _log = structlog.get_logger("leyline.node")
@@ -137,7 +144,7 @@ class Node:
 
     def publish(self, channel: Channel, message: Message, scope: str | None = None) -> int | None:
         """Publish on `channel`, scoped to this node unless told otherwise."""
-        return self.publisher.publish(channel, scope or self.node_id, message)
+        return self.publisher.publish(channel, message, scope or self.node_id)
 
     def emit(self, event: TelemetryEvent) -> None:
         """Publish one of this node's own telemetry events (or hand it to `local_telemetry`)."""
@@ -179,7 +186,7 @@ class Node:
             return
         command = rejection.message
         payload = ContractViolation(
-            reason=rejection.reason.name.lower(),
+            reason=AckReason[rejection.reason.name],
             sender=rejection.sender[:128],
             topic=rejection.topic[:128],
             detail=rejection.detail[:1024],

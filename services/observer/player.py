@@ -127,7 +127,7 @@ class Player:
                 message = self._answering(message)
             publisher = self.publishers[recorded.header.sender]
             sent = publisher.publish(
-                recorded.channel, recorded.scope, message, recorded.header.correlation_id
+                recorded.channel, message, recorded.scope, recorded.header.correlation_id
             )
             if sent is None:
                 self.stats.dropped += 1

@@ -20,10 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bus import Channel, Envelope, Rejection
+from bus import Envelope, Rejection, missing
 from leyline import AdaptationCommand
 from services.node import Node
 from services.simworker.trainer import SimulatedTrainer
+from services.worker.agent import worker_links
 from services.worker.config import LifecycleConfig, TrainingConfig
 from services.worker.ledger import Pending
 from services.worker.model import WorkerModel
@@ -73,10 +74,7 @@ class SimulatedWorker(Worker):
     def heard(self) -> bool:
         """The controller and the sink hear our signals and telemetry, and we hear commands:
         the condition `Agent.connect` waits for, asked without waiting."""
-        publisher = self.node.publisher
-        wanted = [f"{c.value}.{self.worker_id}.".encode() for c in (Channel.SIG, Channel.TEL)]
-        heard = all(publisher.wait_for_subscribers(p, 1, 0.0) for p in wanted)
-        return heard and self.node.subscriber.wait_ready(0.0)
+        return not missing(*worker_links(self.node, self.worker_id))
 
     def epoch(self) -> None:
         """One simulated epoch: its signals, telemetry and reports on the bus."""

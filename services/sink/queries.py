@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from leyline import TelemetryEvent, TelemetryEventType
+from leyline.telemetry import TelemetryEventV1, lift_telemetry_v1
 from services.sink.rows import from_ns, to_ns
 from services.sink.store import TelemetryStore
 
@@ -34,8 +35,10 @@ class EventRow(msgspec.Struct, frozen=True):
     message: msgspec.Raw
 
     def event(self) -> TelemetryEvent:
-        """The stored message decoded back into its contract."""
-        return msgspec.json.decode(self.message, type=TelemetryEvent)
+        """The stored message decoded back into its contract; a v1 row stored before
+        TelemetryEvent.v2 is lifted to it."""
+        event = msgspec.json.decode(self.message, type=TelemetryEvent | TelemetryEventV1)
+        return lift_telemetry_v1(event) if isinstance(event, TelemetryEventV1) else event
 
 
 def query_events(

@@ -32,7 +32,16 @@ from typing import Any, Protocol
 
 import structlog
 
-from bus import Channel, Envelope, Rejection, topic
+from bus import (
+    Channel,
+    Envelope,
+    NotReadyError,
+    Publisher,
+    Rejection,
+    Subscriber,
+    ready,
+    topic,
+)
 from bus.security import Curve
 from leyline import AckOutcome, AckReason, CommandAck, CommandType, WorkerHello
 from services.node import Node, Transport
@@ -121,6 +130,15 @@ class TrainingState:
             part.load_state_dict(state["extra"][name])
 
 
+def worker_links(
+    node: Node, worker_id: str
+) -> tuple[dict[Publisher, list[bytes]], dict[Subscriber, int]]:
+    """What a worker waits for before it trains, as `bus.ready` takes it: its signals and
+    telemetry have a subscriber (the controller, the sink), and its commands a publisher."""
+    wanted = [topic(c, worker_id) for c in (Channel.SIG, Channel.TEL)]
+    return {node.publisher: wanted}, {node.subscriber: 1}
+
+
 class Agent:
     """One worker's seeds, driven by the controller over `node`, inside the user's loop.
 
@@ -183,17 +201,14 @@ class Agent:
         node = self.node
         if node is None:
             return True
-        deadline = time.monotonic() + timeout_s
-        wanted = [f"{c.value}.{self.worker_id}.".encode() for c in (Channel.SIG, Channel.TEL)]
-        while time.monotonic() < deadline:
-            node.pump(20)
-            heard = all(node.publisher.wait_for_subscribers(p, 1, 0.0) for p in wanted)
-            if heard and node.subscriber.wait_ready(0.0):
-                self.hello()
-                return True
-        _log.warning("peers not ready, starting anyway", timeout_s=timeout_s)
+        heard = True
+        try:
+            ready(*worker_links(node, self.worker_id), timeout_s=timeout_s)
+        except NotReadyError as exc:
+            _log.warning("peers not ready, starting anyway", missing=exc.missing)
+            heard = False
         self.hello()
-        return False
+        return heard
 
     def hello(self) -> None:
         """Name the last applied command so the controller resends anything after it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from leyline import (
+    AckReason,
     AdaptationCommand,
     CommandType,
     SeedStage,
@@ -129,7 +130,7 @@ def command_executed(
 
 def command_failed(
     command: CommandRef, slot_id: str | None, seed_id: str | None,
-    reason: str, detail: str, epoch: int,
+    reason: AckReason, detail: str, epoch: int,
 ) -> TelemetryEvent:  # fmt: skip
     return TelemetryEvent(
         event_type=_T.COMMAND_FAILED,

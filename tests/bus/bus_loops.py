@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bus import Publisher, Subscriber
+from bus import Publisher, Subscriber, ready
 
 DEADLINE_S = 10.0
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -32,8 +32,4 @@ def pump_until(
 def handshake(subscriber: Subscriber, *publishers: Publisher) -> None:
     """Return once `subscriber` has provably subscribed at every one of `publishers`."""
     senders = [p.sender_id for p in publishers]
-    deadline = time.monotonic() + DEADLINE_S
-    while not subscriber.wait_ready(0.01, publishers=senders):
-        assert time.monotonic() < deadline, f"no Ready from {senders}"
-        for publisher in publishers:
-            publisher.service()
+    ready({p: () for p in publishers}, {subscriber: senders}, timeout_s=DEADLINE_S)

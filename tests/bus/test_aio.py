@@ -31,7 +31,7 @@ def test_serve_delivers_and_stops_when_the_event_is_set(inproc: InProcessBus) ->
         stop = asyncio.Event()
         task = asyncio.create_task(serve(subscriber, stop, timeout_s=0.02))
         for epoch in range(COUNT):
-            publisher.publish(Channel.SIG, "w1", fast_signals(epoch % 30))
+            publisher.publish(Channel.SIG, fast_signals(epoch % 30), "w1")
             if epoch % 100 == 0:
                 await asyncio.sleep(0)  # let the loop run while publishing
         await asyncio.wait_for(all_arrived.wait(), timeout=10)

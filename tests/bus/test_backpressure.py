@@ -15,7 +15,7 @@ def _flood(publisher: Publisher, at_least_dropped: int, most: int) -> int:
     """Publish until `at_least_dropped` drops (or `most` messages); returns how many sent."""
     published = 0
     while publisher.metrics.dropped[Channel.SIG] < at_least_dropped and published < most:
-        publisher.publish(Channel.SIG, "w1", fast_signals(published % 30))
+        publisher.publish(Channel.SIG, fast_signals(published % 30), "w1")
         published += 1
     publisher.flush()  # a batch still waiting is neither sent nor dropped yet
     return published

@@ -34,14 +34,14 @@ def _run(inproc: InProcessBus, clock: SkewedClock) -> tuple[list[Envelope], list
     subscriber.on(Channel.SIG, received.append)
     with capture_rejections(subscriber) as rejected:
         for epoch in range(5):
-            publisher.publish(Channel.SIG, "w1", fast_signals(epoch + 1))
+            publisher.publish(Channel.SIG, fast_signals(epoch + 1), "w1")
             subscriber.poll(0.1)
         # This one was sent "60 s ago" by the sender's own clock: it sat in a queue.
         clock.delay_ns = 60_000_000_000
-        publisher.publish(Channel.SIG, "w1", fast_signals(9))
+        publisher.publish(Channel.SIG, fast_signals(9), "w1")
         subscriber.poll(0.1)
         clock.delay_ns = 0
-        publisher.publish(Channel.SIG, "w1", fast_signals(10))
+        publisher.publish(Channel.SIG, fast_signals(10), "w1")
         subscriber.poll(0.1)
     return received, rejected
 

@@ -71,7 +71,7 @@ def test_a_trusted_key_is_delivered_under_its_own_identity(
     w1 = _publisher(context, f"sink@{intake.addresses[0]}", "w1", curve("w1"))
     received = _collect(intake)
     handshake(intake, w1)
-    w1.publish(Channel.SIG, "w1", fast_signals(3))
+    w1.publish(Channel.SIG, fast_signals(3), "w1")
     assert pump_until(lambda: any(not e.is_control for e in received), intake)
     assert [e.header.sender for e in received if not e.is_control] == ["w1"]
     assert intake.metrics.rejected_total == 0
@@ -88,8 +88,8 @@ def test_an_unknown_key_never_connects_and_is_counted(
     received = _collect(intake)
     handshake(intake, genuine)
     for epoch in range(50):
-        stranger.publish(Channel.SIG, "w1", fast_signals(epoch % 30))
-    genuine.publish(Channel.SIG, "w2", fast_signals(1))
+        stranger.publish(Channel.SIG, fast_signals(epoch % 30), "w1")
+    genuine.publish(Channel.SIG, fast_signals(1), "w2")
     assert pump_until(
         lambda: any(e.header.sender == "w2" and not e.is_control for e in received), intake
     )
@@ -118,7 +118,7 @@ def test_a_null_mechanism_peer_gets_nothing_in_and_nothing_out(
             plain.send_multipart(forged, zmq.NOBLOCK)
         except zmq.Again:
             break  # no handshake, no pipe: nothing can even be queued
-    genuine.publish(Channel.SIG, "w1", fast_signals(2))
+    genuine.publish(Channel.SIG, fast_signals(2), "w1")
     assert pump_until(
         lambda: any(e.header.sender == "w1" and not e.is_control for e in received), intake
     )
@@ -141,7 +141,7 @@ def test_garbage_handshake_bytes_do_not_disturb_genuine_peers(
     genuine = _publisher(context, f"sink@{intake.addresses[0]}", "w1", curve("w1"))
     received = _collect(intake)
     handshake(intake, genuine)
-    genuine.publish(Channel.SIG, "w1", fast_signals(4))
+    genuine.publish(Channel.SIG, fast_signals(4), "w1")
     assert pump_until(lambda: any(not e.is_control for e in received), intake)
     # libzmq drops a connection whose greeting is garbage with no handshake event (only a
     # disconnect, like a peer leaving), so nothing is counted, and nothing became a message.
@@ -158,7 +158,7 @@ def test_a_worker_key_may_not_publish_commands(
     received = _collect(intake)
     handshake(intake, w1)
     with capture_rejections(intake) as rejected:
-        w1.publish(Channel.CMD, "w2", _command())
+        w1.publish(Channel.CMD, _command(), "w2")
         assert pump_until(lambda: bool(rejected), intake)
     assert [r.reason for r in rejected] == [RejectReason.NOT_PERMITTED]
     assert not [e for e in received if not e.is_control]
@@ -175,9 +175,9 @@ def test_a_forged_sender_or_scope_is_refused_by_name(
     received = _collect(intake)
     handshake(intake, honest)
     with capture_rejections(intake) as rejected:
-        forger.publish(Channel.SIG, "w2", fast_signals(5))
-        honest.publish(Channel.SIG, "w2", fast_signals(6))  # right sender, someone else's scope
-        honest.publish(Channel.TEL, "w2", stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED))
+        forger.publish(Channel.SIG, fast_signals(5), "w2")
+        honest.publish(Channel.SIG, fast_signals(6), "w2")  # right sender, someone else's scope
+        honest.publish(Channel.TEL, stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED), "w2")
         assert pump_until(lambda: len([r for r in rejected if r.sender != "?"]) >= 3, intake)
     reasons = sorted(r.reason for r in rejected if r.topic.startswith(("sig.", "tel.")))
     assert RejectReason.FORGED_SENDER in reasons
@@ -206,7 +206,7 @@ def test_an_impostor_on_the_controllers_port_is_never_heard(
         )
         received = _collect(worker)
         handshake(worker, controller)
-        controller.publish(Channel.CMD, "w1", _command())
+        controller.publish(Channel.CMD, _command(), "w1")
         assert pump_until(lambda: bool(received), worker)
         controller.close()
         Curve.stop_handlers(controller_context)
@@ -226,7 +226,7 @@ def test_an_impostor_on_the_controllers_port_is_never_heard(
         def flood() -> None:
             while not stop.is_set():
                 impostor.service()
-                impostor.publish(Channel.CMD, "w1", _command())
+                impostor.publish(Channel.CMD, _command(), "w1")
                 stop.wait(0.005)
 
         thread = threading.Thread(target=flood)
@@ -258,7 +258,7 @@ def test_a_subscriber_without_a_key_reads_nothing(context: Context, curve: Curve
     received = _collect(worker)
     handshake(worker, controller)
     for _ in range(10):
-        controller.publish(Channel.CMD, "w1", _command())
+        controller.publish(Channel.CMD, _command(), "w1")
     assert pump_until(lambda: len(received) >= 10, worker, publishers=(controller,))
     assert not eavesdropper.poll(int(QUIET_S * 1000))
     eavesdropper.close()
@@ -288,8 +288,8 @@ def test_the_proxy_relays_authenticated_senders_and_refuses_forged_ones(
         )
         received = _collect(sink)
         handshake(sink, honest)
-        forger.publish(Channel.SIG, "w1", fast_signals(7))
-        honest.publish(Channel.SIG, "w1", fast_signals(8))
+        forger.publish(Channel.SIG, fast_signals(7), "w1")
+        honest.publish(Channel.SIG, fast_signals(8), "w1")
         assert pump_until(lambda: any(not e.is_control for e in received), sink)
         pump_until(lambda: False, sink, timeout_s=QUIET_S)
         data = [e for e in received if not e.is_control]
@@ -313,7 +313,7 @@ def test_rejections_carry_no_message_of_a_refused_identity(
     handshake(intake, honest)
     captured: list[Rejection] = []
     intake.on_rejection(captured.append)
-    forger.publish(Channel.SIG, "w2", fast_signals(9))
+    forger.publish(Channel.SIG, fast_signals(9), "w2")
     assert pump_until(lambda: any(r.reason is RejectReason.FORGED_SENDER for r in captured), intake)
     forged = [r for r in captured if r.reason is RejectReason.FORGED_SENDER]
     assert all(r.message is None for r in forged)
@@ -332,7 +332,7 @@ def test_an_incarnation_from_the_future_cannot_freeze_a_senders_streams(
     )
     received = _collect(intake)
     with capture_rejections(intake) as rejected:
-        future.publish(Channel.TEL, "w1", stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED))
+        future.publish(Channel.TEL, stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED), "w1")
         assert pump_until(
             lambda: any(r.reason is RejectReason.FUTURE_INCARNATION for r in rejected),
             intake,
@@ -341,7 +341,7 @@ def test_an_incarnation_from_the_future_cannot_freeze_a_senders_streams(
     future.close()
     genuine = _publisher(context, address, "w1", curve("w1"))
     handshake(intake, genuine)
-    genuine.publish(Channel.TEL, "w1", stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED))
+    genuine.publish(Channel.TEL, stage_changed(SeedStage.DORMANT, SeedStage.GERMINATED), "w1")
     assert pump_until(lambda: any(not e.is_control for e in received), intake)
     assert [e.header.incarnation for e in received if not e.is_control] == [genuine.incarnation]
     genuine.close()
@@ -369,8 +369,8 @@ def test_each_server_is_answered_from_its_own_trust_store(
     to_theirs = _publisher(context, f"sink@{theirs.addresses[0]}", "w1", w1_to_theirs)
     received_ours, received_theirs = _collect(ours), _collect(theirs)
     handshake(ours, to_ours)
-    to_ours.publish(Channel.SIG, "w1", fast_signals(1))
-    to_theirs.publish(Channel.SIG, "w1", fast_signals(1))
+    to_ours.publish(Channel.SIG, fast_signals(1), "w1")
+    to_theirs.publish(Channel.SIG, fast_signals(1), "w1")
     assert pump_until(lambda: any(not e.is_control for e in received_ours), ours)
     assert pump_until(lambda: theirs.metrics.rejected[RejectReason.UNAUTHENTICATED] >= 1, theirs)
     assert not received_theirs

@@ -20,7 +20,7 @@ def test_a_restarted_publisher_replays_and_announces_its_earlier_life(tmp_path: 
     event = next(m for m in channel_samples()[Channel.TEL] if isinstance(m, TelemetryEvent))
     first = Publisher(None, "w1", context=context, replay_window=8, replay_store=store)
     for _ in range(20):  # nobody listens: without a durable window these would be gone
-        first.publish(Channel.TEL, "w1", event)
+        first.publish(Channel.TEL, event, "w1")
     old_life = first.incarnation
     first.close()  # the process "dies"
 

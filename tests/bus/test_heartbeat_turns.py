@@ -25,7 +25,7 @@ def test_heartbeats_name_every_topic_in_turn_and_never_more_than_the_cap() -> No
             command = AdaptationCommand(
                 command_id=f"c-{n}", blueprint_id="norm", target_slot_id="s"
             )
-            publisher.publish(Channel.CMD, f"w{n}", command)
+            publisher.publish(Channel.CMD, command, f"w{n}")
         decoder = REGISTRY.decoder([Heartbeat, Ready])
         for _ in range(3):
             publisher.heartbeat()

@@ -317,8 +317,8 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
     expected: Counter[RejectReason] = Counter()
     valid: Counter[tuple[bytes, str, int]] = Counter()
     for attack in attacks:
-        arena.signals.publish(Channel.SIG, "w1", fast_signals(good_sent % 30))
-        arena.commands.publish(Channel.CMD, "w1", advance())  # TRAINING -> BLENDING: legal
+        arena.signals.publish(Channel.SIG, fast_signals(good_sent % 30), "w1")
+        arena.commands.publish(Channel.CMD, advance(), "w1")  # TRAINING -> BLENDING: legal
         good_sent += 1
         hostile, accomplice = peers[attack.by]
         hostile.send_multipart(attack.frames)
@@ -367,7 +367,7 @@ def test_hostile_peer_is_refused_by_reason_and_valid_traffic_all_arrives(arena: 
         if rejection.reason is R.FORGED_SENDER:
             assert repr(EVIL) in rejection.detail
     # And the subscriber is still alive and in order afterwards.
-    arena.signals.publish(Channel.SIG, "w1", fast_signals())
+    arena.signals.publish(Channel.SIG, fast_signals(), "w1")
     assert pump_until(
         lambda: len(observed.from_sender(SIGNALS, COMMANDS)) == 2 * good_sent + 1,
         arena.subscriber,
@@ -393,7 +393,7 @@ def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_c
     """A heartbeat in w1's name claiming a million signals sent makes every later genuine
     signal of w1 a late arrival where it is believed: plaintext does, CURVE refuses it forged."""
     observed, subscriber = arena.observed, arena.subscriber
-    arena.signals.publish(Channel.SIG, "w1", fast_signals())
+    arena.signals.publish(Channel.SIG, fast_signals(), "w1")
     assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 1, subscriber)
     evil = arena.hostile_peer(EVIL)
     claim = Heartbeat(interval_ms=1_000, last_sequences={SIG_W1.decode(): 1_000_000})
@@ -407,7 +407,7 @@ def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_c
     else:
         assert pump_until(lambda: subscriber.metrics.missing == 999_999, subscriber)
     for epoch in range(5):
-        arena.signals.publish(Channel.SIG, "w1", fast_signals(epoch))
+        arena.signals.publish(Channel.SIG, fast_signals(epoch), "w1")
     if arena.mode == CURVE:
         assert pump_until(lambda: len(observed.from_sender(SIGNALS)) == 6, subscriber)
         assert [e.header.sequence for e in observed.delivered] == [1, 2, 3, 4, 5, 6]

@@ -88,6 +88,6 @@ def test_a_publisher_whose_clock_lags_is_skewed_not_stale(inproc: InProcessBus) 
     delivered: list[Envelope] = []
     subscriber.on(Channel.SIG, delivered.append)
     with capture_rejections(subscriber) as rejected:
-        lagging.publish(Channel.SIG, "w1", fast_signals())
+        lagging.publish(Channel.SIG, fast_signals(), "w1")
         assert pump_until(lambda: len(delivered) == 1, subscriber)
     assert rejected == []

@@ -52,7 +52,7 @@ def _busy_bus(bus: InProcessBus) -> tuple[list[MetricSource], dict[str, str]]:
     subscriber = bus.subscriber([(Channel.SIG, None)])
     bus.connect(publisher, subscriber)
     for epoch in range(5):
-        publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+        publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
     assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 5, subscriber)
     subscriber.pipeline.process(wire(b"sig.w1.", header(), b"\xc1"))  # one malformed payload
     return [publisher.metrics.samples, subscriber.metrics.samples], {"service": "worker"}

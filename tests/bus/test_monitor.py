@@ -164,7 +164,7 @@ def test_a_publisher_that_connects_attaches_again_counted(
             )
         ), "never attached again"
         event = stage_changed(SeedStage.GERMINATED, SeedStage.TRAINING)
-        assert publisher.publish(Channel.TEL, "w1", event) == 1
+        assert publisher.publish(Channel.TEL, event, "w1") == 1
         topics = []
         while b"tel.w1." not in topics:  # after the Ready and heartbeats on tel.*.
             assert intake.poll(10_000), topics

@@ -50,7 +50,7 @@ def _publish_and_receive_all(publishers: list[Publisher], subscribers: list[Subs
         subscriber.on(Channel.SIG, sink.append)
     for epoch in range(PER_PUBLISHER):
         for publisher in publishers:
-            publisher.publish(Channel.SIG, publisher.sender_id, fast_signals(epoch % 30))
+            publisher.publish(Channel.SIG, fast_signals(epoch % 30), publisher.sender_id)
     total = PER_PUBLISHER * len(publishers)
     assert pump_until(lambda: all(len(r) == total for r in received), *subscribers)
     for subscriber, sink in zip(subscribers, received, strict=True):

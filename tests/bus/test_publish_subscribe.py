@@ -26,7 +26,7 @@ def test_every_contract_of_a_channel_round_trips(inproc: InProcessBus, channel: 
     subscriber.on(channel, received.append)
     sent = channel_samples()[channel]
     for message in sent:
-        publisher.publish(channel, "w1", message, correlation_id="c-1")
+        publisher.publish(channel, message, "w1", correlation_id="c-1")
     assert pump_until(lambda: len(received) == len(sent), subscriber)
     assert [e.message for e in received] == sent
     assert all(type(e.message) in CHANNEL_CONTRACTS[channel] for e in received)
@@ -45,13 +45,27 @@ def test_subscriber_to_w1_never_receives_w10(inproc: InProcessBus) -> None:
     scopes: list[str] = []
     subscriber.on(Channel.SIG, lambda e: scopes.append(e.scope))
     for scope in ("w10", "w1", "w1x", "w100", "w1"):
-        publisher.publish(Channel.SIG, scope, fast_signals())
+        publisher.publish(Channel.SIG, fast_signals(), scope)
     # A marker on w1 sent last: once it arrives everything sent before it has been seen.
-    publisher.publish(Channel.SIG, "w1", fast_signals(epoch=99))
+    publisher.publish(Channel.SIG, fast_signals(epoch=99), "w1")
     assert pump_until(lambda: len(scopes) == 3, subscriber)
     subscriber.poll(0)
     assert scopes == ["w1", "w1", "w1"]
     assert subscriber.metrics.rejected_total == 0
+
+
+def test_a_publisher_scopes_to_its_own_sender_id_unless_told(inproc: InProcessBus) -> None:
+    publisher = inproc.publisher("w7")
+    subscriber = inproc.subscriber([(Channel.SIG, None)])
+    inproc.connect(publisher, subscriber)
+    scopes: list[str] = []
+    subscriber.on(Channel.SIG, lambda e: scopes.append(e.scope))
+    publisher.publish(Channel.SIG, fast_signals())
+    publisher.publish(Channel.SIG, fast_signals(), "w8")
+    assert publisher.publish_many(Channel.SIG, [fast_signals(), fast_signals()]) == 2
+    publisher.publish_many(Channel.SIG, [fast_signals()], "w9")
+    assert pump_until(lambda: len(scopes) == 5, subscriber)
+    assert scopes == ["w7", "w8", "w7", "w7", "w9"]
 
 
 def test_sequences_count_per_topic(inproc: InProcessBus) -> None:
@@ -62,7 +76,7 @@ def test_sequences_count_per_topic(inproc: InProcessBus) -> None:
     for channel in (Channel.CMD, Channel.SIG):
         subscriber.on(channel, lambda e: seen.append((e.topic, e.header.sequence)))
     order = [(Channel.SIG, "w1"), (Channel.SIG, "w2"), (Channel.SIG, "w1"), (Channel.CMD, "w1")]
-    returned = [publisher.publish(c, s, channel_samples()[c][0]) for c, s in order + order]
+    returned = [publisher.publish(c, channel_samples()[c][0], s) for c, s in order + order]
     assert returned == [1, 1, 2, 1, 3, 2, 4, 2]
     assert pump_until(lambda: len(seen) == len(returned), subscriber)
     for name in (b"sig.w1.", b"sig.w2.", b"cmd.w1."):
@@ -83,7 +97,7 @@ def test_handlers_see_only_their_channel_and_valid_typed_messages(inproc: InProc
     total = sum(len(messages) for messages in samples.values())
     for channel, messages in samples.items():
         for message in messages:
-            publisher.publish(channel, "w1", message)
+            publisher.publish(channel, message, "w1")
     assert pump_until(lambda: sum(map(len, by_channel.values())) == total, subscriber)
     for channel, envelopes in by_channel.items():
         assert [e.message for e in envelopes] == samples[channel]
@@ -106,7 +120,7 @@ def test_handler_that_raises_is_handler_error_and_delivery_goes_on(
     subscriber.on(Channel.SIG, fragile)
     with capture_rejections(subscriber) as rejected:
         for epoch in range(1, 10):
-            publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+            publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
         assert pump_until(lambda: len(delivered) + len(rejected) == 9, subscriber)
     assert delivered == [1, 2, 4, 5, 7, 8]
     assert [r.reason for r in rejected] == [RejectReason.HANDLER_ERROR] * 3
@@ -133,6 +147,6 @@ def test_rejection_handler_that_raises_does_not_stop_delivery(inproc: InProcessB
     subscriber.on(Channel.SIG, broken)
     subscriber.on_rejection(broken_rejection_handler)
     for epoch in range(3):
-        publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+        publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
     assert pump_until(lambda: subscriber.metrics.rejected_total == 3, subscriber)
     assert len(delivered) == 3

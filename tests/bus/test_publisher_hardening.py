@@ -60,7 +60,7 @@ def _genuine_subscriber_is_served(context: zmq.Context[zmq.Socket[bytes]], pub: 
         subscriber.on(Channel.CMD, delivered.append)
         handshake(subscriber, pub)
         for _ in range(5):
-            pub.publish(Channel.CMD, "w1", advance())
+            pub.publish(Channel.CMD, advance(), "w1")
         assert pump_until(lambda: len(delivered) == 5, subscriber, publishers=(pub,))
     finally:
         subscriber.close()

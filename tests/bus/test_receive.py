@@ -29,7 +29,7 @@ def _connected(inproc: InProcessBus, **options: object) -> tuple[Publisher, Subs
 def test_receive_returns_each_message_no_handler_took_then_none(inproc: InProcessBus) -> None:
     publisher, subscriber = _connected(inproc)
     for epoch in range(3):
-        publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+        publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
     received = [subscriber.receive(5.0) for _ in range(3)]
     assert [e.message.epoch for e in received if e is not None] == [0, 1, 2]
     assert subscriber.receive(0.01) is None
@@ -37,7 +37,7 @@ def test_receive_returns_each_message_no_handler_took_then_none(inproc: InProces
 
 def test_iteration_yields_messages_as_they_come(inproc: InProcessBus) -> None:
     publisher, subscriber = _connected(inproc)
-    publisher.publish_many(Channel.SIG, "w1", [fast_signals(epoch) for epoch in range(5)])
+    publisher.publish_many(Channel.SIG, [fast_signals(epoch) for epoch in range(5)], "w1")
     seen = []
     for envelope in subscriber:
         seen.append(envelope.header.sequence)
@@ -58,8 +58,8 @@ def test_a_typed_handler_gets_its_type_and_the_rest_waits_for_receive(
         outcome=AckOutcome.APPLIED,
         command_type=CommandType.GERMINATE,
     )
-    publisher.publish(Channel.ACK, "w1", ack)
-    publisher.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1"))
+    publisher.publish(Channel.ACK, ack, "w1")
+    publisher.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1")
     hello = subscriber.receive(5.0)
     assert hello is not None and isinstance(hello.message, WorkerHello)
     assert [e.message for e in acks] == [ack]
@@ -69,13 +69,13 @@ def test_cancelled_and_exited_handlers_stop_receiving(inproc: InProcessBus) -> N
     publisher, subscriber = _connected(inproc)
     got: list[int] = []
     handle = subscriber.on(FastTrainingSignals, lambda e: got.append(e.header.sequence))
-    publisher.publish(Channel.SIG, "w1", fast_signals())
+    publisher.publish(Channel.SIG, fast_signals(), "w1")
     assert pump_until(lambda: got == [1], subscriber)
     handle.cancel()
     with subscriber.on(Channel.SIG, lambda e: got.append(-e.header.sequence)):
-        publisher.publish(Channel.SIG, "w1", fast_signals())
+        publisher.publish(Channel.SIG, fast_signals(), "w1")
         assert pump_until(lambda: got == [1, -2], subscriber)
-    publisher.publish(Channel.SIG, "w1", fast_signals())
+    publisher.publish(Channel.SIG, fast_signals(), "w1")
     envelope = subscriber.receive(5.0)  # nobody handles sig now: it waits to be received
     assert envelope is not None and envelope.header.sequence == 3
     assert got == [1, -2]
@@ -113,13 +113,13 @@ def test_the_async_iterator_yields_messages(inproc: InProcessBus) -> None:
         return seen
 
     for epoch in range(4):
-        publisher.publish(Channel.SIG, "w1", fast_signals(epoch))
+        publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
     assert asyncio.run(asyncio.wait_for(take(4), 10.0)) == [1, 2, 3, 4]
 
 
 def test_a_full_inbox_drops_the_oldest_counted(inproc: InProcessBus) -> None:
     publisher, subscriber = _connected(inproc, inbox=3)
-    publisher.publish_many(Channel.SIG, "w1", [fast_signals(epoch) for epoch in range(5)])
+    publisher.publish_many(Channel.SIG, [fast_signals(epoch) for epoch in range(5)], "w1")
     assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 5, subscriber)
     assert subscriber.metrics.unclaimed_dropped == 2
     kept = [subscriber.receive(), subscriber.receive(), subscriber.receive()]
@@ -135,9 +135,9 @@ def test_publish_many_is_one_frame_and_a_lone_message_goes_at_once(
     listener.connect("inproc://batches")
     try:
         assert publisher.wait_for_subscribers(b"sig.w1.")
-        publisher.publish_many(Channel.SIG, "w1", [fast_signals(epoch) for epoch in range(10)])
+        publisher.publish_many(Channel.SIG, [fast_signals(epoch) for epoch in range(10)], "w1")
         time.sleep(0.001)  # a pause: the next message is no longer part of a burst
-        publisher.publish(Channel.SIG, "w1", fast_signals())
+        publisher.publish(Channel.SIG, fast_signals(), "w1")
         frames = []
         while len(frames) < 2:
             assert listener.poll(5_000), frames
@@ -161,7 +161,7 @@ def test_a_burst_arrives_whole_without_anyone_servicing_the_publisher(
     # Never `publisher.service()`: its own thread answers the subscription and heartbeats.
     assert subscriber.wait_ready(5.0, publishers=["w1"])
     for epoch in range(500):
-        publisher.publish(Channel.SIG, "w1", fast_signals(epoch % 30))
+        publisher.publish(Channel.SIG, fast_signals(epoch % 30), "w1")
     # ... and sends the burst's last batch.
     assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 500, subscriber)
     beats = subscriber.metrics.heartbeats

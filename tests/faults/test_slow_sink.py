@@ -54,14 +54,14 @@ def test_stalled_sink_gets_every_dropped_event_replayed(harness: FaultHarness) -
         assert publisher.wait_for_subscribers(b"tel.burst.", 1, 60.0)
         harness.stack.pause("sink")
         for number in range(BURST // 2):
-            publisher.publish(Channel.TEL, "burst", _event(number))
+            publisher.publish(Channel.TEL, _event(number), "burst")
         # Then a sink that reads a little now and then: a slow disk rather than a dead one.
         for number in range(BURST // 2, BURST):
             if number % 100 == 0:
                 harness.stack.resume("sink")
                 time.sleep(0.02)
                 harness.stack.pause("sink")
-            publisher.publish(Channel.TEL, "burst", _event(number))
+            publisher.publish(Channel.TEL, _event(number), "burst")
         harness.stack.resume("sink")
         dropped = publisher.metrics.dropped[Channel.TEL]
         deadline = time.monotonic() + 60.0

@@ -84,7 +84,7 @@ class WorkerProbe:
         """Publish `command` with the next journal sequence; the worker's ack of it."""
         self._sequence += 1
         numbered = msgspec.structs.replace(command, sequence=self._sequence)
-        self.publisher.publish(Channel.CMD, self.worker_id, numbered)
+        self.publisher.publish(Channel.CMD, numbered, self.worker_id)
         index = self.answer(numbered.command_id)
         ack: CommandAck = self.received[index].message
         return ack
@@ -333,7 +333,7 @@ def test_worker_answers_a_resend_again_without_a_violation(rig: Rig) -> None:
     )
     first = probe.send(cull)
     resent = msgspec.structs.replace(cull, sequence=first.sequence)
-    probe.publisher.publish(Channel.CMD, WORKER, resent)  # a new header sequence, same command
+    probe.publisher.publish(Channel.CMD, resent, WORKER)  # a new header sequence, same command
 
     def answered_twice() -> list[CommandAck] | None:
         acks = [

@@ -268,7 +268,7 @@ def test_worker_applies_journal_sequence_1_and_never_twice(worker_rig: WorkerRig
     assert (duplicate["outcome"], duplicate["sequence"]) == (DUPLICATE, 1)
     germinated = [
         m
-        for m in peer.inbox.find("TelemetryEvent.v1", event_type=SEED_GERMINATED)
+        for m in peer.inbox.find("TelemetryEvent.v2", event_type=SEED_GERMINATED)
         if m.scope == WORKER
     ]
     assert [m.payload["slot_id"] for m in germinated] == ["block3_post"]
@@ -293,7 +293,7 @@ def test_worker_refuses_a_command_that_breaks_its_contract(worker_rig: WorkerRig
     peer.send(too_bright)
 
     def refused() -> dict[str, Any] | None:
-        for message in peer.inbox.find("TelemetryEvent.v1", event_type=CONTRACT_VIOLATION):
+        for message in peer.inbox.find("TelemetryEvent.v2", event_type=CONTRACT_VIOLATION):
             payload = message.payload["payload"]
             if payload["topic"] == f"cmd.{WORKER}." and payload["reason"] == "invalid_value":
                 return dict(payload)

@@ -33,7 +33,7 @@ def main(keys: str, frontend: str, key: str, claimed: str, count: int) -> int:
         message=FORGED,
     )
     for _ in range(count):
-        publisher.publish(Channel.TEL, claimed, event)
+        publisher.publish(Channel.TEL, event, claimed)
         publisher.service()
         time.sleep(0.02)
     time.sleep(1.0)  # let the last ones leave before the socket closes

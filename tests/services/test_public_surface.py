@@ -58,6 +58,7 @@ BUS = [
     "Envelope",
     "Gap",
     "MetricsServer",
+    "NotReadyError",
     "Proxy",
     "Publisher",
     "Rejection",
@@ -68,6 +69,8 @@ BUS = [
     "SocketOptions",
     "Subscriber",
     "Subscription",
+    "missing",
+    "ready",
     "topic",
 ]
 
@@ -77,7 +80,7 @@ TOPICAL = [
     *(f"leyline.{name}" for name in ("actions", "budgets", "features", "gates", "lifecycle")),
     *(f"leyline.{name}" for name in ("registry", "schema", "signals", "telemetry", "tensors")),
     "leyline.wire",
-    *(f"bus.{name}" for name in ("metrics", "security", "sequence", "topics")),
+    *(f"bus.{name}" for name in ("metrics", "ready", "security", "sequence", "topics")),
 ]
 
 

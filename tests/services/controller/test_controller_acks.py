@@ -152,7 +152,7 @@ def rig(tmp_path: Path) -> Iterator[ControllerRig]:
 
 def test_a_hello_for_another_worker_is_ignored_and_counted(rig: ControllerRig) -> None:
     impostor = rig.speaker("evil")
-    impostor.publish(Channel.ACK, "evil", WorkerHello(worker_id=WORKER, last_applied_sequence=5))
+    impostor.publish(Channel.ACK, WorkerHello(worker_id=WORKER, last_applied_sequence=5), "evil")
     rig.settle()
 
     assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
@@ -162,7 +162,7 @@ def test_a_hello_for_another_worker_is_ignored_and_counted(rig: ControllerRig) -
 
 def test_an_ack_from_another_sender_settles_nothing(rig: ControllerRig) -> None:
     impostor = rig.speaker("evil")
-    impostor.publish(Channel.ACK, "evil", _ack(rig.issued[0], AckOutcome.APPLIED))
+    impostor.publish(Channel.ACK, _ack(rig.issued[0], AckOutcome.APPLIED), "evil")
     rig.settle()
 
     assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
@@ -172,7 +172,7 @@ def test_an_ack_from_another_sender_settles_nothing(rig: ControllerRig) -> None:
 
 def test_the_workers_own_hello_and_rejected_ack_settle_for_good(rig: ControllerRig) -> None:
     worker = rig.speaker(WORKER)
-    worker.publish(Channel.ACK, WORKER, _ack(rig.issued[0], AckOutcome.REJECTED))
+    worker.publish(Channel.ACK, _ack(rig.issued[0], AckOutcome.REJECTED), WORKER)
     rig.wait(lambda: rig.controller.rejected or None, "the rejection")
     rig.controller.ack_timeout_s = 0.0  # every unsettled command would now be resent
     rig.settle()
@@ -187,7 +187,7 @@ def test_an_ack_settles_the_earlier_commands_whose_acks_were_lost(tmp_path: Path
     try:
         worker = rig.speaker(WORKER)
         # The acks of 1 and 2 were lost in a partition; the worker takes commands in order.
-        worker.publish(Channel.ACK, WORKER, _ack(rig.issued[2], AckOutcome.APPLIED))
+        worker.publish(Channel.ACK, _ack(rig.issued[2], AckOutcome.APPLIED), WORKER)
         rig.wait(lambda: rig.controller.applied or None, "the ack of the third")
         assert rig.controller.in_flight == {}
         assert rig.outcomes() == ["DUPLICATE", "DUPLICATE", "APPLIED"]

@@ -86,8 +86,8 @@ def _talk(tool: Subscriber, controller: Publisher, worker: Publisher, count: int
         "the tool's subscriptions",
     )
     for _ in range(count):
-        worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1"))
-        controller.publish(Channel.TEL, "controller", _stage_event())
+        worker.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1")
+        controller.publish(Channel.TEL, _stage_event(), "controller")
     delivered = tool.metrics.delivered
     _until(lambda: delivered[Channel.ACK] + delivered[Channel.TEL] >= 2 * count, turn, "all")
 
@@ -135,7 +135,7 @@ def test_a_recording_opens_with_the_mcap_reader_and_plays_back_as_its_senders(
         found = [(schema, channel) for schema, channel, _ in reader.iter_messages()]
         summary = reader.get_summary()
     assert summary is not None
-    assert {s.name for s in summary.schemas.values()} == {"WorkerHello.v1", "TelemetryEvent.v1"}
+    assert {s.name for s in summary.schemas.values()} == {"WorkerHello.v1", "TelemetryEvent.v2"}
     assert all(s.encoding == "jsonschema" for s in summary.schemas.values())
     assert {channel.topic for _, channel in found} == {
         "ack/w1/WorkerHello",
@@ -203,8 +203,8 @@ def test_topic_echo_prints_the_filtered_messages_as_json_lines(
         _until(
             lambda: echo.poll() is not None,
             lambda: (
-                worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1")),
-                controller.publish(Channel.TEL, "controller", _stage_event()),
+                worker.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1"),
+                controller.publish(Channel.TEL, _stage_event(), "controller"),
                 worker.service(),
                 controller.service(),
                 time.sleep(0.02),
@@ -238,7 +238,7 @@ def test_a_late_recorder_gets_what_it_missed_from_the_publishers_replay_window(
         heartbeat_interval_s=0.1,
     )
     for epoch in range(1, 4):  # sent before any recorder listens: nobody receives them
-        worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1", last_applied_sequence=epoch))
+        worker.publish(Channel.ACK, WorkerHello(worker_id="w1", last_applied_sequence=epoch), "w1")
     tool = open_listener(
         msgspec.structs.replace(bus, publishers=(f"w1@{published}",)), "tool", [Channel.ACK]
     )

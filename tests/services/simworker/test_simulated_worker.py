@@ -93,7 +93,7 @@ class ControllerSeat:
             self.pump()
 
     def send(self, command: AdaptationCommand) -> None:
-        self.publisher.publish(Channel.CMD, WORKER, command)
+        self.publisher.publish(Channel.CMD, command, WORKER)
 
     def messages(self, kind: type[T]) -> list[T]:
         return [e.message for e in self.received if isinstance(e.message, kind)]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from leyline import (
     AckOutcome,
+    AckReason,
     AdaptationCommand,
     CommandAck,
     CommandType,
@@ -119,7 +120,7 @@ class History:
             worker, TelemetryEvent(event_type=TelemetryEventType.SEED_CULLED, payload=payload)
         )
 
-    def violation(self, worker: str, reason: str) -> StoredMessage:
+    def violation(self, worker: str, reason: AckReason) -> StoredMessage:
         payload = ContractViolation(reason=reason, sender="controller", topic=f"cmd.{worker}.")
         return self.event(
             worker,
@@ -130,7 +131,11 @@ class History:
         return self.stored("cmd", "controller", worker, command)
 
     def ack(
-        self, worker: str, command: AdaptationCommand, outcome: AckOutcome, reason: str = ""
+        self,
+        worker: str,
+        command: AdaptationCommand,
+        outcome: AckOutcome,
+        reason: AckReason = AckReason.NONE,
     ) -> StoredMessage:
         ack = CommandAck(
             command_id=command.command_id,

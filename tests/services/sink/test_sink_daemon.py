@@ -25,7 +25,7 @@ def worker() -> Iterator[Publisher]:
 def test_a_hello_sent_before_the_sink_joined_is_replayed_and_stored(
     worker: Publisher, tmp_path: Path
 ) -> None:
-    worker.publish(Channel.ACK, "w1", WorkerHello(worker_id="w1"))  # nobody listens yet
+    worker.publish(Channel.ACK, WorkerHello(worker_id="w1"), "w1")  # nobody listens yet
     node = Node("sink", subscribe=[(Channel.ACK, None)], subscribe_connect=[worker.address])
     with TelemetryStore(tmp_path / "sink.db") as store:
         daemon = SinkDaemon(node, store, flush_interval_s=0.0)
@@ -38,7 +38,7 @@ def test_a_hello_sent_before_the_sink_joined_is_replayed_and_stored(
                 outcome=AckOutcome.APPLIED,
                 command_type=CommandType.CULL,
             )
-            worker.publish(Channel.ACK, "w1", ack)  # the sink sees 2 first: 1 is a gap
+            worker.publish(Channel.ACK, ack, "w1")  # the sink sees 2 first: 1 is a gap
             deadline = time.monotonic() + 20.0
             while store.sequences("w1", "ack.w1.", worker.incarnation) != [1, 2]:
                 assert time.monotonic() < deadline, "the hello never reached the store"

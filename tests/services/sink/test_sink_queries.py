@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from sink_history import START, History
 
-from leyline import SeedStage, TelemetryEventType
+from leyline import AckReason, SeedStage, TelemetryEventType
+from leyline.telemetry import ContractViolation
 from services.sink import EventRow, TelemetryStore, query_events
 
 S = SeedStage
@@ -105,3 +107,18 @@ def test_rows_carry_typed_columns(filled: TelemetryStore) -> None:
     )
     epoch = query_events(filled, worker="w1", event_type="EPOCH_COMPLETED")[-1]
     assert epoch.epoch == 2
+
+
+def test_a_row_stored_as_v1_reads_back_lifted_to_v2() -> None:
+    stored = {
+        "type": "TelemetryEvent.v1",
+        "event_type": int(TelemetryEventType.CONTRACT_VIOLATION),
+        "payload": {"kind": "ContractViolation", "reason": "stale", "sender": "c", "topic": "t"},
+    }
+    row = EventRow(
+        "w1", "tel", 1, START, "CONTRACT_VIOLATION", None, None, None, "INFO", None,
+        msgspec.Raw(msgspec.json.encode(stored)),
+    )  # fmt: skip
+    event = row.event()
+    assert isinstance(event.payload, ContractViolation)
+    assert event.payload.reason is AckReason.STALE

@@ -10,7 +10,7 @@ from sink_history import History
 from bus import Channel, Gap
 from bus.replay import ReplayClient
 from bus.testing import InProcessBus
-from leyline import AckOutcome, SeedStage, SeedTelemetry, WorkerHello
+from leyline import AckOutcome, AckReason, SeedStage, SeedTelemetry, WorkerHello
 from services.sink import LossReason, StoredMessage, TelemetryStore, build_report, schema
 from services.sink.repair import GapRepair
 from services.sink.rows import INSERT_EVENT, INSERT_HELLO, event_row, hello_row
@@ -203,7 +203,10 @@ def test_refused_commands_are_rejections_not_illegal_stage_changes(
     store: TelemetryStore, history: History
 ) -> None:
     store.write_batch(
-        [history.violation("w1", "illegal_transition"), history.violation("w1", "duplicate")]
+        [
+            history.violation("w1", AckReason.ILLEGAL_TRANSITION),
+            history.violation("w1", AckReason.DUPLICATE),
+        ]
     )
     (w1,) = build_report(store).workers
     assert w1.illegal_stage_changes == 0

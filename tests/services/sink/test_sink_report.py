@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sink_history import History
 
-from leyline import AckOutcome, SeedStage
+from leyline import AckOutcome, AckReason, SeedStage
 from services.sink import (
     LossReason,
     RunReport,
@@ -43,12 +43,12 @@ def run(store: TelemetryStore, history: History) -> TelemetryStore:
             history.ack("w1", cull_s2, AckOutcome.APPLIED),
             history.culled("w1", "s2"),
             history.command("w1", refused),
-            history.ack("w1", refused, AckOutcome.REJECTED, reason="UNKNOWN_TARGET"),
+            history.ack("w1", refused, AckOutcome.REJECTED, reason=AckReason.UNKNOWN_TARGET),
             # The controller resends an unacked command; the worker answers it as a duplicate.
             history.command("w1", refused),
             history.ack("w1", refused, AckOutcome.DUPLICATE),
-            history.violation("w1", "INVALID_VALUE"),
-            history.violation("w1", "UNKNOWN_TARGET"),
+            history.violation("w1", AckReason.INVALID_VALUE),
+            history.violation("w1", AckReason.UNKNOWN_TARGET),
             history.epoch("w1", 3, 61.0),
             history.epoch("w2", 1, 30.0),
         ]
@@ -77,7 +77,7 @@ def test_report_sums_up_each_worker(run: TelemetryStore) -> None:
                 commands_issued=4,
                 commands_applied=3,
                 commands_rejected=1,
-                rejections_by_reason={"INVALID_VALUE": 1, "UNKNOWN_TARGET": 2},
+                rejections_by_reason={"invalid_value": 1, "unknown_target": 2},
                 gaps=2,
                 messages_lost=6,
                 illegal_stage_changes=1,
@@ -103,5 +103,5 @@ def test_report_text_shows_the_table_reasons_and_totals(run: TelemetryStore) -> 
         "w1", "3", "40.00%", "61.00%", "2", "1", "1", "4", "3", "1", "2", "6", "1",
     ]  # fmt: skip
     assert lines[2].split() == ["w2", "1", "30.00%", "30.00%", *["0"] * 9]
-    assert ["w1", "UNKNOWN_TARGET", "2"] in [line.split() for line in lines]
+    assert ["w1", "unknown_target", "2"] in [line.split() for line in lines]
     assert lines[-1] == "stored: 13 events, 5 commands, 5 acks, 0 field reports"

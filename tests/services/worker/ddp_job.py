@@ -88,7 +88,7 @@ class Seat:
             sequence=self.sequence,
             **fields,  # type: ignore[arg-type]
         )
-        self.publisher.publish(Channel.CMD, "w1", command)
+        self.publisher.publish(Channel.CMD, command, "w1")
         assert agent.node is not None
         deadline = time.monotonic() + TIMEOUT_S
         while not agent.due and time.monotonic() < deadline:

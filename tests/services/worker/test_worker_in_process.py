@@ -90,7 +90,7 @@ def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
         target_slot_id="block2_post",
         sequence=1,
     )
-    controller.publish(Channel.CMD, "w1", germinate)
+    controller.publish(Channel.CMD, germinate, "w1")
     _wait(lambda: (node.pump(5), intake.poll(0)), lambda: worker.due or None)
     assert worker.model.germinations == 0  # delivered and queued, not applied between steps
 
@@ -99,7 +99,7 @@ def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
     assert (ack.outcome, ack.sequence) == (AckOutcome.APPLIED, 1)
     assert worker.model.slots["block2_post"].stage is SeedStage.GERMINATED
 
-    controller.publish(Channel.CMD, "w1", germinate)  # a resend: answered, never re-applied
+    controller.publish(Channel.CMD, germinate, "w1")  # a resend: answered, never re-applied
     _wait(lambda: (worker.safe_point(0.005), intake.poll(5)), lambda: acks()[1:] or None)
     assert [a.outcome for a in acks()] == [AckOutcome.APPLIED, AckOutcome.APPLIED]
     assert worker.model.germinations == 1 and worker.ledger.last_applied == 1
@@ -214,7 +214,7 @@ def test_a_users_agent_resumes_from_its_checkpoint_and_never_reapplies(
         target_slot_id="after_second",
         sequence=1,
     )
-    controller.publish(Channel.CMD, "w1", germinate)
+    controller.publish(Channel.CMD, germinate, "w1")
     _wait(lambda: (agent.safe_point(0.005), intake.poll(5)), lambda: acks or None)
     weights = {k: v.clone() for k, v in net.state_dict().items()}
     agent.close()  # the process dies after the ack; its checkpoint preceded the ack
@@ -224,7 +224,7 @@ def test_a_users_agent_resumes_from_its_checkpoint_and_never_reapplies(
     assert net.after_second.stage is SeedStage.GERMINATED and net.after_second.seed is not None
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
     assert any(g.get("slot_id") == "after_second" for g in optimizer.param_groups)
-    controller.publish(Channel.CMD, "w1", germinate)  # the controller resends: answered again
+    controller.publish(Channel.CMD, germinate, "w1")  # the controller resends: answered again
     _wait(lambda: (agent.safe_point(0.005), intake.poll(5)), lambda: acks[1:] or None)
     assert [a.outcome for a in acks] == [AckOutcome.APPLIED, AckOutcome.APPLIED]
     assert agent.seeds.germinations == 1
