@@ -27,16 +27,9 @@ from bus.metrics import SubscriberMetrics
 from bus.rejection import Rejection
 from bus.sequence import ACCEPTED, MAX_STREAMS, Order, SequenceTracker
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, parse_topic
-from leyline import (
-    REGISTRY,
-    ContractError,
-    Heartbeat,
-    MessageDecoder,
-    Ready,
-    RejectReason,
-    ReplayDone,
-)
-from leyline.registry import Refused
+from leyline import ContractError, Heartbeat, Ready, RejectReason, ReplayDone
+from leyline.registry import MessageDecoder, Refused
+from leyline.wire import REGISTRY
 
 #: Incarnations are start times in ns; one this far past the receiver's clock is refused.
 DEFAULT_MAX_CLOCK_SKEW_S = 3600.0

@@ -24,8 +24,9 @@ from bus.replay import ReplayServer, ReplayWindow, Window
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
 from bus.topics import Channel, control_topic, parse_topic, topic
-from leyline import REGISTRY, ContractError, Heartbeat, Message, Ready, RejectReason
+from leyline import ContractError, Heartbeat, Message, Ready, RejectReason
 from leyline.control import EarlierIncarnation
+from leyline.wire import REGISTRY
 
 #: Upstream messages (subscriptions) read per `service()` pass: a flood cannot hold the owning
 #: loop, and with the XPUB's small receive HWM (bus/sockets.py) it cannot pile up in libzmq.

@@ -25,7 +25,6 @@ from leyline.control import Heartbeat, Ready, ReplayDone, ReplayRequest
 from leyline.errors import BudgetError, ContractError, LeylineError, LifecycleError, RejectReason
 from leyline.guard import LifecycleGuard, Verdict
 from leyline.lifecycle import SeedStage
-from leyline.registry import MessageDecoder as MessageDecoder  # compat, see below
 from leyline.reports import FieldReport, SeedMetrics, SeedStateReport
 from leyline.signals import FastTrainingSignals, TrainingMetrics, TrainingSignals
 from leyline.telemetry import (
@@ -35,12 +34,7 @@ from leyline.telemetry import (
     TelemetryEventType,
     TelemetryPayload,
 )
-from leyline.wire import REGISTRY as REGISTRY  # compat, see below
 from leyline.wire import Message
-
-# `REGISTRY` and `MessageDecoder` stay importable here only until the bus modules being
-# rewritten import them from `leyline.wire` and `leyline.registry`, their public homes; they
-# are not part of this package's surface (`__all__`).
 
 #: The package's version, and the distribution's: pyproject.toml reads it from here.
 LEYLINE_VERSION = "0.2.0"

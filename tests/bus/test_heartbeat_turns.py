@@ -8,7 +8,8 @@ from bus import Channel, Publisher
 from bus.header import read_header, split_topic
 from bus.publisher import MAX_HEARTBEAT_TOPICS
 from bus.topics import control_topic
-from leyline import REGISTRY, AdaptationCommand, Heartbeat, Ready
+from leyline import AdaptationCommand, Heartbeat, Ready
+from leyline.wire import REGISTRY
 
 
 def test_heartbeats_name_every_topic_in_turn_and_never_more_than_the_cap() -> None:

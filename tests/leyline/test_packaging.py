@@ -98,7 +98,7 @@ def test_contracts_and_bus_import_and_carry_a_message_without_torch_or_sklearn()
             hub.connect(publisher, subscriber)
             received = []
             subscriber.on(Channel.ACK, received.append)
-            publisher.publish(Channel.ACK, "w1", leyline.WorkerHello(worker_id="w1"))
+            publisher.publish(Channel.ACK, leyline.WorkerHello(worker_id="w1"))
             deadline = time.monotonic() + 10.0
             while not received and time.monotonic() < deadline:
                 subscriber.poll()
