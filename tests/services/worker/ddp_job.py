@@ -18,31 +18,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from worker_helpers import TwoSlotNet
 
 from bus import Channel, Envelope, Publisher, Subscriber, topic
 from leyline import AdaptationCommand, CommandAck, CommandType, new_id
 from services.stack import free_ports
-from services.worker import Agent, LifecycleConfig, Seeds, SeedSlot, worker_node
+from services.worker import Agent, LifecycleConfig, Seeds, worker_node
 from services.worker.distributed import RankSync, ReplicatedModule
 
 EPOCHS = 8
 TIMEOUT_S = 60.0  # bounds a hang only
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = nn.Conv2d(1, 4, 3, padding=1)
-        self.after_first = SeedSlot("after_first", 4)
-        self.second = nn.Conv2d(4, 8, 3, padding=1)
-        self.after_second = SeedSlot("after_second", 8)
-        self.head = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.after_first(torch.relu(self.first(x)))
-        x = self.after_second(torch.relu(self.second(x)))
-        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))
-        return out
 
 
 class Seat:
@@ -111,7 +96,7 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     ranks = RankSync()
     torch.manual_seed(0)  # the same initial weights on every rank (DDP would broadcast them)
-    net = Net()
+    net = TwoSlotNet()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
     seeds = Seeds("w1", net, optimizer=optimizer, lifecycle=LifecycleConfig(embargo_epochs=1))
     model = ReplicatedModule(net, seeds)

@@ -11,32 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("pytorch_lightning")
 
-from services.worker import Agent, Seeds, SeedSlot  # noqa: E402
+from worker_helpers import TwoSlotNet  # noqa: E402
+
+from services.worker import Agent, Seeds  # noqa: E402
 from services.worker.lightning import LeylineCallback  # noqa: E402
 from services.worker.local import local_controller  # noqa: E402
 
 
-class LitNet(pl.LightningModule):
+class LitNet(TwoSlotNet, pl.LightningModule):
     """A user's Lightning module: two conv stages with a seed slot after each."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = nn.Conv2d(1, 4, 3, padding=1)
-        self.after_first = SeedSlot("after_first", 4)
-        self.second = nn.Conv2d(4, 8, 3, padding=1)
-        self.after_second = SeedSlot("after_second", 8)
-        self.head = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.after_first(torch.relu(self.first(x)))
-        x = self.after_second(torch.relu(self.second(x)))
-        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))
-        return out
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch

@@ -14,6 +14,7 @@ from typing import TypeVar
 import pytest
 import torch
 from torch import nn
+from worker_helpers import TwoSlotNet
 
 from bus import Channel, Envelope
 from bus.testing import InProcessBus
@@ -37,7 +38,6 @@ from services.worker import (
     Checkpoint,
     DataSplit,
     Seeds,
-    SeedSlot,
     Trainer,
     WorkerModel,
     worker_node,
@@ -114,24 +114,6 @@ def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
     assert Checkpoint(tmp_path / "w1.pt").load() is not None
 
 
-class TinyNet(nn.Module):
-    """A user's own model: two conv blocks, a slot after each, a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = nn.Conv2d(1, 4, 3, padding=1)
-        self.after_first = SeedSlot("after_first", 4)
-        self.second = nn.Conv2d(4, 8, 3, padding=1)
-        self.after_second = SeedSlot("after_second", 8)
-        self.head = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.after_first(torch.relu(self.first(x)))
-        x = self.after_second(torch.relu(self.second(x)))
-        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))
-        return out
-
-
 def test_the_heuristic_controller_grows_a_seed_in_a_users_model_in_process(
     bus: InProcessBus, tmp_path: Path
 ) -> None:
@@ -142,7 +124,7 @@ def test_the_heuristic_controller_grows_a_seed_in_a_users_model_in_process(
     loop = InferenceLoop(HeuristicPolicy(ActionLayout("cnn")), device="cpu")
     controller = Controller(controller_node, loop, journal)
     torch.manual_seed(0)
-    net = TinyNet()
+    net = TwoSlotNet()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # a model on a plateau
     agent = Agent(
         worker_node("w1", bus=bus), Seeds("w1", net, optimizer=optimizer), command_window_s=0.0
@@ -192,9 +174,9 @@ def test_a_users_agent_resumes_from_its_checkpoint_and_never_reapplies(
     intake.on(Channel.ACK, lambda e: acks.append(e.message))
     checkpoint = Checkpoint(tmp_path / "mine.pt")
 
-    def start() -> tuple[TinyNet, torch.optim.Optimizer, Agent]:
+    def start() -> tuple[TwoSlotNet, torch.optim.Optimizer, Agent]:
         torch.manual_seed(0)
-        net = TinyNet()
+        net = TwoSlotNet()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         node = worker_node("w1", bus=bus)
         bus.connect(controller, node.subscriber)

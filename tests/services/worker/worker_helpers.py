@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from leyline import AdaptationCommand, CommandType, Message, SeedStage, new_id
@@ -32,3 +33,21 @@ def assert_wire_valid(outcome: CommandOutcome) -> None:
         messages.append(outcome.field_report)
     for message in messages:
         assert decode(encode(message)) == message
+
+
+class TwoSlotNet(nn.Module):
+    """A user's own model: two conv blocks, a slot after each, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(1, 4, 3, padding=1)
+        self.after_first = SeedSlot("after_first", 4)
+        self.second = nn.Conv2d(4, 8, 3, padding=1)
+        self.after_second = SeedSlot("after_second", 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.after_first(torch.relu(self.first(x)))
+        x = self.after_second(torch.relu(self.second(x)))
+        out: torch.Tensor = self.head(x.mean(dim=(2, 3)))
+        return out
