@@ -14,32 +14,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bench._harness import measure, progress, ratio
 from bus.testing import InProcessBus
+from examples.own_model import SmallNet
 from leyline import AdaptationCommand, CommandType, new_id
-from services.worker import Agent, Seeds, SeedSlot, worker_node
-
-
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
-        self.stem_out = SeedSlot("stem_out", 8)
-        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.body_out = SeedSlot("body_out", 16)
-        self.head = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.body_out(self.body(self.stem_out(self.stem(x))))
-        logits: torch.Tensor = self.head(x.mean(dim=(2, 3)))
-        return logits
+from services.worker import Agent, Seeds, worker_node
 
 
 def _case(bus: InProcessBus, worker_id: str, seeded: bool) -> dict[str, Any]:
     torch.manual_seed(0)
-    net = _Net()
+    net = SmallNet()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     seeds = Seeds(worker_id, net, optimizer=optimizer)
     agent = Agent(worker_node(worker_id, bus=bus), seeds)

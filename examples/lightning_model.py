@@ -19,27 +19,16 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
+from own_model import SmallNet  # the script's folder is on sys.path: the same user model
 from torch.utils.data import DataLoader, TensorDataset
 
-from services.worker import Agent, Seeds, SeedSlot
+from services.worker import Agent, Seeds
 from services.worker.lightning import LeylineCallback
 from services.worker.local import local_controller
 
 
-class LitNet(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
-        self.stem_out = SeedSlot("stem_out", 8)
-        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.body_out = SeedSlot("body_out", 16)
-        self.head = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.body_out(self.body(self.stem_out(self.stem(x))))
-        logits: torch.Tensor = self.head(x.mean(dim=(2, 3)))
-        return logits
+class LitNet(SmallNet, pl.LightningModule):
+    """own_model.py's network as a LightningModule: the same slots, Lightning's loop."""
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
