@@ -178,7 +178,9 @@ class TrustStore:
     """The public keys allowed on the bus, read from a directory of certificates.
 
     An unknown key makes the directory be read again, at most once a second, so a worker
-    added with `leyline keys generate` is let in without restarting the servers.
+    added with `leyline keys generate` is let in without restarting the servers. The ZAP
+    helper (bus/zap.py) also reads it again whenever the directory changes, so a key removed
+    from it is refused at its next handshake.
     """
 
     def __init__(self, directory: str | Path) -> None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,13 +101,14 @@ class _Helper:
         """One control request and its reply; the counts come with every reply."""
         with self._lock:
             self._control.send_multipart(list(request))
-            if not self._control.poll(int(ANSWER_TIMEOUT_S * 1000)):
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while not self._control.poll(100):
                 code = self.process.poll()
-                raise HelperError(
-                    f"the ZAP helper (pid {self.process.pid}) did not answer "
-                    + ("" if code is None else f"(it exited with {code}) ")
-                    + f"within {ANSWER_TIMEOUT_S:g} s"
-                )
+                if code is not None or time.monotonic() > deadline:
+                    raise HelperError(
+                        f"the ZAP helper (pid {self.process.pid}) did not answer: "
+                        + (f"it exited with {code}" if code is not None else "it is stuck")
+                    )
             accepted, denied, *reply = self._control.recv_multipart()
             self.verdicts = (int(accepted), int(denied))
             return reply
@@ -115,7 +117,6 @@ class _Helper:
         """Stop the helper (asked, then by end of file, then killed) and remove its files."""
         if self.process.poll() is None:
             with contextlib.suppress(HelperError, zmq.ZMQError):
-                self._control.poll(0)
                 self.ask(b"stop")
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -191,6 +192,7 @@ class ZapHandlers:
         #: domain, is not reused for another trust store while the helper runs.
         self._domains: dict[str, object] = {}
         self._counted = (0, 0)
+        self._pid = os.getpid()
         atexit.register(self.close_all)
 
     def relay(
@@ -233,6 +235,9 @@ class ZapHandlers:
                 self._stop_helper()
 
     def close_all(self) -> None:
+        """Stop every relay and the helper (at exit; a forked child leaves its parent's be)."""
+        if os.getpid() != self._pid:
+            return
         with self._lock:
             relays = list(self._relays.values())
             self._relays.clear()
