@@ -5,8 +5,9 @@ message to the CURVE key of the connection it came over, so workers cannot share
 What they share is what the protocol leaves free: the process's ZeroMQ context (one I/O
 thread, one ZAP handler for the replay servers), one trust store (read once, not once per
 worker) and one thread: the group services every publisher itself, since 1,024 publisher
-threads waking every 20 ms would take more CPU than the workers' whole protocol. Every worker's epoch starts at the same instant (`start_at + k * epoch_s`, the same
-in every process of a run), so the controller sees all workers' signals arrive at once.
+threads waking every 20 ms would take more CPU than the workers' whole protocol. Every
+worker's epoch starts at the same instant (`start_at + k * epoch_s`, the same in every
+process of a run), so the controller sees all workers' signals arrive at once.
 """
 
 from __future__ import annotations
