@@ -25,8 +25,10 @@ from services.controller.decisions import Decisions
 from services.controller.masks import ActionMasker
 from services.controller.policy import ControlPolicy, DecisionReason
 
-#: The reason codes a policy may return; any other is refused as an illegal proposal.
-_REASON_CODES = np.array([int(reason) for reason in DecisionReason], np.int64)
+#: The reason codes a policy may return (`DecisionReason`, numbered without gaps); any other
+#: is refused as an illegal proposal.
+_FIRST_REASON, _LAST_REASON = min(DecisionReason), max(DecisionReason)
+assert len(DecisionReason) == _LAST_REASON - _FIRST_REASON + 1
 
 
 class InferenceLoop:
@@ -77,6 +79,7 @@ class InferenceLoop:
         self._members = tuple(self.layout.actions)
         self._encoder = CommandEncoder(self.layout)
         self._host = self.device.type == "cpu"
+        self._rows = np.arange(max_batch)
 
     def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
         """Call `handler` with each signal refused for its values, and why."""
@@ -132,18 +135,19 @@ class InferenceLoop:
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
             features = self._converter.ship(raw)
-            masks = self._masker(columns)
+            legal = self._masker.legal(self._columns.host)
+            masks = torch.from_numpy(legal)
+            if not self._host:
+                masks = masks.to(self.device)
             output = self.policy(ObservationBatch(features, columns), masks)
             if self._host:  # the tensors are the arrays: no copy
                 actions = output.actions.numpy()
                 confidence = output.confidence.numpy()
                 reasons = output.reasons.numpy()
-                legal = masks.numpy()
-            else:  # one transfer back for the three results, one for the masks
+            else:  # one transfer back for the three results
                 results = torch.stack(
                     (output.actions.double(), output.confidence.double(), output.reasons.double())
                 ).cpu()
-                legal = masks.cpu().numpy()
                 actions, confidence, reasons = results.numpy()
         return self._checked(items, actions, confidence, reasons, legal)
 
@@ -161,12 +165,18 @@ class InferenceLoop:
         (NaN to 0), and the columns take the dtypes `Decisions` promises."""
         chosen: npt.NDArray[np.int64] = actions.astype(np.int64)
         why: npt.NDArray[np.int64] = reasons.astype(np.int64)
-        sure: npt.NDArray[np.float64] = np.nan_to_num(
-            np.clip(confidence, 0.0, 1.0, dtype=np.float64), nan=0.0
-        )
-        in_range = (chosen >= 0) & (chosen < legal.shape[1])
-        allowed = in_range & legal[np.arange(len(chosen)), np.where(in_range, chosen, 0)]
-        allowed &= np.isin(why, _REASON_CODES)
+        sure: npt.NDArray[np.float64] = confidence.astype(np.float64)
+        if not (sure.min() >= 0.0 and sure.max() <= 1.0):  # also when any is NaN
+            sure = np.nan_to_num(np.clip(sure, 0.0, 1.0), nan=0.0)
+        count = len(chosen)
+        # The common case checked by two reductions each: every action and reason in range.
+        if chosen.min() >= 0 and chosen.max() < legal.shape[1]:
+            allowed = legal[self._rows[:count], chosen]
+        else:
+            in_range = (chosen >= 0) & (chosen < legal.shape[1])
+            allowed = in_range & legal[self._rows[:count], np.where(in_range, chosen, 0)]
+        if not (why.min() >= _FIRST_REASON and why.max() <= _LAST_REASON):
+            allowed &= (why >= _FIRST_REASON) & (why <= _LAST_REASON)
         if not allowed.all():
             refused = ~allowed
             self.illegal += int(refused.sum())
