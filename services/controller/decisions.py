@@ -71,6 +71,11 @@ class Decisions(Sequence[Decision]):
         self._commands: CommandBatch | None = None
         self._by_row: dict[int, int] | None = None
 
+    @property
+    def pending(self) -> list[PendingSignal]:
+        """The decided signals, one per row, in row order."""
+        return self._items
+
     @classmethod
     def join(
         cls, members: tuple[enum.IntEnum, ...], encoder: CommandEncoder, parts: list[Decisions]
