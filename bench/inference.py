@@ -16,8 +16,9 @@ on the device). The ratio is the share of a decision's time the policy itself ta
 
 Slots cycle through every seed stage, so the mix holds WAITs, germinations, culls and
 fossilizations. Decisions/s come from `bench._harness.measure` (best repeat, commanded); the
-per-batch p50/p99 from timing each of `LATENCY_BATCHES` commanded batches alone. Each timed batch carries a newer
-epoch per slot than the last, built beforehand, so nothing is dropped as stale.
+per-batch p50/p99 from timing each of `LATENCY_BATCHES` commanded batches alone. Each timed
+batch carries a newer epoch per slot than the last, built beforehand, so nothing is dropped
+as stale.
 """
 
 from __future__ import annotations

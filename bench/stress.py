@@ -3,7 +3,8 @@
 N workers with two seed slots each send their signals at once (simulated in-process: each
 `submit` is what the controller's signal handler does). The controller's tick then runs as
 `Controller.tick` does it: `InferenceLoop.step`, the decisions' encoded commands
-(`Decisions.commands`), then one `CommandJournal.issue_batch` for them (SQLite on disk, WAL, synchronous=FULL), repeated until the burst is decided.
+(`Decisions.commands`), then one `CommandJournal.issue_batch` for them (SQLite on disk, WAL,
+synchronous=FULL), repeated until the burst is decided.
 
 Figures per worker count: `decisions_per_s` (the burst's decisions over the time from its
 first submit to its last commit) and the per-decision latency from its signal's submit to

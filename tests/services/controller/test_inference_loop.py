@@ -42,6 +42,19 @@ class AlwaysCull(ControlPolicy):
         return PolicyOutput(actions, confidence, torch.full_like(actions, DecisionReason.LEARNED))
 
 
+class Unruly(ControlPolicy):
+    """Row by row: an action past the layout, a negative one, an unknown reason, a masked
+    action, and a legal WAIT with a confidence out of range and a NaN one."""
+
+    def forward(self, batch: ObservationBatch, masks: torch.Tensor) -> PolicyOutput:
+        wait, cull = self.layout.wait, self.layout.cull
+        actions = torch.tensor([len(self.layout), -1, wait, cull, wait, wait])
+        reasons = torch.full_like(actions, DecisionReason.LEARNED)
+        reasons[2] = 99
+        confidence = torch.tensor([0.5, 0.5, 0.5, 0.5, 7.0, math.nan])
+        return PolicyOutput(actions, confidence, reasons)
+
+
 def _loop(layout: ActionLayout, **options: object) -> InferenceLoop:
     return InferenceLoop(HeuristicPolicy(layout), **options)  # type: ignore[arg-type]
 
@@ -174,6 +187,26 @@ def test_an_illegal_choice_of_any_policy_falls_back_to_wait(
         None,
     )
     assert live.action.name == "CULL"
+
+
+def test_a_proposal_out_of_range_masked_or_with_an_unknown_reason_is_refused_and_counted(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = InferenceLoop(Unruly(layout), device="cpu")
+    for worker in range(6):  # no live seed: CULL is masked for every row
+        loop.submit(f"w{worker}", "s", signal(epoch=9), now=0.0)
+
+    decisions = loop.flush()
+
+    assert loop.illegal == 4
+    assert [(d.action.name, d.reason) for d in decisions[:4]] == [
+        ("WAIT", DecisionReason.ILLEGAL_PROPOSAL)
+    ] * 4
+    assert [(d.reason, d.confidence) for d in decisions[4:]] == [
+        (DecisionReason.LEARNED, 1.0),
+        (DecisionReason.LEARNED, 0.0),
+    ]
+    assert len(decisions.commands()) == 0
 
 
 def test_the_mlp_policy_runs_in_the_loop_with_its_own_bounds(
