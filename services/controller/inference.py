@@ -163,23 +163,25 @@ class InferenceLoop:
         masked, or with an unknown reason code, becomes WAIT (ILLEGAL_PROPOSAL, counted),
         confidence is clamped to [0, 1]
         (NaN to 0), and the columns take the dtypes `Decisions` promises."""
-        chosen: npt.NDArray[np.int64] = actions.astype(np.int64)
-        why: npt.NDArray[np.int64] = reasons.astype(np.int64)
-        sure: npt.NDArray[np.float64] = confidence.astype(np.float64)
+        # Converted only where the policy's dtype differs; copied before any refusal below.
+        chosen: npt.NDArray[np.int64] = actions.astype(np.int64, copy=False)
+        why: npt.NDArray[np.int64] = reasons.astype(np.int64, copy=False)
+        sure: npt.NDArray[np.float64] = confidence.astype(np.float64, copy=False)
         if not (sure.min() >= 0.0 and sure.max() <= 1.0):  # also when any is NaN
             sure = np.nan_to_num(np.clip(sure, 0.0, 1.0), nan=0.0)
-        count = len(chosen)
+        rows = self._rows[: len(chosen)]
         # The common case checked by two reductions each: every action and reason in range.
         if chosen.min() >= 0 and chosen.max() < legal.shape[1]:
-            allowed = legal[self._rows[:count], chosen]
+            allowed = legal[rows, chosen]
         else:
             in_range = (chosen >= 0) & (chosen < legal.shape[1])
-            allowed = in_range & legal[self._rows[:count], np.where(in_range, chosen, 0)]
+            allowed = in_range & legal[rows, np.where(in_range, chosen, 0)]
         if not (why.min() >= _FIRST_REASON and why.max() <= _LAST_REASON):
             allowed &= (why >= _FIRST_REASON) & (why <= _LAST_REASON)
         if not allowed.all():
             refused = ~allowed
             self.illegal += int(refused.sum())
+            chosen, why, sure = chosen.copy(), why.copy(), sure.copy()
             chosen[refused] = self.layout.wait
             why[refused] = DecisionReason.ILLEGAL_PROPOSAL
             sure[refused] = 1.0
