@@ -138,11 +138,6 @@ class CommandBatch:
         columns = [[column[i] for i in keep] for column in self._columns()]
         return CommandBatch(*columns)
 
-    def extend(self, other: CommandBatch) -> None:
-        """Append another batch's commands (its rows already offset by the caller)."""
-        for mine, theirs in zip(self._columns(), other._columns(), strict=True):
-            mine += theirs
-
     def _columns(self) -> tuple[list, ...]:  # type: ignore[type-arg]  # one list per column
         return (
             self.rows,

@@ -89,10 +89,9 @@ class Controller:
         commands = decisions.commands()
         if len(commands):
             slots = zip(commands.worker_ids, commands.slot_ids, strict=True)
-            held = [i for i, (worker, slot) in enumerate(slots) if busy(worker, slot)]
-            if held:
-                kept = set(range(len(commands))).difference(held)
-                commands = commands.take(sorted(kept))
+            free = [i for i, (worker, slot) in enumerate(slots) if not busy(worker, slot)]
+            if len(free) < len(commands):  # a slot still awaiting an ack is not told again
+                commands = commands.take(free)
             # One journal transaction for everything decided, committed before anything is sent.
             entries = self.journal.issue_batch(
                 commands.worker_ids, commands.slot_ids, commands.command_ids, commands.payloads

@@ -125,3 +125,19 @@ def test_decisions_give_their_commands_as_columns_aligned_with_the_objects(
     assert objects == [commands.command(0), commands.command(1)]
     assert [c.command_id for c in objects if c is not None] == commands.command_ids
     assert [encode(c) for c in objects if c is not None] == commands.payloads
+
+
+def test_a_batch_keeps_the_commands_asked_for_with_every_column(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = InferenceLoop(HeuristicPolicy(layout), device="cpu")
+    for worker in ("w1", "w2", "w3"):
+        loop.submit(worker, "s", signal(epoch=8, plateau_epochs=4), now=0.0)
+    commands = loop.flush().commands()
+
+    kept = commands.take([2, 0])
+
+    assert kept.rows == [2, 0]
+    assert kept.worker_ids == ["w3", "w1"]
+    assert kept.payloads == [commands.payloads[2], commands.payloads[0]]
+    assert [kept.command(i).command_id for i in range(2)] == kept.command_ids
