@@ -12,6 +12,13 @@ import msgspec
 import structlog
 import zmq
 
+from bus.columnar import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MIN_ROWS,
+    ColumnReceiver,
+    ColumnSink,
+    SignalColumns,
+)
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
 from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Pipeline, SemanticGuard
@@ -37,6 +44,8 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _USER_ID = b"User-Id"
+_SIG = f"{Channel.SIG.value}.".encode()
+_SIG_CONTROL = control_topic(Channel.SIG)
 
 
 class Subscription:
@@ -112,6 +121,8 @@ class Subscriber:
         for address in [addresses] if isinstance(addresses, str) else list(addresses):
             self.attach(address, bind)
         self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
+        self._columns: ColumnReceiver | None = None
+        self._column_sinks: list[ColumnSink] = []
         self._inbox: deque[Envelope[Any]] = deque()
         self._inbox_size = inbox
         self._closed = False
@@ -170,6 +181,29 @@ class Subscriber:
             handlers.append(entry)
             registered.append((handlers, entry))
         return Subscription(registered)
+
+    def on_columns(
+        self,
+        channel: Channel,
+        sink: ColumnSink,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        min_rows: int = DEFAULT_MIN_ROWS,
+    ) -> Subscription:
+        """Deliver the channel's valid fast signals to `sink` as blocks of rows (`SignalColumns`,
+        at most `max_rows` each) instead of one envelope each.
+
+        Only `Channel.SIG` comes in columns. The checks, rejections and counts are the
+        per-message path's (`bus.columnar`); handlers registered with `on` for the channel
+        see none of its data messages while a sink is registered. A block's arrays are
+        reused: `sink` copies what it keeps. Returns the registration, as `on` does.
+        """
+        if channel is not Channel.SIG or channel not in self.channels:
+            raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
+        if self._columns is None:
+            self._columns = ColumnReceiver(self.pipeline, max_rows, min_rows)
+        self._column_sinks.append(sink)
+        return Subscription([(self._column_sinks, sink)])
 
     def on_rejection(self, handler: RejectionHandler) -> Subscription:
         self._on_rejection.append(handler)
@@ -242,6 +276,7 @@ class Subscriber:
         deliver = self._deliver
         # Only a server socket's messages carry the identity to check, one per connection.
         read_identity = self.security is not None
+        columns = self._columns if self._column_sinks else None
         for link in self._sockets.links:
             sock = link.socket
             recv = cast(Callable[..., Any], sock.recv)
@@ -257,7 +292,19 @@ class Subscriber:
                 except zmq.Again:  # readable by the poll, taken by nobody else: not expected
                     break
                 peer = _identity_of(received) if from_server else link.peer
-                if received.more:
+                if columns is not None and not received.more:
+                    data = received.bytes
+                    if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
+                        if not columns.fits(data):
+                            delivered += self._flush_columns(columns)
+                        refused = columns.add(data, peer)
+                        if refused is not None:
+                            self._reject(refused)
+                        continue
+                    if columns.waiting:  # what came before goes first, as it came
+                        delivered += self._flush_columns(columns)
+                    outcomes = frame_of(data, False, peer)
+                elif received.more:
                     outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
                 else:
                     outcomes = frame_of(received.bytes, False, peer)
@@ -273,9 +320,37 @@ class Subscriber:
                         delivered += 1
                 if last is not None:
                     self._seen(last.header.sender)
+        if columns is not None and columns.waiting:
+            delivered += self._flush_columns(columns)
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
+
+    def _flush_columns(self, columns: ColumnReceiver) -> int:
+        """Deliver the waiting block to the column sinks; returns the rows delivered."""
+        block, rejections = columns.flush()
+        for rejection in rejections:
+            self._reject(rejection)
+        return 0 if block is None else self._deliver_columns(block)
+
+    def _deliver_columns(self, block: SignalColumns) -> int:
+        count = len(block)
+        try:
+            for sink in self._column_sinks:
+                sink(block)
+        except Exception as exc:  # a sink's bug must not kill the subscriber
+            _log.exception("column sink failed", rows=count)
+            error = ContractError(
+                RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc} ({count} rows)"
+            )
+            self.metrics.rejected[RejectReason.HANDLER_ERROR] += count
+            head = block.groups[0]
+            self._reject(Rejection.from_error(error, head.sender, _SIG + head.scope.encode()))
+            return 0
+        self.metrics.delivered[Channel.SIG] += count
+        for sender in {group.sender for group in block.groups}:
+            self._seen(sender)
+        return count
 
     def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
@@ -372,6 +447,8 @@ class Subscriber:
 
     def _deliver(self, envelope: Envelope[Any]) -> bool:
         channel = envelope.channel
+        if self._columns is not None and self._column_sinks and channel is Channel.SIG:
+            return self._deliver_columns(self._columns.block_of([envelope])) > 0
         handlers = self._handlers.get(channel)
         taken = False
         if handlers:
