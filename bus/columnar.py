@@ -95,6 +95,10 @@ def _template_words() -> tuple[npt.NDArray[np.intp], _Words, _Words]:
 _CHECKED, _MASK, _VALUE = _template_words()
 
 
+#: The array header of each batch size, made once.
+_PREFIXES = [array_prefix(count) for count in range(MAX_BATCH + 1)]
+
+
 class RowGroup(msgspec.Struct, frozen=True, gc=False):
     """Consecutive rows of one block from one frame: their sender, scope and sequences."""
 
@@ -197,11 +201,8 @@ class ColumnReceiver:
         if admitted.channel is Channel.SIG and not admitted.control:
             start = admitted.body
             if count > 1:
-                prefix = array_prefix(count)
-                if frame[start : start + len(prefix)] == prefix:
-                    start += len(prefix)
-                else:
-                    start = -1
+                prefix = _PREFIXES[count]
+                start = start + len(prefix) if frame.startswith(prefix, start) else -1
             if start >= 0 and len(frame) - start == count * RECORD_BYTES:
                 first = self._records
                 self._records += count

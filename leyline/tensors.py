@@ -127,12 +127,28 @@ class BatchConverter:
         if count > self.max_batch:
             raise ValueError(f"{count} signals exceed max_batch {self.max_batch}")
         self._wait_for_copy()
-        rows = write_raw(signals, self._host_rows)
+        return self._kept(write_raw(signals, self._host_rows))
+
+    def gather(
+        self, table: npt.NDArray[np.float32], indices: Sequence[int]
+    ) -> npt.NDArray[np.float32]:
+        """`load` for signals kept as raw rows: rows `indices` of `table` [N, 27] float32,
+        gathered into the host buffer in one step, checked there."""
+        count = len(indices)
+        if count > self.max_batch:
+            raise ValueError(f"{count} rows exceed max_batch {self.max_batch}")
+        self._wait_for_copy()
+        rows = self._host_rows[:count]
+        np.take(table, indices, axis=0, out=rows)
+        return self._kept(rows)
+
+    def _kept(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The rows that pass the checks, moved up in order (in place), `refused` set."""
         kept = self._check(rows)
         if kept is None:
             return rows
         accepted = int(kept.sum())
-        rows[:accepted] = rows[kept]  # the good rows moved up, in order
+        rows[:accepted] = rows[kept]
         return rows[:accepted]
 
     def ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:

@@ -71,7 +71,7 @@ class Decisions(Sequence[Decision]):
         return Decision(
             item.worker_id,
             item.slot_id,
-            item.signal.epoch,
+            item.epoch,
             self._members[self._actions[row]],
             self._confidence[row],
             _REASONS[self._reasons[row]],
