@@ -95,6 +95,8 @@ def _template_words() -> tuple[npt.NDArray[np.intp], _Words, _Words]:
 _CHECKED, _MASK, _VALUE = _template_words()
 
 
+#: A plain reference: an enum member read through its class costs a descriptor call.
+_SIG = Channel.SIG
 #: The array header of each batch size, made once.
 _PREFIXES = [array_prefix(count) for count in range(MAX_BATCH + 1)]
 
@@ -198,7 +200,7 @@ class ColumnReceiver:
             return admitted
         count = admitted.messages
         first = -1
-        if admitted.channel is Channel.SIG and not admitted.control:
+        if admitted.channel is _SIG and not admitted.control:
             start = admitted.body
             if count > 1:
                 prefix = _PREFIXES[count]
@@ -227,7 +229,7 @@ class ColumnReceiver:
         records: npt.NDArray[np.uint8] | None = None
         bad_frames: set[int] = set()
         take_whole = (
-            waiting >= self.min_rows and pipeline.guard_of(Channel.SIG) is None and bool(bodies)
+            waiting >= self.min_rows and pipeline.guard_of(_SIG) is None and bool(bodies)
         )
         started = time.perf_counter_ns()
         if take_whole:
@@ -237,8 +239,9 @@ class ColumnReceiver:
             if len(bad):
                 starts = np.array([first for _, _, first in pending if first >= 0])
                 bad_frames = set(starts[np.searchsorted(starts, bad, "right") - 1].tolist())
-        tracker = pipeline.tracker
+        observe_run, frame_age = pipeline.tracker.observe_run, pipeline.frame_age
         max_age = pipeline.max_signal_age_ns
+        columnar = 0
         features, epoch, slot = self._features, self._epoch, self._slot
         groups: list[RowGroup] = []
         rejections: list[Rejection] = []
@@ -251,11 +254,11 @@ class ColumnReceiver:
             if whole:
                 header = admitted.header
                 count = admitted.messages
-                if tracker.observe_run(
+                if observe_run(
                     header.sender, admitted.topic, header.incarnation, header.sequence, count
                 ):
                     if max_age is not None:
-                        age = pipeline.frame_age(header)
+                        age = frame_age(header)
                         if age > max_age:  # recorded in sequence, refused as stale
                             outcomes = pipeline.produce(admitted, frame, sequenced=True, age=age)
                     if outcomes is None:
@@ -272,7 +275,7 @@ class ColumnReceiver:
                                 range(first_sequence, first_sequence + count),
                             )
                         )
-                        self.columnar_frames += 1
+                        columnar += 1
                         continue
             rows = self._copy_run(records, run_start, run_end, run_rows)
             run_start = run_end = -1
@@ -290,6 +293,7 @@ class ColumnReceiver:
                 rows = self._write_envelopes(envelopes, rows, groups)
                 run_rows = rows
         rows = self._copy_run(records, run_start, run_end, run_rows)
+        self.columnar_frames += columnar
         if records is not None and len(records):
             elapsed = time.perf_counter_ns() - started
             pipeline.metrics.decode_latency.observe(elapsed // len(records), len(records))
