@@ -29,9 +29,10 @@ import numpy.typing as npt
 
 from bench._harness import Timing, measure, progress
 from bench._samples import fast_signals
-from bus.columnar import ColumnReceiver
+from bus.columnar import ColumnReceiver, SignalColumns
 from bus.header import Header, array_prefix, count_of, encode_frame
 from bus.pipeline import Envelope, Pipeline
+from bus.rejection import Rejection
 from bus.topics import Channel, topic
 from leyline.features import FeatureNormaliser, RowChecker
 from leyline.tensors import BatchConverter, to_tensor
@@ -101,7 +102,8 @@ def _measure_mix(
     frames: list[bytes], size: int, per_frame: int, converter: BatchConverter
 ) -> dict[str, Any]:
     columnar_pipeline, rewind_columnar = _pipeline(frames)
-    receiver = ColumnReceiver(columnar_pipeline, max_rows=size)
+    blocks: list[SignalColumns] = []
+    receiver = ColumnReceiver(columnar_pipeline, blocks.append, _refused, max_rows=size)
     message_pipeline, rewind_messages = _pipeline(frames)
     buffer = np.empty(sum(map(len, frames)), np.uint8)
 
@@ -109,8 +111,9 @@ def _measure_mix(
         rewind_columnar()
         for frame in frames:
             receiver.add(frame, None)
-        block, _ = receiver.flush()
-        assert block is not None and len(block) == size
+        receiver.flush()
+        block = blocks.pop()
+        assert len(block) == size and not blocks
         return converter.convert_rows(block.features)
 
     def per_message() -> object:
@@ -152,6 +155,10 @@ def _measure_mix(
     return figures
 
 
+def _refused(rejection: Rejection) -> None:
+    raise AssertionError(f"the bench's frames are valid: {rejection}")
+
+
 def _less(timing: Timing, rewind: Timing) -> float:
     """A candidate's best time without the rewind it starts with (us)."""
     return (timing.best_ns - rewind.best_ns) / 1e3
@@ -167,13 +174,13 @@ def _breakdown(frames: list[bytes], converter: BatchConverter) -> dict[str, floa
     """Where the columnar path's time goes: admitting the frames, the drain's block (join,
     record check, sequences and ages, copy into rows), the value check, the normalisation."""
     pipeline, rewind = _pipeline(frames)
-    receiver = ColumnReceiver(pipeline, max_rows=sum(1 for _ in frames) * 64)
+    blocks: list[SignalColumns] = []
+    receiver = ColumnReceiver(pipeline, blocks.append, _refused, max_rows=len(frames) * 64)
     rewind()
     for frame in frames:
         receiver.add(frame, None)
-    block, _ = receiver.flush()
-    assert block is not None
-    rows = block.features.copy()
+    receiver.flush()
+    rows = blocks.pop().features.copy()
     out = np.empty_like(rows)
     checker = RowChecker(len(rows))
     normaliser = FeatureNormaliser(converter.bounds)
@@ -186,7 +193,8 @@ def _breakdown(frames: list[bytes], converter: BatchConverter) -> dict[str, floa
         rewind()
         for frame in frames:
             receiver.add(frame, None)
-        return receiver.flush()
+        receiver.flush()
+        return blocks.pop()
 
     admitted, blocked, rewound, checked, normalised = measure(
         admit,

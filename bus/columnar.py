@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from bus.header import MAX_BATCH, array_prefix, count_of
+from bus.header import MAX_BATCH, array_prefix
 from bus.pipeline import Admitted, Envelope, Pipeline
 from bus.rejection import Rejection
 from bus.topics import Channel
@@ -185,21 +185,25 @@ _Pending = tuple[bytes, Admitted, int]
 class ColumnReceiver:
     """Turns the `sig` data frames of a drain into `SignalColumns` blocks (see the module).
 
-    `add` each frame in arrival order; `flush` (at the end of a drain, before any other
-    frame is processed, and when `max_rows` are waiting) returns the block and the
-    rejections, which the caller reports. The pipeline's sequence state, clock offsets and
-    metrics end exactly as the per-message path leaves them.
+    `add` each frame in arrival order and `flush` at the end of a drain and before any other
+    frame is processed; a frame that would take the block past `max_rows` flushes it first.
+    Each block goes to `deliver`, each refusal to `refuse`. The pipeline's sequence state,
+    clock offsets and metrics end exactly as the per-message path leaves them.
     """
 
     def __init__(
         self,
         pipeline: Pipeline,
+        deliver: Callable[[SignalColumns], object],
+        refuse: Callable[[Rejection], object],
         max_rows: int = DEFAULT_MAX_ROWS,
         min_rows: int = DEFAULT_MIN_ROWS,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.pipeline = pipeline
+        self._deliver = deliver
+        self._refuse = refuse
         self.max_rows = max_rows
         self.min_rows = min_rows
         # An empty block takes one frame of any count the header allows.
@@ -221,15 +225,15 @@ class ColumnReceiver:
         """Whether frames wait for the next `flush`."""
         return bool(self._pending)
 
-    def add(self, frame: bytes, peer: str | None) -> Rejection | None:
-        """Admit one `sig` data frame for the next block; its rejection when refused whole.
-
-        The caller flushes first when the frame would not `fit`.
-        """
+    def add(self, frame: bytes, peer: str | None) -> None:
+        """Admit one `sig` data frame for the next block (`Pipeline.admit`)."""
         admitted = self.pipeline.admit(frame, False, peer)
         if isinstance(admitted, Rejection):
-            return admitted
+            self._refuse(admitted)
+            return
         count = admitted.messages
+        if self._rows and self._rows + count > self.max_rows:
+            self.flush()
         first = -1
         if admitted.channel is _SIG and not admitted.control:
             start = admitted.body
@@ -242,17 +246,12 @@ class ColumnReceiver:
                 self._bodies.append(memoryview(frame)[start:])
         self._pending.append((frame, admitted, first))
         self._rows += count
-        return None
 
-    def fits(self, frame: bytes) -> bool:
-        """Whether one more frame (by its header's count) keeps the block within `max_rows`."""
-        return not self._rows or self._rows + count_of(frame) <= self.max_rows
-
-    def flush(self) -> tuple[SignalColumns | None, list[Rejection]]:
-        """The block of the frames added since the last flush, and what was refused."""
+    def flush(self) -> None:
+        """Deliver the block of the frames added since the last flush; refuse what fails."""
         pending, bodies = self._pending, self._bodies
         if not pending:
-            return None, []
+            return
         waiting = self._rows
         self._pending, self._bodies = [], []
         self._rows = self._records = 0
@@ -326,9 +325,10 @@ class ColumnReceiver:
         if records is not None and len(records):
             elapsed = time.perf_counter_ns() - started
             pipeline.metrics.decode_latency.observe(elapsed // len(records), len(records))
-        if not groups:
-            return None, rejections
-        return SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups), rejections
+        for rejection in rejections:
+            self._refuse(rejection)
+        if groups:
+            self._deliver(SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups))
 
     def _copy_run(
         self, records: npt.NDArray[np.uint8] | None, start: int, end: int, at: int

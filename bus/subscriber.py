@@ -123,6 +123,8 @@ class Subscriber:
         self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
         self._columns: ColumnReceiver | None = None
         self._column_sinks: list[ColumnSink] = []
+        #: Rows delivered in columns so far (a drain reports its share).
+        self._column_rows = 0
         self._inbox: deque[Envelope[Any]] = deque()
         self._inbox_size = inbox
         self._closed = False
@@ -201,7 +203,9 @@ class Subscriber:
         if channel is not Channel.SIG or channel not in self.channels:
             raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
         if self._columns is None:
-            self._columns = ColumnReceiver(self.pipeline, max_rows, min_rows)
+            self._columns = ColumnReceiver(
+                self.pipeline, self._deliver_columns, self._reject, max_rows, min_rows
+            )
         self._column_sinks.append(sink)
         return Subscription([(self._column_sinks, sink)])
 
@@ -277,6 +281,7 @@ class Subscriber:
         # Only a server socket's messages carry the identity to check, one per connection.
         read_identity = self.security is not None
         columns = self._columns if self._column_sinks else None
+        column_rows = self._column_rows
         for link in self._sockets.links:
             sock = link.socket
             recv = cast(Callable[..., Any], sock.recv)
@@ -295,14 +300,10 @@ class Subscriber:
                 if columns is not None and not received.more:
                     data = received.bytes
                     if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
-                        if not columns.fits(data):
-                            delivered += self._flush_columns(columns)
-                        refused = columns.add(data, peer)
-                        if refused is not None:
-                            self._reject(refused)
+                        columns.add(data, peer)
                         continue
                     if columns.waiting:  # what came before goes first, as it came
-                        delivered += self._flush_columns(columns)
+                        columns.flush()
                     outcomes = frame_of(data, False, peer)
                 elif received.more:
                     outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
@@ -320,20 +321,15 @@ class Subscriber:
                         delivered += 1
                 if last is not None:
                     self._seen(last.header.sender)
-        if columns is not None and columns.waiting:
-            delivered += self._flush_columns(columns)
+        if columns is not None:
+            columns.flush()
+            delivered += self._column_rows - column_rows
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
 
-    def _flush_columns(self, columns: ColumnReceiver) -> int:
-        """Deliver the waiting block to the column sinks; returns the rows delivered."""
-        block, rejections = columns.flush()
-        for rejection in rejections:
-            self._reject(rejection)
-        return 0 if block is None else self._deliver_columns(block)
-
-    def _deliver_columns(self, block: SignalColumns) -> int:
+    def _deliver_columns(self, block: SignalColumns) -> bool:
+        """Hand a block to every column sink; False (a rejection per row) when one fails."""
         count = len(block)
         try:
             for sink in self._column_sinks:
@@ -346,11 +342,12 @@ class Subscriber:
             self.metrics.rejected[RejectReason.HANDLER_ERROR] += count
             head = block.groups[0]
             self._reject(Rejection.from_error(error, head.sender, _SIG + head.scope.encode()))
-            return 0
+            return False
         self.metrics.delivered[Channel.SIG] += count
+        self._column_rows += count
         for sender in {group.sender for group in block.groups}:
             self._seen(sender)
-        return count
+        return True
 
     def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
@@ -448,7 +445,7 @@ class Subscriber:
     def _deliver(self, envelope: Envelope[Any]) -> bool:
         channel = envelope.channel
         if self._columns is not None and self._column_sinks and channel is Channel.SIG:
-            return self._deliver_columns(self._columns.block_of([envelope])) > 0
+            return self._deliver_columns(self._columns.block_of([envelope]))
         handlers = self._handlers.get(channel)
         taken = False
         if handlers:

@@ -165,23 +165,19 @@ def test_columns_equal_the_per_message_path(
         expected_rejections += [o for o in outcomes if isinstance(o, Rejection)]
 
     columns = _pipeline()
-    receiver = ColumnReceiver(columns, max_rows, min_rows)
     rows: list[Row] = []
     rejections: list[Rejection] = []
 
-    def flush() -> None:
-        block, refused = receiver.flush()
-        rejections.extend(refused)
-        if block is not None:
-            rows.extend(_rows(block))
+    def deliver(block: SignalColumns) -> None:
+        assert len(block) <= max(max_rows, 24)  # a block holds one whole frame at least
+        rows.extend(_rows(block))
 
+    receiver = ColumnReceiver(columns, deliver, rejections.append, max_rows, min_rows)
     for frame in frames:
-        if not receiver.fits(frame) or data.draw(st.booleans(), "drain ends here"):
-            flush()
-        refused = receiver.add(frame, None)
-        if refused is not None:
-            rejections.append(refused)
-    flush()
+        if data.draw(st.booleans(), "drain ends here"):
+            receiver.flush()
+        receiver.add(frame, None)
+    receiver.flush()
 
     assert rows == expected_rows
     assert _reasons(rejections) == _reasons(expected_rejections)
@@ -189,14 +185,16 @@ def test_columns_equal_the_per_message_path(
 
 
 def test_a_drain_of_fixed_records_is_taken_whole() -> None:
-    pipeline = _pipeline()
-    receiver = ColumnReceiver(pipeline, max_rows=256)
+    blocks: list[SignalColumns] = []
+    rejections: list[Rejection] = []
+    receiver = ColumnReceiver(_pipeline(), blocks.append, rejections.append, max_rows=256)
     first = [_frame(s, 1, [_signal(1, n % 2, n) for n in range(32)]) for s in ("a", "b")]
     second = [_frame(s, 33, [_signal(2, n % 2, n) for n in range(32)]) for s in ("a", "b")]
     for frame in first + second:
-        assert receiver.add(frame, None) is None
-    block, rejections = receiver.flush()
-    assert block is not None and not rejections
+        receiver.add(frame, None)
+    receiver.flush()
+    [block] = blocks
+    assert not rejections
     # Each stream's first frame goes the per-message way (FIRST); what follows comes whole.
     assert (receiver.fallback_frames, receiver.columnar_frames) == (2, 2)
     assert len(block) == 128
