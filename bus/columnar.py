@@ -202,6 +202,7 @@ class ColumnReceiver:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.pipeline = pipeline
+        self._admit = pipeline.admit
         self._deliver = deliver
         self._refuse = refuse
         self.max_rows = max_rows
@@ -220,14 +221,9 @@ class ColumnReceiver:
         self.columnar_frames = 0
         self.fallback_frames = 0
 
-    @property
-    def waiting(self) -> bool:
-        """Whether frames wait for the next `flush`."""
-        return bool(self._pending)
-
     def add(self, frame: bytes, peer: str | None) -> None:
         """Admit one `sig` data frame for the next block (`Pipeline.admit`)."""
-        admitted = self.pipeline.admit(frame, False, peer)
+        admitted = self._admit(frame, False, peer)
         if isinstance(admitted, Rejection):
             self._refuse(admitted)
             return

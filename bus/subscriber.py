@@ -297,18 +297,18 @@ class Subscriber:
                 except zmq.Again:  # readable by the poll, taken by nobody else: not expected
                     break
                 peer = _identity_of(received) if from_server else link.peer
-                if columns is not None and not received.more:
-                    data = received.bytes
-                    if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
-                        columns.add(data, peer)
-                        continue
-                    if columns.waiting:  # what came before goes first, as it came
-                        columns.flush()
-                    outcomes = frame_of(data, False, peer)
-                elif received.more:
+                if received.more:
+                    if columns is not None:
+                        columns.flush()  # what came before goes first, as it came
                     outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
                 else:
-                    outcomes = frame_of(received.bytes, False, peer)
+                    data = received.bytes
+                    if columns is not None:
+                        if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
+                            columns.add(data, peer)  # decided with the drain's others
+                            continue
+                        columns.flush()
+                    outcomes = frame_of(data, False, peer)
                 last = None
                 for outcome in outcomes:
                     if isinstance(outcome, Rejection):
