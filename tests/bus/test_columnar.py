@@ -328,3 +328,13 @@ def test_the_record_layout_is_the_contracts_encoding() -> None:
     fields = msgspec.msgpack.decode(payload)
     assert fields[0] == FastTrainingSignals.__struct_config__.tag
     assert (fields[1], fields[3]) == (5, 1)
+
+
+def test_a_replayed_signal_reaches_the_column_sink(raw_peer: Any) -> None:
+    _, subscriber, blocks, rejected = raw_peer
+    payload = _signal(4, 1, 2)
+    assert subscriber.replayed([_frame("w1", 7, [payload])]) is None
+    features = msgspec.msgpack.decode(payload)[2]
+    assert blocks == [[("w1", 7, 4, 1, features)]]
+    assert not rejected
+    assert subscriber.metrics.delivered[Channel.SIG] == 1
