@@ -193,12 +193,14 @@ class Subscriber:
         min_rows: int = DEFAULT_MIN_ROWS,
     ) -> Subscription:
         """Deliver the channel's valid fast signals to `sink` as blocks of rows (`SignalColumns`,
-        at most `max_rows` each) instead of one envelope each.
+        at most `max_rows` each, or one frame's rows where a frame alone holds more) instead of
+        one envelope each; `min_rows`: a drain with fewer goes the per-message way inside.
 
         Only `Channel.SIG` comes in columns. The checks, rejections and counts are the
         per-message path's (`bus.columnar`); handlers registered with `on` for the channel
         see none of its data messages while a sink is registered. A block's arrays are
-        reused: `sink` copies what it keeps. Returns the registration, as `on` does.
+        reused: `sink` copies what it keeps. The first registration's `max_rows` and `min_rows`
+        hold for every sink. Returns the registration, as `on` does.
         """
         if channel is not Channel.SIG or channel not in self.channels:
             raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
