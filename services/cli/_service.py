@@ -87,7 +87,9 @@ def node_security(node_id: str, bus: BusConfig) -> Curve | None:
         security = Curve.from_directory(bus.keys_dir, node_id)
     except SecurityError as error:
         raise ConfigError(f"invalid config: bus.keys_dir = {bus.keys_dir}: {error}") from None
-    log.info("CURVE on", identity=security.identity, trusted=len(security.trust.peers()))
+    log.info(
+        "CURVE on", identity=security.identity, trusted=len(security.trust.peers())
+    )
     return security
 
 
