@@ -196,9 +196,11 @@ class ColumnReceiver:
         pipeline: Pipeline,
         deliver: Callable[[SignalColumns], object],
         refuse: Callable[[Rejection], object],
-        max_rows: int = DEFAULT_MAX_ROWS,
-        min_rows: int = DEFAULT_MIN_ROWS,
+        max_rows: int | None = None,
+        min_rows: int | None = None,
     ) -> None:
+        max_rows = DEFAULT_MAX_ROWS if max_rows is None else max_rows
+        min_rows = DEFAULT_MIN_ROWS if min_rows is None else min_rows
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.pipeline = pipeline

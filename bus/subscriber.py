@@ -6,19 +6,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import msgspec
 import structlog
 import zmq
 
-from bus.columnar import (
-    DEFAULT_MAX_ROWS,
-    DEFAULT_MIN_ROWS,
-    ColumnReceiver,
-    ColumnSink,
-    SignalColumns,
-)
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
 from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Pipeline, SemanticGuard
@@ -28,6 +21,9 @@ from bus.sequence import MAX_STREAMS, Gap
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
+
+if TYPE_CHECKING:  # bus.columnar imports numpy: only a subscriber taking columns pays for it
+    from bus.columnar import ColumnReceiver, ColumnSink, SignalColumns
 
 M = TypeVar("M", bound=msgspec.Struct)
 Handler = Callable[[Envelope[Any]], None]
@@ -189,12 +185,13 @@ class Subscriber:
         channel: Channel,
         sink: ColumnSink,
         *,
-        max_rows: int = DEFAULT_MAX_ROWS,
-        min_rows: int = DEFAULT_MIN_ROWS,
+        max_rows: int | None = None,
+        min_rows: int | None = None,
     ) -> Subscription:
         """Deliver the channel's valid fast signals to `sink` as blocks of rows (`SignalColumns`,
         at most `max_rows` each, or one frame's rows where a frame alone holds more) instead of
         one envelope each; `min_rows`: a drain with fewer goes the per-message way inside.
+        The defaults are `bus.columnar`'s: 1,024 and 16 rows.
 
         Only `Channel.SIG` comes in columns. The checks, rejections and counts are the
         per-message path's (`bus.columnar`); handlers registered with `on` for the channel
@@ -205,6 +202,8 @@ class Subscriber:
         if channel is not Channel.SIG or channel not in self.channels:
             raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
         if self._columns is None:
+            from bus.columnar import ColumnReceiver
+
             self._columns = ColumnReceiver(
                 self.pipeline, self._deliver_columns, self._reject, max_rows, min_rows
             )
