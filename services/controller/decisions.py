@@ -26,7 +26,7 @@ from services.controller.policy import DecisionReason
 _REASONS = {int(reason): reason for reason in DecisionReason}
 _workers = attrgetter("worker_id")
 _slots = attrgetter("slot_id")
-_epochs = attrgetter("signal.epoch")
+_epochs = attrgetter("epoch")
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
@@ -128,7 +128,7 @@ class Decisions(Sequence[Decision]):
         return Decision(
             item.worker_id,
             item.slot_id,
-            item.signal.epoch,
+            item.epoch,
             self._members[action],
             float(self.confidence[row]),
             _REASONS[int(self.reasons[row])],

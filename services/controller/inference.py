@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from leyline import ContractError
-from leyline.features import FeatureBounds
+from leyline import ContractError, FastTrainingSignals
+from leyline.features import FeatureBounds, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
 from leyline.tensors import BatchConverter
 from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
@@ -66,6 +67,8 @@ class InferenceLoop:
         #: Queue a block of ((worker, slot), signal)s in one call: what a drained receive
         #: hands over (`SignalBatcher.submit_many`); how many were accepted.
         self.submit_many = self.batcher.submit_many
+        #: Queue a block of signals that came as rows (`SignalBatcher.submit_rows`).
+        self.submit_rows = self.batcher.submit_rows
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
         self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
@@ -125,7 +128,8 @@ class InferenceLoop:
         items = list(batch)
         if not items:
             return Decisions(self._members, self._encoder)
-        raw = self._converter.load(list(map(pending_signals, items)))
+        signals = list(map(pending_signals, items))
+        raw = self._rows_of(items, signals) if None in signals else self._converter.load(signals)
         if self._converter.refused:
             items = self._refuse(items)
             if not items:
@@ -186,6 +190,21 @@ class InferenceLoop:
             why[refused] = DecisionReason.ILLEGAL_PROPOSAL
             sure[refused] = 1.0
         return Decisions(self._members, self._encoder, items, chosen, sure, why)
+
+    def _rows_of(
+        self, items: list[PendingSignal], signals: list[FastTrainingSignals | None]
+    ) -> npt.NDArray[np.float32]:
+        """A batch with signals that came as rows: every item's raw features from the
+        batcher's table (those that came as objects written there first), checked."""
+        batcher = self.batcher
+        objects = [(item.row, signal) for item, signal in zip(items, signals, strict=True)
+                   if signal is not None]  # fmt: skip
+        if objects:
+            batcher.reserve(len(batcher.rows))
+            rows, blocks = zip(*objects, strict=True)
+            staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
+            batcher.features[list(rows)] = write_raw(blocks, staged)
+        return self._converter.gather(batcher.features, list(map(pending_rows, items)))
 
     def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
         """Report the converter's refusals; the items that were kept, in order."""

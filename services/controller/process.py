@@ -13,11 +13,11 @@ import time
 import structlog
 
 from bus import Channel, Envelope
+from bus.columnar import SignalColumns
 from leyline import (
     AckOutcome,
     CommandAck,
     ContractError,
-    FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
     WorkerHello,
@@ -73,16 +73,15 @@ class Controller:
         #: Signals refused by the inference loop for a value that breaks the contract.
         self.refused_signals = 0
         loop.on_refused(self._refused_signal)
-        # The signals of one pump, handed to the loop as one block (`_submit_arrived`).
-        self._arrived_keys: list[tuple[str, str]] = []
-        self._arrived: list[FastTrainingSignals] = []
-        node.subscriber.on(Channel.SIG, self._on_signal)
+        #: Signals for a slot index this topology does not have (never decided).
+        self.unknown_slots = 0
+        # Fast signals come in columns: each drain's rows straight into the batcher's table.
+        node.subscriber.on_columns(Channel.SIG, self._on_signals)
         node.subscriber.on(Channel.ACK, self._on_ack)
         node.subscriber.on_liveness(self._on_liveness)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
-        self._submit_arrived()
         busy = self.in_flight.busy
         decisions = self.loop.step()
         self.decided += len(decisions)
@@ -124,23 +123,32 @@ class Controller:
         for flight in self.in_flight.of_worker(worker_id):
             flight.resend_at = min(flight.resend_at, now)
 
-    def _on_signal(self, envelope: Envelope) -> None:
-        signal: FastTrainingSignals = envelope.message
-        if signal.slot_index >= len(self.slots):
-            _log.warning("signal for an unknown slot", slot_index=signal.slot_index)
+    def _on_signals(self, block: SignalColumns) -> None:
+        """A drain's fast signals, as rows: each (worker, slot) not awaiting an ack is queued
+        with its epoch, its features copied into the batcher's table in one step."""
+        slots = self.slots
+        busy = self.in_flight.busy
+        keys: list[tuple[str, str]] = []
+        taken: list[int] = []
+        epochs = block.epoch.tolist()
+        for index, (worker_id, slot_index) in enumerate(
+            zip(block.senders(), block.slot_index.tolist(), strict=True)
+        ):
+            if slot_index >= len(slots):
+                self.unknown_slots += 1
+                if self.unknown_slots & (self.unknown_slots - 1) == 0:  # 1, 2, 4, ...: bounded
+                    _log.warning("signal for an unknown slot", slot_index=slot_index)
+                continue
+            key = (worker_id, slots[slot_index])
+            if not busy(*key):
+                keys.append(key)
+                taken.append(index)
+        if not keys:
             return
-        worker_id = envelope.header.sender
-        slot_id = self.slots[signal.slot_index]
-        if not self.in_flight.busy(worker_id, slot_id):
-            self._arrived_keys.append((worker_id, slot_id))
-            self._arrived.append(signal)
-
-    def _submit_arrived(self) -> None:
-        """Queue the signals received since the last call in one block, in arrival order."""
-        if self._arrived:
-            self.loop.submit_many(self._arrived_keys, self._arrived)
-            self._arrived_keys = []
-            self._arrived = []
+        if len(taken) == len(block):
+            self.loop.submit_rows(keys, epochs, block.features)
+        else:
+            self.loop.submit_rows(keys, [epochs[i] for i in taken], block.features[taken])
 
     def _act(self, commands: CommandBatch, index: int, entry: JournalEntry) -> None:
         self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
@@ -250,7 +258,6 @@ class Controller:
         worker = hello.worker_id
         last = hello.last_applied_sequence
         if last == 0:
-            self._submit_arrived()  # what came before the hello is forgotten with the rest
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
         for flight in self.in_flight.of_worker(worker):
             entry = flight.entry

@@ -323,3 +323,37 @@ def test_a_signal_with_a_bad_value_is_refused_by_name_and_the_batch_is_decided(
     assert worker == "w2"
     assert error.reason is RejectReason.INVALID_VALUE
     assert error.path == f"$.features[{int(TensorSchema.VAL_ACCURACY)}]"
+
+
+def test_signals_as_rows_are_decided_as_the_same_signals_as_objects(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    """A columnar receive's rows (`submit_rows`), mixed with objects, one with a bad value:
+    the same decisions, commands aside, and the same refusal by name."""
+    good = [signal(epoch=8, plateau_epochs=4), signal(epoch=3), signal(epoch=9, plateau_epochs=6)]
+    block = bytearray(good[1].features)
+    struct.pack_into("<f", block, 4 * TensorSchema.SEED_ALPHA, math.inf)
+    bad = FastTrainingSignals(3, bytes(block), 0)
+    arrivals = [("w1", good[0]), ("w2", bad), ("w3", good[2]), ("w4", good[1])]
+
+    def decided(loop: InferenceLoop) -> list[tuple[str, str, int, str]]:
+        return [(d.worker_id, d.slot_id, d.epoch, d.action.name) for d in loop.flush()]
+
+    objects = _loop(layout, device="cpu")
+    for worker, sig in arrivals:
+        objects.submit(worker, "s", sig, now=0.0)
+    rows = _loop(layout, device="cpu")
+    refused: list[ContractError] = []
+    rows.on_refused(lambda item, error: refused.append(error))
+    rows.submit("w4", "s", good[1], now=0.0)  # an object beside the rows
+    features = torch.tensor(
+        [list(struct.unpack("<27f", s.features)) for _, s in arrivals[:3]]
+    ).numpy()
+    keys = [(worker, "s") for worker, _ in arrivals[:3]]
+    assert rows.submit_rows(keys, [s.epoch for _, s in arrivals[:3]], features, now=0.0) == 3
+
+    expected = decided(objects)
+    assert sorted(decided(rows)) == sorted(expected)
+    assert [w for w, *_ in expected] == ["w1", "w3", "w4"]
+    assert rows.refused == objects.refused == 1
+    assert refused[0].path == f"$.features[{int(TensorSchema.SEED_ALPHA)}]"
