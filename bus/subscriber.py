@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import msgspec
 import structlog
@@ -21,6 +21,9 @@ from bus.sequence import MAX_STREAMS, Gap
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
+
+if TYPE_CHECKING:  # bus.columnar imports numpy: only a subscriber taking columns pays for it
+    from bus.columnar import ColumnReceiver, ColumnSink, SignalColumns
 
 M = TypeVar("M", bound=msgspec.Struct)
 Handler = Callable[[Envelope[Any]], None]
@@ -37,6 +40,8 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _USER_ID = b"User-Id"
+_SIG = f"{Channel.SIG.value}.".encode()
+_SIG_CONTROL = control_topic(Channel.SIG)
 
 
 class Subscription:
@@ -112,6 +117,10 @@ class Subscriber:
         for address in [addresses] if isinstance(addresses, str) else list(addresses):
             self.attach(address, bind)
         self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
+        self._columns: ColumnReceiver | None = None
+        self._column_sinks: list[ColumnSink] = []
+        #: Rows delivered in columns so far (a drain reports its share).
+        self._column_rows = 0
         self._inbox: deque[Envelope[Any]] = deque()
         self._inbox_size = inbox
         self._closed = False
@@ -170,6 +179,36 @@ class Subscriber:
             handlers.append(entry)
             registered.append((handlers, entry))
         return Subscription(registered)
+
+    def on_columns(
+        self,
+        channel: Channel,
+        sink: ColumnSink,
+        *,
+        max_rows: int | None = None,
+        min_rows: int | None = None,
+    ) -> Subscription:
+        """Deliver the channel's valid fast signals to `sink` as blocks of rows (`SignalColumns`,
+        at most `max_rows` each, or one frame's rows where a frame alone holds more) instead of
+        one envelope each; `min_rows`: a drain with fewer goes the per-message way inside.
+        The defaults are `bus.columnar`'s: 1,024 and 16 rows.
+
+        Only `Channel.SIG` comes in columns. The checks, rejections and counts are the
+        per-message path's (`bus.columnar`); handlers registered with `on` for the channel
+        see none of its data messages while a sink is registered. A block's arrays are
+        reused: `sink` copies what it keeps. The first registration's `max_rows` and `min_rows`
+        hold for every sink. Returns the registration, as `on` does.
+        """
+        if channel is not Channel.SIG or channel not in self.channels:
+            raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
+        if self._columns is None:
+            from bus.columnar import ColumnReceiver
+
+            self._columns = ColumnReceiver(
+                self.pipeline, self._deliver_columns, self._reject, max_rows, min_rows
+            )
+        self._column_sinks.append(sink)
+        return Subscription([(self._column_sinks, sink)])
 
     def on_rejection(self, handler: RejectionHandler) -> Subscription:
         self._on_rejection.append(handler)
@@ -242,6 +281,8 @@ class Subscriber:
         deliver = self._deliver
         # Only a server socket's messages carry the identity to check, one per connection.
         read_identity = self.security is not None
+        columns = self._columns if self._column_sinks else None
+        column_rows = self._column_rows
         for link in self._sockets.links:
             sock = link.socket
             recv = cast(Callable[..., Any], sock.recv)
@@ -258,9 +299,17 @@ class Subscriber:
                     break
                 peer = _identity_of(received) if from_server else link.peer
                 if received.more:
+                    if columns is not None:
+                        columns.flush()  # what came before goes first, as it came
                     outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
                 else:
-                    outcomes = frame_of(received.bytes, False, peer)
+                    data = received.bytes
+                    if columns is not None:
+                        if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
+                            columns.add(data, peer)  # decided with the drain's others
+                            continue
+                        columns.flush()
+                    outcomes = frame_of(data, False, peer)
                 last = None
                 for outcome in outcomes:
                     if isinstance(outcome, Rejection):
@@ -273,9 +322,33 @@ class Subscriber:
                         delivered += 1
                 if last is not None:
                     self._seen(last.header.sender)
+        if columns is not None:
+            columns.flush()
+            delivered += self._column_rows - column_rows
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
+
+    def _deliver_columns(self, block: SignalColumns) -> bool:
+        """Hand a block to every column sink; False (a rejection per row) when one fails."""
+        count = len(block)
+        try:
+            for sink in self._column_sinks:
+                sink(block)
+        except Exception as exc:  # a sink's bug must not kill the subscriber
+            _log.exception("column sink failed", rows=count)
+            error = ContractError(
+                RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc} ({count} rows)"
+            )
+            self.metrics.rejected[RejectReason.HANDLER_ERROR] += count
+            head = block.groups[0]
+            self._reject(Rejection.from_error(error, head.sender, _SIG + head.scope.encode()))
+            return False
+        self.metrics.delivered[Channel.SIG] += count
+        self._column_rows += count
+        for sender in {group.sender for group in block.groups}:
+            self._seen(sender)
+        return True
 
     def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
@@ -372,6 +445,8 @@ class Subscriber:
 
     def _deliver(self, envelope: Envelope[Any]) -> bool:
         channel = envelope.channel
+        if self._columns is not None and self._column_sinks and channel is Channel.SIG:
+            return self._deliver_columns(self._columns.block_of([envelope]))
         handlers = self._handlers.get(channel)
         taken = False
         if handlers:
