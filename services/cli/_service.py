@@ -66,10 +66,14 @@ def load_service(
     bus = config_from_args(BusConfig, "bus", args)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(service=section)
-    # Every peer and every replay request is a socket: let this process's ZeroMQ context
-    # (libzmq caps it at 1,023 sockets by default) open as many as it may open files.
-    zmq.Context.instance().set(zmq.MAX_SOCKETS, raise_open_file_limit())
+    lift_socket_cap()
     return config, bus
+
+
+def lift_socket_cap() -> None:
+    """Every peer and every replay request is a socket: let this process's ZeroMQ context
+    (libzmq caps it at 1,023 sockets by default) open as many as it may open files."""
+    zmq.Context.instance().set(zmq.MAX_SOCKETS, raise_open_file_limit())
 
 
 def node_security(node_id: str, bus: BusConfig) -> Curve | None:

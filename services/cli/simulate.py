@@ -14,7 +14,7 @@ from services.cli._service import add_service_parser, load_service
 from services.logging import configure_logging
 from services.simworker.config import SimulateConfig
 from services.simworker.group import WorkerGroup, run_group, worker_ids
-from services.simworker.launcher import await_start, launch, start_wait_s
+from services.simworker.launcher import launch
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,30 +24,17 @@ def add_parser(subparsers: Any) -> None:
         "drive a controller and a sink with many simulated workers",
         SimulateConfig,
     )
-    parser.add_argument(
-        "--await-start",
-        action="store_true",
-        help="once connected, print 'connected' and read the start time from stdin "
-        "(how a launching `leyline simulate` keeps its processes in step)",
-    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     config, bus = load_service(SimulateConfig, "simulate", args)
-    # stdout is the launcher's channel to a child: log lines go to stderr.
+    # Log lines go to stderr: stdout is the run's summary.
     configure_logging(args.log_level, stream=sys.stderr)
-    if args.await_start:
-        run_group(
-            config,
-            bus,
-            lambda group: await_start(group.pump, start_wait_s(config.connect_timeout_s)),
-        )
-        return 0
     if not bus.insecure:
         ensure_keys(bus.keys_dir, dict.fromkeys(worker_ids(config), Role.WORKER))
     if config.workers > config.per_process:
-        results = launch(config, bus, args.log_level)
+        results = launch(config, bus)
         if config.results is not None:
             Path(config.results).write_text(json.dumps(results), encoding="utf-8")
     else:

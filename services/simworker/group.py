@@ -148,9 +148,18 @@ def run_group(
 ) -> dict[str, Any]:
     """Connect, run every epoch from the time `start` says (now if earlier) and settle; the
     results of every worker of this process."""
+    built = time.monotonic()
     group = WorkerGroup(config, bus)
     try:
+        built_s = time.monotonic() - built
         heard = group.connect()
+        _log.info(
+            "connected",
+            first=config.first,
+            built_s=round(built_s, 3),
+            connect_s=round(group.connect_s, 3),
+            heard=heard,
+        )
         start_at = max(start(group), time.time())
         _log.info("simulating", workers=len(group.workers), heard=heard, epochs=config.epochs)
         group.run(start_at)

@@ -1,45 +1,38 @@
 """A run of simulated workers over several processes, their epochs in step across all.
 
-The parent starts one process per `per_process` workers, each told its slice of the ids
-through its environment, waits until each says its workers are connected, then tells them
-all one start time, so every process's first epoch (and so every later one) falls at the
-same instant. Each child writes its results; the parent merges them.
+The parent imports the simulator once and forks one process per `per_process` workers, each
+given its slice of the ids, waits until each says its workers are connected, then tells
+them all one start time, so every process's first epoch (and so every later one) falls at
+the same instant. Each child writes its results; the parent merges them.
+
+Forked, not started afresh: a fresh interpreter per process imports torch and the rest
+(about 4 s of CPU each, `import torch._dynamo` included), so at 1,024 workers sixteen
+processes spent a minute of both cores on imports while the first ones were already
+handshaking with the controller and the sink, which starved all of them (BENCHMARKS.md,
+`scale`). Forked children share the parent's imported modules.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import sys
+import multiprocessing
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
+import zmq
 
+from bus.security import Curve
+from services.cli._service import lift_socket_cap
 from services.config import BusConfig
 from services.simworker.config import SimulateConfig
-from services.simworker.group import merge_results
+from services.simworker.group import merge_results, run_group
 
-#: The line a child prints once connected; the parent answers with the start time.
-CONNECTED = "connected"
 #: Time between the last child connecting and the first epoch: every child hears the cue.
 START_MARGIN_S = 0.5
-
-
-def environment(section: str, config: msgspec.Struct) -> dict[str, str]:
-    """`config` as the LEYLINE_<SECTION>_* variables that load it again (None left out)."""
-    out = {}
-    for name in config.__struct_fields__:
-        value = getattr(config, name)
-        if value is None:
-            continue
-        text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-        out[f"LEYLINE_{section.upper()}_{name.upper()}"] = text
-    return out
 
 
 def slices(config: SimulateConfig) -> list[SimulateConfig]:
@@ -55,59 +48,74 @@ def slices(config: SimulateConfig) -> list[SimulateConfig]:
     return out
 
 
-def launch(config: SimulateConfig, bus: BusConfig, log_level: str = "warning") -> dict[str, Any]:
+def launch(config: SimulateConfig, bus: BusConfig) -> dict[str, Any]:
     """Run every slice in its own process, all starting at one time; the merged results."""
+    warm_up()
+    forking = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix="leyline-simulate-") as scratch:
-        children: list[tuple[subprocess.Popen[str], Path]] = []
-        for index, part in enumerate(slices(config)):
-            results = Path(scratch) / f"part-{index}.json"
-            part = msgspec.structs.replace(part, results=str(results), start_at=None)
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("LEYLINE_SIMULATE_")},
-                **environment("bus", bus),
-                **environment("simulate", part),
-            }
-            command = [sys.executable, "-m", "services.cli", "simulate", "--await-start"]
-            process = subprocess.Popen(
-                [*command, "--log-level", log_level],
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            children.append((process, results))
+        children: list[tuple[multiprocessing.process.BaseProcess, Connection, Path]] = []
         try:
-            for process, _ in children:
-                _wait_connected(process, start_wait_s(config.connect_timeout_s))
+            for index, part in enumerate(slices(config)):
+                results = Path(scratch) / f"part-{index}.json"
+                part = msgspec.structs.replace(part, results=str(results), start_at=None)
+                ours, theirs = forking.Pipe()
+                process = forking.Process(
+                    target=_child, args=(part, bus, theirs), name=f"simulate-{part.first}"
+                )
+                process.start()
+                theirs.close()
+                children.append((process, ours, results))
+            for process, pipe, _ in children:
+                _wait_connected(process, pipe, start_wait_s(config.connect_timeout_s))
             start_at = time.time() + START_MARGIN_S
-            for process, _ in children:
-                assert process.stdin is not None
-                process.stdin.write(f"{start_at}\n")
-                process.stdin.flush()
-            codes = [process.wait() for process, _ in children]
+            for _, pipe, _ in children:
+                pipe.send(start_at)
+            for process, _, _ in children:
+                process.join()
+            codes = [process.exitcode for process, _, _ in children]
         finally:
-            for process, _ in children:
-                if process.poll() is None:
+            for process, _, _ in children:
+                if process.is_alive():
                     process.kill()
-                    process.wait()
+                    process.join()
         if any(codes):
             raise RuntimeError(f"simulated worker processes failed: exit codes {codes}")
         merged = merge_results(
-            [json.loads(path.read_text(encoding="utf-8")) for _, path in children]
+            [json.loads(path.read_text(encoding="utf-8")) for _, _, path in children]
         )
     return merged
 
 
-def _wait_connected(process: subprocess.Popen[str], timeout_s: float) -> None:
-    assert process.stdout is not None
-    line = _read_line(process.stdout, timeout_s)
-    if not line.startswith(CONNECTED):
-        raise RuntimeError(f"a simulated worker process did not connect (said {line!r})")
+def warm_up() -> None:
+    """Import now what each child would otherwise import for itself: a worker's optimiser
+    imports `torch._dynamo` on first construction (1.5 s of CPU). An import, not a tensor
+    operation: the parent starts no thread pool that its forked children would inherit."""
+    import torch._dynamo  # noqa: F401
 
 
-def _read_line(stream: IO[str], timeout_s: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout_s)
-    return stream.readline().strip() if ready else ""
+def _child(config: SimulateConfig, bus: BusConfig, pipe: Connection) -> None:
+    """One process's workers: connect, report, await the start time, run, write results."""
+    lift_socket_cap()
+    try:
+        run_group(
+            config,
+            bus,
+            lambda group: await_start(group.pump, pipe, start_wait_s(config.connect_timeout_s)),
+        )
+    finally:
+        # A forked child exits without running atexit: stop this process's ZAP helper here.
+        Curve.stop_handlers(zmq.Context.instance())
+
+
+def _wait_connected(
+    process: multiprocessing.process.BaseProcess, pipe: Connection, timeout_s: float
+) -> None:
+    try:
+        if pipe.poll(timeout_s) and pipe.recv() == "connected":
+            return
+    except EOFError:
+        pass
+    raise RuntimeError(f"simulated worker process {process.name} did not connect")
 
 
 def start_wait_s(connect_timeout_s: float) -> float:
@@ -116,14 +124,13 @@ def start_wait_s(connect_timeout_s: float) -> float:
     return connect_timeout_s + 600.0
 
 
-def await_start(poll: Any, timeout_s: float) -> float:
+def await_start(poll: Any, pipe: Connection, timeout_s: float) -> float:
     """Tell the parent we are connected, then wait for its start time, calling `poll(s)`
     meanwhile so the workers keep heartbeating."""
-    print(CONNECTED, flush=True)
+    pipe.send("connected")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([sys.stdin], [], [], 0)
-        if ready:
-            return float(sys.stdin.readline())
+        if pipe.poll(0):
+            return float(pipe.recv())
         poll(0.05)
     raise RuntimeError("no start time from the launching process")
