@@ -33,6 +33,10 @@ _log = structlog.get_logger("leyline.simulate")
 #: How often every worker's bus is serviced (heartbeats, liveness, subscriptions, replays):
 #: often enough for 1 s heartbeats, rarely enough that 1,024 idle workers cost little.
 SERVICE_INTERVAL_S = 0.25
+#: How often `connect` asks which workers are heard. Asking 64 workers every 20 ms took a
+#: tenth of a core per process: at 1,024 workers sixteen processes took 1.6 of this host's 2
+#: cores doing it, and the controller, starved, let CURVE handshakes run out their 30 s.
+CONNECT_CHECK_S = 0.1
 
 
 def worker_ids(config: SimulateConfig) -> list[str]:
@@ -99,7 +103,9 @@ class WorkerGroup:
         deadline = started + self.config.connect_timeout_s
         waiting = list(self.workers)
         while waiting and time.monotonic() < deadline and not self.stopping:
-            self.pump(0.02)
+            check_at = time.monotonic() + CONNECT_CHECK_S
+            while time.monotonic() < check_at:
+                self.pump(max(0.0, check_at - time.monotonic()))
             waiting = [worker for worker in waiting if not worker.heard()]
         if waiting:
             _log.warning("peers not ready, starting anyway", unheard=len(waiting))
