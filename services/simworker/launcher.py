@@ -65,19 +65,19 @@ def launch(config: SimulateConfig, bus: BusConfig) -> dict[str, Any]:
                 process.start()
                 theirs.close()
                 children.append((process, ours, results))
-            for process, pipe, _ in children:
-                _wait_connected(process, pipe, start_wait_s(config.connect_timeout_s))
+            for child, pipe, _ in children:
+                _wait_connected(child, pipe, start_wait_s(config.connect_timeout_s))
             start_at = time.time() + START_MARGIN_S
             for _, pipe, _ in children:
                 pipe.send(start_at)
-            for process, _, _ in children:
-                process.join()
-            codes = [process.exitcode for process, _, _ in children]
+            for child, _, _ in children:
+                child.join()
+            codes = [child.exitcode for child, _, _ in children]
         finally:
-            for process, _, _ in children:
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+            for child, _, _ in children:
+                if child.is_alive():
+                    child.kill()
+                    child.join()
         if any(codes):
             raise RuntimeError(f"simulated worker processes failed: exit codes {codes}")
         merged = merge_results(
