@@ -14,7 +14,7 @@ import zmq
 
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
-from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Pipeline, SemanticGuard
+from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Outcome, Pipeline, SemanticGuard
 from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
@@ -42,14 +42,21 @@ _USER_ID = b"User-Id"
 class Subscription:
     """One registered handler: `cancel()`, or the end of its `with` block, removes it."""
 
-    def __init__(self, registered: list[tuple[list[Any], Any]]) -> None:
+    def __init__(
+        self,
+        registered: list[tuple[list[Any], Any]],
+        changed: Callable[[], None] | None = None,
+    ) -> None:
         self._registered = registered
+        self._changed = changed
 
     def cancel(self) -> None:
         for handlers, entry in self._registered:
             if entry in handlers:
                 handlers.remove(entry)
         self._registered = []
+        if self._changed is not None:
+            self._changed()
 
     def __enter__(self) -> Subscription:
         return self
@@ -112,6 +119,9 @@ class Subscriber:
         for address in [addresses] if isinstance(addresses, str) else list(addresses):
             self.attach(address, bind)
         self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
+        #: Bumped by every registration and cancellation: delivery resolves a frame's
+        #: handlers once, and again only when this moved (a handler that cancels itself).
+        self._handlers_version = 0
         self._inbox: deque[Envelope[Any]] = deque()
         self._inbox_size = inbox
         self._closed = False
@@ -169,7 +179,11 @@ class Subscriber:
             handlers = self._handlers.setdefault(channel, [])
             handlers.append(entry)
             registered.append((handlers, entry))
-        return Subscription(registered)
+        self._handlers_changed()
+        return Subscription(registered, self._handlers_changed)
+
+    def _handlers_changed(self) -> None:
+        self._handlers_version += 1
 
     def on_rejection(self, handler: RejectionHandler) -> Subscription:
         self._on_rejection.append(handler)
@@ -238,8 +252,8 @@ class Subscriber:
         without further socket calls.
         """
         delivered = 0
-        frame_of = self.pipeline.frame
-        deliver = self._deliver
+        pipeline = self.pipeline
+        frame_of = pipeline.frame
         # Only a server socket's messages carry the identity to check, one per connection.
         read_identity = self.security is not None
         for link in self._sockets.links:
@@ -257,25 +271,37 @@ class Subscriber:
                 except zmq.Again:  # readable by the poll, taken by nobody else: not expected
                     break
                 peer = _identity_of(received) if from_server else link.peer
+                refusals = pipeline.refusals
                 if received.more:
-                    outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
+                    outcomes = pipeline.process(_parts(received, recv), peer=peer)
                 else:
                     outcomes = frame_of(received.bytes, False, peer)
-                last = None
-                for outcome in outcomes:
-                    if isinstance(outcome, Rejection):
-                        self._reject(outcome)
-                        continue
-                    last = outcome
-                    if outcome.scope == CONTROL_SCOPE:
-                        self._control(outcome)
-                    elif deliver(outcome):
-                        delivered += 1
-                if last is not None:
-                    self._seen(last.header.sender)
-        if self.pipeline.tracker.gaps:
-            self._report_gaps(self.pipeline.tracker.take_gaps())
+                if pipeline.refusals == refusals and outcomes[0].scope != CONTROL_SCOPE:  # type: ignore[union-attr]
+                    # The common frame: valid data messages only, straight to delivery.
+                    delivered += self._deliver_all(outcomes)  # type: ignore[arg-type]
+                    self._seen(outcomes[-1].header.sender)  # type: ignore[union-attr]
+                else:
+                    delivered += self._sort(outcomes)
+        if pipeline.tracker.gaps:
+            self._report_gaps(pipeline.tracker.take_gaps())
         return delivered
+
+    def _sort(self, outcomes: list[Outcome]) -> int:
+        """A frame with refusals or control messages: each outcome to where it goes."""
+        valid: list[Envelope[Any]] = []
+        last = None
+        for outcome in outcomes:
+            if isinstance(outcome, Rejection):
+                self._reject(outcome)
+                continue
+            last = outcome
+            if outcome.scope == CONTROL_SCOPE:
+                self._control(outcome)
+            else:
+                valid.append(outcome)
+        if last is not None:
+            self._seen(last.header.sender)
+        return self._deliver_all(valid) if valid else 0
 
     def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
@@ -289,7 +315,7 @@ class Subscriber:
             elif outcome.is_control:
                 control = outcome
             else:
-                self._deliver(outcome)
+                self._deliver_all([outcome])
         return control
 
     def wait_ready(self, timeout_s: float = 5.0, publishers: int | Iterable[str] = 1) -> bool:
@@ -370,34 +396,51 @@ class Subscriber:
             del last_seen[next(iter(last_seen))]  # bounded under forged sender ids
         last_seen[sender] = time.monotonic_ns()
 
-    def _deliver(self, envelope: Envelope[Any]) -> bool:
-        channel = envelope.channel
-        handlers = self._handlers.get(channel)
-        taken = False
-        if handlers:
-            kind_of = type(envelope.message)
+    def _deliver_all(self, envelopes: list[Envelope[Any]]) -> int:
+        """Hand valid data messages of one channel to their handlers, or to the inbox when
+        none takes them; returns how many were delivered.
+
+        The handlers for a message type are resolved once per frame (and again only when a
+        handler registers or cancels one meanwhile). A handler's error refuses its message
+        alone, as HANDLER_ERROR; the rest are delivered.
+        """
+        channel = envelopes[0].channel
+        handlers = self._handlers.get(channel) or []
+        inbox = self._inbox
+        kind: type | None = None
+        version = -1
+        targets: list[Handler] = []
+        delivered = 0
+        for envelope in envelopes:
+            message_kind = type(envelope.message)
+            if message_kind is not kind or version != self._handlers_version:
+                kind, version = message_kind, self._handlers_version
+                targets = [h for k, h in handlers if k is None or k is kind]
+            if not targets:
+                if len(inbox) >= self._inbox_size:
+                    inbox.popleft()
+                    self.metrics.unclaimed_dropped += 1
+                inbox.append(envelope)
+                delivered += 1
+                continue
             try:
-                for kind, handler in handlers:
-                    if kind is None or kind is kind_of:
-                        handler(envelope)
-                        taken = True
+                for handler in targets:
+                    handler(envelope)
             except Exception as exc:  # a handler's bug must not kill the subscriber
-                _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
-                error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
-                rejection = Rejection.from_error(
-                    error, envelope.header.sender, envelope.topic, envelope.message
-                )
-                self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
-                self._reject(rejection)
-                return False
-        if not taken:
-            inbox = self._inbox
-            if len(inbox) >= self._inbox_size:
-                inbox.popleft()
-                self.metrics.unclaimed_dropped += 1
-            inbox.append(envelope)
-        self.metrics.delivered[channel] += 1
-        return True
+                self._handler_failed(envelope, exc)
+                continue
+            delivered += 1
+        self.metrics.delivered[channel] += delivered
+        return delivered
+
+    def _handler_failed(self, envelope: Envelope[Any], exc: Exception) -> None:
+        _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
+        error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+        rejection = Rejection.from_error(
+            error, envelope.header.sender, envelope.topic, envelope.message
+        )
+        self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
+        self._reject(rejection)
 
     def _control(self, envelope: Envelope[Any]) -> None:
         self._ready[envelope.channel].add(envelope.header.sender)
