@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -233,12 +233,15 @@ class Pipeline:
         max_age = self._max_age if channel is Channel.SIG else None
         age = -1  # one send time per frame: aged once, at its first message still standing
         guard = self._guards.get(channel)
-        if in_order and guard is None:
+        if in_order:
             if max_age is not None:
                 age = self.clocks.age(sender, incarnation, header.sent_ns, self._clock())
             if max_age is None or age <= max_age:
-                # The common frame, all valid, in order, fresh and unguarded: one pass.
-                return _envelopes(channel, scope, topic, header, messages)
+                # The common frame, all valid, in order and fresh: one pass (and the guard).
+                envelopes = _envelopes(channel, scope, topic, header, messages)
+                if guard is None:
+                    return cast("list[Outcome]", envelopes)
+                return [self._guarded(envelope, guard) for envelope in envelopes]
         outcomes: list[Outcome] = []
         append = outcomes.append
         for index, message in enumerate(messages):
@@ -316,7 +319,7 @@ def _nth(header: Header, index: int) -> Header:
 
 def _envelopes(
     channel: Channel, scope: str, topic: bytes, header: Header, messages: list[Any]
-) -> list[Outcome]:
+) -> list[Envelope[Any]]:
     """One frame's messages as envelopes, each with its own header, in one pass."""
     if len(messages) == 1:
         return [Envelope(channel, scope, topic, header, messages[0])]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 import msgspec
 import structlog
@@ -18,7 +18,7 @@ from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Outcome, Pipeline, 
 from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
 
@@ -129,6 +129,8 @@ class Subscriber:
         self._on_gap: list[GapHandler] = []
         self._on_liveness: list[LivenessHandler] = []
         self._batch = batch
+        #: The ZMQ_RCVTIMEO a one-socket `poll` last set (set only when it changes).
+        self._receive_timeout_ms = -1
         self._stale_ns = int(stale_after_s * 1e9)
         self._last_seen: dict[str, int] = {}
         self._stale: set[str] = set()
@@ -203,11 +205,32 @@ class Subscriber:
         return [link.socket for link in self._sockets.links]
 
     def poll(self, timeout_s: float = 0.0) -> int:
-        """Wait up to `timeout_s` for input, then drain a batch; returns messages delivered."""
+        """Wait up to `timeout_s` for input, then drain a batch; returns messages delivered.
+
+        With one socket (plaintext, or one pinned server) the wait is the receive itself,
+        blocking with ZMQ_RCVTIMEO: a frame that arrives is taken by the call that woke up,
+        with no poller in front of it (a poll and its Python wrapper per lone message).
+        """
         delivered = 0
-        readable = self._poller.poll(int(timeout_s * 1000))
-        if readable:
-            delivered = self.drain(readable[0][0])
+        timeout_ms = int(timeout_s * 1000)
+        links = self._sockets.links
+        if len(links) == 1 and timeout_ms > 0:
+            link = links[0]
+            sock = link.socket
+            if self._receive_timeout_ms != timeout_ms:
+                sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                self._receive_timeout_ms = timeout_ms
+            try:
+                received = sock.recv(copy=False)
+            except zmq.Again:  # nothing came in time
+                pass
+            else:
+                delivered = self._drain_link(link, received)
+                self._after_drain()
+        else:
+            readable = self._poller.poll(timeout_ms) if timeout_ms > 0 else True
+            if readable:
+                delivered = self.drain(readable[0][0] if readable is not True else None)
         now = time.monotonic_ns()
         if now >= self._next_connection_check:
             # ~3 us a call: at most 10 times a second, off the latency of every message.
@@ -243,26 +266,35 @@ class Subscriber:
             yield envelope
 
     def drain(self, readable: zmq.Socket[bytes] | None = None) -> int:
-        """Process up to one batch of already-queued frames without waiting.
+        """Process up to one batch of already-queued frames per socket without waiting
+        (`readable`: a socket a poll just found readable); returns messages delivered."""
+        delivered = 0
+        for link in self._sockets.links:
+            delivered += self._drain_link(link, None, link.socket is readable)
+        self._after_drain()
+        return delivered
+
+    def _drain_link(
+        self, link: Link, received: zmq.Frame | None = None, known: bool = False
+    ) -> int:
+        """Up to one batch of one socket's frames, starting with `received` if given.
 
         ZMQ_EVENTS is asked before each receive instead of letting the last one raise
         `zmq.Again`: an exception per drain costs more than the check (bench/bus.py); a
-        socket a poll just found `readable` skips the first ask. The receive is zero-copy,
-        which gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id
-        without further socket calls.
+        socket known to be readable skips the first ask. The receive is zero-copy, which
+        gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id without
+        further socket calls.
         """
         delivered = 0
         pipeline = self.pipeline
         frame_of = pipeline.frame
+        sock = link.socket
+        recv: Callable[..., zmq.Frame] = sock.recv
+        option: Callable[[int], Any] = sock.getsockopt
         # Only a server socket's messages carry the identity to check, one per connection.
-        read_identity = self.security is not None
-        for link in self._sockets.links:
-            sock = link.socket
-            recv = cast(Callable[..., Any], sock.recv)
-            option = cast(Callable[[int], int], sock.getsockopt)
-            from_server = read_identity and link.peer is None
-            known = sock is readable
-            for _ in range(self._batch):
+        from_server = self.security is not None and link.peer is None
+        for _ in range(self._batch):
+            if received is None:
                 if not known and not option(_EVENTS) & _POLLIN:
                     break
                 known = False
@@ -270,21 +302,25 @@ class Subscriber:
                     received = recv(_NOBLOCK, copy=False)
                 except zmq.Again:  # readable by the poll, taken by nobody else: not expected
                     break
-                peer = _identity_of(received) if from_server else link.peer
-                refusals = pipeline.refusals
-                if received.more:
-                    outcomes = pipeline.process(_parts(received, recv), peer=peer)
-                else:
-                    outcomes = frame_of(received.bytes, False, peer)
-                if pipeline.refusals == refusals and outcomes[0].scope != CONTROL_SCOPE:  # type: ignore[union-attr]
-                    # The common frame: valid data messages only, straight to delivery.
-                    delivered += self._deliver_all(outcomes)  # type: ignore[arg-type]
-                    self._seen(outcomes[-1].header.sender)  # type: ignore[union-attr]
-                else:
-                    delivered += self._sort(outcomes)
-        if pipeline.tracker.gaps:
-            self._report_gaps(pipeline.tracker.take_gaps())
+            peer = _identity_of(received) if from_server else link.peer
+            refusals = pipeline.refusals
+            if received.more:
+                outcomes = pipeline.process(_parts(received, recv), peer=peer)
+            else:
+                outcomes = frame_of(received.bytes, False, peer)
+            received = None
+            first = outcomes[0]
+            if pipeline.refusals == refusals and first.scope != CONTROL_SCOPE:  # type: ignore[union-attr]
+                # The common frame: valid data messages only, straight to delivery.
+                delivered += self._deliver_all(outcomes)  # type: ignore[arg-type]
+                self._seen(first.header.sender)  # type: ignore[union-attr]
+            else:
+                delivered += self._sort(outcomes)
         return delivered
+
+    def _after_drain(self) -> None:
+        if self.pipeline.tracker.gaps:
+            self._report_gaps(self.pipeline.tracker.take_gaps())
 
     def _sort(self, outcomes: list[Outcome]) -> int:
         """A frame with refusals or control messages: each outcome to where it goes."""
@@ -490,7 +526,7 @@ def _identity_of(frame: zmq.Frame) -> str:
     return identity
 
 
-def _parts(first: zmq.Frame, recv: Callable[..., Any]) -> list[bytes]:
+def _parts(first: zmq.Frame, recv: Callable[..., zmq.Frame]) -> list[bytes]:
     """Every part of a multipart message (not wire v2: the pipeline refuses it once)."""
     parts = [first.bytes]
     more = first.more
