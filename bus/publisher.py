@@ -66,10 +66,11 @@ class _Batch:
 
     __slots__ = (
         "body",
+        "budget",
         "channel",
         "count",
         "first",
-        "joinable",
+        "kind",
         "prefix",
         "scope",
         "sent_ns",
@@ -84,7 +85,8 @@ class _Batch:
         prefix: bytes,
         first: int,
         sent_ns: int,
-        joinable: bool,
+        kind: type | None,
+        budget: int,
     ) -> None:
         self.channel = channel
         self.scope = scope
@@ -92,8 +94,10 @@ class _Batch:
         self.prefix = prefix
         self.first = first
         self.sent_ns = sent_ns
-        #: Whether the next message to its topic may go straight in (nothing to record).
-        self.joinable = joinable
+        #: The type a next message to its topic may be of to go straight in (None: each
+        #: must be recorded for replay first), and that type's budget.
+        self.kind = kind
+        self.budget = budget
         self.count = 0
         #: The messages' msgpack, back to back: the batch body less its array header.
         self.body = bytearray()
@@ -143,7 +147,9 @@ class Publisher:
         self.address = "" if address is None else self._socket.attach(address, bind)
         self._clock = clock
         self._encoder = REGISTRY.encoder()
-        self._encode_into = self._encoder.encode_into
+        self._unchecked_into = self._encoder.unchecked_into
+        # Bound once: `with lock` costs more than the fast path it guards (bench/bus.py).
+        self._lock_acquire, self._lock_release = self._lock.acquire, self._lock.release
         self._topics: dict[tuple[Channel, str], bytes] = {}
         self._prefixes: dict[bytes, bytes] = {}
         self._sequences: dict[bytes, int] = {}
@@ -217,24 +223,37 @@ class Publisher:
         `metrics.dropped` when its batch goes out.
         """
         scope = self.sender_id if scope is None else scope
-        with self._lock:
+        self._lock_acquire()
+        try:
             batch = self._batch
             if (
                 batch is not None
-                and batch.joinable
+                and batch.kind is type(message)
                 and batch.channel is channel
                 and batch.scope == scope
                 and correlation_id is None
             ):
                 # The burst goes on (the commonest case under load): straight into its
-                # buffer, topic, sequence and send time resolved when it began, no clock read.
-                self._encode_into(message, batch.body, -1)
+                # buffer, topic, sequence, send time and budget resolved when it began.
+                body = batch.body
+                start = len(body)
+                try:
+                    self._unchecked_into(message, body, start)
+                except BaseException:
+                    del body[start:]
+                    raise
+                size = len(body) - start
+                if size > batch.budget:
+                    del body[start:]
+                    self._encoder.check(message, size)  # raises the BudgetError
                 batch.count += 1
-                if batch.count >= self._batch_messages or len(batch.body) >= self._batch_bytes:
+                if batch.count >= self._batch_messages or len(body) >= self._batch_bytes:
                     self._flush()
                     self._last_publish_ns = time.monotonic_ns()  # a burst: the next one joins
                 return batch.first + batch.count - 1
             return self._publish(channel, scope, message, correlation_id, False)
+        finally:
+            self._lock_release()
 
     def publish_many(
         self, channel: Channel, messages: Iterable[Message], scope: str | None = None
@@ -269,21 +288,6 @@ class Publisher:
         (over budget) leaves no gap.
         """
         batch = self._batch
-        if (
-            batch is not None
-            and batch.joinable
-            and batch.channel is channel
-            and batch.scope == scope
-            and correlation_id is None
-        ):
-            # The burst goes on (the commonest case under load): straight into its buffer,
-            # topic, sequence and send time resolved when it began, no clock read.
-            self._encode_into(message, batch.body, -1)
-            batch.count += 1
-            if batch.count >= self._batch_messages or len(batch.body) >= self._batch_bytes:
-                self._flush()
-                self._last_publish_ns = time.monotonic_ns()  # a burst: the next one joins
-            return batch.first + batch.count - 1
         now = time.monotonic_ns()
         key = (channel, scope)
         topic_frame = self._topics.get(key)
@@ -324,8 +328,10 @@ class Publisher:
             return None
         if batch is None:
             prefix = self._prefixes[topic_frame]
+            kind = None if recorded else type(message)
+            budget = self._encoder.budget(type(message)) or 0
             batch = self._batch = _Batch(
-                channel, scope, topic_frame, prefix, sequence, sent_ns, not recorded
+                channel, scope, topic_frame, prefix, sequence, sent_ns, kind, budget
             )
             if self._thread is not None:
                 self._batch_started.set()

@@ -124,6 +124,9 @@ class MessageEncoder:
     def __init__(self, registry: Registry) -> None:
         self._budgets = {e.cls: e.budget for e in registry.entries().values()}
         self._encoder = msgspec.msgpack.Encoder()
+        #: msgspec's own `encode_into`, for a caller that checks `budget` itself (a
+        #: publisher's batch of one type checks each message's size against one number).
+        self.unchecked_into = self._encoder.encode_into
 
     def encode(self, message: msgspec.Struct) -> bytes:
         data = self._encoder.encode(message)
@@ -148,6 +151,15 @@ class MessageEncoder:
             del buffer[start:]
             self._check(message, size)
         return size
+
+    def budget(self, cls: type[msgspec.Struct]) -> int | None:
+        """The most bytes one `cls` may encode to; None for a type that is not registered."""
+        return self._budgets.get(cls)
+
+    def check(self, message: msgspec.Struct, size: int) -> None:
+        """Raise `BudgetError` when `size` is over `message`'s budget, TypeError when its
+        type is not registered."""
+        self._check(message, size)
 
     def _check(self, message: msgspec.Struct, size: int) -> None:
         cls = type(message)
