@@ -4,18 +4,21 @@
 a drained receive hands them over, conflation included), then `step`, which joins and checks
 the batch's feature blocks (`BatchConverter.load`), fills the decision columns from those
 rows (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
-policy under `torch.inference_mode`, reads the results back in one transfer, and makes an
-`AdaptationCommand` for every row whose action is not WAIT (a cached template per action,
-reason and slot, stamped with a counter id, the batch's one timestamp and its confidence).
-The decisions come back as columns (`Decisions`); a `Decision` object is built only when a
-row is read, as the controller reads only the rows that carry a command.
+policy under `torch.inference_mode`, reads the results back in one transfer and checks
+them on the host (illegal proposals to WAIT). The decisions come back as arrays
+(`Decisions`). **commanded**: the same, and then `Decisions.commands()`: the encoded bytes
+of a command for every row whose action is not WAIT (`CommandEncoder`: a template per
+action, reason, slot and confidence-is-1, patched with a counter id, the batch's one
+timestamp and its confidence), with the columns the journal takes: what the controller
+journals and sends. This is the goal's figure ("commands included").
 **ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
 on the device). The ratio is the share of a decision's time the policy itself takes.
 
 Slots cycle through every seed stage, so the mix holds WAITs, germinations, culls and
-fossilizations. Decisions/s come from `bench._harness.measure` (best repeat); the per-batch
-p50/p99 from timing each of `LATENCY_BATCHES` batches alone. Each timed batch carries a newer
-epoch per slot than the last, built beforehand, so nothing is dropped as stale.
+fossilizations. Decisions/s come from `bench._harness.measure` (best repeat, commanded); the
+per-batch p50/p99 from timing each of `LATENCY_BATCHES` commanded batches alone. Each timed
+batch carries a newer epoch per slot than the last, built beforehand, so nothing is dropped
+as stale.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from services.controller import (
     MlpPolicy,
     ObservationBatch,
 )
+from services.controller.commands import CommandBatch
 from services.controller.masks import ActionMasker
 
 BATCH_SIZES = (1, 8, 64, 256)
@@ -92,7 +96,7 @@ class _Feed:
 
 
 def _full_loop(
-    loop: InferenceLoop, feed: _Feed, keys: list[tuple[str, str]]
+    loop: InferenceLoop, feed: _Feed, keys: list[tuple[str, str]], commanded: bool = False
 ) -> Callable[[], object]:
     clock = itertools.count()
 
@@ -101,7 +105,12 @@ def _full_loop(
         loop.submit_many(keys, feed.next(), now)  # the batch as one drained receive
         return loop.step(now)
 
-    return decide_one_batch
+    def command_one_batch() -> object:
+        now = float(next(clock))
+        loop.submit_many(keys, feed.next(), now)
+        return loop.step(now).commands()
+
+    return command_one_batch if commanded else decide_one_batch
 
 
 def _bare_forward(policy: ControlPolicy, size: int, device: torch.device) -> Callable[[], object]:
@@ -151,30 +160,41 @@ def _one_size(
     # The fastest trial batch, halved: on a loaded machine a slow trial would size the pool
     # too small for the harness's later, faster loops (the pool ran out, StopIteration).
     per_batch_ms = max(min(_latencies(trial, 5)) / 1e3 / 2, 1e-3)
-    # Epochs continue past the trial's, so nothing is stale.
-    feed = _Feed(slots, int(_POOL_MS / per_batch_ms) + LATENCY_BATCHES + 200)
+    # Epochs continue past the trial's, so nothing is stale; both candidates share the feed.
+    feed = _Feed(slots, 2 * int(_POOL_MS / per_batch_ms) + 2 * LATENCY_BATCHES + 200)
     for _ in range(5):
         feed.next()
     ours_call = _full_loop(loop, feed, keys)
+    commanded_call = _full_loop(loop, feed, keys, commanded=True)
     ceiling_call = _bare_forward(loop.policy, size, device)
-    ours, ceiling = measure(ours_call, ceiling_call)
-    latencies = _latencies(ours_call, LATENCY_BATCHES)
-    return _figures(size, ours, ceiling, latencies)
+    ours, commanded, ceiling = measure(ours_call, commanded_call, ceiling_call)
+    latencies = _latencies(commanded_call, LATENCY_BATCHES)
+    figures = _figures(size, ours, commanded, ceiling, latencies)
+    commands = commanded_call()
+    assert isinstance(commands, CommandBatch)
+    figures["commands_per_batch"] = len(commands)
+    return figures
 
 
-def _figures(size: int, ours: Timing, ceiling: Timing, latencies: list[float]) -> dict[str, Any]:
+def _figures(
+    size: int, ours: Timing, commanded: Timing, ceiling: Timing, latencies: list[float]
+) -> dict[str, Any]:
     return {
-        "decisions_per_s": round(size * ours.per_s),
+        "decisions_per_s": round(size * commanded.per_s),
         "batch_us": round(ours.best_us, 1),
+        "commanded_batch_us": round(commanded.best_us, 1),
         "p50_us": round(statistics.median(latencies), 1),
         "p99_us": round(percentile(latencies, 0.99), 1),
         "ceiling_us": round(ceiling.best_us, 1),
         "ceiling_decisions_per_s": round(size * ceiling.per_s),
         "ratio": ratio(ceiling, ours),
+        "commanded_ratio": ratio(ceiling, commanded),
     }
 
 
-def run(device: str | torch.device = "cpu", threads: int = 1) -> dict[str, Any]:
+def run(
+    device: str | torch.device = "cpu", threads: int = 1, sizes: Sequence[int] = BATCH_SIZES
+) -> dict[str, Any]:
     """Figures per policy and batch size; one intra-op thread, as a controller would pin it.
 
     Batches this small gain nothing from a second thread, and on a shared machine its
@@ -191,13 +211,14 @@ def run(device: str | torch.device = "cpu", threads: int = 1) -> dict[str, Any]:
     results: dict[str, Any] = {"device": str(target), "threads": torch.get_num_threads()}
     for name, make_policy in policies.items():
         per_size: dict[str, Any] = {}
-        for size in BATCH_SIZES:
+        for size in sizes:
             figures = _one_size(make_policy, size, target)
             per_size[str(size)] = figures
             progress(
                 f"{name:9s} B={size:3d}  {figures['decisions_per_s']:9d} decisions/s  "
                 f"p50 {figures['p50_us']:8.1f} us  p99 {figures['p99_us']:8.1f} us  "
-                f"forward {figures['ceiling_us']:7.1f} us  ratio {figures['ratio']:.3f}"
+                f"forward {figures['ceiling_us']:7.1f} us  ratio {figures['ratio']:.3f}  "
+                f"commanded {figures['commanded_ratio']:.3f}"
             )
         results[name] = per_size
     return results
@@ -207,8 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=BATCH_SIZES, help="batch sizes B to run"
+    )
     args = parser.parse_args(argv)
-    figures = run(args.device, args.threads)
+    figures = run(args.device, args.threads, args.sizes)
     print(json.dumps({"benchmark": "inference", **figures}), flush=True)
     return 0
 

@@ -2,8 +2,9 @@
 
 N workers with two seed slots each send their signals at once (simulated in-process: each
 `submit` is what the controller's signal handler does). The controller's tick then runs as
-`Controller.tick` does it: `InferenceLoop.step`, then one `CommandJournal.issue_many` for
-what it decided (SQLite on disk, WAL, synchronous=FULL), repeated until the burst is decided.
+`Controller.tick` does it: `InferenceLoop.step`, the decisions' encoded commands
+(`Decisions.commands`), then one `CommandJournal.issue_batch` for them (SQLite on disk, WAL,
+synchronous=FULL), repeated until the burst is decided.
 
 Figures per worker count: `decisions_per_s` (the burst's decisions over the time from its
 first submit to its last commit) and the per-decision latency from its signal's submit to
@@ -61,11 +62,14 @@ def _burst(
     latencies: list[float] = []
     while len(latencies) < len(signals):
         decisions = loop.step()
-        journal.issue_many(
-            [(d.worker_id, d.slot_id, c) for d in decisions if (c := d.command) is not None]
+        commands = decisions.commands()
+        journal.issue_batch(
+            commands.worker_ids, commands.slot_ids, commands.command_ids, commands.payloads
         )
         done = clock()
-        latencies.extend((done - submitted[d.worker_id, d.slot_id]) * 1e6 for d in decisions)
+        latencies.extend(
+            (done - submitted[p.worker_id, p.slot_id]) * 1e6 for p in decisions.pending
+        )
     return clock() - start, latencies
 
 

@@ -65,6 +65,22 @@ _ORDER_REASONS = {
 }
 
 
+class Admitted(msgspec.Struct, frozen=True, gc=False):
+    """A frame past `Pipeline.admit`: what its messages share, and where its body starts.
+
+    A Struct, not a NamedTuple: built once per frame, its C constructor is the cheaper."""
+
+    channel: Channel
+    scope: str
+    topic: bytes
+    header: Header
+    #: How many messages the header says the body holds.
+    messages: int
+    body: int
+    decoder: MessageDecoder
+    control: bool
+
+
 class _V1Header(msgspec.Struct, array_like=True):
     """The start of a wire v1 header frame: enough to name the version it was."""
 
@@ -141,6 +157,20 @@ class Pipeline:
         must be given. A replayed frame (`replay`) fills a gap already counted, so the
         sequence step is skipped; every other check runs as usual.
         """
+        admitted = self.admit(frame, replay, peer)
+        if isinstance(admitted, Rejection):
+            return [admitted]
+        return self.produce(admitted, frame, replay)
+
+    def admit(
+        self, frame: bytes, replay: bool = False, peer: str | None = None
+    ) -> Admitted | Rejection:
+        """The checks of what a frame's messages share: topic, header, identity, incarnation
+        and whether this subscriber takes the channel; counts the frame's messages received.
+
+        The first half of `frame`, apart so that the columnar receive (`bus.columnar`)
+        admits a frame exactly as the per-message path does before it decodes the body.
+        """
         topic_frame = frame[:MAX_TOPIC_BYTES]
         try:
             topic_frame, start = split_topic(frame)
@@ -152,14 +182,14 @@ class Pipeline:
             channel, scope = parsed
             header, count, body = read_header(frame, start)
         except ContractError as bad_frame:
-            return [self._reject(bad_frame, peer or "?", topic_frame)]
+            return self._reject(bad_frame, peer or "?", topic_frame)
         self.metrics.received[channel] += count
         sender = header.sender
         if self._identity is not None:
             refused = self._identity.check(peer or "", sender, channel, scope)
             if refused is not None:
                 # Blame the key that sent it, not the identity its header claims.
-                return [self._reject(refused, peer or "?", topic_frame)]
+                return self._reject(refused, peer or "?", topic_frame)
         if header.incarnation > self._clock() + self._max_skew_ns:
             future = ContractError(
                 RejectReason.FUTURE_INCARNATION,
@@ -167,7 +197,7 @@ class Pipeline:
                 f"{self._max_skew_ns / 1e9:.0f} s of allowed skew",
                 "$.header.incarnation",
             )
-            return [self._reject(future, sender, topic_frame)]
+            return self._reject(future, sender, topic_frame)
         decoder: MessageDecoder | None
         control = scope == CONTROL_SCOPE
         if control:
@@ -176,7 +206,33 @@ class Pipeline:
             decoder = self._decoders.get(channel)
         if decoder is None:
             unwanted = ContractError(RejectReason.BAD_TOPIC, f"not subscribed to {channel.value}")
-            return [self._reject(unwanted, sender, topic_frame)]
+            return self._reject(unwanted, sender, topic_frame)
+        return Admitted(channel, scope, topic_frame, header, count, body, decoder, control)
+
+    def produce(
+        self,
+        admitted: Admitted,
+        frame: bytes,
+        replay: bool = False,
+        *,
+        sequenced: bool = False,
+        age: int = -1,
+    ) -> list[Outcome]:
+        """The second half of `frame`: decode an admitted frame's body, then sequence, age
+        and guard each message.
+
+        `sequenced`: the caller already recorded the frame's run of sequences
+        (`SequenceTracker.observe_run`); `age`: the frame's age when already taken.
+        """
+        channel, scope, topic_frame, header = (
+            admitted.channel,
+            admitted.scope,
+            admitted.topic,
+            admitted.header,
+        )
+        count, decoder, control = admitted.messages, admitted.decoder, admitted.control
+        sender = header.sender
+        body = admitted.body
         payload = memoryview(frame)[body:]
         started = time.perf_counter_ns()
         try:
@@ -199,7 +255,18 @@ class Pipeline:
                 # Heartbeats teach the sender's clock offset before its first signal.
                 self.clocks.age(sender, header.incarnation, header.sent_ns, self._clock())
             return self._unsequenced(channel, scope, topic_frame, header, messages)
-        return self._sequenced(channel, scope, topic_frame, header, messages, clean)
+        return self._sequenced(channel, scope, topic_frame, header, messages, clean, sequenced, age)
+
+    def frame_age(self, header: Header) -> int:
+        """A fast-signal frame's age (ns, skew taken out): `clocks.age` at this clock."""
+        return self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
+
+    @property
+    def max_signal_age_ns(self) -> int | None:
+        return self._max_age
+
+    def guard_of(self, channel: Channel) -> SemanticGuard | None:
+        return self._guards.get(channel)
 
     def _unsequenced(
         self, channel: Channel, scope: str, topic: bytes, header: Header, messages: list[Any]
@@ -221,21 +288,26 @@ class Pipeline:
         header: Header,
         messages: list[Any],
         clean: bool,
+        sequenced: bool = False,
+        age: int = -1,
     ) -> list[Outcome]:
         """A frame's data messages (`clean`: every one decoded): sequence, freshness and
-        guard per message."""
+        guard per message. `sequenced`: the caller recorded the frame's run already."""
         sender, incarnation, first = header.sender, header.incarnation, header.sequence
         tracker = self.tracker
         # A batch that continues its stream is recorded in one step; anything else (a bad
         # message inside, a gap, a repeat) is sequenced message by message.
         count = len(messages)
-        in_order = clean and tracker.observe_run(sender, topic, incarnation, first, count)
+        in_order = sequenced or (
+            clean and tracker.observe_run(sender, topic, incarnation, first, count)
+        )
+        # One send time per frame: aged once, at its first message still standing (`age`
+        # when the caller took it already).
         max_age = self._max_age if channel is Channel.SIG else None
-        age = -1  # one send time per frame: aged once, at its first message still standing
         guard = self._guards.get(channel)
-        if in_order:
-            if max_age is not None:
-                age = self.clocks.age(sender, incarnation, header.sent_ns, self._clock())
+        if in_order and clean:
+            if max_age is not None and age < 0:
+                age = self.frame_age(header)
             if max_age is None or age <= max_age:
                 # The common frame, all valid, in order and fresh: one pass (and the guard).
                 envelopes = _envelopes(channel, scope, topic, header, messages)
@@ -262,7 +334,7 @@ class Pipeline:
                     self.metrics.restarts += 1
             if max_age is not None:
                 if age < 0:
-                    age = self.clocks.age(sender, incarnation, header.sent_ns, self._clock())
+                    age = self.frame_age(header)
                 if age > max_age:
                     stale = ContractError(
                         RejectReason.STALE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 import structlog
@@ -21,6 +21,9 @@ from bus.sequence import MAX_STREAMS, Gap
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
+
+if TYPE_CHECKING:  # bus.columnar imports numpy: only a subscriber taking columns pays for it
+    from bus.columnar import ColumnReceiver, ColumnSink, SignalColumns
 
 M = TypeVar("M", bound=msgspec.Struct)
 Handler = Callable[[Envelope[Any]], None]
@@ -37,6 +40,8 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _USER_ID = b"User-Id"
+_SIG = f"{Channel.SIG.value}.".encode()
+_SIG_CONTROL = control_topic(Channel.SIG)
 
 
 class Subscription:
@@ -122,6 +127,10 @@ class Subscriber:
         #: Bumped by every registration and cancellation: delivery resolves a frame's
         #: handlers once, and again only when this moved (a handler that cancels itself).
         self._handlers_version = 0
+        self._columns: ColumnReceiver | None = None
+        self._column_sinks: list[ColumnSink] = []
+        #: Rows delivered in columns so far (a drain reports its share).
+        self._column_rows = 0
         self._inbox: deque[Envelope[Any]] = deque()
         self._inbox_size = inbox
         self._closed = False
@@ -187,6 +196,36 @@ class Subscriber:
     def _handlers_changed(self) -> None:
         self._handlers_version += 1
 
+    def on_columns(
+        self,
+        channel: Channel,
+        sink: ColumnSink,
+        *,
+        max_rows: int | None = None,
+        min_rows: int | None = None,
+    ) -> Subscription:
+        """Deliver the channel's valid fast signals to `sink` as blocks of rows (`SignalColumns`,
+        at most `max_rows` each, or one frame's rows where a frame alone holds more) instead of
+        one envelope each; `min_rows`: a drain with fewer goes the per-message way inside.
+        The defaults are `bus.columnar`'s: 1,024 and 16 rows.
+
+        Only `Channel.SIG` comes in columns. The checks, rejections and counts are the
+        per-message path's (`bus.columnar`); handlers registered with `on` for the channel
+        see none of its data messages while a sink is registered. A block's arrays are
+        reused: `sink` copies what it keeps. The first registration's `max_rows` and `min_rows`
+        hold for every sink. Returns the registration, as `on` does.
+        """
+        if channel is not Channel.SIG or channel not in self.channels:
+            raise ValueError(f"only a subscribed {Channel.SIG.value!r} channel comes in columns")
+        if self._columns is None:
+            from bus.columnar import ColumnReceiver
+
+            self._columns = ColumnReceiver(
+                self.pipeline, self._deliver_columns, self._reject, max_rows, min_rows
+            )
+        self._column_sinks.append(sink)
+        return Subscription([(self._column_sinks, sink)])
+
     def on_rejection(self, handler: RejectionHandler) -> Subscription:
         self._on_rejection.append(handler)
         return Subscription([(self._on_rejection, handler)])
@@ -225,8 +264,9 @@ class Subscriber:
             except zmq.Again:  # nothing came in time
                 pass
             else:
+                column_rows = self._column_rows
                 delivered = self._drain_link(link, received)
-                self._after_drain()
+                delivered += self._after_drain(column_rows)
         else:
             readable = self._poller.poll(timeout_ms) if timeout_ms > 0 else True
             if readable:
@@ -269,10 +309,10 @@ class Subscriber:
         """Process up to one batch of already-queued frames per socket without waiting
         (`readable`: a socket a poll just found readable); returns messages delivered."""
         delivered = 0
+        column_rows = self._column_rows
         for link in self._sockets.links:
             delivered += self._drain_link(link, None, link.socket is readable)
-        self._after_drain()
-        return delivered
+        return delivered + self._after_drain(column_rows)
 
     def _drain_link(
         self, link: Link, received: zmq.Frame | None = None, known: bool = False
@@ -293,6 +333,7 @@ class Subscriber:
         option: Callable[[int], Any] = sock.getsockopt
         # Only a server socket's messages carry the identity to check, one per connection.
         from_server = self.security is not None and link.peer is None
+        columns = self._columns if self._column_sinks else None
         for _ in range(self._batch):
             if received is None:
                 if not known and not option(_EVENTS) & _POLLIN:
@@ -305,10 +346,19 @@ class Subscriber:
             peer = _identity_of(received) if from_server else link.peer
             refusals = pipeline.refusals
             if received.more:
+                if columns is not None:
+                    columns.flush()  # what came before goes first, as it came
                 outcomes = pipeline.process(_parts(received, recv), peer=peer)
+                received = None
             else:
-                outcomes = frame_of(received.bytes, False, peer)
-            received = None
+                data = received.bytes
+                received = None
+                if columns is not None:
+                    if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
+                        columns.add(data, peer)  # decided with the drain's others
+                        continue
+                    columns.flush()
+                outcomes = frame_of(data, False, peer)
             first = outcomes[0]
             if pipeline.refusals == refusals and first.scope != CONTROL_SCOPE:  # type: ignore[union-attr]
                 # The common frame: valid data messages only, straight to delivery.
@@ -318,9 +368,16 @@ class Subscriber:
                 delivered += self._sort(outcomes)
         return delivered
 
-    def _after_drain(self) -> None:
+    def _after_drain(self, column_rows: int) -> int:
+        """End a drain: the columns gathered go out, gaps found are reported; returns the
+        rows delivered in columns since the count was `column_rows`."""
+        delivered = 0
+        if self._columns is not None and self._column_sinks:
+            self._columns.flush()
+            delivered = self._column_rows - column_rows
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
+        return delivered
 
     def _sort(self, outcomes: list[Outcome]) -> int:
         """A frame with refusals or control messages: each outcome to where it goes."""
@@ -338,6 +395,27 @@ class Subscriber:
         if last is not None:
             self._seen(last.header.sender)
         return self._deliver_all(valid) if valid else 0
+
+    def _deliver_columns(self, block: SignalColumns) -> bool:
+        """Hand a block to every column sink; False (a rejection per row) when one fails."""
+        count = len(block)
+        try:
+            for sink in self._column_sinks:
+                sink(block)
+        except Exception as exc:  # a sink's bug must not kill the subscriber
+            _log.exception("column sink failed", rows=count)
+            error = ContractError(
+                RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc} ({count} rows)"
+            )
+            self.metrics.rejected[RejectReason.HANDLER_ERROR] += count
+            head = block.groups[0]
+            self._reject(Rejection.from_error(error, head.sender, _SIG + head.scope.encode()))
+            return False
+        self.metrics.delivered[Channel.SIG] += count
+        self._column_rows += count
+        for sender in {group.sender for group in block.groups}:
+            self._seen(sender)
+        return True
 
     def replayed(self, frames: list[bytes], peer: str | None = None) -> Envelope[Any] | None:
         """Check and deliver one replayed message; a control message is returned instead.
@@ -441,6 +519,9 @@ class Subscriber:
         alone, as HANDLER_ERROR; the rest are delivered.
         """
         channel = envelopes[0].channel
+        if self._columns is not None and self._column_sinks and channel is Channel.SIG:
+            block = self._columns.block_of(envelopes)
+            return len(envelopes) if self._deliver_columns(block) else 0
         handlers = self._handlers.get(channel) or []
         inbox = self._inbox
         kind: type | None = None

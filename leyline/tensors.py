@@ -126,25 +126,69 @@ class BatchConverter:
         count = len(signals)
         if count > self.max_batch:
             raise ValueError(f"{count} signals exceed max_batch {self.max_batch}")
-        if self._copied is not None:
-            self._copied.synchronize()
-        rows = write_raw(signals, self._host_rows)
-        bad = self._checker.bad_rows(rows)
-        if not len(bad):
-            self.refused = []
+        self._wait_for_copy()
+        return self._kept(write_raw(signals, self._host_rows))
+
+    def gather(
+        self, table: npt.NDArray[np.float32], indices: Sequence[int]
+    ) -> npt.NDArray[np.float32]:
+        """`load` for signals kept as raw rows: rows `indices` of `table` [N, 27] float32,
+        gathered into the host buffer in one step, checked there."""
+        count = len(indices)
+        if count > self.max_batch:
+            raise ValueError(f"{count} rows exceed max_batch {self.max_batch}")
+        self._wait_for_copy()
+        rows = self._host_rows[:count]
+        np.take(table, indices, axis=0, out=rows)
+        return self._kept(rows)
+
+    def _kept(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The rows that pass the checks, moved up in order (in place), `refused` set."""
+        kept = self._check(rows)
+        if kept is None:
             return rows
-        self.refused = [(int(i), self._refusal(rows[i])) for i in bad]
-        self.refused_total += len(bad)
-        kept = np.ones(count, np.bool_)
-        kept[bad] = False
-        accepted = count - len(bad)
-        rows[:accepted] = rows[kept]  # the good rows moved up, in order
+        accepted = int(kept.sum())
+        rows[:accepted] = rows[kept]
         return rows[:accepted]
 
     def ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
         """Normalise rows from `load` in place and move them to the device in one transfer."""
-        count = len(rows)
         self._normaliser.normalise_into(rows, rows, checked=True)
+        return self._transfer(len(rows))
+
+    def convert_rows(self, raw: npt.NDArray[np.float32]) -> torch.Tensor:
+        """The normalised batch of raw feature rows [B, 27] float32 (a columnar receive's
+        `bus.columnar.SignalColumns.features`), checked and refused as `convert` does.
+
+        The rows are read, never written: normalising writes straight into the host buffer.
+        """
+        if len(raw) > self.max_batch:
+            raise ValueError(f"{len(raw)} rows exceed max_batch {self.max_batch}")
+        kept = self._check(raw)
+        rows = raw if kept is None else raw[kept]
+        self._wait_for_copy()
+        out = self._host_rows[: len(rows)]
+        self._normaliser.normalise_into(rows, out, checked=True)
+        return self._transfer(len(rows))
+
+    def _check(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_] | None:
+        """None when every row passes; else which rows do, with `refused` set."""
+        bad = self._checker.bad_rows(rows)
+        if not len(bad):
+            self.refused = []
+            return None
+        self.refused = [(int(i), self._refusal(rows[i])) for i in bad]
+        self.refused_total += len(bad)
+        kept = np.ones(len(rows), np.bool_)
+        kept[bad] = False
+        return kept
+
+    def _wait_for_copy(self) -> None:
+        if self._copied is not None:
+            self._copied.synchronize()
+
+    def _transfer(self, count: int) -> torch.Tensor:
+        """The first `count` host rows on the device: the host buffer itself on the CPU."""
         if self._target is self._host:
             return self._host[:count]
         batch = self._target[:count]

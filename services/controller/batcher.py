@@ -4,6 +4,11 @@ Signals are keyed by (worker, slot). A newer signal replaces the pending one in 
 keeps the queue position and the arrival time of the first (a busy slot cannot starve the
 batch). A signal no newer than one already pending, or already decided, is stale and dropped.
 Time is whatever clock the caller passes (`time.monotonic()` by default), so tests drive it.
+
+Signals come as objects (`submit`, `submit_many`) or as rows of a columnar receive
+(`submit_rows`, `bus.columnar.SignalColumns`): a row's raw features go straight into the
+batcher's feature table at its slot's memory row, so no per-signal object is decoded; the
+pending entry then holds its epoch and row only.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from itertools import islice
 from operator import attrgetter
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from leyline import FastTrainingSignals
+from leyline.signals import TENSOR_SCHEMA_SIZE
 
 SlotKey = tuple[str, str]
 
@@ -29,10 +37,13 @@ class PendingSignal(msgspec.Struct, frozen=True, gc=False):
 
     worker_id: str
     slot_id: str
-    signal: FastTrainingSignals
+    #: The signal as an object; None when it came as a row (its features are in the
+    #: batcher's `features` table, at `row`).
+    signal: FastTrainingSignals | None
     arrived: float
     #: The (worker, slot)'s memory row: fixed from its first signal on, kept across `forget`.
     row: int = 0
+    epoch: int = 0
 
 
 #: Read one field of each item of a batch in C (`map`), not in a Python comprehension.
@@ -63,6 +74,8 @@ class SignalBatcher:
         #: The slots seen of each worker and their rows, so forgetting one worker touches
         #: only its own keys.
         self._slots: dict[str, dict[str, int]] = {}
+        #: The raw features [rows, 27] of each memory row's latest signal that came as a row.
+        self.features = np.zeros((64, TENSOR_SCHEMA_SIZE), np.float32)
         self.accepted = 0
         self.conflated = 0
         self.stale = 0
@@ -86,7 +99,7 @@ class SignalBatcher:
         key = (worker_id, slot_id)
         epoch = signal.epoch
         last = self._decided.get(key)
-        if last is not None and epoch <= last.signal.epoch:
+        if last is not None and epoch <= last.epoch:
             self.stale += 1
             return False
         held = self._pending.get(key)
@@ -95,9 +108,11 @@ class SignalBatcher:
             if row is None:
                 row = self._new_row(key)
             arrived = time.monotonic() if now is None else now
-            self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived, row)
-        elif epoch >= held.signal.epoch:
-            self._pending[key] = PendingSignal(worker_id, slot_id, signal, held.arrived, held.row)
+            self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived, row, epoch)
+        elif epoch >= held.epoch:
+            self._pending[key] = PendingSignal(
+                worker_id, slot_id, signal, held.arrived, held.row, epoch
+            )
             self.conflated += 1
         else:
             self.stale += 1
@@ -124,7 +139,7 @@ class SignalBatcher:
         for key, signal in zip(keys, signals, strict=True):
             epoch = signal.epoch
             last = get_decided(key)
-            if last is not None and epoch <= last.signal.epoch:
+            if last is not None and epoch <= last.epoch:
                 stale += 1
                 continue
             held = get_held(key)
@@ -132,9 +147,9 @@ class SignalBatcher:
                 row = get_row(key) if last is None else last.row
                 if row is None:
                     row = self._new_row(key)
-                pending[key] = PendingSignal(key[0], key[1], signal, arrived, row)
-            elif epoch >= held.signal.epoch:
-                pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row)
+                pending[key] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
+            elif epoch >= held.epoch:
+                pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row, epoch)
                 conflated += 1
             else:
                 stale += 1
@@ -144,6 +159,60 @@ class SignalBatcher:
         self.stale += stale
         self.conflated += conflated
         return accepted
+
+    def submit_rows(
+        self,
+        keys: list[SlotKey],
+        epochs: list[int],
+        features: npt.NDArray[np.float32],
+        now: float | None = None,
+    ) -> int:
+        """Queue a block of signals that came as rows: `features[i]` [27] is the raw feature
+        block of the signal of `keys[i]` at `epochs[i]`; how many were accepted.
+
+        `submit_many`'s rules; the accepted rows' features are copied into `features` at
+        their memory rows in one step (a slot's later row in the block wins, as it would
+        replace the earlier one), so the block's buffer may be reused afterwards.
+        """
+        arrived = time.monotonic() if now is None else now
+        pending, decided, rows = self._pending, self._decided, self.rows
+        get_decided, get_held, get_row = decided.get, pending.get, rows.get
+        accepted = stale = conflated = 0
+        source: dict[int, int] = {}  # memory row -> the block's row that fills it
+        for index, (key, epoch) in enumerate(zip(keys, epochs, strict=True)):
+            last = get_decided(key)
+            if last is not None and epoch <= last.epoch:
+                stale += 1
+                continue
+            held = get_held(key)
+            if held is None:
+                row = get_row(key) if last is None else last.row
+                if row is None:
+                    row = self._new_row(key)
+                pending[key] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
+            elif epoch >= held.epoch:
+                row = held.row
+                pending[key] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
+                conflated += 1
+            else:
+                stale += 1
+                continue
+            source[row] = index
+            accepted += 1
+        if source:
+            self.reserve(len(self.rows))
+            self.features[list(source)] = features[list(source.values())]
+        self.accepted += accepted
+        self.stale += stale
+        self.conflated += conflated
+        return accepted
+
+    def reserve(self, rows: int) -> None:
+        """Room in `features` for `rows` memory rows (grown by doubling)."""
+        if rows > len(self.features):
+            grown = np.zeros((max(rows, 2 * len(self.features)), TENSOR_SCHEMA_SIZE), np.float32)
+            grown[: len(self.features)] = self.features
+            self.features = grown
 
     def _new_row(self, key: SlotKey) -> int:
         """The next free memory row, now `key`'s for good."""

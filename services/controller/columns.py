@@ -98,6 +98,9 @@ class ColumnBuffer:
         )
         # The end of the last copy: refilling the host buffer waits for it (see BatchConverter).
         self._copied = torch.Event(self.device) if pinned else None
+        #: The last batch's columns on the host, as an array (a view, valid until the next
+        #: fill): for what is decided on the host (masks, the check of the policy's output).
+        self.host: npt.NDArray[np.float64] = self._host_view[:0]
 
     def fill(self, signals: Sequence[FastTrainingSignals], rows: Sequence[int]) -> torch.Tensor:
         """The [B, COLUMN_COUNT] float64 columns of `signals` on the device (a view, reused)."""
@@ -119,6 +122,7 @@ class ColumnBuffer:
         if count:
             self._host_view[:count, Column.ROW] = rows
             self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
+        self.host = self._host_view[:count]
         if self._device_buffer is self._host:
             return self._host[:count]
         target = self._device_buffer[:count]

@@ -1,28 +1,39 @@
-"""The decisions of the inference loop, kept as columns and built as objects only when read.
+"""The decisions of the inference loop, kept as arrays; commands and objects made when read.
 
-Profiled at B = 256, one `Decision` object per row was a fifth of the loop's own time,
-though the controller reads only the rows that carry a command: `commanded()` builds those
-alone, and any other reader sees an ordinary sequence of `Decision`s.
+Profiled at B = 256, one `Decision` object per row was a fifth of the loop's own time and
+one command object per acting row most of the rest, though the controller needs neither:
+it reads the acting rows' commands as columns of encoded bytes (`commands()`), which the
+journal numbers and the bus sends as they are. Any other reader sees an ordinary sequence
+of `Decision`s, built on the way out.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
-from itertools import compress
+from operator import attrgetter, itemgetter
 from typing import overload
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from leyline import AdaptationCommand
 from services.controller.batcher import PendingSignal
+from services.controller.commands import CommandBatch, CommandEncoder
 from services.controller.policy import DecisionReason
 
 _REASONS = {int(reason): reason for reason in DecisionReason}
+_workers = attrgetter("worker_id")
+_slots = attrgetter("slot_id")
+_epochs = attrgetter("epoch")
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
-    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command."""
+    """The policy's choice for one (worker, slot) at one epoch; WAIT carries no command.
+
+    `command` is unnumbered (sequence 0): the journal numbers it when it is issued.
+    """
 
     worker_id: str
     slot_id: str
@@ -34,48 +45,94 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 
 
 class Decisions(Sequence[Decision]):
-    """Rows of decided signals, in batch order: action index, confidence, reason, command."""
+    """Rows of decided signals, in batch order: action index, confidence, reason code.
 
-    __slots__ = ("_actions", "_commands", "_confidence", "_items", "_members", "_reasons")
+    `actions` and `reasons` are int64, `confidence` float64 in [0, 1], one entry per row.
+    """
+
+    __slots__ = ("_by_row", "_commands", "_encoder", "_items", "_members", "actions",
+                 "confidence", "reasons")  # fmt: skip
 
     def __init__(
         self,
         members: tuple[enum.IntEnum, ...],
+        encoder: CommandEncoder,
         items: list[PendingSignal] | None = None,
-        actions: list[int] | None = None,
-        confidence: list[float] | None = None,
-        reasons: list[int] | None = None,
-        commands: list[AdaptationCommand | None] | None = None,
+        actions: npt.NDArray[np.int64] | None = None,
+        confidence: npt.NDArray[np.float64] | None = None,
+        reasons: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self._members = members
+        self._encoder = encoder
         self._items = items or []
-        self._actions = actions or []
-        self._confidence = confidence or []
-        self._reasons = reasons or []
-        self._commands = commands or []
+        self.actions = np.empty(0, np.int64) if actions is None else actions
+        self.confidence = np.empty(0, np.float64) if confidence is None else confidence
+        self.reasons = np.empty(0, np.int64) if reasons is None else reasons
+        self._commands: CommandBatch | None = None
+        self._by_row: dict[int, int] | None = None
 
-    def extend(self, other: Decisions) -> None:
-        """Append another batch's rows (the loop's `step` joins its batches so)."""
-        self._items += other._items
-        self._actions += other._actions
-        self._confidence += other._confidence
-        self._reasons += other._reasons
-        self._commands += other._commands
+    @property
+    def pending(self) -> list[PendingSignal]:
+        """The decided signals, one per row, in row order."""
+        return self._items
+
+    @classmethod
+    def join(
+        cls, members: tuple[enum.IntEnum, ...], encoder: CommandEncoder, parts: list[Decisions]
+    ) -> Decisions:
+        """One `Decisions` of several batches' rows, in order (a `step` that took several)."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls(members, encoder)
+        items = [item for part in parts for item in part._items]
+        return cls(
+            members,
+            encoder,
+            items,
+            np.concatenate([part.actions for part in parts]),
+            np.concatenate([part.confidence for part in parts]),
+            np.concatenate([part.reasons for part in parts]),
+        )
+
+    def commands(self) -> CommandBatch:
+        """The commands of the rows whose action is not WAIT, in row order (made once)."""
+        if self._commands is None:
+            acting = np.flatnonzero(self.actions != self._encoder.wait)
+            rows: list[int] = acting.tolist()
+            picked = _pick(self._items, rows)
+            slot_ids = list(map(_slots, picked))
+            actions = self.actions[acting]
+            reasons = self.reasons[acting]
+            confidence = self.confidence[acting]
+            ids, payloads = self._encoder.encode(slot_ids, actions, reasons, confidence)
+            self._commands = CommandBatch(
+                rows, list(map(_workers, picked)), slot_ids, list(map(_epochs, picked)),
+                actions.tolist(), reasons.tolist(), confidence.tolist(), ids, payloads,
+            )  # fmt: skip
+        return self._commands
 
     def commanded(self) -> list[Decision]:
-        """The decisions that carry a command, in order: all the controller has to send."""
-        return [self._row(row) for row in compress(range(len(self)), self._commands)]
+        """The decisions that carry a command, in order, as objects."""
+        return [self._row(row) for row in self.commands().rows]
 
     def _row(self, row: int) -> Decision:
         item = self._items[row]
+        action = int(self.actions[row])
+        command = None
+        if action != self._encoder.wait:
+            commands = self.commands()
+            if self._by_row is None:
+                self._by_row = {r: i for i, r in enumerate(commands.rows)}
+            command = commands.command(self._by_row[row])
         return Decision(
             item.worker_id,
             item.slot_id,
-            item.signal.epoch,
-            self._members[self._actions[row]],
-            self._confidence[row],
-            _REASONS[self._reasons[row]],
-            self._commands[row],
+            item.epoch,
+            self._members[action],
+            float(self.confidence[row]),
+            _REASONS[int(self.reasons[row])],
+            command,
         )
 
     def __len__(self) -> int:
@@ -100,4 +157,14 @@ class Decisions(Sequence[Decision]):
             return list(self) == list(other)
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]  # mutable (extend), compared by value
+    __hash__ = None  # type: ignore[assignment]  # compared by value
+
+
+def _pick(items: list[PendingSignal], rows: list[int]) -> Sequence[PendingSignal]:
+    """`items` at `rows`, gathered in C."""
+    if not rows:
+        return ()
+    if len(rows) == 1:
+        return (items[rows[0]],)
+    picked: tuple[PendingSignal, ...] = itemgetter(*rows)(items)
+    return picked

@@ -2,26 +2,34 @@
 
 Synchronous and thread-free, for a controller's event loop: `submit` each signal as it
 arrives, call `step(now)` whenever the loop wakes (at the latest at `deadline()`), and send
-the commands of the decisions it returns (`Decisions.commanded()`).
+the commands of the decisions it returns (`Decisions.commands()`: encoded bytes, as columns).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from leyline import ContractError
-from leyline.features import FeatureBounds
+from leyline import ContractError, FastTrainingSignals
+from leyline.features import FeatureBounds, write_raw
+from leyline.signals import TENSOR_SCHEMA_SIZE
 from leyline.tensors import BatchConverter
 from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
-from services.controller.commands import CommandStamper
+from services.controller.commands import CommandEncoder
 from services.controller.decisions import Decisions
 from services.controller.masks import ActionMasker
 from services.controller.policy import ControlPolicy, DecisionReason
+
+#: The reason codes a policy may return (`DecisionReason`, numbered without gaps); any other
+#: is refused as an illegal proposal.
+_FIRST_REASON, _LAST_REASON = min(DecisionReason), max(DecisionReason)
+assert len(DecisionReason) == _LAST_REASON - _FIRST_REASON + 1
 
 
 class InferenceLoop:
@@ -32,9 +40,13 @@ class InferenceLoop:
     refused by name (`on_refused`, counted in `refused`) and the rest go on. From the raw
     rows a `ColumnBuffer` takes the decision columns and the converter the normalised
     features (each one preallocated buffer, pinned on CUDA, one transfer), legal-action
-    masks are computed on the device, the policy decides, illegal choices fall back to WAIT,
-    the results come back to the host in one transfer, and only the rows that act get a
-    command (`CommandStamper`).
+    masks are computed on the device, the policy decides, and the results come back to the
+    host in one transfer, with the masks. There the policy's output is checked: an action
+    out of range or not legal for its slot falls back to WAIT with the reason
+    ILLEGAL_PROPOSAL (counted in `illegal`), as does one with a reason code that is not a
+    `DecisionReason`; a confidence outside [0, 1] is clamped. The
+    decisions stay arrays; the acting rows' commands are encoded when read
+    (`Decisions.commands`, `CommandEncoder`).
     """
 
     def __init__(
@@ -55,15 +67,22 @@ class InferenceLoop:
         #: Queue a block of ((worker, slot), signal)s in one call: what a drained receive
         #: hands over (`SignalBatcher.submit_many`); how many were accepted.
         self.submit_many = self.batcher.submit_many
+        #: Queue a block of signals that came as rows (`SignalBatcher.submit_rows`).
+        self.submit_rows = self.batcher.submit_rows
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
         self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
         #: Signals refused for a value that breaks the contract (never decided).
         self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
+        #: Actions the policy proposed that the loop refused (out of range or masked),
+        #: decided as WAIT with the reason ILLEGAL_PROPOSAL instead.
+        self.illegal = 0
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
-        self._commands = CommandStamper(self.layout)
+        self._encoder = CommandEncoder(self.layout)
+        self._host = self.device.type == "cpu"
+        self._rows = np.arange(max_batch)
 
     def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
         """Call `handler` with each signal refused for its values, and why."""
@@ -85,17 +104,17 @@ class InferenceLoop:
     def step(self, now: float | None = None) -> Decisions:
         """Decide every batch that is ready at `now` (full, or waited long enough)."""
         now = time.monotonic() if now is None else now
-        decisions = Decisions(self._members)
+        parts = []
         while batch := self.batcher.take(now):
-            decisions.extend(self.decide(batch))
-        return decisions
+            parts.append(self.decide(batch))
+        return Decisions.join(self._members, self._encoder, parts)
 
     def flush(self) -> Decisions:
         """Decide everything pending now, ready or not (shutdown, tests)."""
-        decisions = Decisions(self._members)
+        parts = []
         while batch := self.batcher.take(force=True):
-            decisions.extend(self.decide(batch))
-        return decisions
+            parts.append(self.decide(batch))
+        return Decisions.join(self._members, self._encoder, parts)
 
     def forget(self, worker_id: str) -> None:
         """Forget a restarted worker: its pending signals, decided epochs and policy memory."""
@@ -105,38 +124,87 @@ class InferenceLoop:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
     def decide(self, batch: Sequence[PendingSignal]) -> Decisions:
-        """Run the policy on one batch (at most `max_batch`) and turn its actions into commands."""
+        """Run the policy on one batch (at most `max_batch`); its decisions, as arrays."""
         items = list(batch)
         if not items:
-            return Decisions(self._members)
-        raw = self._converter.load(list(map(pending_signals, items)))
+            return Decisions(self._members, self._encoder)
+        signals = list(map(pending_signals, items))
+        raw = self._rows_of(items, signals) if None in signals else self._converter.load(signals)
         if self._converter.refused:
             items = self._refuse(items)
             if not items:
-                return Decisions(self._members)
+                return Decisions(self._members, self._encoder)
         rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
         self.policy.reserve(len(self.batcher.rows))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
             features = self._converter.ship(raw)
-            masks = self._masker(columns)
-            actions, confidence, reasons = self.policy(ObservationBatch(features, columns), masks)
-            legal = masks.gather(1, actions.unsqueeze(1)).squeeze(1)
-            actions = torch.where(legal, actions, self.layout.wait)
-            reasons = torch.where(legal, reasons, DecisionReason.ILLEGAL_PROPOSAL)
-            # One transfer back; the integer rows are read as integers on the host.
-            results = (
-                torch.stack(
-                    (actions.double(), confidence.double().clamp(0.0, 1.0), reasons.double())
-                )
-                .cpu()
-                .numpy()
-            )
-        chosen: list[int] = results[0].astype(np.int64).tolist()
-        confidences: list[float] = results[1].tolist()
-        why: list[int] = results[2].astype(np.int64).tolist()
-        commands = self._commands.stamp(items, chosen, confidences, why)
-        return Decisions(self._members, items, chosen, confidences, why, commands)
+            legal = self._masker.legal(self._columns.host)
+            masks = torch.from_numpy(legal)
+            if not self._host:
+                masks = masks.to(self.device)
+            output = self.policy(ObservationBatch(features, columns), masks)
+            if self._host:  # the tensors are the arrays: no copy
+                actions = output.actions.numpy()
+                confidence = output.confidence.numpy()
+                reasons = output.reasons.numpy()
+            else:  # one transfer back for the three results
+                results = torch.stack(
+                    (output.actions.double(), output.confidence.double(), output.reasons.double())
+                ).cpu()
+                actions, confidence, reasons = results.numpy()
+        return self._checked(items, actions, confidence, reasons, legal)
+
+    def _checked(
+        self,
+        items: list[PendingSignal],
+        actions: npt.NDArray[Any],
+        confidence: npt.NDArray[Any],
+        reasons: npt.NDArray[Any],
+        legal: npt.NDArray[np.bool_],
+    ) -> Decisions:
+        """The policy's output held to its contract, on the host: a proposal out of range or
+        masked, or with an unknown reason code, becomes WAIT (ILLEGAL_PROPOSAL, counted),
+        confidence is clamped to [0, 1]
+        (NaN to 0), and the columns take the dtypes `Decisions` promises."""
+        # Converted only where the policy's dtype differs; copied before any refusal below.
+        chosen: npt.NDArray[np.int64] = actions.astype(np.int64, copy=False)
+        why: npt.NDArray[np.int64] = reasons.astype(np.int64, copy=False)
+        sure: npt.NDArray[np.float64] = confidence.astype(np.float64, copy=False)
+        if not (sure.min() >= 0.0 and sure.max() <= 1.0):  # also when any is NaN
+            sure = np.nan_to_num(np.clip(sure, 0.0, 1.0), nan=0.0)
+        rows = self._rows[: len(chosen)]
+        # The common case checked by two reductions each: every action and reason in range.
+        if chosen.min() >= 0 and chosen.max() < legal.shape[1]:
+            allowed = legal[rows, chosen]
+        else:
+            in_range = (chosen >= 0) & (chosen < legal.shape[1])
+            allowed = in_range & legal[rows, np.where(in_range, chosen, 0)]
+        if not (why.min() >= _FIRST_REASON and why.max() <= _LAST_REASON):
+            allowed &= (why >= _FIRST_REASON) & (why <= _LAST_REASON)
+        if not allowed.all():
+            refused = ~allowed
+            self.illegal += int(refused.sum())
+            chosen, why, sure = chosen.copy(), why.copy(), sure.copy()
+            chosen[refused] = self.layout.wait
+            why[refused] = DecisionReason.ILLEGAL_PROPOSAL
+            sure[refused] = 1.0
+        return Decisions(self._members, self._encoder, items, chosen, sure, why)
+
+    def _rows_of(
+        self, items: list[PendingSignal], signals: list[FastTrainingSignals | None]
+    ) -> npt.NDArray[np.float32]:
+        """A batch with signals that came as rows: every item's raw features from the
+        batcher's table (those that came as objects written there first), checked."""
+        batcher = self.batcher
+        objects = [(item.row, signal) for item, signal in zip(items, signals, strict=True)
+                   if signal is not None]  # fmt: skip
+        if objects:
+            batcher.reserve(len(batcher.rows))
+            rows, blocks = zip(*objects, strict=True)
+            staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
+            batcher.features[list(rows)] = write_raw(blocks, staged)
+        return self._converter.gather(batcher.features, list(map(pending_rows, items)))
 
     def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
         """Report the converter's refusals; the items that were kept, in order."""

@@ -35,7 +35,7 @@ class InFlightTable(Mapping[str, InFlight]):
 
     def add(self, flight: InFlight) -> None:
         """Track `flight` (a command id already tracked is replaced, not counted twice)."""
-        command_id = flight.entry.command.command_id
+        command_id = flight.entry.command_id
         self.pop(command_id)
         self._flights[command_id] = flight
         key = (flight.entry.worker_id, flight.entry.slot_id)

@@ -16,7 +16,8 @@ from pathlib import Path
 import msgspec
 
 from leyline import AckOutcome, AdaptationCommand
-from leyline.wire import decode, encode
+from leyline.wire import encode
+from services.controller.commands import numbered
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -33,13 +34,28 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 
-class JournalEntry(msgspec.Struct, frozen=True):
-    """One journaled command and where it was sent."""
+_DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode
+_INSERT = (
+    "INSERT INTO commands (worker, sequence, command_id, slot_id, payload, issued_ns)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class JournalEntry(msgspec.Struct, frozen=True, gc=False):
+    """One journaled command, as the bytes sent, and where it was sent."""
 
     worker_id: str
     slot_id: str
-    command: AdaptationCommand
+    command_id: str
+    sequence: int
+    #: The numbered command as encoded on the wire.
+    payload: bytes
     issued_ns: int
+
+    @property
+    def command(self) -> AdaptationCommand:
+        """The command itself, decoded (and so validated) from its bytes."""
+        return _DECODE(self.payload)
 
 
 class CommandJournal:
@@ -67,40 +83,55 @@ class CommandJournal:
     ) -> list[JournalEntry]:
         """Number and commit (worker_id, slot_id, command)s in one transaction, in order.
 
-        Each worker's commands get its next sequences in the order given. Nothing of the
-        batch is committed if any row fails; only after this returns may they be sent.
+        `issue_batch` for commands held as objects: each is encoded unnumbered first.
         """
-        if not commands:
+        workers, slots, ids, payloads = [], [], [], []
+        for worker_id, slot_id, command in commands:
+            workers.append(worker_id)
+            slots.append(slot_id)
+            ids.append(command.command_id)
+            payloads.append(encode(msgspec.structs.replace(command, sequence=0)))
+        return self.issue_batch(workers, slots, ids, payloads)
+
+    def issue_batch(
+        self,
+        worker_ids: Sequence[str],
+        slot_ids: Sequence[str],
+        command_ids: Sequence[str],
+        payloads: Sequence[bytes],
+    ) -> list[JournalEntry]:
+        """Number and commit a batch of encoded, unnumbered commands in one transaction.
+
+        Columns, one entry per command: the worker and slot it goes to, its id and its bytes
+        (sequence 0, as `CommandEncoder` writes them). Each worker's commands get its next
+        sequences in the order given. Nothing of the batch is committed if any row fails;
+        only after this returns may they be sent.
+        """
+        if not payloads:
             return []
         now = time.time_ns()
-        last = dict(self._last)  # adopted only once the transaction has committed
-        entries: list[JournalEntry] = []
-        rows: list[tuple[str, int, str, str, bytes, int]] = []
-        # The sequence takes no part in the cross-field rules the command passed when it was
-        # built, so a copy stamped with it needs no second `__post_init__` (which
-        # `msgspec.structs.replace` would run: ~3x the cost, bench stress).
-        copy = AdaptationCommand.__copy__  # type: ignore[attr-defined]  # msgspec C method
-        stamp = msgspec.structs.force_setattr
-        for worker_id, slot_id, command in commands:
-            sequence = last.get(worker_id)
+        last = self._last
+        taken: dict[str, int] = {}  # adopted only once the transaction has committed
+        sequences = []
+        for worker_id in worker_ids:
+            sequence = taken.get(worker_id)
             if sequence is None:
-                sequence = self._last_sequence(worker_id)
-            last[worker_id] = sequence = sequence + 1
-            numbered = copy(command)
-            stamp(numbered, "sequence", sequence)
-            entries.append(JournalEntry(worker_id, slot_id, numbered, now))
-            rows.append((worker_id, sequence, numbered.command_id, slot_id, encode(numbered), now))
+                sequence = last.get(worker_id)
+                if sequence is None:
+                    sequence = self._last_sequence(worker_id)
+            taken[worker_id] = sequence = sequence + 1
+            sequences.append(sequence)
+        blobs = list(map(numbered, payloads, sequences))
+        now_column = [now] * len(blobs)
+        columns = (worker_ids, sequences, command_ids, slot_ids, blobs, now_column)
         with self._db:  # commits at the end, rolls back on an error
             # The connection autocommits each statement; one explicit transaction makes the
             # batch one commit (one fsync) and all-or-nothing.
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO commands (worker, sequence, command_id, slot_id, payload, issued_ns)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        self._last = last
-        return entries
+            self._db.executemany(_INSERT, zip(*columns, strict=True))
+        last.update(taken)
+        return list(map(JournalEntry, worker_ids, slot_ids, command_ids, sequences, blobs,
+                        now_column))  # fmt: skip
 
     def acknowledge(self, command_id: str, outcome: AckOutcome) -> bool:
         """Record the first acknowledgement of a command; False if unknown or already acked."""
@@ -114,13 +145,16 @@ class CommandJournal:
 
     def unacked(self, worker_id: str | None = None, after: int = 0) -> list[JournalEntry]:
         """Commands not yet acknowledged (of one worker, past a sequence), in issue order."""
-        query = "SELECT worker, slot_id, payload, issued_ns FROM commands WHERE outcome IS NULL"
+        query = (
+            "SELECT worker, slot_id, command_id, sequence, payload, issued_ns FROM commands"
+            " WHERE outcome IS NULL"
+        )
         params: tuple[object, ...] = ()
         if worker_id is not None:
             query += " AND worker = ? AND sequence > ?"
             params = (worker_id, after)
         query += " ORDER BY worker, sequence"
-        return [self._entry(row) for row in self._db.execute(query, params)]
+        return [JournalEntry(*row) for row in self._db.execute(query, params)]
 
     def settled(self, worker_id: str, after: int) -> list[JournalEntry]:
         """Acknowledged commands of one worker past a sequence, in order.
@@ -129,11 +163,11 @@ class CommandJournal:
         name a sequence below one it had acknowledged; these it must be sent again.
         """
         rows = self._db.execute(
-            "SELECT worker, slot_id, payload, issued_ns FROM commands"
+            "SELECT worker, slot_id, command_id, sequence, payload, issued_ns FROM commands"
             " WHERE outcome IS NOT NULL AND worker = ? AND sequence > ? ORDER BY sequence",
             (worker_id, after),
         )
-        return [self._entry(row) for row in rows]
+        return [JournalEntry(*row) for row in rows]
 
     def entries(self) -> list[tuple[str, int, str, str | None]]:
         """(worker, sequence, command_id, outcome) of every command, in order: for checkers."""
@@ -150,10 +184,3 @@ class CommandJournal:
 
     def close(self) -> None:
         self._db.close()
-
-    @staticmethod
-    def _entry(row: tuple[str, str, bytes, int]) -> JournalEntry:
-        worker, slot, payload, issued = row
-        command = decode(payload)
-        assert isinstance(command, AdaptationCommand)
-        return JournalEntry(worker, slot, command, issued)

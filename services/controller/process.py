@@ -13,12 +13,11 @@ import time
 import structlog
 
 from bus import Channel, Envelope
+from bus.columnar import SignalColumns
 from leyline import (
     AckOutcome,
-    AdaptationCommand,
     CommandAck,
     ContractError,
-    FastTrainingSignals,
     TelemetryEvent,
     TelemetryEventType,
     WorkerHello,
@@ -26,10 +25,11 @@ from leyline import (
 from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
 from services.controller.batcher import PendingSignal
-from services.controller.decisions import Decision
+from services.controller.commands import CommandBatch, command_type
 from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
 from services.controller.journal import CommandJournal, JournalEntry
+from services.controller.policy import DecisionReason
 from services.node import Node
 
 _log = structlog.get_logger("leyline.controller")
@@ -73,28 +73,30 @@ class Controller:
         #: Signals refused by the inference loop for a value that breaks the contract.
         self.refused_signals = 0
         loop.on_refused(self._refused_signal)
-        # The signals of one pump, handed to the loop as one block (`_submit_arrived`).
-        self._arrived_keys: list[tuple[str, str]] = []
-        self._arrived: list[FastTrainingSignals] = []
-        node.subscriber.on(Channel.SIG, self._on_signal)
+        #: Signals for a slot index this topology does not have (never decided).
+        self.unknown_slots = 0
+        # Fast signals come in columns: each drain's rows straight into the batcher's table.
+        node.subscriber.on_columns(Channel.SIG, self._on_signals)
         node.subscriber.on(Channel.ACK, self._on_ack)
         node.subscriber.on_liveness(self._on_liveness)
 
     def tick(self) -> None:
         """Decide the batches that are ready, publish their commands, resend overdue ones."""
-        self._submit_arrived()
         busy = self.in_flight.busy
         decisions = self.loop.step()
         self.decided += len(decisions)
-        issuable = [
-            (d, command)
-            for d in decisions.commanded()
-            if (command := d.command) is not None and not busy(d.worker_id, d.slot_id)
-        ]
-        # One journal transaction for everything decided, committed before anything is sent.
-        entries = self.journal.issue_many([(d.worker_id, d.slot_id, c) for d, c in issuable])
-        for (decision, _), entry in zip(issuable, entries, strict=True):
-            self._act(decision, entry)
+        commands = decisions.commands()
+        if len(commands):
+            slots = zip(commands.worker_ids, commands.slot_ids, strict=True)
+            free = [i for i, (worker, slot) in enumerate(slots) if not busy(worker, slot)]
+            if len(free) < len(commands):  # a slot still awaiting an ack is not told again
+                commands = commands.take(free)
+            # One journal transaction for everything decided, committed before anything is sent.
+            entries = self.journal.issue_batch(
+                commands.worker_ids, commands.slot_ids, commands.command_ids, commands.payloads
+            )
+            for index, entry in enumerate(entries):
+                self._act(commands, index, entry)
         now = time.monotonic()
         for flight in self.in_flight.values():
             if now >= flight.resend_at:
@@ -121,49 +123,59 @@ class Controller:
         for flight in self.in_flight.of_worker(worker_id):
             flight.resend_at = min(flight.resend_at, now)
 
-    def _on_signal(self, envelope: Envelope) -> None:
-        signal: FastTrainingSignals = envelope.message
-        if signal.slot_index >= len(self.slots):
-            _log.warning("signal for an unknown slot", slot_index=signal.slot_index)
+    def _on_signals(self, block: SignalColumns) -> None:
+        """A drain's fast signals, as rows: each (worker, slot) not awaiting an ack is queued
+        with its epoch, its features copied into the batcher's table in one step."""
+        slots = self.slots
+        busy = self.in_flight.busy
+        keys: list[tuple[str, str]] = []
+        taken: list[int] = []
+        epochs = block.epoch.tolist()
+        for index, (worker_id, slot_index) in enumerate(
+            zip(block.senders(), block.slot_index.tolist(), strict=True)
+        ):
+            if slot_index >= len(slots):
+                self.unknown_slots += 1
+                if self.unknown_slots & (self.unknown_slots - 1) == 0:  # 1, 2, 4, ...: bounded
+                    _log.warning("signal for an unknown slot", slot_index=slot_index)
+                continue
+            key = (worker_id, slots[slot_index])
+            if not busy(*key):
+                keys.append(key)
+                taken.append(index)
+        if not keys:
             return
-        worker_id = envelope.header.sender
-        slot_id = self.slots[signal.slot_index]
-        if not self.in_flight.busy(worker_id, slot_id):
-            self._arrived_keys.append((worker_id, slot_id))
-            self._arrived.append(signal)
+        if len(taken) == len(block):
+            self.loop.submit_rows(keys, epochs, block.features)
+        else:
+            self.loop.submit_rows(keys, [epochs[i] for i in taken], block.features[taken])
 
-    def _submit_arrived(self) -> None:
-        """Queue the signals received since the last call in one block, in arrival order."""
-        if self._arrived:
-            self.loop.submit_many(self._arrived_keys, self._arrived)
-            self._arrived_keys = []
-            self._arrived = []
-
-    def _act(self, decision: Decision, entry: JournalEntry) -> None:
+    def _act(self, commands: CommandBatch, index: int, entry: JournalEntry) -> None:
         self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
         self._send(entry)
         self.issued += 1
-        command = entry.command
+        action = self.loop.layout.actions(commands.actions[index])
+        reason = DecisionReason(commands.reasons[index]).text
         self.node.emit(
             TelemetryEvent(
                 event_type=TelemetryEventType.COMMAND_ISSUED,
                 payload=CommandIssued(
-                    command_id=command.command_id,
-                    command_type=command.command_type.name,
-                    worker_id=decision.worker_id,
+                    command_id=entry.command_id,
+                    command_type=command_type(action).name,
+                    worker_id=entry.worker_id,
                 ),
-                slot_id=decision.slot_id,
-                epoch=decision.epoch,
-                message=f"{decision.action.name} #{command.sequence} ({command.reason})",
+                slot_id=entry.slot_id,
+                epoch=commands.epochs[index],
+                message=f"{action.name} #{entry.sequence} ({reason})",
             )
         )
         _log.info(
             "command issued",
-            worker=decision.worker_id,
-            slot=decision.slot_id,
-            sequence=command.sequence,
-            action=decision.action.name,
-            reason=command.reason,
+            worker=entry.worker_id,
+            slot=entry.slot_id,
+            sequence=entry.sequence,
+            action=action.name,
+            reason=reason,
         )
 
     def _send(self, entry: JournalEntry) -> None:
@@ -186,7 +198,7 @@ class Controller:
             self._ignore("ack", sender, ack.worker_id)
             return
         self.in_flight.pop(ack.command_id)
-        self._settle_earlier(sender, flight.entry.command.sequence)
+        self._settle_earlier(sender, flight.entry.sequence)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -207,10 +219,10 @@ class Controller:
         every earlier one: one whose own ack was lost (in a partition) is settled now, as a
         hello would settle it, not left to a resend that may find the worker gone."""
         for flight in self.in_flight.of_worker(worker):
-            command = flight.entry.command
-            if command.sequence < sequence:
-                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
-                self.in_flight.pop(command.command_id)
+            entry = flight.entry
+            if entry.sequence < sequence:
+                self.journal.acknowledge(entry.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(entry.command_id)
 
     def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
         """A fast signal whose feature block broke the contract: counted, logged, not decided."""
@@ -246,19 +258,18 @@ class Controller:
         worker = hello.worker_id
         last = hello.last_applied_sequence
         if last == 0:
-            self._submit_arrived()  # what came before the hello is forgotten with the rest
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
         for flight in self.in_flight.of_worker(worker):
-            command: AdaptationCommand = flight.entry.command
-            if command.sequence <= last:
+            entry = flight.entry
+            if entry.sequence <= last:
                 # Applied, its ack lost: the worker's checkpoint says so.
-                self.journal.acknowledge(command.command_id, AckOutcome.DUPLICATE)
-                self.in_flight.pop(command.command_id)
+                self.journal.acknowledge(entry.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(entry.command_id)
         pending = self.in_flight.of_worker(worker)
         now = time.monotonic()
         for flight in pending:
             flight.resend_at = now + self.ack_timeout_s
         resend = [*self.journal.settled(worker, last), *(f.entry for f in pending)]
-        for entry in sorted(resend, key=lambda e: e.command.sequence):
+        for entry in sorted(resend, key=lambda e: e.sequence):
             self._send(entry)
         _log.info("worker hello", worker=worker, last_applied=last, resent=len(resend))

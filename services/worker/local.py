@@ -12,9 +12,10 @@ import threading
 from pathlib import Path
 
 from bus import Channel, Envelope
+from bus.columnar import SignalColumns
 from bus.security import Curve, Role, generate_key
 from bus.testing import InProcessBus
-from leyline import FastTrainingSignals, TelemetryEvent
+from leyline import TelemetryEvent
 from services.controller.heuristic import HeuristicPolicy
 from services.controller.inference import InferenceLoop
 from services.controller.journal import CommandJournal
@@ -39,12 +40,15 @@ class LocalController:
         self.issued = self.applied = self.rejected = 0
         self.outcomes: list[str | None] = []
         node.subscriber.on(Channel.TEL, self._count)
-        node.subscriber.on(Channel.SIG, self._count)
+        # The controller takes signals in columns, so they are counted there too.
+        node.subscriber.on_columns(Channel.SIG, self._count_signals)
         self._thread = threading.Thread(target=self._run, name="leyline-controller")
 
     def _count(self, envelope: Envelope) -> None:
         self.telemetry += isinstance(envelope.message, TelemetryEvent)
-        self.signals += isinstance(envelope.message, FastTrainingSignals)
+
+    def _count_signals(self, block: SignalColumns) -> None:
+        self.signals += len(block)
 
     def _run(self) -> None:
         journal = CommandJournal(self.journal_path)  # SQLite: opened on the thread using it

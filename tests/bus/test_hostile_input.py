@@ -4,7 +4,9 @@ A raw pyzmq XPUB (not our Publisher: it writes any frames it likes, and its subs
 tell it when the subscriber is listening) sends each kind of garbage, interleaved with valid
 traffic from well-behaved Publishers on other connections of the same subscriber.
 
-Every test runs twice: in plaintext, and with CURVE on, where each hostile peer is an insider
+Every test runs three times: in plaintext, with CURVE on, and with CURVE on and the signal
+channel received in columns (`Subscriber.on_columns`, whose rows are turned back into
+envelopes here: the same refusals, the same deliveries). With CURVE each hostile peer is an insider
 holding a trusted key (a CURVE server the subscriber pins). Its frames pass the handshake and
 the identity step whenever their header names its own identity on a topic its role may use;
 every later check must then refuse exactly as in plaintext. What only CURVE can refuse (a
@@ -38,15 +40,23 @@ from bus_samples import (
 )
 
 from bus import CHANNEL_CONTRACTS, Channel, Envelope, Publisher, Rejection, Subscriber
-from bus.header import FIXED, WIRE_VERSION, read_header, split_topic
+from bus.columnar import SignalColumns
+from bus.header import FIXED, WIRE_VERSION, Header, read_header, split_topic
 from bus.security import Curve
-from leyline import AdaptationCommand, Heartbeat, LifecycleGuard, RejectReason, SeedStage
+from leyline import (
+    AdaptationCommand,
+    FastTrainingSignals,
+    Heartbeat,
+    LifecycleGuard,
+    RejectReason,
+    SeedStage,
+)
 from leyline.wire import encode
 from services.guards import CommandGuard, TransitionGuard
 
 R = RejectReason
 SUBSCRIBE = [(Channel.CMD, "w1"), (Channel.SIG, None), (Channel.TEL, None)]
-PLAINTEXT, CURVE = "plaintext", "curve"
+PLAINTEXT, CURVE, COLUMNS = "plaintext", "curve", "curve-columns"
 #: The well-behaved publishers: w1's signals and the controller's commands to w1.
 SIGNALS, COMMANDS = "w1", "controller"
 #: The subscriber under attack listens as the sink (any trusted key may subscribe).
@@ -132,13 +142,33 @@ def _worker_lifecycle() -> LifecycleGuard:
     return lifecycle
 
 
-@pytest.fixture(params=[PLAINTEXT, CURVE])
+def _as_envelopes(block: SignalColumns) -> list[Envelope]:
+    """A columnar block's rows as the envelopes the per-message path would have made."""
+    envelopes = []
+    rows = zip(block.epoch.tolist(), block.slot_index.tolist(), block.features, strict=True)
+    for group in block.groups:
+        for sequence in group.sequences:
+            epoch, slot, features = next(rows)
+            envelopes.append(
+                Envelope(
+                    Channel.SIG,
+                    group.scope,
+                    f"sig.{group.scope}.".encode(),
+                    Header(WIRE_VERSION, group.sender, 0, sequence, 0),
+                    FastTrainingSignals(epoch, features.tobytes(), slot),
+                )
+            )
+    return envelopes
+
+
+@pytest.fixture(params=[PLAINTEXT, CURVE, COLUMNS])
 def arena(
     request: pytest.FixtureRequest,
     context: zmq.Context[zmq.Socket[bytes]],
     curve: Callable[[str], Curve],
 ) -> Iterator[Arena]:
-    mode: str = request.param
+    columns = request.param == COLUMNS
+    mode: str = CURVE if columns else request.param
     security: Security = curve if mode == CURVE else (lambda _: None)
     signals = Publisher(ANY_PORT, SIGNALS, context=context, security=security(SIGNALS))
     commands = Publisher(ANY_PORT, COMMANDS, context=context, security=security(COMMANDS))
@@ -163,6 +193,12 @@ def arena(
 
     for channel, _ in SUBSCRIBE:
         subscriber.on(channel, only_valid)
+    if columns:
+        subscriber.on_columns(
+            Channel.SIG,
+            lambda block: [only_valid(envelope) for envelope in _as_envelopes(block)],
+            min_rows=0,
+        )
     subscriber.on_rejection(observed.rejected.append)
     handshake(subscriber, signals, commands)
     yield arena

@@ -6,9 +6,14 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+import numpy as np
 import pytest
 
 from leyline import AckOutcome, AdaptationCommand, CommandType
+from leyline.wire import decode
+from services.controller import ActionLayout, DecisionReason
+from services.controller.commands import CommandEncoder
 from services.controller.journal import CommandJournal
 
 
@@ -75,3 +80,46 @@ def test_a_reopened_journal_continues_each_workers_numbering(tmp_path: Path) -> 
 def test_an_empty_batch_writes_nothing(journal: CommandJournal) -> None:
     assert journal.issue_many([]) == []
     assert journal.entries() == []
+
+
+def _encoded(layout: ActionLayout, slots: list[str]) -> tuple[list[str], list[bytes]]:
+    """A batch of unnumbered CULLs as the inference loop encodes them."""
+    return CommandEncoder(layout).encode(
+        slots,
+        np.full(len(slots), layout.cull, np.int64),
+        np.full(len(slots), DecisionReason.SEED_REGRESSING, np.int64),
+        np.full(len(slots), 0.75),
+    )
+
+
+def test_an_encoded_batch_is_numbered_in_its_bytes_and_reads_back(tmp_path: Path) -> None:
+    layout = ActionLayout("cnn")
+    ids, payloads = _encoded(layout, ["a", "b", "a"])
+    journal = CommandJournal(tmp_path / "journal.db")
+    journal.issue("w2", "a", _cull("earlier"))
+    entries = journal.issue_batch(["w1", "w2", "w1"], ["a", "b", "a"], ids, payloads)
+    journal.close()
+
+    assert [(e.worker_id, e.sequence) for e in entries] == [("w1", 1), ("w2", 2), ("w1", 2)]
+    for entry, payload in zip(entries, payloads, strict=True):
+        sent = decode(entry.payload)  # the bytes a worker gets, valid under the contract
+        assert isinstance(sent, AdaptationCommand)
+        assert (sent.command_id, sent.sequence) == (entry.command_id, entry.sequence)
+        assert sent == msgspec.structs.replace(decode(payload), sequence=entry.sequence)
+        assert entry.command == sent
+    reopened = CommandJournal(tmp_path / "journal.db")
+    try:
+        assert reopened.unacked("w1") == [entries[0], entries[2]]
+        [next_one] = reopened.issue_batch(["w1"], ["a"], *_encoded(layout, ["a"]))
+        assert next_one.sequence == 3
+    finally:
+        reopened.close()
+
+
+def test_a_failing_encoded_batch_commits_nothing(journal: CommandJournal) -> None:
+    ids, payloads = _encoded(ActionLayout("cnn"), ["a", "a"])
+    with pytest.raises(sqlite3.IntegrityError):  # one command id twice
+        journal.issue_batch(["w1", "w2"], ["a", "a"], [ids[0], ids[0]], payloads)
+    assert journal.entries() == []
+    [entry] = journal.issue_batch(["w2"], ["a"], ids[1:], payloads[1:])
+    assert entry.sequence == 1

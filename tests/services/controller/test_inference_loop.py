@@ -42,6 +42,19 @@ class AlwaysCull(ControlPolicy):
         return PolicyOutput(actions, confidence, torch.full_like(actions, DecisionReason.LEARNED))
 
 
+class Unruly(ControlPolicy):
+    """Row by row: an action past the layout, a negative one, an unknown reason, a masked
+    action, and a legal WAIT with a confidence out of range and a NaN one."""
+
+    def forward(self, batch: ObservationBatch, masks: torch.Tensor) -> PolicyOutput:
+        wait, cull = self.layout.wait, self.layout.cull
+        actions = torch.tensor([len(self.layout), -1, wait, cull, wait, wait])
+        reasons = torch.full_like(actions, DecisionReason.LEARNED)
+        reasons[2] = 99
+        confidence = torch.tensor([0.5, 0.5, 0.5, 0.5, 7.0, math.nan])
+        return PolicyOutput(actions, confidence, reasons)
+
+
 def _loop(layout: ActionLayout, **options: object) -> InferenceLoop:
     return InferenceLoop(HeuristicPolicy(layout), **options)  # type: ignore[arg-type]
 
@@ -176,6 +189,26 @@ def test_an_illegal_choice_of_any_policy_falls_back_to_wait(
     assert live.action.name == "CULL"
 
 
+def test_a_proposal_out_of_range_masked_or_with_an_unknown_reason_is_refused_and_counted(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = InferenceLoop(Unruly(layout), device="cpu")
+    for worker in range(6):  # no live seed: CULL is masked for every row
+        loop.submit(f"w{worker}", "s", signal(epoch=9), now=0.0)
+
+    decisions = loop.flush()
+
+    assert loop.illegal == 4
+    assert [(d.action.name, d.reason) for d in decisions[:4]] == [
+        ("WAIT", DecisionReason.ILLEGAL_PROPOSAL)
+    ] * 4
+    assert [(d.reason, d.confidence) for d in decisions[4:]] == [
+        (DecisionReason.LEARNED, 1.0),
+        (DecisionReason.LEARNED, 0.0),
+    ]
+    assert len(decisions.commands()) == 0
+
+
 def test_the_mlp_policy_runs_in_the_loop_with_its_own_bounds(
     layout: ActionLayout, signal: SignalFactory
 ) -> None:
@@ -290,3 +323,37 @@ def test_a_signal_with_a_bad_value_is_refused_by_name_and_the_batch_is_decided(
     assert worker == "w2"
     assert error.reason is RejectReason.INVALID_VALUE
     assert error.path == f"$.features[{int(TensorSchema.VAL_ACCURACY)}]"
+
+
+def test_signals_as_rows_are_decided_as_the_same_signals_as_objects(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    """A columnar receive's rows (`submit_rows`), mixed with objects, one with a bad value:
+    the same decisions, commands aside, and the same refusal by name."""
+    good = [signal(epoch=8, plateau_epochs=4), signal(epoch=3), signal(epoch=9, plateau_epochs=6)]
+    block = bytearray(good[1].features)
+    struct.pack_into("<f", block, 4 * TensorSchema.SEED_ALPHA, math.inf)
+    bad = FastTrainingSignals(3, bytes(block), 0)
+    arrivals = [("w1", good[0]), ("w2", bad), ("w3", good[2]), ("w4", good[1])]
+
+    def decided(loop: InferenceLoop) -> list[tuple[str, str, int, str]]:
+        return [(d.worker_id, d.slot_id, d.epoch, d.action.name) for d in loop.flush()]
+
+    objects = _loop(layout, device="cpu")
+    for worker, sig in arrivals:
+        objects.submit(worker, "s", sig, now=0.0)
+    rows = _loop(layout, device="cpu")
+    refused: list[ContractError] = []
+    rows.on_refused(lambda item, error: refused.append(error))
+    rows.submit("w4", "s", good[1], now=0.0)  # an object beside the rows
+    features = torch.tensor(
+        [list(struct.unpack("<27f", s.features)) for _, s in arrivals[:3]]
+    ).numpy()
+    keys = [(worker, "s") for worker, _ in arrivals[:3]]
+    assert rows.submit_rows(keys, [s.epoch for _, s in arrivals[:3]], features, now=0.0) == 3
+
+    expected = decided(objects)
+    assert sorted(decided(rows)) == sorted(expected)
+    assert [w for w, *_ in expected] == ["w1", "w3", "w4"]
+    assert rows.refused == objects.refused == 1
+    assert refused[0].path == f"$.features[{int(TensorSchema.SEED_ALPHA)}]"

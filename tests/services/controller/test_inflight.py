@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leyline import AdaptationCommand, CommandType
+from leyline.wire import encode
 from services.controller.inflight import InFlight, InFlightTable
 from services.controller.journal import JournalEntry
 
@@ -14,7 +15,8 @@ def flight(command_id: str, worker: str = "w1", slot: str = "a") -> InFlight:
     command = AdaptationCommand(
         command_id=command_id, command_type=CommandType.CULL, target_slot_id=slot
     )
-    return InFlight(JournalEntry(worker, slot, command, 0), resend_at=0.0)
+    entry = JournalEntry(worker, slot, command_id, 1, encode(command), issued_ns=0)
+    return InFlight(entry, resend_at=0.0)
 
 
 def test_a_slot_is_busy_while_any_of_its_commands_is_in_flight() -> None:

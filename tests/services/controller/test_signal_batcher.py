@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from controller_signals import SignalFactory, make_signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leyline import FastTrainingSignals
 from services.controller import SignalBatcher
 
 
@@ -143,3 +145,43 @@ def test_a_block_submit_equals_one_submit_after_another(
             block.forget("w1")
     counters = ("accepted", "conflated", "stale", "rows")
     assert [getattr(one, name) for name in counters] == [getattr(block, name) for name in counters]
+
+
+def _features(signal: FastTrainingSignals) -> np.ndarray:
+    return np.frombuffer(signal.features, "<f4")
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=_arrivals, forget_after=st.integers(0, 6))
+def test_rows_conflate_as_objects_do(
+    blocks: list[list[tuple[str, str, int]]], forget_after: int
+) -> None:
+    """The same arrivals as rows of a columnar receive: the same pending and decided state,
+    and each taken slot's row of the feature table holds its signal's features."""
+    objects, rows = SignalBatcher(3, 0.0), SignalBatcher(3, 0.0)
+    for turn, arrivals in enumerate(blocks):
+        signals = [
+            make_signal(epoch=epoch, global_step=n) for n, (*_, epoch) in enumerate(arrivals)
+        ]
+        keys = [(w, s) for w, s, _ in arrivals]
+        features = np.array([_features(s) for s in signals], np.float32).reshape(-1, 27)
+        accepted = objects.submit_many(keys, signals, now=float(turn))
+        assert rows.submit_rows(keys, [s.epoch for s in signals], features, now=float(turn)) == (
+            accepted
+        )
+        expected = objects.take(now=float(turn))
+        taken = rows.take(now=float(turn))
+        assert [(p.worker_id, p.slot_id, p.epoch, p.arrived, p.row) for p in taken] == [
+            (p.worker_id, p.slot_id, p.epoch, p.arrived, p.row) for p in expected
+        ]
+        for pending, item in zip(expected, taken, strict=True):
+            assert item.signal is None and pending.signal is not None
+            assert np.array_equal(rows.features[item.row], _features(pending.signal))
+        if turn == forget_after:
+            objects.forget("w1")
+            rows.forget("w1")
+    assert (objects.accepted, objects.conflated, objects.stale) == (
+        rows.accepted,
+        rows.conflated,
+        rows.stale,
+    )
