@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from itertools import islice
-from operator import attrgetter
+from itertools import islice, repeat
+from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
@@ -49,6 +49,10 @@ class PendingSignal(msgspec.Struct, frozen=True, gc=False):
 #: Read one field of each item of a batch in C (`map`), not in a Python comprehension.
 pending_rows = attrgetter("row")
 pending_signals = attrgetter("signal")
+pending_epochs = attrgetter("epoch")
+_worker, _slot = itemgetter(0), itemgetter(1)
+#: What a slot never decided (or forgotten) compares as: every epoch is newer.
+_NEVER_DECIDED = PendingSignal("", "", None, 0.0, 0, -1)
 
 
 class SignalBatcher:
@@ -163,7 +167,7 @@ class SignalBatcher:
     def submit_rows(
         self,
         keys: list[SlotKey],
-        epochs: list[int],
+        epochs: npt.NDArray[np.int64] | list[int],
         features: npt.NDArray[np.float32],
         now: float | None = None,
     ) -> int:
@@ -172,14 +176,61 @@ class SignalBatcher:
 
         `submit_many`'s rules; the accepted rows' features are copied into `features` at
         their memory rows in one step (a slot's later row in the block wins, as it would
-        replace the earlier one), so the block's buffer may be reused afterwards.
+        replace the earlier one), so the block's buffer may be reused afterwards. The common
+        block (every slot seen before, none pending, none twice) is decided at once: each
+        row is fresh exactly when its epoch is past its slot's last decided one; any other
+        goes row by row (`_submit_rows_one_by_one`).
         """
         arrived = time.monotonic() if now is None else now
+        count = len(keys)
+        pending, rows = self._pending, self.rows
+        if not count:
+            return 0
+        memory = list(map(rows.get, keys))
+        if None in memory or not pending.keys().isdisjoint(keys) or len(set(keys)) < count:
+            return self._submit_rows_one_by_one(keys, epochs, features, arrived)
+        epoch = np.asarray(epochs, np.int64)
+        decided = map(self._decided.get, keys, repeat(_NEVER_DECIDED))
+        last = np.fromiter(map(pending_epochs, decided), np.int64, count)
+        fresh = epoch > last
+        if fresh.all():
+            taken, taken_rows, taken_epochs = keys, memory, epoch.tolist()
+        else:
+            index = np.flatnonzero(fresh)
+            taken = [keys[i] for i in index.tolist()]
+            taken_rows = [memory[i] for i in index.tolist()]
+            taken_epochs = epoch[index].tolist()
+            features = features[index]
+        accepted = len(taken)
+        if accepted:
+            pending.update(
+                zip(
+                    taken,
+                    map(PendingSignal, map(_worker, taken), map(_slot, taken), repeat(None),
+                        repeat(arrived), taken_rows, taken_epochs),
+                    strict=True,
+                )
+            )  # fmt: skip
+            self.reserve(len(rows))  # rows first seen as objects may have no room yet
+            self.features[taken_rows] = features
+        self.accepted += accepted
+        self.stale += count - accepted
+        return accepted
+
+    def _submit_rows_one_by_one(
+        self,
+        keys: list[SlotKey],
+        epochs: npt.NDArray[np.int64] | list[int],
+        features: npt.NDArray[np.float32],
+        arrived: float,
+    ) -> int:
+        """`submit_rows` for any block: `submit_many`'s rules applied one row after the other."""
         pending, decided, rows = self._pending, self._decided, self.rows
         get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
         source: dict[int, int] = {}  # memory row -> the block's row that fills it
-        for index, (key, epoch) in enumerate(zip(keys, epochs, strict=True)):
+        epoch_list = epochs.tolist() if isinstance(epochs, np.ndarray) else epochs
+        for index, (key, epoch) in enumerate(zip(keys, epoch_list, strict=True)):
             last = get_decided(key)
             if last is not None and epoch <= last.epoch:
                 stale += 1
