@@ -195,9 +195,7 @@ def _rows_against_objects(
         features = np.array([_features(s) for s in signals], np.float32).reshape(-1, 27)
         accepted = objects.submit_many(keys, signals, now=float(turn))
         epochs = np.array([s.epoch for s in signals], np.int64)
-        assert rows.submit_rows(keys, epochs, features, now=float(turn)) == (
-            accepted
-        )
+        assert rows.submit_rows(keys, epochs, features, now=float(turn)) == (accepted)
         expected = objects.take(now=float(turn))
         taken = rows.take(now=float(turn))
         assert [(p.worker_id, p.slot_id, p.epoch, p.arrived, p.row) for p in taken] == [
