@@ -70,9 +70,11 @@ class SignalBatcher:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._pending: dict[SlotKey, PendingSignal] = {}
-        #: The last signal decided per (worker, slot): no newer one is stale.
-        self._decided: dict[SlotKey, PendingSignal] = {}
+        #: The pending signal per (worker, slot), by its memory row: after the one lookup
+        #: of a key's row, every step hashes an int, not a tuple of two strings.
+        self._pending: dict[int, PendingSignal] = {}
+        #: The last signal decided per (worker, slot), by memory row: no newer one is stale.
+        self._decided: dict[int, PendingSignal] = {}
         #: A memory row per (worker, slot) ever seen, in order of first arrival.
         self.rows: dict[SlotKey, int] = {}
         #: The slots seen of each worker and their rows, so forgetting one worker touches
@@ -101,22 +103,20 @@ class SignalBatcher:
         the two equal.
         """
         key = (worker_id, slot_id)
+        row = self.rows.get(key)
+        if row is None:  # never seen: nothing pending or decided, so accepted below
+            row = self._new_row(key)
         epoch = signal.epoch
-        last = self._decided.get(key)
+        last = self._decided.get(row)
         if last is not None and epoch <= last.epoch:
             self.stale += 1
             return False
-        held = self._pending.get(key)
+        held = self._pending.get(row)
         if held is None:
-            row = self.rows.get(key) if last is None else last.row
-            if row is None:
-                row = self._new_row(key)
             arrived = time.monotonic() if now is None else now
-            self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived, row, epoch)
+            self._pending[row] = PendingSignal(worker_id, slot_id, signal, arrived, row, epoch)
         elif epoch >= held.epoch:
-            self._pending[key] = PendingSignal(
-                worker_id, slot_id, signal, held.arrived, held.row, epoch
-            )
+            self._pending[row] = PendingSignal(worker_id, slot_id, signal, held.arrived, row, epoch)
             self.conflated += 1
         else:
             self.stale += 1
@@ -141,19 +141,19 @@ class SignalBatcher:
         get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
         for key, signal in zip(keys, signals, strict=True):
+            row = get_row(key)
+            if row is None:
+                row = self._new_row(key)
             epoch = signal.epoch
-            last = get_decided(key)
+            last = get_decided(row)
             if last is not None and epoch <= last.epoch:
                 stale += 1
                 continue
-            held = get_held(key)
+            held = get_held(row)
             if held is None:
-                row = get_row(key) if last is None else last.row
-                if row is None:
-                    row = self._new_row(key)
-                pending[key] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
             elif epoch >= held.epoch:
-                pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, held.arrived, row, epoch)
                 conflated += 1
             else:
                 stale += 1
@@ -187,10 +187,10 @@ class SignalBatcher:
         if not count:
             return 0
         memory = list(map(rows.get, keys))
-        if None in memory or not pending.keys().isdisjoint(keys) or len(set(keys)) < count:
+        if None in memory or not pending.keys().isdisjoint(memory) or len(set(memory)) < count:
             return self._submit_rows_one_by_one(keys, epochs, features, arrived)
         epoch = np.asarray(epochs, np.int64)
-        decided = map(self._decided.get, keys, repeat(_NEVER_DECIDED))
+        decided = map(self._decided.get, memory, repeat(_NEVER_DECIDED))
         last = np.fromiter(map(pending_epochs, decided), np.int64, count)
         fresh = epoch > last
         if fresh.all():
@@ -205,7 +205,7 @@ class SignalBatcher:
         if accepted:
             pending.update(
                 zip(
-                    taken,
+                    taken_rows,
                     map(PendingSignal, map(_worker, taken), map(_slot, taken), repeat(None),
                         repeat(arrived), taken_rows, taken_epochs),
                     strict=True,
@@ -231,19 +231,18 @@ class SignalBatcher:
         source: dict[int, int] = {}  # memory row -> the block's row that fills it
         epoch_list = epochs.tolist() if isinstance(epochs, np.ndarray) else epochs
         for index, (key, epoch) in enumerate(zip(keys, epoch_list, strict=True)):
-            last = get_decided(key)
+            row = get_row(key)
+            if row is None:
+                row = self._new_row(key)
+            last = get_decided(row)
             if last is not None and epoch <= last.epoch:
                 stale += 1
                 continue
-            held = get_held(key)
+            held = get_held(row)
             if held is None:
-                row = get_row(key) if last is None else last.row
-                if row is None:
-                    row = self._new_row(key)
-                pending[key] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
             elif epoch >= held.epoch:
-                row = held.row
-                pending[key] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
                 conflated += 1
             else:
                 stale += 1
@@ -299,9 +298,9 @@ class SignalBatcher:
             self._decided.update(pending)
             pending.clear()
         else:
-            keys = list(islice(pending, self.max_batch))
-            batch = [pending.pop(key) for key in keys]
-            self._decided.update(zip(keys, batch, strict=True))
+            rows = list(islice(pending, self.max_batch))
+            batch = [pending.pop(row) for row in rows]
+            self._decided.update(zip(rows, batch, strict=True))
         return batch
 
     def forget(self, worker_id: str) -> None:
@@ -309,6 +308,6 @@ class SignalBatcher:
 
         Its memory rows stay its own (the policy resets their memory).
         """
-        for slot_id in self._slots.get(worker_id, ()):
-            self._pending.pop((worker_id, slot_id), None)
-            self._decided.pop((worker_id, slot_id), None)
+        for row in self._slots.get(worker_id, {}).values():
+            self._pending.pop(row, None)
+            self._decided.pop(row, None)
