@@ -1,9 +1,11 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
-**ours**: `InferenceLoop` with max batch B: one `submit_many` of B signals (one per slot, as
-a drained receive hands them over, conflation included), then `step`, which joins and checks
-the batch's feature blocks (`BatchConverter.load`), fills the decision columns from those
-rows (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
+**ours**: `InferenceLoop` with max batch B fed as the controller is fed: one `SignalColumns`
+block of B rows (B / 2 workers, one frame each, of two cnn slots), as a columnar receive
+delivers it, through the controller's own `SignalIntake` (slot names, busy slots, then
+`submit_rows`: conflation, the rows' features into the batcher's table), then `step`, which
+gathers and checks the batch's rows (`BatchConverter.gather`), fills the decision columns from
+them (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
 policy under `torch.inference_mode`, reads the results back in one transfer and checks
 them on the host (illegal proposals to WAIT). The decisions come back as arrays
 (`Decisions`). **commanded**: the same, and then `Decisions.commands()`: the encoded bytes
@@ -18,7 +20,8 @@ Slots cycle through every seed stage, so the mix holds WAITs, germinations, cull
 fossilizations. Decisions/s come from `bench._harness.measure` (best repeat, commanded); the
 per-batch p50/p99 from timing each of `LATENCY_BATCHES` commanded batches alone. Each timed
 batch carries a newer epoch per slot than the last, built beforehand, so nothing is dropped
-as stale.
+as stale; no command is in flight (every slot free). The receive itself (frames to columns)
+is bench `receive`'s, not timed here.
 """
 
 from __future__ import annotations

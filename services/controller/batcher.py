@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from itertools import islice, repeat
 from operator import attrgetter, itemgetter
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -186,8 +187,11 @@ class SignalBatcher:
         pending, rows = self._pending, self.rows
         if not count:
             return 0
-        memory = list(map(rows.get, keys))
-        if None in memory or not pending.keys().isdisjoint(memory) or len(set(memory)) < count:
+        found = list(map(rows.get, keys))
+        if None in found:
+            return self._submit_rows_one_by_one(keys, epochs, features, arrived)
+        memory = cast(list[int], found)
+        if not pending.keys().isdisjoint(memory) or len(set(memory)) < count:
             return self._submit_rows_one_by_one(keys, epochs, features, arrived)
         epoch = np.asarray(epochs, np.int64)
         decided = map(self._decided.get, memory, repeat(_NEVER_DECIDED))
