@@ -46,6 +46,8 @@ EPOCHS = 12
 EPOCH_S = 3.0
 PER_PROCESS = 64
 _TICK_S = os.sysconf("SC_CLK_TCK")
+#: The rejection reasons (lower case, as the workers report them) of a refused handshake.
+_HANDSHAKE_REFUSALS = ("handshake_failed", "unauthenticated")
 _MESSAGE_TABLES = ("events", "commands", "acks", "hellos", "field_reports", "seed_reports")
 
 
@@ -272,6 +274,7 @@ def run_count(
     inside = sorted(us for w in results["workers"] for us in w["controller_us"])
     decisions = int(decided.get("decided", 0))
     epochs_stored = stored.pop("epochs_by_worker")
+    signals = sum(w["signals"] for w in results["workers"])
     return {
         "workers": workers,
         "seconds": round(seconds, 2),
@@ -301,6 +304,13 @@ def run_count(
         "applied_more_than_once": sum(w["applied_more_than_once"] for w in results["workers"]),
         "workers_with_all_epochs_stored": sum(1 for n in epochs_stored.values() if n == epochs),
         "bus_rejections_at_workers": sum(sum(w["rejections"].values()) for w in results["workers"]),
+        "signals_heard_pct": round(100 * decisions / signals, 1) if signals else None,
+        "handshakes_failed_at_workers": sum(
+            counts.get(reason, 0)
+            for w in results["workers"]
+            for counts in (w["rejections"], w["publisher_refused"])
+            for reason in _HANDSHAKE_REFUSALS
+        ),
         **stored,
     }
 

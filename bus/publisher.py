@@ -20,6 +20,7 @@ import zmq
 from bus.header import TERMINATOR, array_prefix, encode_head
 from bus.metrics import PublisherMetrics
 from bus.outbox import DurableWindow
+from bus.rejection import Rejection
 from bus.replay import ReplayServer, ReplayWindow, Window
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
@@ -367,14 +368,30 @@ class Publisher:
         if now >= self._next_connection_check:
             # ~3 us a call: at most 10 times a second (the thread passes every 2 ms).
             self._next_connection_check = now + 100_000_000
-            for dropped in self._socket.check_connections():
-                self.metrics.refused[dropped.reason] += 1
-                _log.warning("connection attached again", detail=dropped.detail)
+            for refused in self._socket.check_connections():
+                self._count_refused(refused)
         if self._replay is not None:
             self._replay.serve()
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + self._heartbeat_ns
+
+    def _count_refused(self, refused: Rejection) -> None:
+        """Count a connection libzmq gave up on, or a handshake it refused (an untrusted key,
+        a peer without CURVE); refusals are logged at the 1st, 2nd, 4th, 8th... of a reason,
+        so a peer retrying forever cannot flood the log."""
+        self.metrics.refused[refused.reason] += 1
+        count = self.metrics.refused[refused.reason]
+        if refused.reason is RejectReason.CONNECTION_DROPPED:
+            _log.warning("connection attached again", detail=refused.detail)
+        elif count & (count - 1) == 0:
+            _log.warning(
+                "handshake refused",
+                sender=self.sender_id,
+                reason=refused.reason.name,
+                detail=refused.detail,
+                refused=count,
+            )
 
     def heartbeat(self) -> None:
         """Announce liveness and the last sequence of the channel's topics, per channel

@@ -12,7 +12,9 @@ those messages are lost for good.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import zmq
@@ -20,12 +22,16 @@ import zmq
 from bus.header import TERMINATOR, encode_head
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
-from bus.topics import Channel, control_topic, parse_topic
+from bus.topics import CONTROL_SCOPE, Channel, control_topic, parse_topic
 from leyline import ContractError, ReplayDone, ReplayRequest
 from leyline.wire import REGISTRY
 
 _REQUESTS = REGISTRY.decoder([ReplayRequest])
 _ENCODER = REGISTRY.encoder()
+#: How long a replay socket may sit unused before the client closes it.
+IDLE_CLOSE_S = 30.0
+#: How a control topic (here, a ReplayDone's) ends.
+_CONTROL = f".{CONTROL_SCOPE}.".encode()
 
 
 class Window(Protocol):
@@ -150,11 +156,24 @@ class Replayed(NamedTuple):
     frames: list[bytes]
 
 
+class _Connection:
+    """One replay endpoint's socket, what it still owes, and when it was last used."""
+
+    __slots__ = ("owed", "socket", "used")
+
+    def __init__(self, sock: zmq.Socket[bytes], now: float) -> None:
+        self.socket = sock
+        self.owed = 0  # requests whose ReplayDone has not come
+        self.used = now
+
+
 class ReplayClient:
     """Sends replay requests to publishers' endpoints and collects the answers.
 
     With `security`, each endpoint's socket pins the key of the publisher that announced it,
-    so a replay can only come from that publisher.
+    so a replay can only come from that publisher. Only sockets that owe an answer are read,
+    and one unused for `idle_close_s` is closed (its CURVE session with it), so a sink that
+    repaired a gap of each of a thousand workers does not keep a thousand sockets open.
     """
 
     def __init__(
@@ -162,16 +181,28 @@ class ReplayClient:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
         security: Curve | None = None,
+        idle_close_s: float = IDLE_CLOSE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._context = context or zmq.Context.instance()
         self._options = options
         self._security = security
-        self._sockets: dict[tuple[str, str], zmq.Socket[bytes]] = {}
+        self._idle_close_s = idle_close_s
+        self._clock = clock
+        self._next_sweep = 0.0
+        self._connections: dict[tuple[str, str], _Connection] = {}
+        self._owing: dict[tuple[str, str], _Connection] = {}
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._connections)
 
     def request(self, peer: str, endpoint: str, request: ReplayRequest) -> bool:
         """Ask `peer`'s `endpoint` for a replay; False when the request could not be queued."""
-        sock = self._sockets.get((peer, endpoint))
-        if sock is None:
+        key = (peer, endpoint)
+        now = self._clock()
+        connection = self._connections.get(key)
+        if connection is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, self._options.receive_hwm)
@@ -179,25 +210,51 @@ class ReplayClient:
             if self._security is not None:
                 self._security.pin(sock, peer)
             sock.connect(endpoint)
-            self._sockets[(peer, endpoint)] = sock
+            connection = self._connections[key] = _Connection(sock, now)
         try:
-            sock.send(_ENCODER.encode(request), zmq.NOBLOCK)
+            connection.socket.send(_ENCODER.encode(request), zmq.NOBLOCK)
         except zmq.Again:
             return False
+        connection.owed += 1
+        connection.used = now
+        self._owing[key] = connection
         return True
 
     def drain(self, limit: int = 1024) -> list[Replayed]:
-        """The answers that have arrived, each one wire frame."""
+        """The answers that have arrived, each one wire frame, from the sockets owing one."""
         received: list[Replayed] = []
-        for (peer, _), sock in self._sockets.items():
+        now = self._clock()
+        settled = []
+        for key, connection in self._owing.items():
             while len(received) < limit:
                 try:
-                    received.append(Replayed(peer, sock.recv_multipart(zmq.NOBLOCK)))
+                    frames = connection.socket.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                received.append(Replayed(key[0], frames))
+                connection.used = now
+                if frames[0].split(TERMINATOR, 1)[0].endswith(_CONTROL):
+                    connection.owed -= 1  # a ReplayDone: one answer complete
+                    if connection.owed <= 0:
+                        settled.append(key)
+                        break
+        for key in settled:
+            del self._owing[key]
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(1.0, self._idle_close_s)
+            self._close_idle(now)
         return received
 
+    def _close_idle(self, now: float) -> None:
+        """Close the sockets unused for `idle_close_s`: also those still owed an answer the
+        requester has long given up on (it times a request out well before)."""
+        idle = [k for k, c in self._connections.items() if now - c.used >= self._idle_close_s]
+        for key in idle:
+            self._connections.pop(key).socket.close()
+            self._owing.pop(key, None)
+
     def close(self) -> None:
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()
+        for connection in self._connections.values():
+            connection.socket.close()
+        self._connections.clear()
+        self._owing.clear()

@@ -6,7 +6,8 @@ identity and the role it stands for. A key directory holds `trust/` (the public 
 of every peer allowed on the bus) and `secret/` (this machine's secret certificates, mode 0600).
 
 On each link the binding side is the CURVE server: libzmq asks this process's ZAP handler
-about every client key, and only keys in the trust directory connect; the identity of an
+(bus/zap.py: a helper process, so a busy service's GIL never delays a handshake) about every
+client key, and only keys in the trust directory connect; the identity of an
 accepted key travels with each of its messages as the ZAP User-Id. The connecting side pins
 the server's public key, so an impostor bound on a freed port cannot complete a handshake.
 """
@@ -24,9 +25,8 @@ from typing import Any, ClassVar
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils import z85
 
+from bus.zap import ZapHandlers, ZapRelay
 from leyline import LeylineError
 
 __all__ = [
@@ -178,7 +178,9 @@ class TrustStore:
     """The public keys allowed on the bus, read from a directory of certificates.
 
     An unknown key makes the directory be read again, at most once a second, so a worker
-    added with `leyline keys generate` is let in without restarting the servers.
+    added with `leyline keys generate` is let in without restarting the servers. The ZAP
+    helper (bus/zap.py) also reads it again whenever the directory changes, so a key removed
+    from it is refused at its next handshake.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -238,41 +240,6 @@ class TrustStore:
         return peer
 
 
-class _Authenticator(ThreadAuthenticator):
-    """pyzmq's ZAP handler for one context, answering each ZAP domain from its trust store,
-    with the accepted key's identity as the User-Id.
-
-    A process may hold several trust stores (tests do); each gets a ZAP domain of its own, so
-    a server socket is only ever answered from the store of the Curve that made it a server.
-    """
-
-    def __init__(self, context: zmq.Context[Any]) -> None:
-        super().__init__(context)
-        self.accepted = 0
-        self.denied = 0
-        self._stores: dict[str, TrustStore] = {}
-        #: Identity of the key just accepted, until pyzmq asks for its User-Id.
-        self._identities: dict[bytes, str] = {}
-
-    def trust(self, domain: str, store: TrustStore) -> None:
-        if domain not in self._stores:
-            self._stores[domain] = store
-            self.configure_curve_callback(domain=domain, credentials_provider=self)
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        store = self._stores.get(domain)
-        peer = None if store is None else store.by_key(key)
-        if peer is None:
-            self.denied += 1
-            return False
-        self.accepted += 1
-        self._identities[key] = peer.identity
-        return True
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        return self._identities.pop(z85.encode(client_public_key), "")
-
-
 class Curve:
     """How this process's sockets authenticate: its key pair, the trust store, one ZAP handler.
 
@@ -280,8 +247,8 @@ class Curve:
     connecting one a client that only completes a handshake with `identity`'s key.
     """
 
-    _handlers: ClassVar[dict[int, _Authenticator]] = {}
-    _handlers_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: This process's ZAP (bus/zap.py): a relay per context, one helper process judging.
+    _zap: ClassVar[ZapHandlers] = ZapHandlers()
 
     def __init__(self, keys: KeyPair, trust: TrustStore) -> None:
         self.keys = keys
@@ -306,16 +273,9 @@ class Curve:
     def identity(self) -> str:
         return self.keys.identity
 
-    def authenticator(self, context: zmq.Context[Any]) -> _Authenticator:
+    def authenticator(self, context: zmq.Context[Any]) -> ZapRelay:
         """The ZAP handler of `context`, started once; it must run before any server binds."""
-        with self._handlers_lock:
-            handler = self._handlers.get(id(context))
-            if handler is None or not handler.is_alive():
-                handler = _Authenticator(context)
-                handler.start()
-                self._handlers[id(context)] = handler
-            handler.trust(self.domain, self.trust)
-            return handler
+        return self._zap.relay(context, self.domain, self.trust, self.trust.directory)
 
     @property
     def domain(self) -> str:
@@ -338,18 +298,14 @@ class Curve:
 
     def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
         """ZAP's verdicts on this process's server sockets, for /metrics."""
-        with self._handlers_lock:
-            handlers = list(self._handlers.values())
-        yield "leyline_auth_accepted_total", {}, sum(h.accepted for h in handlers)
-        yield "leyline_auth_denied_total", {}, sum(h.denied for h in handlers)
+        accepted, denied = self._zap.verdicts()
+        yield "leyline_auth_accepted_total", {}, accepted
+        yield "leyline_auth_denied_total", {}, denied
 
     @classmethod
     def stop_handlers(cls, context: zmq.Context[Any]) -> None:
         """Stop `context`'s ZAP handler (before the context is terminated)."""
-        with cls._handlers_lock:
-            handler = cls._handlers.pop(id(context), None)
-        if handler is not None:
-            handler.stop()
+        cls._zap.stop(context)
 
 
 def split_peer(address: str) -> tuple[str | None, str]:

@@ -93,6 +93,7 @@ class Node:
         bus: Transport | None = None,
         incarnation: int | None = None,
         clock: Callable[[], int] = time.time_ns,
+        publisher_thread: bool = True,
     ) -> None:
         options = options or DEFAULT_SOCKET_OPTIONS
         bus = bus or SocketBus()
@@ -111,6 +112,7 @@ class Node:
             security=security,
             incarnation=incarnation,
             clock=clock,
+            background=publisher_thread,
         )
         for address in publish_bind:
             self.publisher.attach(address, bind=True)

@@ -87,9 +87,7 @@ def node_security(node_id: str, bus: BusConfig) -> Curve | None:
         security = Curve.from_directory(bus.keys_dir, node_id)
     except SecurityError as error:
         raise ConfigError(f"invalid config: bus.keys_dir = {bus.keys_dir}: {error}") from None
-    log.info(
-        "CURVE on", identity=security.identity, trusted=len(security.trust.peers())
-    )
+    log.info("CURVE on", identity=security.identity, trusted=len(security.trust.peers()))
     return security
 
 
@@ -106,6 +104,7 @@ def make_node(
     state_dir: Path,
     replay_store: Path | None = None,
     curve: Curve | None = None,
+    publisher_thread: bool = True,
 ) -> Node:
     """A node configured by the bus settings; stops cleanly on SIGINT and SIGTERM.
 
@@ -113,7 +112,9 @@ def make_node(
     its earlier incarnation sent, so a crash never turns undelivered messages into silent loss.
     Its incarnation is kept in `state_dir`, so a restart is a later one whatever the clock does.
     `curve` is the node's key when the caller already holds it (many nodes of one process
-    sharing one trust store); else it is loaded from `bus.keys_dir`.
+    sharing one trust store); else it is loaded from `bus.keys_dir`. Without
+    `publisher_thread` the caller services the publisher itself (`Node.pump`) and flushes
+    what it publishes.
     """
     replay_address, replay_advertise = replay_addresses(bus, [*publish_connect, *subscribe_connect])
     clock = service_clock()
@@ -137,6 +138,7 @@ def make_node(
         replay_store=replay_store,
         incarnation=next_incarnation(state_dir / "incarnations" / node_id, clock),
         clock=clock,
+        publisher_thread=publisher_thread,
     )
     node.handle_signals()
     return node

@@ -14,7 +14,7 @@ from services.cli._service import add_service_parser, load_service
 from services.logging import configure_logging
 from services.simworker.config import SimulateConfig
 from services.simworker.group import WorkerGroup, run_group, worker_ids
-from services.simworker.launcher import await_start, launch
+from services.simworker.launcher import await_start, launch, start_wait_s
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,7 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     # stdout is the launcher's channel to a child: log lines go to stderr.
     configure_logging(args.log_level, stream=sys.stderr)
     if args.await_start:
-        run_group(config, bus, lambda group: await_start(group.pump, config.connect_timeout_s))
+        run_group(
+            config,
+            bus,
+            lambda group: await_start(group.pump, start_wait_s(config.connect_timeout_s)),
+        )
         return 0
     if not bus.insecure:
         ensure_keys(bus.keys_dir, dict.fromkeys(worker_ids(config), Role.WORKER))

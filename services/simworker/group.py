@@ -3,9 +3,11 @@
 Each worker is its own identity with its own publisher and subscriber: the bus binds every
 message to the CURVE key of the connection it came over, so workers cannot share a socket.
 What they share is what the protocol leaves free: the process's ZeroMQ context (one I/O
-thread, one ZAP handler for the replay servers) and one trust store (read once, not once per
-worker). Every worker's epoch starts at the same instant (`start_at + k * epoch_s`, the same
-in every process of a run), so the controller sees all workers' signals arrive at once.
+thread, one ZAP handler for the replay servers), one trust store (read once, not once per
+worker) and one thread: the group services every publisher itself, since 1,024 publisher
+threads waking every 20 ms would take more CPU than the workers' whole protocol. Every
+worker's epoch starts at the same instant (`start_at + k * epoch_s`, the same in every
+process of a run), so the controller sees all workers' signals arrive at once.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class WorkerGroup:
                 subscribe_connect=[config.commands],
                 state_dir=Path(config.data_dir),
                 curve=curve,
+                publisher_thread=False,  # the group services them all (`pump`)
             )
             seed = config.seed * 1_000_003 + config.first + index
             self.workers.append(SimulatedWorker(node, worker_id, seed, config.epochs))
@@ -82,6 +85,7 @@ class WorkerGroup:
             worker = self._owner[sock]
             worker.node.subscriber.drain()
             worker.apply_due()
+            worker.node.publisher.flush()  # its acks now, not at the next service
         now = time.monotonic()
         if now >= self._next_service:
             self._next_service = now + SERVICE_INTERVAL_S
@@ -101,6 +105,7 @@ class WorkerGroup:
             _log.warning("peers not ready, starting anyway", unheard=len(waiting))
         for worker in self.workers:
             worker.hello()
+            worker.node.publisher.flush()
         self.connect_s = time.monotonic() - started
         return len(self.workers) - len(waiting)
 
@@ -114,6 +119,7 @@ class WorkerGroup:
                 for worker in self.workers:
                     if not worker.done:
                         worker.epoch()
+                        worker.node.publisher.flush()
                         self.pump(0.0)  # commands are timed on receipt: take them as they come
                 due += epoch_s
                 if time.time() >= due:  # the burst took longer than an epoch: skip, not pile up

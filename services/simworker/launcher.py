@@ -78,7 +78,7 @@ def launch(config: SimulateConfig, bus: BusConfig, log_level: str = "warning") -
             children.append((process, results))
         try:
             for process, _ in children:
-                _wait_connected(process, config.connect_timeout_s + 600.0)
+                _wait_connected(process, start_wait_s(config.connect_timeout_s))
             start_at = time.time() + START_MARGIN_S
             for process, _ in children:
                 assert process.stdin is not None
@@ -108,6 +108,12 @@ def _wait_connected(process: subprocess.Popen[str], timeout_s: float) -> None:
 def _read_line(stream: IO[str], timeout_s: float) -> str:
     ready, _, _ = select.select([stream], [], [], timeout_s)
     return stream.readline().strip() if ready else ""
+
+
+def start_wait_s(connect_timeout_s: float) -> float:
+    """How long the launcher waits for each process to connect, and so how long a connected
+    process waits for the start time: the slowest process sets when every one starts."""
+    return connect_timeout_s + 600.0
 
 
 def await_start(poll: Any, timeout_s: float) -> float:

@@ -63,6 +63,7 @@ class SimulatedWorker(Worker):
         self.controller_us: list[float] = []
         self.applied: Counter[str] = Counter()
         self.deliveries = 0
+        self.signals = 0
         self._timed: set[str] = set()
         self.rejections: Counter[str] = Counter()
         node.subscriber.on_rejection(self._count_rejection)
@@ -80,6 +81,7 @@ class SimulatedWorker(Worker):
         """One simulated epoch: its signals, telemetry and reports on the bus."""
         report = self.trainer.tick()
         sent = time.time_ns()
+        self.signals += len(report.fast)
         for signal in report.fast:
             self._signal_sent[self._slot_ids[signal.slot_index]] = sent
         self.publish(report)
@@ -123,5 +125,13 @@ class SimulatedWorker(Worker):
             "last_applied": self.ledger.last_applied,
             "latencies_us": self.latencies_us,
             "controller_us": self.controller_us,
+            "signals": self.signals,
             "rejections": dict(self.rejections),
+            # Handshakes our publisher's connections had refused (the subscriber's are in
+            # `rejections`): a server that did not answer in time, or refused our key.
+            "publisher_refused": {
+                reason.name.lower(): count
+                for reason, count in self.node.publisher.metrics.refused.items()
+                if count
+            },
         }
