@@ -22,9 +22,20 @@ BENCHMARKS: dict[str, str] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog="Options after a benchmark's name go to that benchmark, as `python -m bench.NAME`.",
+    )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="the benchmark to run")
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     args = parser.parse_args(argv)
+    options: list[str] = args.options
+    if options:
+        module = None if args.name == "all" else importlib.import_module(BENCHMARKS[args.name])
+        if module is None or not hasattr(module, "main"):
+            parser.error(f"{args.name} takes no options: {' '.join(options)}")
+        return int(module.main(options))
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
         figures = importlib.import_module(BENCHMARKS[name]).run()
