@@ -1,9 +1,11 @@
 """Inference: fast signals to decisions through the whole loop, beside the bare policy forward.
 
-**ours**: `InferenceLoop` with max batch B: one `submit_many` of B signals (one per slot, as
-a drained receive hands them over, conflation included), then `step`, which joins and checks
-the batch's feature blocks (`BatchConverter.load`), fills the decision columns from those
-rows (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
+**ours**: `InferenceLoop` with max batch B fed as the controller is fed: one `SignalColumns`
+block of B rows (B / 2 workers, one frame each, of two cnn slots), as a columnar receive
+delivers it, through the controller's own `SignalIntake` (slot names, busy slots, then
+`submit_rows`: conflation, the rows' features into the batcher's table), then `step`, which
+gathers and checks the batch's rows (`BatchConverter.gather`), fills the decision columns from
+them (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
 policy under `torch.inference_mode`, reads the results back in one transfer and checks
 them on the host (illegal proposals to WAIT). The decisions come back as arrays
 (`Decisions`). **commanded**: the same, and then `Decisions.commands()`: the encoded bytes
@@ -18,14 +20,14 @@ Slots cycle through every seed stage, so the mix holds WAITs, germinations, cull
 fossilizations. Decisions/s come from `bench._harness.measure` (best repeat, commanded); the
 per-batch p50/p99 from timing each of `LATENCY_BATCHES` commanded batches alone. Each timed
 batch carries a newer epoch per slot than the last, built beforehand, so nothing is dropped
-as stale.
+as stale; no command is in flight (every slot free). The receive itself (frames to columns)
+is bench `receive`'s, not timed here.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import json
 import statistics
 import sys
@@ -33,11 +35,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench._harness import MIN_LOOP_NS, Timing, measure, progress, ratio
 from bench._samples import fast_signals
+from bus.columnar import RowGroup, SignalColumns
 from leyline import FastTrainingSignals, SeedStage
+from leyline.actions import SLOT_IDS
 from leyline.features import DEFAULT_BOUNDS
 from services.controller import (
     ActionLayout,
@@ -49,6 +54,7 @@ from services.controller import (
     ObservationBatch,
 )
 from services.controller.commands import CommandBatch
+from services.controller.intake import SignalIntake
 from services.controller.masks import ActionMasker
 
 BATCH_SIZES = (1, 8, 64, 256)
@@ -56,6 +62,10 @@ LATENCY_BATCHES = 300
 #: The harness runs 31 repeats of >= 1 ms loops plus warm-up and calibration: this many ms of
 #: batches (estimated from a trial batch), with a margin, are built before timing.
 _POOL_MS = 3 * (31 + 10) * MIN_LOOP_NS / 1e6
+
+
+#: The slots of the bench's topology: B slots are B / 2 workers of two slots each.
+SLOTS = SLOT_IDS["cnn"]
 
 
 def slot_signals(count: int) -> list[FastTrainingSignals]:
@@ -74,41 +84,48 @@ def slot_signals(count: int) -> list[FastTrainingSignals]:
                 plateau_epochs=3,
                 seed_epochs_in_stage=6,
                 seed_improvement=-3.0 if slot % 2 else 1.0,
-                slot_index=slot,
+                slot_index=slot % len(SLOTS),
             )
         )
     return signals
 
 
 class _Feed:
-    """Batches of B slots, each batch one epoch newer than the last, built ahead of timing."""
+    """Blocks of B rows as a columnar receive delivers them (`SignalColumns`: one frame per
+    worker), each block one epoch newer than the last, built ahead of timing."""
 
     def __init__(self, slots: Sequence[FastTrainingSignals], batches: int) -> None:
-        self._batches: Iterator[list[FastTrainingSignals]] = iter(
+        size = len(slots)
+        features = np.array([np.frombuffer(s.features, "<f4") for s in slots], np.float32)
+        slot_index = np.array([s.slot_index for s in slots], np.int64)
+        width = len(SLOTS)
+        groups = [
+            RowGroup(f"w{start // width}", "", start, range(1, 1 + min(width, size - start)))
+            for start in range(0, size, width)
+        ]
+        self._batches: Iterator[SignalColumns] = iter(
             [
-                [signal.with_values(epoch=epoch) for signal in slots]
+                SignalColumns(features, np.full(size, epoch, np.int64), slot_index, groups)
                 for epoch in range(20, 20 + batches)
             ]
         )
 
-    def next(self) -> list[FastTrainingSignals]:
+    def next(self) -> SignalColumns:
         return next(self._batches)
 
 
-def _full_loop(
-    loop: InferenceLoop, feed: _Feed, keys: list[tuple[str, str]], commanded: bool = False
-) -> Callable[[], object]:
-    clock = itertools.count()
+def _full_loop(loop: InferenceLoop, feed: _Feed, commanded: bool = False) -> Callable[[], object]:
+    # The controller's own intake of a block (no command in flight: every slot is free),
+    # and its tick's step, both on the monotonic clock as the controller reads it.
+    intake = SignalIntake(SLOTS, frozenset(), loop.submit_rows)
 
     def decide_one_batch() -> object:
-        now = float(next(clock))
-        loop.submit_many(keys, feed.next(), now)  # the batch as one drained receive
-        return loop.step(now)
+        intake(feed.next())  # the batch as one drained receive
+        return loop.step()
 
     def command_one_batch() -> object:
-        now = float(next(clock))
-        loop.submit_many(keys, feed.next(), now)
-        return loop.step(now).commands()
+        intake(feed.next())
+        return loop.step().commands()
 
     return command_one_batch if commanded else decide_one_batch
 
@@ -154,9 +171,8 @@ def _one_size(
     make_policy: Callable[[], ControlPolicy], size: int, device: torch.device
 ) -> dict[str, Any]:
     loop = InferenceLoop(make_policy(), max_batch=size, max_wait_s=1.0, device=device)
-    keys = [(f"w{n}", "block2_post") for n in range(size)]
     slots = slot_signals(size)
-    trial = _full_loop(loop, _Feed(slots, 5), keys)
+    trial = _full_loop(loop, _Feed(slots, 5))
     # The fastest trial batch, halved: on a loaded machine a slow trial would size the pool
     # too small for the harness's later, faster loops (the pool ran out, StopIteration).
     per_batch_ms = max(min(_latencies(trial, 5)) / 1e3 / 2, 1e-3)
@@ -164,8 +180,8 @@ def _one_size(
     feed = _Feed(slots, 2 * int(_POOL_MS / per_batch_ms) + 2 * LATENCY_BATCHES + 200)
     for _ in range(5):
         feed.next()
-    ours_call = _full_loop(loop, feed, keys)
-    commanded_call = _full_loop(loop, feed, keys, commanded=True)
+    ours_call = _full_loop(loop, feed)
+    commanded_call = _full_loop(loop, feed, commanded=True)
     ceiling_call = _bare_forward(loop.policy, size, device)
     ours, commanded, ceiling = measure(ours_call, commanded_call, ceiling_call)
     latencies = _latencies(commanded_call, LATENCY_BATCHES)

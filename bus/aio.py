@@ -22,12 +22,22 @@ def _poller(subscriber: Subscriber) -> zmq.asyncio.Poller:
     return poller
 
 
+async def _readable(poller: zmq.asyncio.Poller, timeout_s: float) -> bool:
+    """Whether input came within `timeout_s`. pyzmq's asyncio poll honours a socket's
+    ZMQ_RCVTIMEO, which `Subscriber.poll` sets to wait in its receive: a poll it ends early
+    is one that timed out."""
+    try:
+        return bool(await poller.poll(int(timeout_s * 1000)))
+    except zmq.Again:
+        return False
+
+
 async def serve(subscriber: Subscriber, stop: asyncio.Event, timeout_s: float = 0.1) -> None:
     """Deliver `subscriber`'s messages to its handlers until `stop` is set, without
     blocking the event loop."""
     poller = _poller(subscriber)
     while not stop.is_set():
-        if await poller.poll(int(timeout_s * 1000)):
+        if await _readable(poller, timeout_s):
             subscriber.drain()
         subscriber.check_liveness()
         await asyncio.sleep(0)
@@ -46,6 +56,6 @@ async def messages(subscriber: Subscriber, timeout_s: float = 0.1) -> AsyncItera
             continue
         if subscriber.closed:
             return
-        if await poller.poll(int(timeout_s * 1000)):
+        if await _readable(poller, timeout_s):
             subscriber.drain()
         subscriber.check_liveness()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -121,6 +121,8 @@ class Pipeline:
         self.clocks = ClockOffsets(MAX_STREAMS)
         self._topics: dict[bytes, tuple[Channel, str]] = {}
         self.metrics = metrics or SubscriberMetrics()
+        #: Rejections made so far: a frame that made none came out as envelopes only.
+        self.refusals = 0
 
     def process(
         self, parts: Sequence[bytes], replay: bool = False, peer: str | None = None
@@ -234,7 +236,10 @@ class Pipeline:
         payload = memoryview(frame)[body:]
         started = time.perf_counter_ns()
         try:
-            messages = [decoder.decode(payload)] if count == 1 else decoder.decode_many(payload)
+            if count == 1:
+                messages, clean = [decoder.decode(payload)], True
+            else:
+                messages, clean = decoder.decode_many(payload)
         except ContractError as bad_payload:
             return [self._reject(bad_payload, sender, topic_frame, payload=bytes(payload))]
         self.metrics.decode_latency.observe((time.perf_counter_ns() - started) // count, count)
@@ -250,7 +255,7 @@ class Pipeline:
                 # Heartbeats teach the sender's clock offset before its first signal.
                 self.clocks.age(sender, header.incarnation, header.sent_ns, self._clock())
             return self._unsequenced(channel, scope, topic_frame, header, messages)
-        return self._sequenced(channel, scope, topic_frame, header, messages, sequenced, age)
+        return self._sequenced(channel, scope, topic_frame, header, messages, clean, sequenced, age)
 
     def frame_age(self, header: Header) -> int:
         """A fast-signal frame's age (ns, skew taken out): `clocks.age` at this clock."""
@@ -282,20 +287,33 @@ class Pipeline:
         topic: bytes,
         header: Header,
         messages: list[Any],
+        clean: bool,
         sequenced: bool = False,
         age: int = -1,
     ) -> list[Outcome]:
-        """A frame's data messages: sequence, freshness and guard per message."""
+        """A frame's data messages (`clean`: every one decoded): sequence, freshness and
+        guard per message. `sequenced`: the caller recorded the frame's run already."""
         sender, incarnation, first = header.sender, header.incarnation, header.sequence
         tracker = self.tracker
         # A batch that continues its stream is recorded in one step; anything else (a bad
         # message inside, a gap, a repeat) is sequenced message by message.
         count = len(messages)
         in_order = sequenced or (
-            (count == 1 or not any(isinstance(m, Refused) for m in messages))
-            and tracker.observe_run(sender, topic, incarnation, first, count)
+            clean and tracker.observe_run(sender, topic, incarnation, first, count)
         )
+        # One send time per frame: aged once, at its first message still standing (`age`
+        # when the caller took it already).
+        max_age = self._max_age if channel is Channel.SIG else None
         guard = self._guards.get(channel)
+        if in_order and clean:
+            if max_age is not None and age < 0:
+                age = self.frame_age(header)
+            if max_age is None or age <= max_age:
+                # The common frame, all valid, in order and fresh: one pass (and the guard).
+                envelopes = _envelopes(channel, scope, topic, header, messages)
+                if guard is None:
+                    return cast("list[Outcome]", envelopes)
+                return [self._guarded(envelope, guard) for envelope in envelopes]
         outcomes: list[Outcome] = []
         append = outcomes.append
         for index, message in enumerate(messages):
@@ -314,14 +332,14 @@ class Pipeline:
                     continue
                 if order is Order.RESTART:
                     self.metrics.restarts += 1
-            if self._max_age is not None and channel is Channel.SIG:
-                if age < 0:  # one send time per frame: aged once
+            if max_age is not None:
+                if age < 0:
                     age = self.frame_age(header)
-                if age > self._max_age:
+                if age > max_age:
                     stale = ContractError(
                         RejectReason.STALE,
                         f"signal is {age / 1e6:.0f} ms older than its sender's fastest recent "
-                        f"ones, limit {self._max_age / 1e6:.0f} ms",
+                        f"ones, limit {max_age / 1e6:.0f} ms",
                         "$.header.sent_ns",
                     )
                     append(self._reject(stale, sender, topic, message))
@@ -353,6 +371,7 @@ class Pipeline:
         payload: bytes = b"",
     ) -> Rejection:
         self.metrics.rejected[error.reason] += 1
+        self.refusals += 1
         return Rejection.from_error(error, sender, topic, message, payload)
 
 
@@ -368,3 +387,24 @@ def _nth(header: Header, index: int) -> Header:
         header.sent_ns,
         header.correlation_id,
     )
+
+
+def _envelopes(
+    channel: Channel, scope: str, topic: bytes, header: Header, messages: list[Any]
+) -> list[Envelope[Any]]:
+    """One frame's messages as envelopes, each with its own header, in one pass."""
+    if len(messages) == 1:
+        return [Envelope(channel, scope, topic, header, messages[0])]
+    sender, incarnation, sent_ns = header.sender, header.incarnation, header.sent_ns
+    correlation = header.correlation_id
+    first = header.sequence
+    return [
+        Envelope(
+            channel,
+            scope,
+            topic,
+            Header(WIRE_VERSION, sender, incarnation, sequence, sent_ns, correlation),
+            message,
+        )
+        for sequence, message in zip(range(first, first + len(messages)), messages, strict=True)
+    ]

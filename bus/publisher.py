@@ -63,20 +63,45 @@ _log = structlog.get_logger("leyline.bus")
 
 
 class _Batch:
-    """Messages to one topic waiting to go out as one frame."""
+    """Messages to one topic waiting to go out as one frame, encoded into one buffer."""
 
-    __slots__ = ("channel", "first", "payloads", "prefix", "sent_ns", "size", "topic")
+    __slots__ = (
+        "body",
+        "budget",
+        "channel",
+        "count",
+        "first",
+        "kind",
+        "prefix",
+        "scope",
+        "sent_ns",
+        "topic",
+    )
 
     def __init__(
-        self, channel: Channel, topic: bytes, prefix: bytes, first: int, sent_ns: int
+        self,
+        channel: Channel,
+        scope: str,
+        topic: bytes,
+        prefix: bytes,
+        first: int,
+        sent_ns: int,
+        kind: type | None,
+        budget: int,
     ) -> None:
         self.channel = channel
+        self.scope = scope
         self.topic = topic
         self.prefix = prefix
         self.first = first
         self.sent_ns = sent_ns
-        self.payloads: list[bytes] = []
-        self.size = 0
+        #: The type a next message to its topic may be of to go straight in (None: each
+        #: must be recorded for replay first), and that type's budget.
+        self.kind = kind
+        self.budget = budget
+        self.count = 0
+        #: The messages' msgpack, back to back: the batch body less its array header.
+        self.body = bytearray()
 
 
 class Publisher:
@@ -123,6 +148,9 @@ class Publisher:
         self.address = "" if address is None else self._socket.attach(address, bind)
         self._clock = clock
         self._encoder = REGISTRY.encoder()
+        self._unchecked_into = self._encoder.unchecked_into
+        # Bound once: `with lock` costs more than the fast path it guards (bench/bus.py).
+        self._lock_acquire, self._lock_release = self._lock.acquire, self._lock.release
         self._topics: dict[tuple[Channel, str], bytes] = {}
         self._prefixes: dict[bytes, bytes] = {}
         self._sequences: dict[bytes, int] = {}
@@ -196,8 +224,37 @@ class Publisher:
         `metrics.dropped` when its batch goes out.
         """
         scope = self.sender_id if scope is None else scope
-        with self._lock:
-            return self._publish(channel, scope, message, correlation_id, time.monotonic_ns())
+        self._lock_acquire()
+        try:
+            batch = self._batch
+            if (
+                batch is not None
+                and batch.kind is type(message)
+                and batch.channel is channel
+                and batch.scope == scope
+                and correlation_id is None
+            ):
+                # The burst goes on (the commonest case under load): straight into its
+                # buffer, topic, sequence, send time and budget resolved when it began.
+                body = batch.body
+                start = len(body)
+                try:
+                    self._unchecked_into(message, body, start)
+                except BaseException:
+                    del body[start:]
+                    raise
+                size = len(body) - start
+                if size > batch.budget:
+                    del body[start:]
+                    self._encoder.check(message, size)  # raises the BudgetError
+                batch.count += 1
+                if batch.count >= self._batch_messages or len(body) >= self._batch_bytes:
+                    self._flush()
+                    self._last_publish_ns = time.monotonic_ns()  # a burst: the next one joins
+                return batch.first + batch.count - 1
+            return self._publish(channel, scope, message, correlation_id, False)
+        finally:
+            self._lock_release()
 
     def publish_many(
         self, channel: Channel, messages: Iterable[Message], scope: str | None = None
@@ -208,7 +265,7 @@ class Publisher:
         count = 0
         with self._lock:
             for message in messages:
-                self._publish(channel, scope, message, None, time.monotonic_ns(), burst=True)
+                self._publish(channel, scope, message, None, True)
                 count += 1
             self._flush()
         return count
@@ -224,37 +281,36 @@ class Publisher:
         scope: str,
         message: Message,
         correlation_id: str | None,
-        now: int,
-        burst: bool = False,
+        burst: bool,
     ) -> int | None:
+        """One message out, or into a batch; the lock is held.
+
+        A sequence is used only once its message is encoded, so a message refused at encode
+        (over budget) leaves no gap.
+        """
+        batch = self._batch
+        now = time.monotonic_ns()
         key = (channel, scope)
         topic_frame = self._topics.get(key)
         if topic_frame is None:
             topic_frame = self._topics[key] = topic(channel, scope)
             self._prefixes[topic_frame] = topic_frame + TERMINATOR
             self._channels.add(channel)
-        sequence = self._sequences.get(topic_frame, 0) + 1
-        self._sequences[topic_frame] = sequence
-        payload = self._encoder.encode(message)
-        batch = self._batch
-        if (
-            batch is not None
-            and batch.topic is topic_frame
-            and correlation_id is None
-            and (self._window is None or channel is Channel.SIG)
-        ):
-            # The burst goes on (the commonest case under load): straight into its batch.
-            self._last_publish_ns = now
-            self._add(batch, payload)
-            return sequence
         correlation = b"" if correlation_id is None else correlation_id.encode()
         if batch is not None and (batch.topic is not topic_frame or correlation):
             self._flush()
             batch = None
-        # A batch's messages go out with its first one's time: no clock read per message.
-        sent_ns = self._clock() if batch is None else batch.sent_ns
+        if batch is None:
+            sequence = self._sequences.get(topic_frame, 0) + 1
+            sent_ns = self._clock()
+        else:
+            # A batch's messages go out with its first one's time: no clock read per message.
+            sequence, sent_ns = batch.first + batch.count, batch.sent_ns
         window = self._window
-        if window is not None and channel is not Channel.SIG:
+        recorded = window is not None and channel is not Channel.SIG
+        payload = self._encoder.encode(message)
+        if recorded:
+            assert window is not None
             # Kept even when the send fails below: a dropped message is what replay is for.
             # The header is the one a subscriber sees, so a replay reads the same.
             head = encode_head(self._sender, self.incarnation, sequence, sent_ns, 1, correlation)
@@ -264,6 +320,7 @@ class Publisher:
         )
         self._last_topic, self._last_publish_ns = topic_frame, now
         if batch is None and (correlation or not bursting or self._batch_messages == 1):
+            self._sequences[topic_frame] = sequence
             head = encode_head(self._sender, self.incarnation, sequence, sent_ns, 1, correlation)
             if self._socket.send_frame(b"".join((self._prefixes[topic_frame], head, payload))):
                 self.metrics.sent[channel] += 1
@@ -271,34 +328,33 @@ class Publisher:
             self.metrics.dropped[channel] += 1
             return None
         if batch is None:
+            prefix = self._prefixes[topic_frame]
+            kind = None if recorded else type(message)
+            budget = self._encoder.budget(type(message)) or 0
             batch = self._batch = _Batch(
-                channel, topic_frame, self._prefixes[topic_frame], sequence, sent_ns
+                channel, scope, topic_frame, prefix, sequence, sent_ns, kind, budget
             )
             if self._thread is not None:
                 self._batch_started.set()
-        self._add(batch, payload)
-        return sequence
-
-    def _add(self, batch: _Batch, payload: bytes) -> None:
-        """One more message in the batch; sent once the batch is full."""
-        payloads = batch.payloads
-        payloads.append(payload)
-        batch.size += len(payload)
-        if len(payloads) >= self._batch_messages or batch.size >= self._batch_bytes:
+        batch.body += payload
+        batch.count += 1
+        if batch.count >= self._batch_messages or len(batch.body) >= self._batch_bytes:
             self._flush()
+        return sequence
 
     def _flush(self) -> None:
         batch = self._batch
         if batch is None:
             return
         self._batch = None
-        payloads = batch.payloads
-        count = len(payloads)
+        count = batch.count
+        last = batch.first + count - 1
+        self._sequences[batch.topic] = last
         head = encode_head(self._sender, self.incarnation, batch.first, batch.sent_ns, count)
         if count == 1:
-            frame = b"".join((batch.prefix, head, payloads[0]))
+            frame = b"".join((batch.prefix, head, batch.body))
         else:
-            frame = b"".join((batch.prefix, head, array_prefix(count), *payloads))
+            frame = b"".join((batch.prefix, head, array_prefix(count), batch.body))
         if self._socket.send_frame(frame):
             self.metrics.sent[batch.channel] += count
         else:
@@ -312,7 +368,11 @@ class Publisher:
     def last_sequences(self, channel: Channel) -> dict[str, int]:
         """The last sequence sent on each topic of `channel`."""
         prefix = f"{channel.value}.".encode()
-        return {t.decode(): s for t, s in self._sequences.items() if t.startswith(prefix)}
+        found = {t.decode(): s for t, s in self._sequences.items() if t.startswith(prefix)}
+        batch = self._batch
+        if batch is not None and batch.channel is channel:  # sequenced, not yet sent
+            found[batch.topic.decode()] = batch.first + batch.count - 1
+        return found
 
     def service(self, now_ns: int | None = None) -> None:
         """Answer new subscriptions, send a waiting batch and heartbeats when due; never

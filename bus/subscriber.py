@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 import structlog
@@ -14,11 +14,11 @@ import zmq
 
 from bus.identity import IdentityPolicy
 from bus.metrics import SubscriberMetrics
-from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Pipeline, SemanticGuard
+from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Outcome, Pipeline, SemanticGuard
 from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions
 from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
 from leyline import ContractError, Heartbeat, RejectReason
 
@@ -47,14 +47,21 @@ _SIG_CONTROL = control_topic(Channel.SIG)
 class Subscription:
     """One registered handler: `cancel()`, or the end of its `with` block, removes it."""
 
-    def __init__(self, registered: list[tuple[list[Any], Any]]) -> None:
+    def __init__(
+        self,
+        registered: list[tuple[list[Any], Any]],
+        changed: Callable[[], None] | None = None,
+    ) -> None:
         self._registered = registered
+        self._changed = changed
 
     def cancel(self) -> None:
         for handlers, entry in self._registered:
             if entry in handlers:
                 handlers.remove(entry)
         self._registered = []
+        if self._changed is not None:
+            self._changed()
 
     def __enter__(self) -> Subscription:
         return self
@@ -117,6 +124,9 @@ class Subscriber:
         for address in [addresses] if isinstance(addresses, str) else list(addresses):
             self.attach(address, bind)
         self._handlers: dict[Channel, list[tuple[type | None, Handler]]] = {}
+        #: Bumped by every registration and cancellation: delivery resolves a frame's
+        #: handlers once, and again only when this moved (a handler that cancels itself).
+        self._handlers_version = 0
         self._columns: ColumnReceiver | None = None
         self._column_sinks: list[ColumnSink] = []
         #: Rows delivered in columns so far (a drain reports its share).
@@ -128,6 +138,8 @@ class Subscriber:
         self._on_gap: list[GapHandler] = []
         self._on_liveness: list[LivenessHandler] = []
         self._batch = batch
+        #: The ZMQ_RCVTIMEO a one-socket `poll` last set (set only when it changes).
+        self._receive_timeout_ms = -1
         self._stale_ns = int(stale_after_s * 1e9)
         self._last_seen: dict[str, int] = {}
         self._stale: set[str] = set()
@@ -178,7 +190,11 @@ class Subscriber:
             handlers = self._handlers.setdefault(channel, [])
             handlers.append(entry)
             registered.append((handlers, entry))
-        return Subscription(registered)
+        self._handlers_changed()
+        return Subscription(registered, self._handlers_changed)
+
+    def _handlers_changed(self) -> None:
+        self._handlers_version += 1
 
     def on_columns(
         self,
@@ -228,11 +244,33 @@ class Subscriber:
         return [link.socket for link in self._sockets.links]
 
     def poll(self, timeout_s: float = 0.0) -> int:
-        """Wait up to `timeout_s` for input, then drain a batch; returns messages delivered."""
+        """Wait up to `timeout_s` for input, then drain a batch; returns messages delivered.
+
+        With one socket (plaintext, or one pinned server) the wait is the receive itself,
+        blocking with ZMQ_RCVTIMEO: a frame that arrives is taken by the call that woke up,
+        with no poller in front of it (a poll and its Python wrapper per lone message).
+        """
         delivered = 0
-        readable = self._poller.poll(int(timeout_s * 1000))
-        if readable:
-            delivered = self.drain(readable[0][0])
+        timeout_ms = int(timeout_s * 1000)
+        links = self._sockets.links
+        if len(links) == 1 and timeout_ms > 0:
+            link = links[0]
+            sock = link.socket
+            if self._receive_timeout_ms != timeout_ms:
+                sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                self._receive_timeout_ms = timeout_ms
+            try:
+                received = sock.recv(copy=False)
+            except zmq.Again:  # nothing came in time
+                pass
+            else:
+                column_rows = self._column_rows
+                delivered = self._drain_link(link, received)
+                delivered += self._after_drain(column_rows)
+        else:
+            readable = self._poller.poll(timeout_ms) if timeout_ms > 0 else True
+            if readable:
+                delivered = self.drain(readable[0][0] if readable is not True else None)
         now = time.monotonic_ns()
         if now >= self._next_connection_check:
             # ~3 us a call: at most 10 times a second, off the latency of every message.
@@ -268,28 +306,36 @@ class Subscriber:
             yield envelope
 
     def drain(self, readable: zmq.Socket[bytes] | None = None) -> int:
-        """Process up to one batch of already-queued frames without waiting.
+        """Process up to one batch of already-queued frames per socket without waiting
+        (`readable`: a socket a poll just found readable); returns messages delivered."""
+        delivered = 0
+        column_rows = self._column_rows
+        for link in self._sockets.links:
+            delivered += self._drain_link(link, None, link.socket is readable)
+        return delivered + self._after_drain(column_rows)
+
+    def _drain_link(
+        self, link: Link, received: zmq.Frame | None = None, known: bool = False
+    ) -> int:
+        """Up to one batch of one socket's frames, starting with `received` if given.
 
         ZMQ_EVENTS is asked before each receive instead of letting the last one raise
         `zmq.Again`: an exception per drain costs more than the check (bench/bus.py); a
-        socket a poll just found `readable` skips the first ask. The receive is zero-copy,
-        which gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id
-        without further socket calls.
+        socket known to be readable skips the first ask. The receive is zero-copy, which
+        gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id without
+        further socket calls.
         """
         delivered = 0
-        frame_of = self.pipeline.frame
-        deliver = self._deliver
+        pipeline = self.pipeline
+        frame_of = pipeline.frame
+        sock = link.socket
+        recv: Callable[..., zmq.Frame] = sock.recv
+        option: Callable[[int], Any] = sock.getsockopt
         # Only a server socket's messages carry the identity to check, one per connection.
-        read_identity = self.security is not None
+        from_server = self.security is not None and link.peer is None
         columns = self._columns if self._column_sinks else None
-        column_rows = self._column_rows
-        for link in self._sockets.links:
-            sock = link.socket
-            recv = cast(Callable[..., Any], sock.recv)
-            option = cast(Callable[[int], int], sock.getsockopt)
-            from_server = read_identity and link.peer is None
-            known = sock is readable
-            for _ in range(self._batch):
+        for _ in range(self._batch):
+            if received is None:
                 if not known and not option(_EVENTS) & _POLLIN:
                     break
                 known = False
@@ -297,37 +343,58 @@ class Subscriber:
                     received = recv(_NOBLOCK, copy=False)
                 except zmq.Again:  # readable by the poll, taken by nobody else: not expected
                     break
-                peer = _identity_of(received) if from_server else link.peer
-                if received.more:
-                    if columns is not None:
-                        columns.flush()  # what came before goes first, as it came
-                    outcomes = self.pipeline.process(_parts(received, recv), peer=peer)
-                else:
-                    data = received.bytes
-                    if columns is not None:
-                        if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
-                            columns.add(data, peer)  # decided with the drain's others
-                            continue
-                        columns.flush()
-                    outcomes = frame_of(data, False, peer)
-                last = None
-                for outcome in outcomes:
-                    if isinstance(outcome, Rejection):
-                        self._reject(outcome)
+            peer = _identity_of(received) if from_server else link.peer
+            refusals = pipeline.refusals
+            if received.more:
+                if columns is not None:
+                    columns.flush()  # what came before goes first, as it came
+                outcomes = pipeline.process(_parts(received, recv), peer=peer)
+                received = None
+            else:
+                data = received.bytes
+                received = None
+                if columns is not None:
+                    if data.startswith(_SIG) and not data.startswith(_SIG_CONTROL):
+                        columns.add(data, peer)  # decided with the drain's others
                         continue
-                    last = outcome
-                    if outcome.scope == CONTROL_SCOPE:
-                        self._control(outcome)
-                    elif deliver(outcome):
-                        delivered += 1
-                if last is not None:
-                    self._seen(last.header.sender)
-        if columns is not None:
-            columns.flush()
-            delivered += self._column_rows - column_rows
+                    columns.flush()
+                outcomes = frame_of(data, False, peer)
+            first = outcomes[0]
+            if pipeline.refusals == refusals and first.scope != CONTROL_SCOPE:  # type: ignore[union-attr]
+                # The common frame: valid data messages only, straight to delivery.
+                delivered += self._deliver_all(outcomes)  # type: ignore[arg-type]
+                self._seen(first.header.sender)  # type: ignore[union-attr]
+            else:
+                delivered += self._sort(outcomes)
+        return delivered
+
+    def _after_drain(self, column_rows: int) -> int:
+        """End a drain: the columns gathered go out, gaps found are reported; returns the
+        rows delivered in columns since the count was `column_rows`."""
+        delivered = 0
+        if self._columns is not None and self._column_sinks:
+            self._columns.flush()
+            delivered = self._column_rows - column_rows
         if self.pipeline.tracker.gaps:
             self._report_gaps(self.pipeline.tracker.take_gaps())
         return delivered
+
+    def _sort(self, outcomes: list[Outcome]) -> int:
+        """A frame with refusals or control messages: each outcome to where it goes."""
+        valid: list[Envelope[Any]] = []
+        last = None
+        for outcome in outcomes:
+            if isinstance(outcome, Rejection):
+                self._reject(outcome)
+                continue
+            last = outcome
+            if outcome.scope == CONTROL_SCOPE:
+                self._control(outcome)
+            else:
+                valid.append(outcome)
+        if last is not None:
+            self._seen(last.header.sender)
+        return self._deliver_all(valid) if valid else 0
 
     def _deliver_columns(self, block: SignalColumns) -> bool:
         """Hand a block to every column sink; False (a rejection per row) when one fails."""
@@ -362,7 +429,7 @@ class Subscriber:
             elif outcome.is_control:
                 control = outcome
             else:
-                self._deliver(outcome)
+                self._deliver_all([outcome])
         return control
 
     def wait_ready(self, timeout_s: float = 5.0, publishers: int | Iterable[str] = 1) -> bool:
@@ -443,36 +510,54 @@ class Subscriber:
             del last_seen[next(iter(last_seen))]  # bounded under forged sender ids
         last_seen[sender] = time.monotonic_ns()
 
-    def _deliver(self, envelope: Envelope[Any]) -> bool:
-        channel = envelope.channel
+    def _deliver_all(self, envelopes: list[Envelope[Any]]) -> int:
+        """Hand valid data messages of one channel to their handlers, or to the inbox when
+        none takes them; returns how many were delivered.
+
+        The handlers for a message type are resolved once per frame (and again only when a
+        handler registers or cancels one meanwhile). A handler's error refuses its message
+        alone, as HANDLER_ERROR; the rest are delivered.
+        """
+        channel = envelopes[0].channel
         if self._columns is not None and self._column_sinks and channel is Channel.SIG:
-            return self._deliver_columns(self._columns.block_of([envelope]))
-        handlers = self._handlers.get(channel)
-        taken = False
-        if handlers:
-            kind_of = type(envelope.message)
+            block = self._columns.block_of(envelopes)
+            return len(envelopes) if self._deliver_columns(block) else 0
+        handlers = self._handlers.get(channel) or []
+        inbox = self._inbox
+        kind: type | None = None
+        version = -1
+        targets: list[Handler] = []
+        delivered = 0
+        for envelope in envelopes:
+            message_kind = type(envelope.message)
+            if message_kind is not kind or version != self._handlers_version:
+                kind, version = message_kind, self._handlers_version
+                targets = [h for k, h in handlers if k is None or k is kind]
+            if not targets:
+                if len(inbox) >= self._inbox_size:
+                    inbox.popleft()
+                    self.metrics.unclaimed_dropped += 1
+                inbox.append(envelope)
+                delivered += 1
+                continue
             try:
-                for kind, handler in handlers:
-                    if kind is None or kind is kind_of:
-                        handler(envelope)
-                        taken = True
+                for handler in targets:
+                    handler(envelope)
             except Exception as exc:  # a handler's bug must not kill the subscriber
-                _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
-                error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
-                rejection = Rejection.from_error(
-                    error, envelope.header.sender, envelope.topic, envelope.message
-                )
-                self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
-                self._reject(rejection)
-                return False
-        if not taken:
-            inbox = self._inbox
-            if len(inbox) >= self._inbox_size:
-                inbox.popleft()
-                self.metrics.unclaimed_dropped += 1
-            inbox.append(envelope)
-        self.metrics.delivered[channel] += 1
-        return True
+                self._handler_failed(envelope, exc)
+                continue
+            delivered += 1
+        self.metrics.delivered[channel] += delivered
+        return delivered
+
+    def _handler_failed(self, envelope: Envelope[Any], exc: Exception) -> None:
+        _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
+        error = ContractError(RejectReason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+        rejection = Rejection.from_error(
+            error, envelope.header.sender, envelope.topic, envelope.message
+        )
+        self.metrics.rejected[RejectReason.HANDLER_ERROR] += 1
+        self._reject(rejection)
 
     def _control(self, envelope: Envelope[Any]) -> None:
         self._ready[envelope.channel].add(envelope.header.sender)
@@ -522,7 +607,7 @@ def _identity_of(frame: zmq.Frame) -> str:
     return identity
 
 
-def _parts(first: zmq.Frame, recv: Callable[..., Any]) -> list[bytes]:
+def _parts(first: zmq.Frame, recv: Callable[..., zmq.Frame]) -> list[bytes]:
     """Every part of a multipart message (not wire v2: the pipeline refuses it once)."""
     parts = [first.bytes]
     more = first.more

@@ -124,6 +124,9 @@ class MessageEncoder:
     def __init__(self, registry: Registry) -> None:
         self._budgets = {e.cls: e.budget for e in registry.entries().values()}
         self._encoder = msgspec.msgpack.Encoder()
+        #: msgspec's own `encode_into`, for a caller that checks `budget` itself (a
+        #: publisher's batch of one type checks each message's size against one number).
+        self.unchecked_into = self._encoder.encode_into
 
     def encode(self, message: msgspec.Struct) -> bytes:
         data = self._encoder.encode(message)
@@ -133,11 +136,30 @@ class MessageEncoder:
         return data
 
     def encode_into(self, message: msgspec.Struct, buffer: bytearray, offset: int = 0) -> int:
-        """Encode into `buffer` at `offset` (reusing its memory); returns the encoded length."""
-        self._encoder.encode_into(message, buffer, offset)
-        size = len(buffer) - offset
-        self._check(message, size)
+        """Encode into `buffer` at `offset` (-1: append), reusing its memory; returns the
+        encoded length. A message refused (over budget, unregistered, unencodable) leaves
+        `buffer` cut back to where it would have started."""
+        start = len(buffer) if offset < 0 else offset
+        try:
+            self._encoder.encode_into(message, buffer, start)
+        except BaseException:
+            del buffer[start:]
+            raise
+        size = len(buffer) - start
+        budget = self._budgets.get(type(message))
+        if budget is None or size > budget:  # inline: a publisher's batch appends this way
+            del buffer[start:]
+            self._check(message, size)
         return size
+
+    def budget(self, cls: type[msgspec.Struct]) -> int | None:
+        """The most bytes one `cls` may encode to; None for a type that is not registered."""
+        return self._budgets.get(cls)
+
+    def check(self, message: msgspec.Struct, size: int) -> None:
+        """Raise `BudgetError` when `size` is over `message`'s budget, TypeError when its
+        type is not registered."""
+        self._check(message, size)
 
     def _check(self, message: msgspec.Struct, size: int) -> None:
         cls = type(message)
@@ -179,6 +201,11 @@ class MessageDecoder:
         # msgspec cannot mix array-like and map-like Structs in one union: a channel that
         # carries both kinds decodes a batch message by message.
         self._many = None if maps and arrays else _union_decoder(maps + arrays, many=True)
+        # A batch of current majors only (the common one) decodes with nothing to lift.
+        current = [e.cls for e in entries]
+        self._current = self._many
+        if self._lifts and self._many is not None:
+            self._current = _union_decoder(current, many=True)
         self.max_size = max((e.budget for e in entries), default=0)
 
     def decode(self, data: bytes | memoryview) -> Any:
@@ -201,29 +228,33 @@ class MessageDecoder:
         lift = self._lifts.get(type(message))
         return message if lift is None else lift(message)
 
-    def decode_many(self, data: bytes | memoryview) -> list[Any]:
-        """A msgpack array of messages, each checked as `decode` checks one.
+    def decode_many(self, data: bytes | memoryview) -> tuple[list[Any], bool]:
+        """A msgpack array of messages, each checked as `decode` checks one; returns them
+        and whether every one decoded.
 
         Each item is the typed message or a `Refused` (the error and that message's bytes):
         one bad message does not cost the rest. A whole valid batch is one typed decode
-        (after one pass that reads each message's extent for its size check); only a batch
-        holding a bad one is decoded message by message. Raises `ContractError(MALFORMED)`
-        when `data` is not an array of msgpack values at all.
+        (after one pass that reads each message's extent for its size check), of the current
+        majors first so that nothing needs lifting; only a batch holding a bad one is decoded
+        message by message. Raises `ContractError(MALFORMED)` when `data` is not an array of
+        msgpack values at all.
         """
         try:
             items = _RAWS.decode(data)
         except _UNREADABLE as exc:
             raise ContractError(RejectReason.MALFORMED, f"batch: {exc}") from None
         if items and self._many is not None and max(map(len, items)) <= self.max_size:
-            try:
-                messages: list[Any] = self._many.decode(data)
-            except (msgspec.ValidationError, *_UNREADABLE):
-                pass
-            else:
-                if self._lifts:
+            assert self._current is not None
+            for decoder in (self._current, self._many) if self._lifts else (self._many,):
+                try:
+                    messages: list[Any] = decoder.decode(data)
+                except (msgspec.ValidationError, *_UNREADABLE):
+                    continue
+                if decoder is not self._current:
                     messages = [self._lift(message) for message in messages]
-                return messages
-        return [self._decode_or_error(item) for item in items]
+                return messages, True
+        decoded = [self._decode_or_error(item) for item in items]
+        return decoded, not any(isinstance(item, Refused) for item in decoded)
 
     def _lift(self, message: Any) -> Any:
         lift = self._lifts.get(type(message))

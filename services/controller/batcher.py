@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from itertools import islice
-from operator import attrgetter
+from itertools import islice, repeat
+from operator import attrgetter, itemgetter
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -49,6 +50,10 @@ class PendingSignal(msgspec.Struct, frozen=True, gc=False):
 #: Read one field of each item of a batch in C (`map`), not in a Python comprehension.
 pending_rows = attrgetter("row")
 pending_signals = attrgetter("signal")
+pending_epochs = attrgetter("epoch")
+_worker, _slot = itemgetter(0), itemgetter(1)
+#: What a slot never decided (or forgotten) compares as: every epoch is newer.
+_NEVER_DECIDED = PendingSignal("", "", None, 0.0, 0, -1)
 
 
 class SignalBatcher:
@@ -66,9 +71,11 @@ class SignalBatcher:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._pending: dict[SlotKey, PendingSignal] = {}
-        #: The last signal decided per (worker, slot): no newer one is stale.
-        self._decided: dict[SlotKey, PendingSignal] = {}
+        #: The pending signal per (worker, slot), by its memory row: after the one lookup
+        #: of a key's row, every step hashes an int, not a tuple of two strings.
+        self._pending: dict[int, PendingSignal] = {}
+        #: The last signal decided per (worker, slot), by memory row: no newer one is stale.
+        self._decided: dict[int, PendingSignal] = {}
         #: A memory row per (worker, slot) ever seen, in order of first arrival.
         self.rows: dict[SlotKey, int] = {}
         #: The slots seen of each worker and their rows, so forgetting one worker touches
@@ -97,22 +104,20 @@ class SignalBatcher:
         the two equal.
         """
         key = (worker_id, slot_id)
+        row = self.rows.get(key)
+        if row is None:  # never seen: nothing pending or decided, so accepted below
+            row = self._new_row(key)
         epoch = signal.epoch
-        last = self._decided.get(key)
+        last = self._decided.get(row)
         if last is not None and epoch <= last.epoch:
             self.stale += 1
             return False
-        held = self._pending.get(key)
+        held = self._pending.get(row)
         if held is None:
-            row = self.rows.get(key) if last is None else last.row
-            if row is None:
-                row = self._new_row(key)
             arrived = time.monotonic() if now is None else now
-            self._pending[key] = PendingSignal(worker_id, slot_id, signal, arrived, row, epoch)
+            self._pending[row] = PendingSignal(worker_id, slot_id, signal, arrived, row, epoch)
         elif epoch >= held.epoch:
-            self._pending[key] = PendingSignal(
-                worker_id, slot_id, signal, held.arrived, held.row, epoch
-            )
+            self._pending[row] = PendingSignal(worker_id, slot_id, signal, held.arrived, row, epoch)
             self.conflated += 1
         else:
             self.stale += 1
@@ -137,19 +142,19 @@ class SignalBatcher:
         get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
         for key, signal in zip(keys, signals, strict=True):
+            row = get_row(key)
+            if row is None:
+                row = self._new_row(key)
             epoch = signal.epoch
-            last = get_decided(key)
+            last = get_decided(row)
             if last is not None and epoch <= last.epoch:
                 stale += 1
                 continue
-            held = get_held(key)
+            held = get_held(row)
             if held is None:
-                row = get_row(key) if last is None else last.row
-                if row is None:
-                    row = self._new_row(key)
-                pending[key] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
             elif epoch >= held.epoch:
-                pending[key] = PendingSignal(key[0], key[1], signal, held.arrived, held.row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, held.arrived, row, epoch)
                 conflated += 1
             else:
                 stale += 1
@@ -163,7 +168,7 @@ class SignalBatcher:
     def submit_rows(
         self,
         keys: list[SlotKey],
-        epochs: list[int],
+        epochs: npt.NDArray[np.int64] | list[int],
         features: npt.NDArray[np.float32],
         now: float | None = None,
     ) -> int:
@@ -172,27 +177,76 @@ class SignalBatcher:
 
         `submit_many`'s rules; the accepted rows' features are copied into `features` at
         their memory rows in one step (a slot's later row in the block wins, as it would
-        replace the earlier one), so the block's buffer may be reused afterwards.
+        replace the earlier one), so the block's buffer may be reused afterwards. The common
+        block (every slot seen before, none pending, none twice) is decided at once: each
+        row is fresh exactly when its epoch is past its slot's last decided one; any other
+        goes row by row (`_submit_rows_one_by_one`).
         """
         arrived = time.monotonic() if now is None else now
+        count = len(keys)
+        pending, rows = self._pending, self.rows
+        if not count:
+            return 0
+        found = list(map(rows.get, keys))
+        if None in found:
+            return self._submit_rows_one_by_one(keys, epochs, features, arrived)
+        memory = cast(list[int], found)
+        if not pending.keys().isdisjoint(memory) or len(set(memory)) < count:
+            return self._submit_rows_one_by_one(keys, epochs, features, arrived)
+        epoch = np.asarray(epochs, np.int64)
+        decided = map(self._decided.get, memory, repeat(_NEVER_DECIDED))
+        last = np.fromiter(map(pending_epochs, decided), np.int64, count)
+        fresh = epoch > last
+        if fresh.all():
+            taken, taken_rows, taken_epochs = keys, memory, epoch.tolist()
+        else:
+            index = np.flatnonzero(fresh)
+            taken = [keys[i] for i in index.tolist()]
+            taken_rows = [memory[i] for i in index.tolist()]
+            taken_epochs = epoch[index].tolist()
+            features = features[index]
+        accepted = len(taken)
+        if accepted:
+            pending.update(
+                zip(
+                    taken_rows,
+                    map(PendingSignal, map(_worker, taken), map(_slot, taken), repeat(None),
+                        repeat(arrived), taken_rows, taken_epochs),
+                    strict=True,
+                )
+            )  # fmt: skip
+            self.reserve(len(rows))  # rows first seen as objects may have no room yet
+            self.features[taken_rows] = features
+        self.accepted += accepted
+        self.stale += count - accepted
+        return accepted
+
+    def _submit_rows_one_by_one(
+        self,
+        keys: list[SlotKey],
+        epochs: npt.NDArray[np.int64] | list[int],
+        features: npt.NDArray[np.float32],
+        arrived: float,
+    ) -> int:
+        """`submit_rows` for any block: `submit_many`'s rules applied one row after the other."""
         pending, decided, rows = self._pending, self._decided, self.rows
         get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
         source: dict[int, int] = {}  # memory row -> the block's row that fills it
-        for index, (key, epoch) in enumerate(zip(keys, epochs, strict=True)):
-            last = get_decided(key)
+        epoch_list = epochs.tolist() if isinstance(epochs, np.ndarray) else epochs
+        for index, (key, epoch) in enumerate(zip(keys, epoch_list, strict=True)):
+            row = get_row(key)
+            if row is None:
+                row = self._new_row(key)
+            last = get_decided(row)
             if last is not None and epoch <= last.epoch:
                 stale += 1
                 continue
-            held = get_held(key)
+            held = get_held(row)
             if held is None:
-                row = get_row(key) if last is None else last.row
-                if row is None:
-                    row = self._new_row(key)
-                pending[key] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
             elif epoch >= held.epoch:
-                row = held.row
-                pending[key] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
                 conflated += 1
             else:
                 stale += 1
@@ -248,9 +302,9 @@ class SignalBatcher:
             self._decided.update(pending)
             pending.clear()
         else:
-            keys = list(islice(pending, self.max_batch))
-            batch = [pending.pop(key) for key in keys]
-            self._decided.update(zip(keys, batch, strict=True))
+            rows = list(islice(pending, self.max_batch))
+            batch = [pending.pop(row) for row in rows]
+            self._decided.update(zip(rows, batch, strict=True))
         return batch
 
     def forget(self, worker_id: str) -> None:
@@ -258,6 +312,6 @@ class SignalBatcher:
 
         Its memory rows stay its own (the policy resets their memory).
         """
-        for slot_id in self._slots.get(worker_id, ()):
-            self._pending.pop((worker_id, slot_id), None)
-            self._decided.pop((worker_id, slot_id), None)
+        for row in self._slots.get(worker_id, {}).values():
+            self._pending.pop(row, None)
+            self._decided.pop(row, None)

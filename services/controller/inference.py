@@ -129,12 +129,16 @@ class InferenceLoop:
         if not items:
             return Decisions(self._members, self._encoder)
         signals = list(map(pending_signals, items))
-        raw = self._rows_of(items, signals) if None in signals else self._converter.load(signals)
+        rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
+        if None in signals:
+            raw = self._rows_of(items, signals, rows)
+        else:
+            raw = self._converter.load(signals)
         if self._converter.refused:
             items = self._refuse(items)
             if not items:
                 return Decisions(self._members, self._encoder)
-        rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
+            rows = list(map(pending_rows, items))
         self.policy.reserve(len(self.batcher.rows))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
@@ -192,19 +196,25 @@ class InferenceLoop:
         return Decisions(self._members, self._encoder, items, chosen, sure, why)
 
     def _rows_of(
-        self, items: list[PendingSignal], signals: list[FastTrainingSignals | None]
+        self,
+        items: list[PendingSignal],
+        signals: list[FastTrainingSignals | None],
+        rows: list[int],
     ) -> npt.NDArray[np.float32]:
         """A batch with signals that came as rows: every item's raw features from the
-        batcher's table (those that came as objects written there first), checked."""
+        batcher's table at `rows` (those that came as objects written there first), checked.
+
+        A batch of rows only (a columnar receive's) skips the walk for objects."""
         batcher = self.batcher
+        if signals.count(None) == len(signals):
+            return self._converter.gather(batcher.features, rows)
         objects = [(item.row, signal) for item, signal in zip(items, signals, strict=True)
                    if signal is not None]  # fmt: skip
-        if objects:
-            batcher.reserve(len(batcher.rows))
-            rows, blocks = zip(*objects, strict=True)
-            staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
-            batcher.features[list(rows)] = write_raw(blocks, staged)
-        return self._converter.gather(batcher.features, list(map(pending_rows, items)))
+        batcher.reserve(len(batcher.rows))
+        written, blocks = zip(*objects, strict=True)
+        staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
+        batcher.features[list(written)] = write_raw(blocks, staged)
+        return self._converter.gather(batcher.features, rows)
 
     def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
         """Report the converter's refusals; the items that were kept, in order."""

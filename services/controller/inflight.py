@@ -7,7 +7,7 @@ with F commands in flight cost D x F; a count per (worker, slot) answers in one 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 
 from services.controller.batcher import SlotKey
 from services.controller.journal import JournalEntry
@@ -61,6 +61,12 @@ class InFlightTable(Mapping[str, InFlight]):
     def busy(self, worker_id: str, slot_id: str) -> bool:
         """Whether a command to this (worker, slot) awaits its ack: one dict lookup."""
         return (worker_id, slot_id) in self._per_slot
+
+    @property
+    def busy_slots(self) -> Set[SlotKey]:
+        """The (worker, slot)s with a command awaiting its ack: a live view, for a whole
+        block's check at once (`isdisjoint`)."""
+        return self._per_slot.keys()
 
     def of_worker(self, worker_id: str) -> list[InFlight]:
         """The commands in flight to one worker, in the order added."""

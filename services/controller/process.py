@@ -28,6 +28,7 @@ from services.controller.batcher import PendingSignal
 from services.controller.commands import CommandBatch, command_type
 from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
+from services.controller.intake import SignalIntake
 from services.controller.journal import CommandJournal, JournalEntry
 from services.controller.policy import DecisionReason
 from services.node import Node
@@ -73,8 +74,7 @@ class Controller:
         #: Signals refused by the inference loop for a value that breaks the contract.
         self.refused_signals = 0
         loop.on_refused(self._refused_signal)
-        #: Signals for a slot index this topology does not have (never decided).
-        self.unknown_slots = 0
+        self._intake = SignalIntake(self.slots, self.in_flight.busy_slots, loop.submit_rows)
         # Fast signals come in columns: each drain's rows straight into the batcher's table.
         node.subscriber.on_columns(Channel.SIG, self._on_signals)
         node.subscriber.on(Channel.ACK, self._on_ack)
@@ -126,29 +126,15 @@ class Controller:
     def _on_signals(self, block: SignalColumns) -> None:
         """A drain's fast signals, as rows: each (worker, slot) not awaiting an ack is queued
         with its epoch, its features copied into the batcher's table in one step."""
-        slots = self.slots
-        busy = self.in_flight.busy
-        keys: list[tuple[str, str]] = []
-        taken: list[int] = []
-        epochs = block.epoch.tolist()
-        for index, (worker_id, slot_index) in enumerate(
-            zip(block.senders(), block.slot_index.tolist(), strict=True)
-        ):
-            if slot_index >= len(slots):
-                self.unknown_slots += 1
-                if self.unknown_slots & (self.unknown_slots - 1) == 0:  # 1, 2, 4, ...: bounded
-                    _log.warning("signal for an unknown slot", slot_index=slot_index)
-                continue
-            key = (worker_id, slots[slot_index])
-            if not busy(*key):
-                keys.append(key)
-                taken.append(index)
-        if not keys:
-            return
-        if len(taken) == len(block):
-            self.loop.submit_rows(keys, epochs, block.features)
-        else:
-            self.loop.submit_rows(keys, [epochs[i] for i in taken], block.features[taken])
+        first = self._intake.unknown + 1
+        for count, slot_index in enumerate(self._intake(block), first):
+            if count & (count - 1) == 0:  # 1, 2, 4, ...: bounded
+                _log.warning("signal for an unknown slot", slot_index=slot_index)
+
+    @property
+    def unknown_slots(self) -> int:
+        """Signals for a slot index this topology does not have (never decided)."""
+        return self._intake.unknown
 
     def _act(self, commands: CommandBatch, index: int, entry: JournalEntry) -> None:
         self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))

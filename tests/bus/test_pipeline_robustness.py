@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
-from bus_samples import fast_signals, frames
+from bus_samples import batch, fast_signals, frames
 
 import bus.sequence
 from bus import Channel, Envelope, Rejection
 from bus.pipeline import Pipeline
 from bus.sequence import SequenceTracker
-from leyline import RejectReason
+from leyline import FastTrainingSignals, RejectReason
+from leyline.wire import encode
 
 
 def test_a_guard_that_raises_becomes_a_handler_error_rejection() -> None:
@@ -35,3 +37,20 @@ def test_forged_sender_ids_never_grow_the_tracker_past_its_bound(
     # The newest streams are the ones kept.
     assert tracker.last("forged-99", b"sig.x.") == 1
     assert tracker.last("forged-0", b"sig.x.") is None
+
+
+def test_a_batch_of_old_and_current_majors_is_lifted_message_by_message_type() -> None:
+    """A batch of v2 signals decodes in one typed pass with nothing to lift; one holding v1
+    signals takes the union decoder, and every v1 comes out lifted to v2, in order."""
+    signals = [fast_signals(epoch) for epoch in range(4)]
+    for payloads in (
+        [encode(s) for s in signals],
+        [msgspec.msgpack.encode(s.named()) if i % 2 else encode(s) for i, s in enumerate(signals)],
+    ):
+        pipeline = Pipeline([Channel.SIG])
+        outcomes = pipeline.process(batch(Channel.SIG, "w1", payloads, 1, sender="w1"))
+        assert [type(o.message) for o in outcomes if isinstance(o, Envelope)] == [
+            FastTrainingSignals
+        ] * 4
+        assert [o.message for o in outcomes if isinstance(o, Envelope)] == signals
+        assert [o.header.sequence for o in outcomes if isinstance(o, Envelope)] == [1, 2, 3, 4]

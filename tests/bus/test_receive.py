@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import zmq
 from bus_loops import pump_until
 from bus_samples import advance, fast_signals
@@ -14,7 +15,16 @@ from bus import Channel, Envelope, Publisher, Subscriber
 from bus.aio import messages
 from bus.header import read_header, split_topic
 from bus.testing import InProcessBus, capture_rejections
-from leyline import AckOutcome, CommandAck, CommandType, FastTrainingSignals, WorkerHello
+from leyline import (
+    AckOutcome,
+    AdaptationCommand,
+    BudgetError,
+    CommandAck,
+    CommandType,
+    FastTrainingSignals,
+    WorkerHello,
+    new_id,
+)
 
 
 def _connected(inproc: InProcessBus, **options: object) -> tuple[Publisher, Subscriber]:
@@ -167,3 +177,36 @@ def test_a_burst_arrives_whole_without_anyone_servicing_the_publisher(
     beats = subscriber.metrics.heartbeats
     assert pump_until(lambda: subscriber.metrics.heartbeats > beats, subscriber)
     assert subscriber.metrics.rejected_total == 0 and subscriber.metrics.gaps == 0
+
+
+def test_a_handler_that_cancels_itself_gets_no_more_of_its_frame(inproc: InProcessBus) -> None:
+    """Handlers are resolved once per frame, yet a cancellation inside one takes effect at
+    the next message of the same frame: the rest wait in the inbox."""
+    publisher, subscriber = _connected(inproc)
+    got: list[int] = []
+
+    def once(envelope: Envelope[FastTrainingSignals]) -> None:
+        got.append(envelope.header.sequence)
+        handle.cancel()
+
+    handle = subscriber.on(FastTrainingSignals, once)
+    publisher.publish_many(Channel.SIG, [fast_signals(epoch) for epoch in range(5)], "w1")
+    assert pump_until(lambda: got == [1] and len(subscriber._inbox) == 4, subscriber)
+    rest = [subscriber.receive() for _ in range(4)]
+    assert [e.header.sequence for e in rest if e is not None] == [2, 3, 4, 5]
+
+
+def test_a_message_refused_at_encode_uses_no_sequence(inproc: InProcessBus) -> None:
+    """Over its budget a message is refused before it is sequenced: no gap for anyone."""
+    publisher = inproc.publisher("controller")
+    huge = AdaptationCommand(
+        command_id=new_id(),
+        target_slot_id="s",
+        blueprint_id="norm",
+        annotations={f"k{i}": "v" * 120 for i in range(8)},
+    )
+    with pytest.raises(BudgetError):
+        publisher.publish(Channel.CMD, huge, "w1")
+    command = AdaptationCommand(command_id=new_id(), target_slot_id="s", blueprint_id="norm")
+    assert publisher.publish(Channel.CMD, command, "w1") == 1
+    assert publisher.last_sequences(Channel.CMD) == {"cmd.w1.": 1}

@@ -158,7 +158,35 @@ def test_rows_conflate_as_objects_do(
 ) -> None:
     """The same arrivals as rows of a columnar receive: the same pending and decided state,
     and each taken slot's row of the feature table holds its signal's features."""
-    objects, rows = SignalBatcher(3, 0.0), SignalBatcher(3, 0.0)
+    _rows_against_objects(blocks, forget_after, 3)
+
+
+#: Blocks as a steady receive hands them over: each slot at most once a block, so with a
+#: batch that takes them all, most blocks go `submit_rows`' whole-block way.
+_distinct_arrivals = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(["w1", "w2"]), st.sampled_from(["a", "b"]), st.integers(0, 6)),
+        max_size=4,
+        unique_by=lambda arrival: arrival[:2],
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks=_distinct_arrivals, forget_after=st.integers(0, 8), batch=st.integers(1, 4))
+def test_rows_of_distinct_slots_conflate_as_objects_do(
+    blocks: list[list[tuple[str, str, int]]], forget_after: int, batch: int
+) -> None:
+    """Blocks of distinct slots (the whole-block path when none is pending), stale ones
+    among them: the same state as objects one after another."""
+    _rows_against_objects(blocks, forget_after, batch)
+
+
+def _rows_against_objects(
+    blocks: list[list[tuple[str, str, int]]], forget_after: int, batch: int
+) -> None:
+    objects, rows = SignalBatcher(batch, 0.0), SignalBatcher(batch, 0.0)
     for turn, arrivals in enumerate(blocks):
         signals = [
             make_signal(epoch=epoch, global_step=n) for n, (*_, epoch) in enumerate(arrivals)
@@ -166,9 +194,8 @@ def test_rows_conflate_as_objects_do(
         keys = [(w, s) for w, s, _ in arrivals]
         features = np.array([_features(s) for s in signals], np.float32).reshape(-1, 27)
         accepted = objects.submit_many(keys, signals, now=float(turn))
-        assert rows.submit_rows(keys, [s.epoch for s in signals], features, now=float(turn)) == (
-            accepted
-        )
+        epochs = np.array([s.epoch for s in signals], np.int64)
+        assert rows.submit_rows(keys, epochs, features, now=float(turn)) == (accepted)
         expected = objects.take(now=float(turn))
         taken = rows.take(now=float(turn))
         assert [(p.worker_id, p.slot_id, p.epoch, p.arrived, p.row) for p in taken] == [
