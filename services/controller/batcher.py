@@ -138,31 +138,8 @@ class SignalBatcher:
         are `submit`'s, applied one signal after the other.
         """
         arrived = time.monotonic() if now is None else now
-        pending, decided, rows = self._pending, self._decided, self.rows
-        get_decided, get_held, get_row = decided.get, pending.get, rows.get
-        accepted = stale = conflated = 0
-        for key, signal in zip(keys, signals, strict=True):
-            row = get_row(key)
-            if row is None:
-                row = self._new_row(key)
-            epoch = signal.epoch
-            last = get_decided(row)
-            if last is not None and epoch <= last.epoch:
-                stale += 1
-                continue
-            held = get_held(row)
-            if held is None:
-                pending[row] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
-            elif epoch >= held.epoch:
-                pending[row] = PendingSignal(key[0], key[1], signal, held.arrived, row, epoch)
-                conflated += 1
-            else:
-                stale += 1
-                continue
-            accepted += 1
-        self.accepted += accepted
-        self.stale += stale
-        self.conflated += conflated
+        held = list(signals)
+        accepted, _ = self._queue_each(list(keys), [s.epoch for s in held], held, arrived)
         return accepted
 
     def submit_rows(
@@ -229,12 +206,27 @@ class SignalBatcher:
         arrived: float,
     ) -> int:
         """`submit_rows` for any block: `submit_many`'s rules applied one row after the other."""
+        epoch_list = epochs.tolist() if isinstance(epochs, np.ndarray) else epochs
+        accepted, source = self._queue_each(keys, epoch_list, [None] * len(keys), arrived)
+        if source:
+            self.reserve(len(self.rows))
+            self.features[list(source)] = features[list(source.values())]
+        return accepted
+
+    def _queue_each(
+        self,
+        keys: list[SlotKey],
+        epochs: list[int],
+        signals: list[FastTrainingSignals] | list[None],
+        arrived: float,
+    ) -> tuple[int, dict[int, int]]:
+        """The rules applied one signal after the other: how many were accepted, and each
+        accepted memory row's index in the block (a later signal of the same slot wins)."""
         pending, decided, rows = self._pending, self._decided, self.rows
         get_decided, get_held, get_row = decided.get, pending.get, rows.get
         accepted = stale = conflated = 0
-        source: dict[int, int] = {}  # memory row -> the block's row that fills it
-        epoch_list = epochs.tolist() if isinstance(epochs, np.ndarray) else epochs
-        for index, (key, epoch) in enumerate(zip(keys, epoch_list, strict=True)):
+        source: dict[int, int] = {}
+        for index, (key, epoch, signal) in enumerate(zip(keys, epochs, signals, strict=True)):
             row = get_row(key)
             if row is None:
                 row = self._new_row(key)
@@ -244,22 +236,19 @@ class SignalBatcher:
                 continue
             held = get_held(row)
             if held is None:
-                pending[row] = PendingSignal(key[0], key[1], None, arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, arrived, row, epoch)
             elif epoch >= held.epoch:
-                pending[row] = PendingSignal(key[0], key[1], None, held.arrived, row, epoch)
+                pending[row] = PendingSignal(key[0], key[1], signal, held.arrived, row, epoch)
                 conflated += 1
             else:
                 stale += 1
                 continue
             source[row] = index
             accepted += 1
-        if source:
-            self.reserve(len(self.rows))
-            self.features[list(source)] = features[list(source.values())]
         self.accepted += accepted
         self.stale += stale
         self.conflated += conflated
-        return accepted
+        return accepted, source
 
     def reserve(self, rows: int) -> None:
         """Room in `features` for `rows` memory rows (grown by doubling)."""
