@@ -29,7 +29,7 @@ class FaultInjector:
         """Sample memory until `condition()` holds or `timeout_s` passes; True if it held."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self.memory.sample(self.stack.pids())
+            self.memory.sample(self.stack.pids(), self.stack.settled)
             if condition():
                 return True
             remaining = deadline - time.monotonic()

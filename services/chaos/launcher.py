@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from services.chaos.netns import Host
 from services.stack import Stack, StackPlan, spawn_service
@@ -35,6 +37,8 @@ class ChaosStack(Stack):
         for name, extra in (env or {}).items():
             self._commands[name][1].update(extra)
         self.starts: dict[str, int] = dict.fromkeys(self._commands, 0)
+        #: Wall-clock time each service was last launched, to tell this incarnation's files.
+        self.launched_at: dict[str, float] = {}
 
     @property
     def names(self) -> list[str]:
@@ -60,6 +64,18 @@ class ChaosStack(Stack):
         self._logs.append(log)
         self.processes[name] = process
         self.starts[name] += 1
+        self.launched_at[name] = time.time()
+
+    def settled(self, name: str) -> bool:
+        """Past start-up: a worker once this incarnation checkpointed an epoch (torch imported,
+        the first batches run); the infrastructure, which starts in a moment, at once."""
+        if name not in self.worker_names:
+            return True
+        checkpoint = Path(self.plan.data_dir) / "checkpoints" / f"{name}.pt"
+        try:
+            return checkpoint.stat().st_mtime > self.launched_at[name]
+        except OSError:
+            return False
 
     def alive(self, name: str) -> bool:
         process = self.processes.get(name)

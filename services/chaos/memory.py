@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -19,36 +20,51 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def always_settled(service: str) -> bool:
+    """For processes that say nothing about their start-up: every sample is steady state."""
+    return True
+
+
 class ProcessMemory(msgspec.Struct, kw_only=True):
     """The RSS samples of one process (one incarnation of a service), oldest first."""
 
     service: str
     pid: int
     samples_kib: list[int] = msgspec.field(default_factory=list)
+    #: Index of the first sample taken once the process was past its start-up; None before.
+    settled_at: int | None = None
 
     @property
     def peak_kib(self) -> int:
         return max(self.samples_kib, default=0)
 
     @property
-    def growth_kib(self) -> int:
-        """RSS at the last sample minus RSS at the middle one: the steady-state growth.
+    def steady_kib(self) -> list[int]:
+        """The samples taken after start-up (none while the process has not settled)."""
+        return [] if self.settled_at is None else self.samples_kib[self.settled_at :]
 
-        The first half is start-up (imports, first batches, page cache); what a leak or an
-        unbounded queue would show is growth in the second half of a long life.
+    @property
+    def growth_kib(self) -> int:
+        """RSS at the last steady sample minus RSS at the middle one: the steady-state growth.
+
+        Start-up (importing torch, the first batches, page cache) is left out by when the
+        process settled, not by where the middle sample falls: on a loaded machine a worker's
+        start-up takes tens of seconds and reaches past the middle of a short life. What a
+        leak or an unbounded queue shows is growth in the second half of the steady life.
         """
-        samples = self.samples_kib
-        return samples[-1] - samples[len(samples) // 2] if samples else 0
+        steady = self.steady_kib
+        return steady[-1] - steady[len(steady) // 2] if steady else 0
 
 
 class MemoryWatch:
-    """Samples the RSS of named processes; judges the ones that lived long enough."""
+    """Samples the RSS of named processes; judges the ones that lived long enough settled."""
 
     def __init__(self, min_samples: int = 80) -> None:
         self.min_samples = min_samples
         self.processes: dict[int, ProcessMemory] = {}
 
-    def sample(self, pids: dict[str, int]) -> None:
+    def sample(self, pids: dict[str, int], settled: Callable[[str], bool] = always_settled) -> None:
+        """One RSS sample per process; `settled(service)` says whether its start-up is over."""
         for service, pid in pids.items():
             kib = rss_kib(pid)
             if kib is None:
@@ -56,11 +72,13 @@ class MemoryWatch:
             record = self.processes.get(pid)
             if record is None:
                 record = self.processes[pid] = ProcessMemory(service=service, pid=pid)
+            if record.settled_at is None and settled(service):
+                record.settled_at = len(record.samples_kib)
             record.samples_kib.append(kib)
 
     def judged(self) -> list[ProcessMemory]:
-        """The processes sampled often enough for their growth to mean something."""
-        return [p for p in self.processes.values() if len(p.samples_kib) >= self.min_samples]
+        """The processes sampled often enough after start-up for their growth to mean something."""
+        return [p for p in self.processes.values() if len(p.steady_kib) >= self.min_samples]
 
     def peak_mib(self) -> dict[str, float]:
         """The highest RSS seen per service, in MiB."""
@@ -74,7 +92,7 @@ class MemoryWatch:
         processes only) exceeded `max_growth_mib`."""
         found = [
             f"{p.service} (pid {p.pid}) grew {p.growth_kib / 1024:.1f} MiB in the second half "
-            f"of its life (bound {max_growth_mib:g} MiB)"
+            f"of its life after start-up (bound {max_growth_mib:g} MiB)"
             for p in self.judged()
             if p.growth_kib > max_growth_mib * 1024
         ]
