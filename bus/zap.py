@@ -3,7 +3,8 @@
 libzmq asks about every CURVE client key of the ZAP handler bound at `inproc://zeromq.zap.01`
 in the server socket's context. pyzmq's ThreadAuthenticator answers on a Python thread, which a
 busy service starves of the GIL: each request and reply frame waits for a GIL hand-over, and
-with 1,024 workers about half of the handshakes into the controller timed out. Here the
+with the service's Python busy on a few threads most of 256 concurrent handshakes ran past
+their limit (tests/bus/test_zap.py). Here the
 context's ZAP endpoint is a ROUTER that `zmq.proxy_steerable` (C, GIL released) relays to a
 helper process, one per service process. The helper answers every queued request per wake-up,
 each ZAP domain from its own trust directory, reloaded when the directory changes (a key added
