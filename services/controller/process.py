@@ -115,13 +115,16 @@ class Controller:
 
     def _on_liveness(self, worker_id: str, stale: bool, silent_ms: float) -> None:
         """A worker heard again after a silence (a partition, a pause) gets its unacked
-        commands at the next tick: an ack lost in the cut is not left to a backoff that
-        grew while the worker was unreachable, and may outlast the worker."""
+        commands at the next tick, and their backoff starts again from `ack_timeout_s`: an
+        ack lost in the cut is not left to a backoff that grew while the worker was
+        unreachable, and may outlast the worker; nor is a resend that reached the commands
+        link before the worker had subscribed again (pub/sub drops it) the last one."""
         if stale:
             return
         now = time.monotonic()
         for flight in self.in_flight.of_worker(worker_id):
             flight.resend_at = min(flight.resend_at, now)
+            flight.attempts = 0
 
     def _on_signals(self, block: SignalColumns) -> None:
         """A drain's fast signals, as rows: each (worker, slot) not awaiting an ack is queued

@@ -195,7 +195,7 @@ def test_an_ack_settles_the_earlier_commands_whose_acks_were_lost(tmp_path: Path
         rig.close()
 
 
-def test_a_worker_heard_again_after_a_silence_gets_its_unacked_commands_at_once(
+def test_a_worker_heard_again_after_a_silence_gets_its_unacked_commands_at_once_and_anew(
     tmp_path: Path,
 ) -> None:
     # The ack timeout is longer than the test: only the worker's recovery can resend.
@@ -208,9 +208,15 @@ def test_a_worker_heard_again_after_a_silence_gets_its_unacked_commands_at_once(
         rig.peers.remove(first)
         rig.settle(0.8)  # silent past stale_after_s: the controller marks w1 stale
         assert rig.controller.resent == 0
+        flight = rig.controller.in_flight[rig.issued[0].command_id]
+        flight.attempts = 6  # as if resent into the cut: its backoff had grown to the cap
         rig.speaker(WORKER)  # heard again, as after a healed partition
         assert rig.wait(lambda: rig.controller.resent or None, "the resend") == 1
         assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
+        # Its backoff starts again: a resend lost before the worker subscribed again is
+        # followed by the next one ack_timeout_s later, not the cap's 30 s.
+        assert flight.attempts == 1
+        assert flight.resend_at - time.monotonic() <= ACK_TIMEOUT_S
     finally:
         rig.close()
 
