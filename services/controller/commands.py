@@ -16,6 +16,7 @@ import enum
 import functools
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -84,6 +85,7 @@ def numbered(payload: bytes, sequence: int) -> bytes:
     return b"".join((_ONE_MORE[payload[0]], payload[1:], _SEQUENCE_KEY, _ENCODE(sequence)))
 
 
+@dataclass(slots=True)
 class CommandBatch:
     """The commands of one decided batch as columns, one per row whose action is not WAIT.
 
@@ -92,39 +94,15 @@ class CommandBatch:
     a reader that wants one, decoded from the bytes as a worker would decode them.
     """
 
-    __slots__ = (
-        "actions",
-        "command_ids",
-        "confidence",
-        "epochs",
-        "payloads",
-        "reasons",
-        "rows",
-        "slot_ids",
-        "worker_ids",
-    )
-
-    def __init__(
-        self,
-        rows: list[int],
-        worker_ids: list[str],
-        slot_ids: list[str],
-        epochs: list[int],
-        actions: list[int],
-        reasons: list[int],
-        confidence: list[float],
-        command_ids: list[str],
-        payloads: list[bytes],
-    ) -> None:
-        self.rows = rows
-        self.worker_ids = worker_ids
-        self.slot_ids = slot_ids
-        self.epochs = epochs
-        self.actions = actions
-        self.reasons = reasons
-        self.confidence = confidence
-        self.command_ids = command_ids
-        self.payloads = payloads
+    rows: list[int]
+    worker_ids: list[str]
+    slot_ids: list[str]
+    epochs: list[int]
+    actions: list[int]
+    reasons: list[int]
+    confidence: list[float]
+    command_ids: list[str]
+    payloads: list[bytes]
 
     def __len__(self) -> int:
         return len(self.rows)
