@@ -251,8 +251,9 @@ class Pipeline:
             )
             return [self._reject(lie, sender, topic_frame)]
         if control or replay:
-            if channel is Channel.SIG and self._max_age is not None:
-                # Heartbeats teach the sender's clock offset before its first signal.
+            if control and not replay and self._max_age is not None:
+                # Heartbeats (on `cmd.*.`, whatever the channel) teach the sender's clock
+                # offset before its first signal.
                 self.clocks.age(sender, header.incarnation, header.sent_ns, self._clock())
             return self._unsequenced(channel, scope, topic_frame, header, messages)
         return self._sequenced(channel, scope, topic_frame, header, messages, clean, sequenced, age)

@@ -24,7 +24,7 @@ from bus.rejection import Rejection
 from bus.replay import ReplayServer, ReplayWindow, Window
 from bus.security import Curve
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketGroup, SocketOptions
-from bus.topics import Channel, control_topic, parse_topic, topic
+from bus.topics import HEARTBEAT_TOPIC, Channel, control_topic, parse_topic, topic
 from leyline import ContractError, Heartbeat, Message, Ready, RejectReason
 from leyline.control import EarlierIncarnation
 from leyline.wire import REGISTRY
@@ -34,7 +34,7 @@ from leyline.wire import REGISTRY
 MAX_UPSTREAM_PER_PASS = 1024
 #: Distinct subscription prefixes tracked; a new one beyond is still answered, not tracked.
 MAX_SUBSCRIPTIONS = 4096
-#: Topics one heartbeat names at most; a channel with more names them in turn, so a
+#: Topics one heartbeat names at most; a publisher with more names them in turn, so a
 #: heartbeat stays small however many scopes there are (a controller's `cmd` has one per
 #: worker, and every subscriber receives each heartbeat: all topics each time would cost
 #: topics x subscribers per interval, quadratic in the worker count).
@@ -154,7 +154,6 @@ class Publisher:
         self._topics: dict[tuple[Channel, str], bytes] = {}
         self._prefixes: dict[bytes, bytes] = {}
         self._sequences: dict[bytes, int] = {}
-        self._channels: set[Channel] = set()
         self._heartbeat_ns = int(heartbeat_interval_s * 1e9)
         self._next_heartbeat = 0
         self._next_connection_check = 0
@@ -164,8 +163,8 @@ class Publisher:
         self._last_topic = b""
         self._last_publish_ns = 0
         self._burst_gap_ns = int(BURST_GAP_S * 1e9)
-        #: Per channel, where the next heartbeat's turn of topics starts.
-        self._heartbeat_turn: dict[Channel, int] = {}
+        #: Where the next heartbeat's turn of topics starts.
+        self._heartbeat_turn = 0
         self.subscriptions: dict[bytes, int] = {}
         self.metrics = PublisherMetrics()
         self._window: Window | None = None
@@ -295,7 +294,6 @@ class Publisher:
         if topic_frame is None:
             topic_frame = self._topics[key] = topic(channel, scope)
             self._prefixes[topic_frame] = topic_frame + TERMINATOR
-            self._channels.add(channel)
         correlation = b"" if correlation_id is None else correlation_id.encode()
         if batch is not None and (batch.topic is not topic_frame or correlation):
             self._flush()
@@ -423,7 +421,8 @@ class Publisher:
                 break
             self._upstream(event, ready)
         for channel, prefix in ready.items():
-            self._send_control(channel, Ready(prefix=prefix.decode(), publisher=self.sender_id))
+            ready_message = Ready(prefix=prefix.decode(), publisher=self.sender_id)
+            self._send_control(control_topic(channel), ready_message)
         now = now_ns if now_ns is not None else time.monotonic_ns()
         if now >= self._next_connection_check:
             # ~3 us a call: at most 10 times a second (the thread passes every 2 ms).
@@ -454,42 +453,37 @@ class Publisher:
             )
 
     def heartbeat(self) -> None:
-        """Announce liveness and the last sequence of the channel's topics, per channel
-        (at most `MAX_HEARTBEAT_TOPICS` of them, in turn)."""
+        """Announce liveness and the last sequence of this publisher's topics, all channels
+        in one heartbeat (at most `MAX_HEARTBEAT_TOPICS` topics, in turn)."""
         with self._lock:
             self._flush()
             self._heartbeat()
 
     def _heartbeat(self) -> None:
-        interval_ms = self._heartbeat_ns // 1_000_000
-        for channel in sorted(self._channels | self._subscribed_channels()):
-            beat = Heartbeat(
-                interval_ms=interval_ms,
-                last_sequences=self._in_turn(channel),
-                replay_endpoint=self.replay_endpoint,
-                earlier=self._earlier_on(channel),
-            )
-            self._send_control(channel, beat)
+        """One heartbeat on `HEARTBEAT_TOPIC`, once there is anything to say or anyone to
+        say it to: one message per interval however many channels (was one per channel)."""
+        if not self._topics and not self.subscriptions:
+            return
+        beat = Heartbeat(
+            interval_ms=self._heartbeat_ns // 1_000_000,
+            last_sequences=self._in_turn(),
+            replay_endpoint=self.replay_endpoint,
+            earlier=self._earlier,
+        )
+        self._send_control(HEARTBEAT_TOPIC, beat)
 
-    def _in_turn(self, channel: Channel) -> dict[str, int]:
-        """The next `MAX_HEARTBEAT_TOPICS` topics of `channel`, wrapping around."""
-        topics = list(self.last_sequences(channel).items())
+    def _in_turn(self) -> dict[str, int]:
+        """The next `MAX_HEARTBEAT_TOPICS` topics of every channel, wrapping around."""
+        found = {t.decode(): s for t, s in self._sequences.items()}
+        batch = self._batch
+        if batch is not None:  # sequenced, not yet sent
+            found[batch.topic.decode()] = batch.first + batch.count - 1
+        topics = list(found.items())
         if len(topics) <= MAX_HEARTBEAT_TOPICS:
             return dict(topics)
-        start = self._heartbeat_turn.get(channel, 0) % len(topics)
-        self._heartbeat_turn[channel] = start + MAX_HEARTBEAT_TOPICS
+        start = self._heartbeat_turn % len(topics)
+        self._heartbeat_turn = start + MAX_HEARTBEAT_TOPICS
         return dict((topics + topics)[start : start + MAX_HEARTBEAT_TOPICS])
-
-    def _earlier_on(self, channel: Channel) -> list[EarlierIncarnation]:
-        prefix = f"{channel.value}."
-        found = []
-        for earlier in self._earlier:
-            topics = {t: s for t, s in earlier.last_sequences.items() if t.startswith(prefix)}
-            if topics:
-                found.append(
-                    EarlierIncarnation(incarnation=earlier.incarnation, last_sequences=topics)
-                )
-        return found
 
     def wait_for_subscribers(
         self, prefix: bytes = b"", count: int = 1, timeout_s: float = 5.0
@@ -525,13 +519,6 @@ class Publisher:
     def _covering(self, prefix: bytes) -> int:
         return sum(n for sub, n in self.subscriptions.items() if prefix.startswith(sub))
 
-    def _subscribed_channels(self) -> set[Channel]:
-        found: set[Channel] = set()
-        for prefix, count in self.subscriptions.items():
-            if count:
-                found.update(_channels_of(prefix) or ())
-        return found
-
     def _upstream(self, event: bytes, ready: dict[Channel, bytes]) -> None:
         """One message from a subscriber: a subscription, an unsubscription, or refused."""
         kind, prefix = event[:1], event[1:]
@@ -557,9 +544,9 @@ class Publisher:
         for channel in channels:
             ready[channel] = prefix
 
-    def _send_control(self, channel: Channel, message: Heartbeat | Ready) -> None:
+    def _send_control(self, topic_frame: bytes, message: Heartbeat | Ready) -> None:
         head = encode_head(self._sender, self.incarnation, 0, self._clock())
-        frame = b"".join((control_topic(channel), TERMINATOR, head, self._encoder.encode(message)))
+        frame = b"".join((topic_frame, TERMINATOR, head, self._encoder.encode(message)))
         if not self._socket.send_frame(frame):
             self.metrics.control_dropped += 1
 

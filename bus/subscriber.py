@@ -19,7 +19,14 @@ from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
 from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions
-from bus.topics import CHANNEL_CONTRACTS, CONTROL_SCOPE, Channel, control_topic, subscription
+from bus.topics import (
+    CHANNEL_CONTRACTS,
+    CONTROL_SCOPE,
+    HEARTBEAT_TOPIC,
+    Channel,
+    control_topic,
+    subscription,
+)
 from leyline import ContractError, Heartbeat, RejectReason
 
 if TYPE_CHECKING:  # bus.columnar imports numpy: only a subscriber taking columns pays for it
@@ -115,9 +122,11 @@ class Subscriber:
             clock=clock,
         )
         self._context = context or zmq.Context.instance()
-        # Data prefixes first, control topics last: a control message received proves every
-        # earlier subscription on the connection has reached the publisher.
+        # Data prefixes first, control topics last (the heartbeat topic among them, whatever
+        # the channels): a control message received proves every data subscription on the
+        # connection has reached the publisher.
         self._prefixes = [subscription(channel, scope) for channel, scope in wanted]
+        self._controls = list(dict.fromkeys([*map(control_topic, self.channels), HEARTBEAT_TOPIC]))
         self._poller = zmq.Poller()
         self._sockets = SocketGroup(self._context, "sub", options, security, self._prepare)
         self.addresses: list[str] = []
@@ -158,10 +167,8 @@ class Subscriber:
         return resolved
 
     def _prepare(self, sock: zmq.Socket[bytes]) -> None:
-        for prefix in self._prefixes:
+        for prefix in [*self._prefixes, *self._controls]:
             sock.setsockopt(zmq.SUBSCRIBE, prefix)
-        for channel in self.channels:
-            sock.setsockopt(zmq.SUBSCRIBE, control_topic(channel))
         self._poller.register(sock, zmq.POLLIN)
 
     @overload
@@ -560,13 +567,20 @@ class Subscriber:
         self._reject(rejection)
 
     def _control(self, envelope: Envelope[Any]) -> None:
-        self._ready[envelope.channel].add(envelope.header.sender)
+        """A Ready proves this subscriber's subscriptions on its channel; a heartbeat, on
+        every channel (its topic is subscribed after every data prefix). A Ready on the
+        heartbeat topic's channel, when this subscriber does not take it, proves nothing."""
         message = envelope.message
+        header = envelope.header
         if not isinstance(message, Heartbeat):
+            heard = self._ready.get(envelope.channel)
+            if heard is not None:
+                heard.add(header.sender)
             return
+        for heard in self._ready.values():
+            heard.add(header.sender)
         self.metrics.heartbeats += 1
         tracker = self.pipeline.tracker
-        header = envelope.header
         if message.replay_endpoint:
             self.replay_endpoints[header.sender] = message.replay_endpoint
         for earlier in message.earlier:

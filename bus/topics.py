@@ -29,6 +29,7 @@ from leyline import (
 __all__ = [
     "CHANNEL_CONTRACTS",
     "CONTROL_SCOPE",
+    "HEARTBEAT_TOPIC",
     "Channel",
     "control_topic",
     "parse_topic",
@@ -78,6 +79,12 @@ def topic(channel: Channel, scope: str) -> bytes:
 def control_topic(channel: Channel) -> bytes:
     """The topic of a channel's control messages."""
     return f"{channel.value}.{CONTROL_SCOPE}.".encode()
+
+
+#: Where every publisher's heartbeat goes, whatever channels it publishes: `cmd.*.`, the
+#: control topic every worker already listens on, so the largest fan-out (the controller's
+#: to every worker) needs no subscription more. Every subscriber subscribes to it.
+HEARTBEAT_TOPIC = control_topic(Channel.CMD)
 
 
 def subscription(channel: Channel, scope: str | None = None) -> bytes:

@@ -29,8 +29,9 @@ ROLES: dict[str, tuple[tuple[Channel, ...], tuple[Channel, ...]]] = {
     "worker": ((Channel.SIG, Channel.ACK, Channel.TEL, Channel.REP), (Channel.CMD,)),
     "sink": ((), AUDITED),
 }
-#: The channel-level control messages, sent on the scope `*` of every channel.
-CONTROL = (Heartbeat, Ready)
+#: The channel-level control message, sent on the scope `*` of every channel; heartbeats,
+#: one per publisher for all its channels, go on `cmd.*.` only (`bus.topics.HEARTBEAT_TOPIC`).
+CONTROL = (Ready,)
 #: The replay exchange: a subscriber asks a publisher's window for what it missed.
 REPLAY = (ReplayRequest, ReplayDone)
 
@@ -48,7 +49,7 @@ _SUMMARIES = {
 _SCOPE = {
     "description": (
         "1-64 of [A-Za-z0-9_-:]: the worker a message is about or addressed to, or `*` for "
-        "the channel's control messages (Heartbeat, Ready)."
+        "the channel's control messages (Ready; on `cmd`, every publisher's Heartbeat too)."
     ),
     "examples": ["w1", "controller", "*"],
 }
@@ -59,7 +60,14 @@ def asyncapi() -> Document:
     schema = export()
     components = {name: _translate(body) for name, body in schema["$defs"].items()}
     channels: Document = {
-        channel.value: _channel(channel, [*CHANNEL_CONTRACTS[channel], *CONTROL])
+        channel.value: _channel(
+            channel,
+            [
+                *CHANNEL_CONTRACTS[channel],
+                *CONTROL,
+                *((Heartbeat,) if channel is Channel.CMD else ()),
+            ],
+        )
         for channel in Channel
     }
     channels["replay"] = {

@@ -9,7 +9,7 @@ from bus_samples import header, wire
 
 import bus.subscriber
 from bus import Channel, Gap, Subscriber
-from bus.topics import control_topic
+from bus.topics import HEARTBEAT_TOPIC
 from leyline import Heartbeat
 from leyline.control import EarlierIncarnation
 from leyline.wire import encode
@@ -23,7 +23,7 @@ def _heartbeat(sender: str, incarnations: range) -> list[bytes]:
             for n in incarnations
         ],
     )
-    return wire(control_topic(Channel.TEL), header(sender, 0, incarnation=100), encode(beat))
+    return wire(HEARTBEAT_TOPIC, header(sender, 0, incarnation=100), encode(beat))
 
 
 def test_a_full_announcement_ledger_forgets_the_oldest_and_still_reports_every_gap(

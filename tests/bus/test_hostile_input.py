@@ -434,7 +434,7 @@ def test_a_forged_heartbeat_freezes_a_stream_in_plaintext_and_is_refused_under_c
     evil = arena.hostile_peer(EVIL)
     claim = Heartbeat(interval_ms=1_000, last_sequences={SIG_W1.decode(): 1_000_000})
     evil.send_multipart(
-        wire(b"sig.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim))
+        wire(b"cmd.*.", header(SIGNALS, incarnation=arena.signals.incarnation), encode(claim))
     )
     if arena.mode == CURVE:
         assert pump_until(lambda: bool(observed.rejected), subscriber)

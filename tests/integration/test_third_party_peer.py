@@ -408,7 +408,7 @@ def test_controller_germinates_on_a_plateau_and_stops_resending_once_acked(
     mark = len(peer.inbox.messages)
 
     def beats_after_settling() -> list[Message] | None:
-        beats = [m for m in peer.inbox.messages[mark:] if m.tag == "Heartbeat.v1"][1:]
+        beats = [m for m in peer.inbox.messages[mark:] if m.tag == "Heartbeat.v2"][1:]
         span_ms = sum(b.payload["interval_ms"] for b in beats)
         return beats if span_ms > 4 * ACK_TIMEOUT_S * 1000 else None
 

@@ -26,6 +26,7 @@ WIRE_VERSION = 2  # §3
 #: incarnation, first sequence, sent_ns; little-endian.
 FIXED = struct.Struct("<BBHBBQQQ")
 CONTROL_SCOPE = "*"  # §4
+HEARTBEAT_TOPIC = b"cmd.*."  # §7
 CHANNELS = ("cmd", "sig", "ack", "tel", "rep")  # §4
 
 # Enum wire values (§11), only those this peer uses.
@@ -224,7 +225,7 @@ class PeerPublisher:
         return sequence
 
     def service(self) -> None:
-        """Answer new subscriptions with Ready; heartbeat each subscribed channel when due."""
+        """Answer new subscriptions with Ready; heartbeat when due."""
         while True:
             try:
                 event = self.socket.recv(zmq.NOBLOCK)
@@ -236,21 +237,15 @@ class PeerPublisher:
                 ready = {"type": "Ready.v1", "prefix": prefix.decode(), "publisher": self.sender}
                 for channel in self._channels_of(prefix):
                     self._send(topic(channel, CONTROL_SCOPE), 0, ready)
-        if time.monotonic() >= self._next_beat:
+        if time.monotonic() >= self._next_beat and self.subscriptions:
+            # §7: one heartbeat for every channel, on the heartbeat topic `cmd.*.`.
             self._next_beat = time.monotonic() + self.heartbeat_ms / 1000
-            heard = {c for sub in self.subscriptions for c in self._channels_of(sub)}
-            for channel in sorted(heard):
-                last = {
-                    name.decode(): seq
-                    for name, seq in self.sequences.items()
-                    if name.startswith(f"{channel}.".encode())
-                }
-                beat = {
-                    "type": "Heartbeat.v1",
-                    "interval_ms": self.heartbeat_ms,
-                    "last_sequences": last,
-                }
-                self._send(topic(channel, CONTROL_SCOPE), 0, beat)
+            beat = {
+                "type": "Heartbeat.v2",
+                "interval_ms": self.heartbeat_ms,
+                "last_sequences": {name.decode(): seq for name, seq in self.sequences.items()},
+            }
+            self._send(HEARTBEAT_TOPIC, 0, beat)
 
     def subscribed(self, prefix: bytes) -> bool:
         """True once a subscription covering `prefix` has arrived."""
@@ -284,9 +279,12 @@ class PeerSubscriber:
         wanted = list(prefixes)
         for prefix in wanted:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
-        for channel in sorted({p.split(b".", 1)[0].decode() for p in wanted}):
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic(channel, CONTROL_SCOPE))
-        #: Publishers heard on each channel's control topic: proof our subscription arrived.
+        self.channels = sorted({p.split(b".", 1)[0].decode() for p in wanted})
+        controls = [topic(channel, CONTROL_SCOPE) for channel in self.channels]
+        for control in dict.fromkeys([*controls, HEARTBEAT_TOPIC]):  # §6, §7: the heartbeat's last
+            self.socket.setsockopt(zmq.SUBSCRIBE, control)
+        #: Publishers heard on each channel's control topic (a heartbeat: on every channel):
+        #: proof our subscription arrived.
         self.ready: dict[str, set[str]] = {}
         #: The rest of a batch already received (§3).
         self._pending: list[Message] = []
@@ -322,7 +320,13 @@ class PeerSubscriber:
             )
             self._pending.append(Message(channel, rest[:-1], nth, payload))
         if rest[:-1] == CONTROL_SCOPE:
-            self.ready.setdefault(channel, set()).add(header.sender)
+            beat = (
+                payloads[0].get("type") == "Heartbeat.v2"
+                if isinstance(payloads[0], dict)
+                else False
+            )
+            for heard in self.channels if beat else [channel]:
+                self.ready.setdefault(heard, set()).add(header.sender)
         return self._pending.pop(0)
 
 
