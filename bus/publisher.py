@@ -39,6 +39,10 @@ MAX_SUBSCRIPTIONS = 4096
 #: worker, and every subscriber receives each heartbeat: all topics each time would cost
 #: topics x subscribers per interval, quadratic in the worker count).
 MAX_HEARTBEAT_TOPICS = 64
+#: `Ready` deliveries a second at most, summed over a channel's subscribers: a publisher with
+#: 1,024 of them answers new subscriptions on it every 0.5 s (a heartbeat proves them within
+#: 1 s anyway), one with 16 every 8 ms (about every pass).
+READY_DELIVERIES_PER_S = 2_000
 #: The longest valid prefix: `<channel>.<scope>.` with a 64-character scope.
 MAX_PREFIX_BYTES = max(len(channel.value) for channel in Channel) + 66
 #: A batch is sent once it holds this many messages or bytes: enough that the per-frame
@@ -163,6 +167,9 @@ class Publisher:
         self._last_topic = b""
         self._last_publish_ns = 0
         self._burst_gap_ns = int(BURST_GAP_S * 1e9)
+        #: Per channel, the subscription a `Ready` is still owed for, and when one may go.
+        self._ready_waiting: dict[Channel, bytes] = {}
+        self._ready_due: dict[Channel, int] = {}
         #: Where the next heartbeat's turn of topics starts.
         self._heartbeat_turn = 0
         self.subscriptions: dict[bytes, int] = {}
@@ -411,19 +418,19 @@ class Publisher:
 
         At most one `Ready` per channel per pass, however many subscriptions arrived: a
         subscriber needs to hear one after its subscription, not one for each of everybody's.
+        And not more often than its fan-out allows (`READY_DELIVERIES_PER_S`).
         """
         self._flush()
-        ready: dict[Channel, bytes] = {}
+        ready = self._ready_waiting
         recv = self._socket.recv
         for _ in range(MAX_UPSTREAM_PER_PASS):
             event = recv()
             if event is None:
                 break
             self._upstream(event, ready)
-        for channel, prefix in ready.items():
-            ready_message = Ready(prefix=prefix.decode(), publisher=self.sender_id)
-            self._send_control(control_topic(channel), ready_message)
         now = now_ns if now_ns is not None else time.monotonic_ns()
+        if ready:
+            self._answer(ready, now)
         if now >= self._next_connection_check:
             # ~3 us a call: at most 10 times a second (the thread passes every 2 ms).
             self._next_connection_check = now + 100_000_000
@@ -434,6 +441,26 @@ class Publisher:
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + self._heartbeat_ns
+
+    def _answer(self, ready: dict[Channel, bytes], now: int) -> None:
+        """Send the waiting `Ready` of each channel whose fan-out allows one now.
+
+        A Ready goes to every subscriber of its channel's control topic, so it costs as many
+        deliveries as there are: answering every pass, N subscribers connecting one after
+        another each received O(N) of them (130 each at 256, with a subscriber every 20 ms),
+        O(N^2) in all, CURVE-encrypted by the publisher's I/O thread and decoded by every
+        receiver. The next Ready on a channel waits `subscribers / READY_DELIVERIES_PER_S`
+        (never longer than a heartbeat interval: the heartbeat proves a subscription too).
+        """
+        for channel, prefix in list(ready.items()):
+            if now < self._ready_due.get(channel, 0):
+                continue
+            del ready[channel]
+            control = control_topic(channel)
+            subscribers = self.subscriptions.get(control, 0) + self.subscriptions.get(b"", 0)
+            wait = min(subscribers * 1_000_000_000 // READY_DELIVERIES_PER_S, self._heartbeat_ns)
+            self._ready_due[channel] = now + wait
+            self._send_control(control, Ready(prefix=prefix.decode(), publisher=self.sender_id))
 
     def _count_refused(self, refused: Rejection) -> None:
         """Count a connection libzmq gave up on, or a handshake it refused (an untrusted key,

@@ -20,7 +20,7 @@ from bus_samples import advance
 
 from bus import Channel, Envelope, Publisher, Subscriber
 from bus.header import read_header, split_topic
-from bus.publisher import MAX_SUBSCRIPTIONS, MAX_UPSTREAM_PER_PASS
+from bus.publisher import MAX_SUBSCRIPTIONS, MAX_UPSTREAM_PER_PASS, READY_DELIVERIES_PER_S
 from leyline import Heartbeat, Ready, RejectReason
 from leyline.wire import REGISTRY
 
@@ -154,6 +154,61 @@ def test_many_subscriptions_get_one_ready_per_pass_and_are_capped(
     finally:
         listener.close()
         flood.close()
+
+
+def test_ready_to_many_subscribers_waits_its_share_of_the_fan_out_and_still_comes(
+    context: zmq.Context[zmq.Socket[bytes]], publisher: Publisher
+) -> None:
+    """Subscribers connecting one after another, each pass, among 200: a Ready goes to all
+    200, so one goes every 200 / READY_DELIVERIES_PER_S s, not every pass; the last
+    subscription is answered all the same (each new one's Ready was N deliveries, so N
+    subscribers connecting in turn cost O(N^2) before)."""
+    listener = _raw(context, zmq.SUB, publisher.address)
+    listener.setsockopt(zmq.SUBSCRIBE, CMD_CONTROL)
+    crowd = _raw(context, zmq.XSUB, publisher.address)
+    subscribers = 200
+    decoder = REGISTRY.decoder([Heartbeat, Ready])
+
+    def readies() -> list[Ready]:
+        found = []
+        while listener.poll(0):
+            frame = listener.recv()
+            _, start = split_topic(frame)
+            _, _, body = read_header(frame, start)
+            message = decoder.decode(frame[body:])
+            assert isinstance(message, Ready)
+            found.append(message)
+        return found
+
+    try:
+        _service_until(publisher, lambda: CMD_CONTROL in publisher.subscriptions)
+        for _ in range(subscribers - 1):
+            crowd.send(b"\x01" + CMD_CONTROL)
+        _service_until(publisher, lambda: publisher.subscriptions[CMD_CONTROL] == subscribers)
+        time.sleep(0.2)  # whatever was owed went; the next Ready may go at once
+        publisher.service()
+        readies()
+        started, n = time.monotonic(), 0
+        while time.monotonic() - started < 0.5:
+            crowd.send(b"\x01cmd.n%d." % n)
+            n += 1
+            time.sleep(0.002)
+            publisher.service()
+        elapsed = time.monotonic() - started
+        last = b"cmd.n%d." % (n - 1)
+        _service_until(publisher, lambda: last in publisher.subscriptions)
+        answered = readies()
+        share = elapsed * READY_DELIVERIES_PER_S / subscribers
+        assert 1 <= len(answered) <= share + 2 < n / 2
+        if answered[-1].prefix != last.decode():  # owed: it goes once its share allows
+            time.sleep(subscribers / READY_DELIVERIES_PER_S)
+            publisher.service()
+            assert listener.poll(DEADLINE_S * 1000)
+            answered = readies()
+        assert answered[-1].prefix == last.decode()
+    finally:
+        listener.close()
+        crowd.close()
 
 
 def test_a_junk_flood_is_drained_in_bounded_passes_counted_and_forgotten(
