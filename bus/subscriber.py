@@ -154,6 +154,10 @@ class Subscriber:
         self._stale: set[str] = set()
         self._ready: dict[Channel, set[str]] = {channel: set() for channel in self.channels}
         self._next_liveness_check = 0
+        #: The last drain left frames queued, and when this subscriber last had none left:
+        #: silence is judged as of then, not now (`check_liveness`).
+        self._lagging = False
+        self._caught_up_ns = 0
         self._next_connection_check = 0
         self.log = RateLimitedLog()
         #: Where each sender answers replay requests, learned from its heartbeats.
@@ -259,6 +263,7 @@ class Subscriber:
         """
         delivered = 0
         timeout_ms = int(timeout_s * 1000)
+        self._lagging = False
         links = self._sockets.links
         if len(links) == 1 and timeout_ms > 0:
             link = links[0]
@@ -317,6 +322,7 @@ class Subscriber:
         (`readable`: a socket a poll just found readable); returns messages delivered."""
         delivered = 0
         column_rows = self._column_rows
+        self._lagging = False
         for link in self._sockets.links:
             delivered += self._drain_link(link, None, link.socket is readable)
         return delivered + self._after_drain(column_rows)
@@ -373,6 +379,8 @@ class Subscriber:
                 self._seen(first.header.sender)  # type: ignore[union-attr]
             else:
                 delivered += self._sort(outcomes)
+        else:  # the batch ran out before the socket did: frames still wait
+            self._lagging = True
         return delivered
 
     def _after_drain(self, column_rows: int) -> int:
@@ -468,13 +476,23 @@ class Subscriber:
             self.poll(timeout_s)
 
     def check_liveness(self, now_ns: int | None = None) -> None:
-        """Mark peers silent for longer than `stale_after_s` as stale (and back), at most 10/s."""
+        """Mark peers silent for longer than `stale_after_s` as stale (and back), at most 10/s.
+
+        Silence is judged as of the last time this subscriber had read everything queued: a
+        subscriber behind on its own input has not heard what waits there, and calling its
+        peers silent for it made a controller seconds behind at 1,024 workers flag 930 of them at
+        once (each a log line and a durable telemetry event: more work, further behind). One
+        that never catches up judges no new silence until it does.
+        """
         now = now_ns if now_ns is not None else time.monotonic_ns()
+        if not self._lagging:
+            self._caught_up_ns = now
         if now < self._next_liveness_check:
             return
         self._next_liveness_check = now + 100_000_000
+        as_of = self._caught_up_ns
         for sender, seen in self._last_seen.items():
-            silent = now - seen
+            silent = as_of - seen
             if silent > self._stale_ns and sender not in self._stale:
                 self._stale.add(sender)
                 self._liveness(sender, True, silent / 1e6)

@@ -55,6 +55,29 @@ def test_liveness_is_judged_on_the_clock_given() -> None:
         assert [e[:2] for e in events] == [("w1", True)]
 
 
+def test_a_subscriber_behind_on_its_own_input_does_not_call_its_peers_silent() -> None:
+    """Frames still queued are not silence: a subscriber that drained only part of its queue
+    judges as of the last time it had none left, and judges now once it has caught up."""
+    with InProcessBus() as bus:
+        publisher = bus.publisher("w1")
+        subscriber = bus.subscriber([(Channel.SIG, None)], stale_after_s=5.0, batch=2)
+        bus.connect(publisher, subscriber)
+        events: list[tuple[str, bool, float]] = []
+        subscriber.on_liveness(lambda *event: events.append(event))
+        for epoch in range(20):
+            publisher.publish(Channel.SIG, fast_signals(epoch), "w1", correlation_id=f"c{epoch}")
+        assert subscriber.sockets[0].poll(5000)  # arrived, not yet read
+        time.sleep(0.1)  # all twenty
+        later = time.monotonic_ns() + 6 * SECOND
+        subscriber.drain()  # two of the twenty: behind
+        subscriber.check_liveness(later)
+        assert events == []
+        while subscriber.drain():  # the rest: caught up
+            pass
+        subscriber.check_liveness(later + SECOND)
+        assert [e[:2] for e in events] == [("w1", True)]
+
+
 def test_signal_older_than_max_age_is_stale() -> None:
     now = 1_000 * SECOND
     pipeline = Pipeline([Channel.SIG], max_signal_age_ns=SECOND // 2, clock=lambda: now)
