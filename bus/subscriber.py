@@ -492,7 +492,7 @@ class Subscriber:
         self._next_liveness_check = now + 100_000_000
         as_of = self._caught_up_ns
         for sender, seen in self._last_seen.items():
-            silent = as_of - seen
+            silent = max(0, as_of - seen)  # heard since we last caught up: not silent
             if silent > self._stale_ns and sender not in self._stale:
                 self._stale.add(sender)
                 self._liveness(sender, True, silent / 1e6)

@@ -78,6 +78,25 @@ def test_a_subscriber_behind_on_its_own_input_does_not_call_its_peers_silent() -
         assert [e[:2] for e in events] == [("w1", True)]
 
 
+def test_a_peer_heard_again_while_the_subscriber_is_behind_is_back_never_negatively_silent(
+    inproc: InProcessBus,
+) -> None:
+    """Judged as of the last catch-up, a peer heard since then was silent for 0 ms, not a
+    negative time (the sink refuses a PEER_RECOVERED event that says so)."""
+    publisher = inproc.publisher("w1", heartbeat_interval_s=0.02, background=False)
+    subscriber = inproc.subscriber([(Channel.SIG, None)], stale_after_s=0.3, batch=2)
+    inproc.connect(publisher, subscriber)
+    events: list[tuple[str, bool, float]] = []
+    subscriber.on_liveness(lambda *event: events.append(event))
+    assert pump_until(lambda: len(events) == 1, subscriber)  # the publisher is not serviced
+    for epoch in range(20):
+        publisher.publish(Channel.SIG, fast_signals(epoch), "w1", correlation_id=f"c{epoch}")
+    assert subscriber.sockets[0].poll(5000)
+    time.sleep(0.15)  # past the next liveness check
+    subscriber.poll()  # two of the twenty: behind, but w1 was just heard
+    assert events[1] == ("w1", False, 0.0)
+
+
 def test_signal_older_than_max_age_is_stale() -> None:
     now = 1_000 * SECOND
     pipeline = Pipeline([Channel.SIG], max_signal_age_ns=SECOND // 2, clock=lambda: now)
