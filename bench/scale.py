@@ -177,8 +177,9 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
             process.wait()
 
 
-def _store_checks(db: Path, start_ns: int, end_ns: int) -> dict[str, Any]:
-    """Rows stored during the run, and what the record says of the protocol."""
+def _store_checks(db: Path, start_ns: int, end_ns: int, last_epoch_ns: int) -> dict[str, Any]:
+    """Rows stored during the run, and what the record says of the protocol
+    (`last_epoch_ns`: when the last epoch began)."""
     connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         rows = sum(
@@ -193,9 +194,14 @@ def _store_checks(db: Path, start_ns: int, end_ns: int) -> dict[str, Any]:
                 "GROUP BY sender"
             ).fetchall()
         )
+        # Commands, not rows: a resend is a row of its own under the same command id.
         unacked = connection.execute(
-            "SELECT COUNT(*) FROM commands WHERE command_id NOT IN (SELECT command_id FROM acks)"
-        ).fetchone()[0]
+            "SELECT COUNT(DISTINCT command_id), COUNT(DISTINCT CASE WHEN first_ns >= ? "
+            "THEN command_id END) FROM (SELECT command_id, MIN(sent_ns) AS first_ns "
+            "FROM commands WHERE command_id NOT IN (SELECT command_id FROM acks) "
+            "GROUP BY command_id)",
+            (last_epoch_ns,),
+        ).fetchone()
         outcomes = connection.execute(
             "SELECT COUNT(*) FROM (SELECT command_id FROM acks WHERE outcome != 'DUPLICATE' "
             "GROUP BY command_id HAVING COUNT(DISTINCT outcome) > 1)"
@@ -209,7 +215,10 @@ def _store_checks(db: Path, start_ns: int, end_ns: int) -> dict[str, Any]:
     return {
         "rows": rows,
         "epochs_by_worker": epochs,
-        "commands_unacked": unacked,
+        "commands_unacked": unacked[0],
+        # Of those, first sent after the last epoch began: answered, if at all, after the
+        # simulated workers' settling time (`leyline simulate --settle-s`) ran out.
+        "commands_unacked_last_epoch": unacked[1],
         "commands_two_outcomes": outcomes,
         "loss_rows": losses,
         "violation_events": violations,
@@ -267,8 +276,9 @@ def run_count(
     sink_cpu, sink_rss = sampler.window("sink", start, end)
     logs = data / "logs"
     decided = _stopped_line(logs / "controller.log", "controller stopped")
-    stored = _store_checks(data / "sink.db", int(start * 1e9), int(end * 1e9))
-    stored["rows_total"] = _store_checks(data / "sink.db", 0, 2**62)["rows"]
+    last_epoch_ns = int((start + (epochs - 1) * epoch_s) * 1e9)
+    stored = _store_checks(data / "sink.db", int(start * 1e9), int(end * 1e9), last_epoch_ns)
+    stored["rows_total"] = _store_checks(data / "sink.db", 0, 2**62, last_epoch_ns)["rows"]
     seconds = end - start
     latencies = sorted(us for w in results["workers"] for us in w["latencies_us"])
     inside = sorted(us for w in results["workers"] for us in w["controller_us"])
@@ -302,6 +312,7 @@ def run_count(
         "connect_s": results["connect_s"],
         "listen_overflows": overflows,
         "applied_more_than_once": sum(w["applied_more_than_once"] for w in results["workers"]),
+        "commands_due_at_close": sum(w.get("due_at_close", 0) for w in results["workers"]),
         "workers_with_all_epochs_stored": sum(1 for n in epochs_stored.values() if n == epochs),
         "bus_rejections_at_workers": sum(sum(w["rejections"].values()) for w in results["workers"]),
         "signals_heard_pct": round(100 * decisions / signals, 1) if signals else None,

@@ -95,6 +95,9 @@ class WorkerGroup:
             self._next_service = now + SERVICE_INTERVAL_S
             for worker in self.workers:
                 worker.node.pump(0)
+                if worker.due:  # drained by that pass: applied now, not at the next frame
+                    worker.apply_due()
+                    worker.node.publisher.flush()
 
     def connect(self) -> int:
         """Wait until every worker is heard (or the timeout), then each says hello; returns

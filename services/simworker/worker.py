@@ -123,6 +123,10 @@ class SimulatedWorker(Worker):
             "applied_more_than_once": sum(1 for n in self.applied.values() if n > 1),
             "deliveries": self.deliveries,
             "last_applied": self.ledger.last_applied,
+            # Delivered, not applied when the run ended (none: every delivery is applied at
+            # once); and waiting for a predecessor that never came.
+            "due_at_close": len(self.due),
+            "waiting_at_close": len(self.ledger.waiting),
             "latencies_us": self.latencies_us,
             "controller_us": self.controller_us,
             "signals": self.signals,
