@@ -201,7 +201,7 @@ def _breakdown(frames: list[bytes], converter: BatchConverter) -> dict[str, floa
         block_of,
         rewind,
         lambda: checker.bad_rows(rows),
-        lambda: normaliser.normalise_into(rows, out, checked=True),
+        lambda: normaliser.normalise_into(rows, out),
     )
     admit_us = _less(admitted, rewound)
     block_us = _less(blocked, rewound)
