@@ -11,7 +11,7 @@ preallocated rows, with the same checks:
   of `RECORD_BYTES` with one-byte epoch and slot, behind the batch's array header) joins one
   `b"".join` of bodies; one compiled pass (`leyline.kernels.take_records`) checks every
   record of the drain against the record's template (tag, version, field types) and takes
-  its epoch and slot, one strided copy its features, into the rows;
+  its features, epoch and slot into the rows;
 - in frame order, each such frame's run of sequences is recorded in one step
   (`SequenceTracker.observe_run`) and its age taken once.
 
@@ -41,8 +41,8 @@ from bus.rejection import Rejection
 from bus.topics import Channel
 from leyline import FastTrainingSignals
 from leyline.features import write_raw
-from leyline.signals import FEATURE_BLOCK, TENSOR_SCHEMA_SIZE
-from leyline.wire import encode
+from leyline.records import RECORD_BYTES, template_words
+from leyline.signals import TENSOR_SCHEMA_SIZE
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -58,42 +58,6 @@ __all__ = [
 DEFAULT_MAX_ROWS = 1024
 #: Fewer rows than this in a drain go the per-message way (still delivered as columns).
 DEFAULT_MIN_ROWS = 16
-
-_TEMPLATE = encode(FastTrainingSignals.empty())
-#: A v2 signal with one-byte epoch and slot: array(4), tag, epoch, bin8(108), slot.
-RECORD_BYTES = len(_TEMPLATE)
-_EPOCH_AT = 1 + 1 + len(str(FastTrainingSignals.__struct_config__.tag))
-_FEATURES_AT = _EPOCH_AT + 3
-_SLOT_AT = _FEATURES_AT + FEATURE_BLOCK.size
-if (
-    _SLOT_AT + 1 != RECORD_BYTES
-    or RECORD_BYTES % 8
-    or _TEMPLATE[_EPOCH_AT + 1 : _FEATURES_AT] != bytes((0xC4, FEATURE_BLOCK.size))
-):  # the layout below is msgpack's for this contract; a contract change must revisit it
-    raise ImportError(f"FastTrainingSignals no longer encodes as the fixed record: {_TEMPLATE!r}")
-
-
-_Words = npt.NDArray[np.uint64]
-
-
-def _template() -> tuple[_Words, _Words]:
-    """The record's fixed bits, as the mask and value of its 64-bit words.
-
-    Fixed: the array header, the tag, the bin8 header; the epoch's and the slot's top bit
-    (clear: a positive fixint). The features are free.
-    """
-    mask = np.zeros(RECORD_BYTES, np.uint8)
-    mask[:_EPOCH_AT] = 0xFF
-    mask[_EPOCH_AT] = 0x80
-    mask[_EPOCH_AT + 1 : _FEATURES_AT] = 0xFF
-    mask[_SLOT_AT] = 0x80
-    value = np.frombuffer(_TEMPLATE, np.uint8) & mask
-    return mask.view("<u8").copy(), value.view("<u8").copy()
-
-
-_MASK, _VALUE = _template()
-_WORDS = len(_MASK)
-
 
 #: A plain reference: an enum member read through its class costs a descriptor call.
 _SIG = Channel.SIG
@@ -187,6 +151,9 @@ class ColumnReceiver:
         from leyline import kernels
 
         self._take_records = kernels.take_records
+        self._mask, self._value = (kernels.tiled(column) for column in template_words())
+        #: The feature rows as the record kernel writes them: each row's 108 bytes.
+        self._bytes = self._features.view(np.uint8)
         self._bad = np.empty(capacity, np.int64)
         self._pending: list[_Pending] = []
         self._bodies: list[memoryview] = []
@@ -233,18 +200,21 @@ class ColumnReceiver:
         started = time.perf_counter_ns()
         records = 0
         if take_whole:
-            # One compiled pass checks every record against the template and takes its epoch
-            # and slot, one copy its features, into the rows of its own index; rows that end
-            # up elsewhere (a frame refused or taken per message) move below.
+            # One compiled pass checks every record against the template and takes its
+            # features, epoch and slot into the rows of its own index; rows that end up
+            # elsewhere (a frame refused or taken per message) move below.
             joined = b"".join(bodies)
-            words = np.frombuffer(joined, "<u8").reshape(-1, _WORDS)
-            records = len(words)
+            records = len(joined) // RECORD_BYTES
             bad = self._take_records(
-                words, _MASK, _VALUE, _EPOCH_AT, _SLOT_AT, epoch, slot, self._bad
+                np.frombuffer(joined, "<u8"),
+                np.frombuffer(joined, np.uint8).reshape(records, RECORD_BYTES),
+                self._mask,
+                self._value,
+                self._bytes,
+                epoch,
+                slot,
+                self._bad,
             )
-            features[:records].view(np.uint8).reshape(records, -1)[:] = np.frombuffer(
-                joined, np.uint8
-            ).reshape(records, RECORD_BYTES)[:, _FEATURES_AT:_SLOT_AT]
             if bad:
                 starts = np.array([first for _, _, first in pending if first >= 0])
                 at = np.searchsorted(starts, self._bad[:bad], "right") - 1

@@ -302,7 +302,7 @@ _SIGNED = np.array([r.low < 0 for r in _RANGES])
 #: is non-negative (`pack_features` never writes it).
 _MASK = np.where(_SIGNED, np.uint32(0x7FFF_FFFF), np.uint32(0xFFFF_FFFF)).astype(np.uint32)
 _LIMIT = np.array([r.high for r in _RANGES], np.float32).view(np.uint32)
-_WHOLE = np.array([r.integral for r in _RANGES], np.uint32)
+_WHOLE = np.array([r.integral for r in _RANGES], np.bool_)
 _NO_ROWS = np.empty(0, np.intp)
 
 
