@@ -219,8 +219,9 @@ class ColumnReceiver:
                 starts = np.array([first for _, _, first in pending if first >= 0])
                 at = np.searchsorted(starts, self._bad[:bad], "right") - 1
                 bad_frames = set(starts[at].tolist())
-        observe_run, frame_age = pipeline.tracker.observe_run, pipeline.frame_age
+        observe_run, age_of = pipeline.tracker.observe_run, pipeline.clocks.age
         max_age = pipeline.max_signal_age_ns
+        now = pipeline.now()  # one drain, received together: aged at one reading of the clock
         columnar = 0
         groups: list[RowGroup] = []
         rejections: list[Rejection] = []
@@ -237,7 +238,7 @@ class ColumnReceiver:
                     header.sender, admitted.topic, header.incarnation, header.sequence, count
                 ):
                     if max_age is not None:
-                        age = frame_age(header)
+                        age = age_of(header.sender, header.incarnation, header.sent_ns, now)
                         if age > max_age:  # recorded in sequence, refused as stale
                             outcomes = pipeline.produce(admitted, frame, sequenced=True, age=age)
                     if outcomes is None:
