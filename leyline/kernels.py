@@ -99,10 +99,13 @@ def _scale_span(
     nan: Floats,
 ) -> None:
     """`flat[start:start + size]` normalised into `out`: `value / scale` clipped to
-    [low, high] (the infinities to the bounds), NaN to the feature's neutral value."""
+    [low, high] (the infinities to the bounds), NaN to the feature's neutral value. The clip
+    is numpy's `maximum` then `minimum` exactly: -0.0 against a low of 0.0 becomes 0.0."""
     for k in range(size):
-        scaled = min(max(flat[start + k] / scale[k], low[k]), high[k])
-        out[start + k] = nan[k] if scaled != scaled else scaled
+        scaled = flat[start + k] / scale[k]
+        clipped = scaled if scaled > low[k] else low[k]
+        clipped = clipped if clipped < high[k] else high[k]
+        out[start + k] = nan[k] if scaled != scaled else clipped
 
 
 @_inline
