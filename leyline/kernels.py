@@ -27,6 +27,7 @@ from leyline.records import (
     EPOCH_AT,
     FEATURE_BYTES,
     FEATURES_AT,
+    RECORD_BYTES,
     RECORD_WORDS,
     SLOT_AT,
 )
@@ -256,3 +257,31 @@ def take_records(
         epoch[row] = records[row, EPOCH_AT]
         slot[row] = records[row, SLOT_AT]
     return count
+
+
+def _warm() -> None:
+    """Compile (or load from the cache) every kernel for the array types its callers pass,
+    read-only record views included, so that a service pays it when it builds its receiver
+    or converter and not inside its first drain (3.6 s cold, 0.4 s cached, on the 2-core VM)."""
+    rows = np.zeros((1, FEATURE_BYTES // 4), np.float32)
+    ranges = (np.zeros(rows.shape[1], np.uint32),) * 2 + (np.zeros(rows.shape[1], np.bool_),)
+    scales = (np.ones(rows.shape[1], np.float32),) * 4
+    bad = np.empty(1, np.int64)
+    bad_rows(rows, *ranges, bad)
+    normalise(rows, rows.copy(), *scales)
+    check_normalise(rows, rows.copy(), *ranges, *scales, bad)
+    joined = bytes(RECORD_BYTES)
+    words = np.zeros(RECORD_WORDS, np.uint64)
+    take_records(
+        np.frombuffer(joined, "<u8"),
+        np.frombuffer(joined, np.uint8).reshape(1, RECORD_BYTES),
+        words,
+        words,
+        rows.view(np.uint8),
+        bad,
+        bad.copy(),
+        bad.copy(),
+    )
+
+
+_warm()
