@@ -110,7 +110,7 @@ def _scale_span(
 
 
 @_inline
-def _name_rows(
+def _check_span(
     flat: Floats,
     bits: Words,
     start: int,
@@ -122,12 +122,14 @@ def _name_rows(
     bad: Indices,
     count: int,
 ) -> int:
-    """Append the rows of a span that broke a range to `bad`; the count after."""
-    first = start // width
-    for row in range(first, first + size // width):
-        if _over(flat, bits, row * width, width, mask, limit, whole):
-            bad[count] = row
-            count += 1
+    """Append the rows of a span (`width` values each) that break a range to `bad`, looking
+    at them one by one only when the span as a whole did; the count after."""
+    if _over(flat, bits, start, size, mask, limit, whole):
+        first = start // width
+        for row in range(first, first + size // width):
+            if _over(flat, bits, row * width, width, mask, limit, whole):
+                bad[count] = row
+                count += 1
     return count
 
 
@@ -137,18 +139,14 @@ def bad_rows(values: Floats, mask: Words, limit: Words, whole: Flags, bad: Indic
     flat = values.reshape(-1)
     bits = flat.view(np.uint32)
     span, width, total = mask.shape[0], values.shape[1], flat.shape[0]
-    count = 0
     spans = total // span
-    full = spans * span
+    count = 0
     # Whole spans counted by index, then the rest: a stepped range, or a trip count of
     # min(span, rest), keeps LLVM from vectorising the span's loop (9x slower, measured).
     for index in range(spans):
-        start = index * span
-        if _over(flat, bits, start, span, mask, limit, whole):
-            count = _name_rows(flat, bits, start, span, width, mask, limit, whole, bad, count)
-    if _over(flat, bits, full, total - full, mask, limit, whole):
-        count = _name_rows(flat, bits, full, total - full, width, mask, limit, whole, bad, count)
-    return count
+        count = _check_span(flat, bits, index * span, span, width, mask, limit, whole, bad, count)
+    rest = total - spans * span
+    return _check_span(flat, bits, total - rest, rest, width, mask, limit, whole, bad, count)
 
 
 @_jit
@@ -159,11 +157,10 @@ def normalise(
     flat, flat_out = values.reshape(-1), out.reshape(-1)
     span, total = scale.shape[0], flat.shape[0]
     spans = total // span
-    full = spans * span
     for index in range(spans):
-        start = index * span
-        _scale_span(flat, flat_out, start, span, scale, low, high, nan)
-    _scale_span(flat, flat_out, full, total - full, scale, low, high, nan)
+        _scale_span(flat, flat_out, index * span, span, scale, low, high, nan)
+    rest = total - spans * span
+    _scale_span(flat, flat_out, total - rest, rest, scale, low, high, nan)
 
 
 @_jit
@@ -185,19 +182,15 @@ def check_normalise(
     flat, flat_out = values.reshape(-1), out.reshape(-1)
     bits = flat.view(np.uint32)
     span, width, total = mask.shape[0], values.shape[1], flat.shape[0]
-    count = 0
     spans = total // span
-    full = spans * span
+    count = 0
     for index in range(spans):
         start = index * span
-        if _over(flat, bits, start, span, mask, limit, whole):
-            count = _name_rows(flat, bits, start, span, width, mask, limit, whole, bad, count)
+        count = _check_span(flat, bits, start, span, width, mask, limit, whole, bad, count)
         _scale_span(flat, flat_out, start, span, scale, low, high, nan)
-    rest = total - full
-    if _over(flat, bits, full, rest, mask, limit, whole):
-        count = _name_rows(flat, bits, full, rest, width, mask, limit, whole, bad, count)
-    _scale_span(flat, flat_out, full, rest, scale, low, high, nan)
-    return count
+    rest = total - spans * span
+    _scale_span(flat, flat_out, total - rest, rest, scale, low, high, nan)
+    return _check_span(flat, bits, total - rest, rest, width, mask, limit, whole, bad, count)
 
 
 @_inline
