@@ -190,7 +190,8 @@ def _breakdown(frames: list[bytes], converter: BatchConverter) -> dict[str, floa
     checker = RowChecker(len(rows))
     normaliser = FeatureNormaliser(converter.bounds)
     joined = b"".join(memoryview(frame)[len(frame) - 64 * RECORD_BYTES :] for frame in frames)
-    mask, value = (kernels.tiled(column) for column in template_words())
+    mask, value = template_words()
+    template = (kernels.tiled(mask), kernels.tiled(value))
     features = np.empty((len(rows), TENSOR_SCHEMA_SIZE), np.float32)
     epoch, slot, bad = (np.empty(len(rows), np.int64) for _ in range(3))
 
@@ -206,16 +207,7 @@ def _breakdown(frames: list[bytes], converter: BatchConverter) -> dict[str, floa
         return blocks.pop()
 
     def take() -> object:
-        return kernels.take_records(
-            np.frombuffer(joined, "<u8"),
-            np.frombuffer(joined, np.uint8).reshape(-1, RECORD_BYTES),
-            mask,
-            value,
-            features.view(np.uint8),
-            epoch,
-            slot,
-            bad,
-        )
+        return kernels.take_records(joined, template, features.view(np.uint8), epoch, slot, bad)
 
     admitted, blocked, rewound, taken, converted = measure(
         admit, block_of, rewind, take, lambda: normaliser.check_into(rows, out, checker)

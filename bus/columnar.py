@@ -150,8 +150,9 @@ class ColumnReceiver:
         self._slot = np.empty(capacity, np.int64)
         from leyline import kernels
 
-        self._take_records = kernels.take_records
-        self._mask, self._value = (kernels.tiled(column) for column in template_words())
+        self._take = kernels.take_records
+        mask, value = template_words()
+        self._template = (kernels.tiled(mask), kernels.tiled(value))
         #: The feature rows as the record kernel writes them: each row's 108 bytes.
         self._bytes = self._features.view(np.uint8)
         self._bad = np.empty(capacity, np.int64)
@@ -205,16 +206,7 @@ class ColumnReceiver:
             # elsewhere (a frame refused or taken per message) move below.
             joined = b"".join(bodies)
             records = len(joined) // RECORD_BYTES
-            bad = self._take_records(
-                np.frombuffer(joined, "<u8"),
-                np.frombuffer(joined, np.uint8).reshape(records, RECORD_BYTES),
-                self._mask,
-                self._value,
-                self._bytes,
-                epoch,
-                slot,
-                self._bad,
-            )
+            bad = self._take(joined, self._template, self._bytes, epoch, slot, self._bad)
             if bad:
                 starts = np.array([first for _, _, first in pending if first >= 0])
                 at = np.searchsorted(starts, self._bad[:bad], "right") - 1

@@ -217,7 +217,7 @@ def _name_records(
 
 
 @_jit
-def take_records(
+def _take_records(
     words: Record,
     records: npt.NDArray[np.uint8],
     mask: Record,
@@ -252,6 +252,21 @@ def take_records(
     return count
 
 
+def take_records(
+    joined: bytes,
+    template: tuple[Record, Record],
+    features: npt.NDArray[np.uint8],
+    epoch: Indices,
+    slot: Indices,
+    bad: Indices,
+) -> int:
+    """A drain's records, joined into one `bytes`, through `_take_records`: read by two
+    views of it (no copy), checked against `template` (its mask and value, `tiled`)."""
+    words = np.frombuffer(joined, "<u8")
+    records = np.frombuffer(joined, np.uint8).reshape(-1, RECORD_BYTES)
+    return int(_take_records(words, records, *template, features, epoch, slot, bad))
+
+
 def _warm() -> None:
     """Compile (or load from the cache) every kernel for the array types its callers pass,
     read-only record views included, so that a service pays it when it builds its receiver
@@ -263,17 +278,9 @@ def _warm() -> None:
     bad_rows(rows, *ranges, bad)
     normalise(rows, rows.copy(), *scales)
     check_normalise(rows, rows.copy(), *ranges, *scales, bad)
-    joined = bytes(RECORD_BYTES)
     words = np.zeros(RECORD_WORDS, np.uint64)
     take_records(
-        np.frombuffer(joined, "<u8"),
-        np.frombuffer(joined, np.uint8).reshape(1, RECORD_BYTES),
-        words,
-        words,
-        rows.view(np.uint8),
-        bad,
-        bad.copy(),
-        bad.copy(),
+        bytes(RECORD_BYTES), (words, words), rows.view(np.uint8), bad, bad.copy(), bad.copy()
     )
 
 

@@ -184,18 +184,10 @@ def test_the_record_take_refuses_and_copies_exactly_what_numpy_did(
     capacity = len(records) + 1
     features = np.full((capacity, TENSOR_SCHEMA_SIZE), np.nan, np.float32)
     epoch, slot, bad = (np.full(capacity, -1, np.int64) for _ in range(3))
-    mask, value = (kernels.tiled(column) for column in template_words())
+    mask, value = template_words()
+    template = (kernels.tiled(mask), kernels.tiled(value))
 
-    count = kernels.take_records(
-        np.frombuffer(joined, "<u8"),
-        np.frombuffer(joined, np.uint8).reshape(-1, RECORD_BYTES),
-        mask,
-        value,
-        features.view(np.uint8),
-        epoch,
-        slot,
-        bad,
-    )
+    count = kernels.take_records(joined, template, features.view(np.uint8), epoch, slot, bad)
 
     want_bad, want_features, want_epoch, want_slot = _oracle_records(joined)
     assert bad[:count].tolist() == want_bad
