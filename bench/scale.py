@@ -45,6 +45,11 @@ WORKER_COUNTS = (16, 64, 256, 1024)
 EPOCHS = 12
 EPOCH_S = 3.0
 PER_PROCESS = 64
+#: How long the simulated workers listen after their last epoch: past the signal-to-command
+#: latency at 1,024 workers (p99 2.6-3.9 s here) and a resend, so the last epoch's commands
+#: are acked, not cut off (`leyline simulate`'s 3 s left 113 of them unacked, 10 s none).
+#: The figures end with the last epoch; only the acks and the simulator's CPU see it.
+SETTLE_S = 10.0
 _TICK_S = os.sysconf("SC_CLK_TCK")
 #: The rejection reasons (lower case, as the workers report them) of a refused handshake.
 _HANDSHAKE_REFUSALS = ("handshake_failed", "unauthenticated")
@@ -233,6 +238,7 @@ def run_count(
     epochs: int = EPOCHS,
     epoch_s: float = EPOCH_S,
     profile: bool = False,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, Any]:
     """One run: the services, `workers` simulated workers, and the figures of the run."""
     data = root / f"run-{workers}"
@@ -250,7 +256,8 @@ def run_count(
             [
                 sys.executable, "-m", "services.cli", "simulate",
                 f"--workers={workers}", f"--per-process={PER_PROCESS}",
-                f"--epochs={epochs}", f"--epoch-s={epoch_s}", f"--results={results_path}",
+                f"--epochs={epochs}", f"--epoch-s={epoch_s}", f"--settle-s={settle_s}",
+                f"--results={results_path}",
                 f"--keys-dir={keys}", f"--data-dir={data}", *connect,
             ],
             stdout=simulate_log,
@@ -332,6 +339,7 @@ def run(
     epoch_s: float = EPOCH_S,
     profile: bool = False,
     keep: Path | None = None,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, Any]:
     """Figures per worker count (one fresh controller, sink and set of workers each)."""
     with tempfile.TemporaryDirectory(prefix="leyline-scale-") as scratch:
@@ -343,7 +351,13 @@ def run(
         per_count: dict[str, Any] = {}
         for workers in counts:
             figures = run_count(
-                workers, root, keys, epochs=epochs, epoch_s=epoch_s, profile=profile
+                workers,
+                root,
+                keys,
+                epochs=epochs,
+                epoch_s=epoch_s,
+                profile=profile,
+                settle_s=settle_s,
             )
             per_count[str(workers)] = figures
             progress(
@@ -413,6 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--epoch-s", type=float, default=EPOCH_S)
     parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=SETTLE_S,
+        help="how long the simulated workers listen after their last epoch, for the last acks",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="cProfile the controller and the sink"
     )
     parser.add_argument("--keep", type=Path, help="keep each run's files (and profiles) here")
@@ -422,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         figures = json.loads(args.from_json.read_text())
     else:
-        figures = run(args.workers, args.epochs, args.epoch_s, args.profile, args.keep)
+        figures = run(
+            args.workers, args.epochs, args.epoch_s, args.profile, args.keep, args.settle_s
+        )
         print(json.dumps({"benchmark": "scale", **figures}), flush=True)
     if args.plot is not None:
         plot(figures, args.plot)
