@@ -36,8 +36,6 @@ INBOX_SIZE = 10_000
 
 _log = structlog.get_logger("leyline.bus")
 # Plain ints: pyzmq's enum flags cost more per call than the calls themselves on this path.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _USER_ID = b"User-Id"
 _SIG = f"{Channel.SIG.value}.".encode()
@@ -319,7 +317,7 @@ class Subscriber:
     ) -> int:
         """Up to one batch of one socket's frames, starting with `received` if given.
 
-        ZMQ_EVENTS is asked before each receive instead of letting the last one raise
+        `Link.queued` is asked before each receive instead of letting the last one raise
         `zmq.Again`: an exception per drain costs more than the check (bench/bus.py); a
         socket known to be readable skips the first ask. The receive is zero-copy, which
         gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id without
@@ -330,13 +328,13 @@ class Subscriber:
         frame_of = pipeline.frame
         sock = link.socket
         recv: Callable[..., zmq.Frame] = sock.recv
-        option: Callable[[int], Any] = sock.getsockopt
+        queued = link.queued
         # Only a server socket's messages carry the identity to check, one per connection.
         from_server = self.security is not None and link.peer is None
         columns = self._columns if self._column_sinks else None
         for _ in range(self._batch):
             if received is None:
-                if not known and not option(_EVENTS) & _POLLIN:
+                if not known and not queued():
                     break
                 known = False
                 try:
