@@ -125,6 +125,7 @@ class Subscriber:
         #: Bumped by every registration and cancellation: delivery resolves a frame's
         #: handlers once, and again only when this moved (a handler that cancels itself).
         self._handlers_version = 0
+        self._targets: dict[tuple[Channel, type], list[Handler]] = {}
         self._columns: ColumnReceiver | None = None
         self._column_sinks: list[ColumnSink] = []
         #: Rows delivered in columns so far (a drain reports its share).
@@ -193,6 +194,16 @@ class Subscriber:
 
     def _handlers_changed(self) -> None:
         self._handlers_version += 1
+        self._targets.clear()
+
+    def _targets_of(self, channel: Channel, kind: type) -> list[Handler]:
+        """The handlers a message of `kind` on `channel` goes to, resolved once per change."""
+        targets = self._targets.get((channel, kind))
+        if targets is None:
+            handlers = self._handlers.get(channel) or []
+            targets = [h for k, h in handlers if k is None or k is kind]
+            self._targets[(channel, kind)] = targets
+        return targets
 
     def on_columns(
         self,
@@ -276,7 +287,8 @@ class Subscriber:
             for dropped in self._sockets.check_connections():
                 self.metrics.rejected[dropped.reason] += 1
                 self._reject(dropped)
-        self.check_liveness(now)
+        if now >= self._next_liveness_check:
+            self.check_liveness(now)
         return delivered
 
     def receive(self, timeout_s: float | None = 0.0) -> Envelope[Any] | None:
@@ -325,7 +337,7 @@ class Subscriber:
         """
         delivered = 0
         pipeline = self.pipeline
-        frame_of = pipeline.frame
+        frame_of, lone = pipeline.frame, pipeline.lone
         sock = link.socket
         recv: Callable[..., zmq.Frame] = sock.recv
         queued = link.queued
@@ -356,6 +368,14 @@ class Subscriber:
                         columns.add(data, peer)  # decided with the drain's others
                         continue
                     columns.flush()
+                outcome = lone(data, peer)
+                if outcome is not None:  # one data message: decided, no list of outcomes
+                    if type(outcome) is Envelope:
+                        delivered += self._deliver_one(outcome)
+                        self._seen(outcome.header.sender)
+                    else:
+                        self._reject(outcome)  # type: ignore[arg-type]
+                    continue
                 outcomes = frame_of(data, False, peer)
             first = outcomes[0]
             if pipeline.refusals == refusals and first.scope != CONTROL_SCOPE:  # type: ignore[union-attr]
@@ -520,8 +540,6 @@ class Subscriber:
         if self._columns is not None and self._column_sinks and channel is Channel.SIG:
             block = self._columns.block_of(envelopes)
             return len(envelopes) if self._deliver_columns(block) else 0
-        handlers = self._handlers.get(channel) or []
-        inbox = self._inbox
         kind: type | None = None
         version = -1
         targets: list[Handler] = []
@@ -530,12 +548,9 @@ class Subscriber:
             message_kind = type(envelope.message)
             if message_kind is not kind or version != self._handlers_version:
                 kind, version = message_kind, self._handlers_version
-                targets = [h for k, h in handlers if k is None or k is kind]
+                targets = self._targets_of(channel, kind)
             if not targets:
-                if len(inbox) >= self._inbox_size:
-                    inbox.popleft()
-                    self.metrics.unclaimed_dropped += 1
-                inbox.append(envelope)
+                self._to_inbox(envelope)
                 delivered += 1
                 continue
             try:
@@ -547,6 +562,33 @@ class Subscriber:
             delivered += 1
         self.metrics.delivered[channel] += delivered
         return delivered
+
+    def _deliver_one(self, envelope: Envelope[Any]) -> int:
+        """`_deliver_all` of a frame's one data message (never a column sink's: a drain
+        with sinks hands their channel's frames to `bus.columnar`)."""
+        channel = envelope.channel
+        targets = self._targets.get((channel, type(envelope.message)))
+        if targets is None:
+            targets = self._targets_of(channel, type(envelope.message))
+        if not targets:
+            self._to_inbox(envelope)
+        else:
+            try:
+                for handler in targets:
+                    handler(envelope)
+            except Exception as exc:  # a handler's bug must not kill the subscriber
+                self._handler_failed(envelope, exc)
+                return 0
+        self.metrics.delivered[channel] += 1
+        return 1
+
+    def _to_inbox(self, envelope: Envelope[Any]) -> None:
+        """Keep a message no handler took for `receive`; a full inbox drops its oldest."""
+        inbox = self._inbox
+        if len(inbox) >= self._inbox_size:
+            inbox.popleft()
+            self.metrics.unclaimed_dropped += 1
+        inbox.append(envelope)
 
     def _handler_failed(self, envelope: Envelope[Any], exc: Exception) -> None:
         _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))
