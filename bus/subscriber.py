@@ -274,7 +274,19 @@ class Subscriber:
                 pass
             else:
                 column_rows = self._column_rows
-                delivered = self._drain_link(link, received)
+                outcome = None
+                if not received.more and not self._column_sinks:
+                    # The lone frame of a round trip, straight to its handler; the drain
+                    # (and its setup) only when more is queued behind it.
+                    from_server = self.security is not None and link.peer is None
+                    peer = _identity_of(received) if from_server else link.peer
+                    outcome = self.pipeline.lone(received.bytes, peer)
+                if outcome is None:
+                    delivered = self._drain_link(link, received)
+                else:
+                    delivered = self._decided(outcome)
+                    if link.queued():
+                        delivered += self._drain_link(link, None, True)
                 delivered += self._after_drain(column_rows)
         else:
             readable = self._poller.poll(timeout_ms) if timeout_ms > 0 else True
@@ -370,11 +382,7 @@ class Subscriber:
                     columns.flush()
                 outcome = lone(data, peer)
                 if outcome is not None:  # one data message: decided, no list of outcomes
-                    if type(outcome) is Envelope:
-                        delivered += self._deliver_one(outcome)
-                        self._seen(outcome.header.sender)
-                    else:
-                        self._reject(outcome)  # type: ignore[arg-type]
+                    delivered += self._decided(outcome)
                     continue
                 outcomes = frame_of(data, False, peer)
             first = outcomes[0]
@@ -561,6 +569,16 @@ class Subscriber:
                 continue
             delivered += 1
         self.metrics.delivered[channel] += delivered
+        return delivered
+
+    def _decided(self, outcome: Outcome) -> int:
+        """A lone frame's one outcome (`Pipeline.lone`) to its handlers or, refused, to the
+        rejection handlers; returns the messages delivered."""
+        if type(outcome) is not Envelope:
+            self._reject(outcome)  # type: ignore[arg-type]
+            return 0
+        delivered = self._deliver_one(outcome)
+        self._seen(outcome.header.sender)
         return delivered
 
     def _deliver_one(self, envelope: Envelope[Any]) -> int:
