@@ -191,12 +191,11 @@ class Pipeline:
         if end < 0 or frame[end + 3 : end + 5] != _ONE_MESSAGE:
             return None
         topic = frame[:end]
-        parsed = self._topics.get(topic)
-        if parsed is None or parsed[1] == CONTROL_SCOPE:
+        route = self._routes.get(topic)
+        if route is None:
             return None
-        channel, scope = parsed
-        decoder = self._decoders.get(channel)
-        if decoder is None:
+        channel, scope, control, decoder = route
+        if control or decoder is None:
             return None
         try:
             header, _, body = read_header(frame, end + 1)
