@@ -257,7 +257,9 @@ class Subscriber:
 
         With one socket (plaintext, or one pinned server) the wait is the receive itself,
         blocking with ZMQ_RCVTIMEO: a frame that arrives is taken by the call that woke up,
-        with no poller in front of it (a poll and its Python wrapper per lone message).
+        with no poller in front of it (a poll and its Python wrapper per lone message). A
+        frame of one data message goes from that receive straight to `Pipeline.lone` and
+        its handler; the drain runs only when more is queued behind it.
         """
         delivered = 0
         timeout_ms = int(timeout_s * 1000)
