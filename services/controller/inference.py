@@ -8,18 +8,17 @@ the commands of the decisions it returns (`Decisions.commands()`: encoded bytes,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from leyline import ContractError, FastTrainingSignals
-from leyline.features import FeatureBounds, write_raw
-from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline import ContractError
+from leyline.features import FeatureBounds
 from leyline.tensors import BatchConverter
-from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
+from services.controller.batcher import PendingBatch, PendingSignal, SignalBatcher
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandEncoder
 from services.controller.decisions import Decisions
@@ -69,6 +68,8 @@ class InferenceLoop:
         self.submit_many = self.batcher.submit_many
         #: Queue a block of signals that came as rows (`SignalBatcher.submit_rows`).
         self.submit_rows = self.batcher.submit_rows
+        #: The same by memory rows (`SignalBatcher.submit_block`): the controller's intake.
+        self.submit_block = self.batcher.submit_block
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
         self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None
@@ -80,7 +81,7 @@ class InferenceLoop:
         self.illegal = 0
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
-        self._encoder = CommandEncoder(self.layout)
+        self._encoder = CommandEncoder(self.layout, self.batcher.names.codes)
         self._host = self.device.type == "cpu"
         self._rows = np.arange(max_batch)
 
@@ -123,22 +124,17 @@ class InferenceLoop:
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
-    def decide(self, batch: Sequence[PendingSignal]) -> Decisions:
+    def decide(self, batch: PendingBatch) -> Decisions:
         """Run the policy on one batch (at most `max_batch`); its decisions, as arrays."""
-        items = list(batch)
-        if not items:
+        if not len(batch):
             return Decisions(self._members, self._encoder)
-        signals = list(map(pending_signals, items))
-        rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
-        if None in signals:
-            raw = self._rows_of(items, signals, rows)
-        else:
-            raw = self._converter.load(signals)
+        rows = batch.rows  # each (worker, slot)'s memory row, from the batcher
+        raw = self._converter.gather(self.batcher.features, rows)
         if self._converter.refused:
-            items = self._refuse(items)
-            if not items:
+            batch = self._refuse(batch)
+            if not len(batch):
                 return Decisions(self._members, self._encoder)
-            rows = list(map(pending_rows, items))
+            rows = batch.rows
         self.policy.reserve(len(self.batcher.rows))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
@@ -157,11 +153,11 @@ class InferenceLoop:
                     (output.actions.double(), output.confidence.double(), output.reasons.double())
                 ).cpu()
                 actions, confidence, reasons = results.numpy()
-        return self._checked(items, actions, confidence, reasons, legal)
+        return self._checked(batch, actions, confidence, reasons, legal)
 
     def _checked(
         self,
-        items: list[PendingSignal],
+        batch: PendingBatch,
         actions: npt.NDArray[Any],
         confidence: npt.NDArray[Any],
         reasons: npt.NDArray[Any],
@@ -193,35 +189,15 @@ class InferenceLoop:
             chosen[refused] = self.layout.wait
             why[refused] = DecisionReason.ILLEGAL_PROPOSAL
             sure[refused] = 1.0
-        return Decisions(self._members, self._encoder, items, chosen, sure, why)
+        return Decisions(self._members, self._encoder, batch, chosen, sure, why)
 
-    def _rows_of(
-        self,
-        items: list[PendingSignal],
-        signals: list[FastTrainingSignals | None],
-        rows: list[int],
-    ) -> npt.NDArray[np.float32]:
-        """A batch with signals that came as rows: every item's raw features from the
-        batcher's table at `rows` (those that came as objects written there first), checked.
-
-        A batch of rows only (a columnar receive's) skips the walk for objects."""
-        batcher = self.batcher
-        if signals.count(None) == len(signals):
-            return self._converter.gather(batcher.features, rows)
-        objects = [(item.row, signal) for item, signal in zip(items, signals, strict=True)
-                   if signal is not None]  # fmt: skip
-        batcher.reserve(len(batcher.rows))
-        written, blocks = zip(*objects, strict=True)
-        staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
-        batcher.features[list(written)] = write_raw(blocks, staged)
-        return self._converter.gather(batcher.features, rows)
-
-    def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
+    def _refuse(self, batch: PendingBatch) -> PendingBatch:
         """Report the converter's refusals; the items that were kept, in order."""
         refused = self._converter.refused
         self.refused += len(refused)
         if self._on_refused is not None:
             for index, error in refused:
-                self._on_refused(items[index], error)
-        dropped = {index for index, _ in refused}
-        return [item for index, item in enumerate(items) if index not in dropped]
+                self._on_refused(batch[index], error)
+        kept = np.ones(len(batch), np.bool_)
+        kept[[index for index, _ in refused]] = False
+        return batch.keep(np.flatnonzero(kept))

@@ -117,8 +117,8 @@ def test_decisions_give_their_commands_as_columns_aligned_with_the_objects(
     commands = decisions.commands()
 
     assert commands is decisions.commands()  # made once: the same ids on every read
-    assert commands.rows == [1, 2]
-    assert (commands.worker_ids, commands.slot_ids, commands.epochs) == (
+    assert commands.rows.tolist() == [1, 2]
+    assert (commands.worker_ids, commands.slot_ids, commands.epochs.tolist()) == (
         ["w2", "w3"], ["s2", "s3"], [8, 12],
     )  # fmt: skip
     objects = [d.command for d in decisions.commanded()]
@@ -137,7 +137,7 @@ def test_a_batch_keeps_the_commands_asked_for_with_every_column(
 
     kept = commands.take([2, 0])
 
-    assert kept.rows == [2, 0]
+    assert kept.rows.tolist() == [2, 0]
     assert kept.worker_ids == ["w3", "w1"]
     assert kept.payloads == [commands.payloads[2], commands.payloads[0]]
     assert [kept.command(i).command_id for i in range(2)] == kept.command_ids

@@ -21,7 +21,7 @@ def _block(rows: list[tuple[str, int, int]]) -> SignalColumns:
 def test_a_block_queues_its_known_free_slots_with_their_features() -> None:
     batcher = SignalBatcher(8, 0.0)
     busy = {("w2", "b")}
-    intake = SignalIntake(("a", "b"), busy, batcher.submit_rows)
+    intake = SignalIntake(("a", "b"), busy, batcher)
     unknown = intake(_block([("w1", 0, 3), ("w1", 5, 3), ("w2", 1, 4), ("w2", 0, 4), ("w3", 2, 1)]))
     assert unknown == [5, 2] and intake.unknown == 2
     taken = batcher.take(force=True)
@@ -34,7 +34,7 @@ def test_a_block_queues_its_known_free_slots_with_their_features() -> None:
 
 def test_a_block_of_only_busy_or_unknown_slots_queues_nothing() -> None:
     batcher = SignalBatcher(8, 0.0)
-    intake = SignalIntake(("a",), {("w1", "a")}, batcher.submit_rows)
+    intake = SignalIntake(("a",), {("w1", "a")}, batcher)
     assert intake(_block([("w1", 0, 1), ("w1", 1, 1)])) == [1]
     assert len(batcher) == 0 and batcher.accepted == 0
     assert intake(_block([])) == []
