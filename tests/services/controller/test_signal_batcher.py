@@ -215,28 +215,13 @@ def _rows_against_objects(
     )
 
 
+_arrival = st.tuples(
+    st.sampled_from(["w1", "w2", "w3"]), st.sampled_from(["a", "b"]), st.integers(0, 8)
+)
 _steps = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("rows"),
-            st.lists(
-                st.tuples(
-                    st.sampled_from(["w1", "w2", "w3"]),
-                    st.sampled_from(["a", "b"]),
-                    st.integers(0, 8),
-                ),
-                max_size=10,
-            ),
-        ),  # fmt: skip
-        st.tuples(
-            st.just("objects"),
-            st.lists(
-                st.tuples(
-                    st.sampled_from(["w1", "w2"]), st.sampled_from(["a", "b"]), st.integers(0, 8)
-                ),
-                max_size=4,
-            ),
-        ),  # fmt: skip
+        st.tuples(st.just("rows"), st.lists(_arrival, max_size=10)),
+        st.tuples(st.just("objects"), st.lists(_arrival, max_size=4)),
         st.tuples(st.just("take"), st.booleans()),
         st.tuples(st.just("forget"), st.sampled_from(["w1", "w2", "w3"])),
         st.tuples(st.just("wait"), st.floats(0.0, 2.0)),
