@@ -20,6 +20,7 @@ from leyline import FastTrainingSignals
 from leyline.features import write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 from leyline.tensors import default_device
+from services.controller._host_passes import fill_columns
 
 
 class Column(enum.IntEnum):
@@ -62,7 +63,7 @@ def pick_device(device: torch.device | str | None = None) -> torch.device:
 
 
 #: The feature each column after ROW is read from, in `Column` order.
-_SOURCES = [
+_SOURCES = np.array([
     TensorSchema.EPOCH,
     TensorSchema.PLATEAU_EPOCHS,
     TensorSchema.VAL_ACCURACY,
@@ -71,7 +72,7 @@ _SOURCES = [
     TensorSchema.SEED_EPOCHS_IN_STAGE,
     TensorSchema.SEED_IMPROVEMENT,
     TensorSchema.AVAILABLE_SLOTS,
-]
+], np.int64)  # fmt: skip
 
 
 class ColumnBuffer:
@@ -111,7 +112,8 @@ class ColumnBuffer:
     def fill_raw(
         self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64], rows: Sequence[int]
     ) -> torch.Tensor:
-        """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly."""
+        """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly
+        (float32 rows in one compiled pass)."""
         count = len(raw)
         if count > self.max_batch:
             raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")
@@ -120,8 +122,11 @@ class ColumnBuffer:
         if self._copied is not None:
             self._copied.synchronize()
         if count:
-            self._host_view[:count, Column.ROW] = rows
-            self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
+            if raw.dtype == np.float32 and raw.flags.c_contiguous:
+                fill_columns(raw, np.asarray(rows, np.int64), _SOURCES, self._host_view)
+            else:
+                self._host_view[:count, Column.ROW] = rows
+                self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
         self.host = self._host_view[:count]
         if self._device_buffer is self._host:
             return self._host[:count]

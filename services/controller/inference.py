@@ -18,6 +18,7 @@ import torch
 from leyline import ContractError
 from leyline.features import FeatureBounds
 from leyline.tensors import BatchConverter
+from services.controller._host_passes import check_proposals
 from services.controller.batcher import PendingBatch, PendingSignal, SignalBatcher
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandEncoder
@@ -27,8 +28,10 @@ from services.controller.policy import ControlPolicy, DecisionReason
 
 #: The reason codes a policy may return (`DecisionReason`, numbered without gaps); any other
 #: is refused as an illegal proposal.
-_FIRST_REASON, _LAST_REASON = min(DecisionReason), max(DecisionReason)
+_FIRST_REASON, _LAST_REASON = int(min(DecisionReason)), int(max(DecisionReason))
 assert len(DecisionReason) == _LAST_REASON - _FIRST_REASON + 1
+#: As a plain int: an enum member costs a compiled call's dispatcher a slow type lookup.
+_REFUSED = int(DecisionReason.ILLEGAL_PROPOSAL)
 
 
 class InferenceLoop:
@@ -83,7 +86,6 @@ class InferenceLoop:
         self._members = tuple(self.layout.actions)
         self._encoder = CommandEncoder(self.layout, self.batcher.names.codes)
         self._host = self.device.type == "cpu"
-        self._rows = np.arange(max_batch)
 
     def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
         """Call `handler` with each signal refused for its values, and why."""
@@ -165,30 +167,18 @@ class InferenceLoop:
     ) -> Decisions:
         """The policy's output held to its contract, on the host: a proposal out of range or
         masked, or with an unknown reason code, becomes WAIT (ILLEGAL_PROPOSAL, counted),
-        confidence is clamped to [0, 1]
-        (NaN to 0), and the columns take the dtypes `Decisions` promises."""
-        # Converted only where the policy's dtype differs; copied before any refusal below.
-        chosen: npt.NDArray[np.int64] = actions.astype(np.int64, copy=False)
-        why: npt.NDArray[np.int64] = reasons.astype(np.int64, copy=False)
-        sure: npt.NDArray[np.float64] = confidence.astype(np.float64, copy=False)
-        if not (sure.min() >= 0.0 and sure.max() <= 1.0):  # also when any is NaN
-            sure = np.nan_to_num(np.clip(sure, 0.0, 1.0), nan=0.0)
-        rows = self._rows[: len(chosen)]
-        # The common case checked by two reductions each: every action and reason in range.
-        if chosen.min() >= 0 and chosen.max() < legal.shape[1]:
-            allowed = legal[rows, chosen]
-        else:
-            in_range = (chosen >= 0) & (chosen < legal.shape[1])
-            allowed = in_range & legal[rows, np.where(in_range, chosen, 0)]
-        if not (why.min() >= _FIRST_REASON and why.max() <= _LAST_REASON):
-            allowed &= (why >= _FIRST_REASON) & (why <= _LAST_REASON)
-        if not allowed.all():
-            refused = ~allowed
-            self.illegal += int(refused.sum())
-            chosen, why, sure = chosen.copy(), why.copy(), sure.copy()
-            chosen[refused] = self.layout.wait
-            why[refused] = DecisionReason.ILLEGAL_PROPOSAL
-            sure[refused] = 1.0
+        confidence is clamped to [0, 1] (NaN to 0), and the columns take the dtypes
+        `Decisions` promises: one compiled pass (`check_proposals`)."""
+        count = len(actions)
+        chosen, why = np.empty(count, np.int64), np.empty(count, np.int64)
+        sure = np.empty(count, np.float64)
+        refused = check_proposals(
+            np.ascontiguousarray(actions, np.int64), np.ascontiguousarray(reasons, np.int64),
+            np.ascontiguousarray(confidence, np.float64), np.ascontiguousarray(legal),
+            int(self.layout.wait), _REFUSED, _FIRST_REASON, _LAST_REASON,
+            chosen, why, sure,
+        )  # fmt: skip
+        self.illegal += refused
         return Decisions(self._members, self._encoder, batch, chosen, sure, why)
 
     def _refuse(self, batch: PendingBatch) -> PendingBatch:
