@@ -3,10 +3,11 @@
 What the controller does with each drained `SignalColumns` block, kept apart from the
 controller so that bench inference feeds the loop through exactly this path. Each sender
 gets a number once; a table of (sender number, slot index) to memory row then finds the
-whole block's rows in one index, so the Python work is one dict lookup per frame (group of
-rows), not a key per row. Unknown slots are found by one comparison, busy ones through the
-memory rows of the slots in flight (filtered only when some slot of the block awaits an
-ack), and the block goes to the batcher by memory rows (`SignalBatcher.submit_block`).
+whole block's rows in one compiled pass (`block_rows`), so the Python work is one dict
+lookup per frame (group of rows), not a key per row. Unknown slot indices come out of the
+same pass; busy slots are found through the memory rows of the slots in flight (filtered
+only when some slot of the block awaits an ack); the block goes to the batcher by memory
+rows (`SignalBatcher.submit_block`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from bus.columnar import SignalColumns
+from bus.columnar import RowGroup, SignalColumns
+from services.controller._host_passes import block_rows
 from services.controller.batcher import SignalBatcher, SlotKey
 
 _sender = attrgetter("sender")
-_sequences = attrgetter("sequences")
+_start = attrgetter("start")
 
 
 class SignalIntake:
@@ -38,6 +40,7 @@ class SignalIntake:
         self._batcher = batcher
         #: A number per sender, in order of first sight, and the senders by number.
         self._numbers: dict[str, int] = {}
+        self._lookup = self._numbers.__getitem__
         self._senders: list[str] = []
         #: [senders, slots] memory rows; -1 before the batcher gave the pair one.
         self._table = np.full((16, max(self._width, 1)), -1, np.int64)
@@ -49,21 +52,22 @@ class SignalIntake:
         count = len(block)
         if not count:
             return []
-        slot_index, epochs, features = block.slot_index, block.epoch, block.features
-        senders = self._sender_numbers(block)
+        slot_index = np.ascontiguousarray(block.slot_index, np.int64)
+        groups = block.groups
+        senders = self._sender_numbers(groups)
+        starts = np.fromiter(map(_start, groups), np.int64, len(groups))
+        rows = np.empty(count, np.int64)
+        epochs, features = block.epoch, block.features
         unknown: list[int] = []
-        if int(slot_index.max()) >= self._width:  # the index is a non-negative byte
+        if block_rows(senders, starts, slot_index, self._table, rows) < 0:
             known = slot_index < self._width
-            unknown = slot_index[~known].tolist()
-            self.unknown += len(unknown)
-            taken = np.flatnonzero(known)
-            senders, slot_index = senders[taken], slot_index[taken]
-            epochs, features = epochs[taken], features[taken]
-            if not len(taken):
-                return unknown
-        rows = self._table[senders, slot_index]
-        if int(rows.min()) < 0:
-            rows = self._new_rows(rows, senders, slot_index)
+            if not known.all():
+                unknown = slot_index[~known].tolist()
+                self.unknown += len(unknown)
+            self._new_rows(rows, np.repeat(senders, np.diff(starts, append=count)), slot_index)
+            if unknown:
+                taken = np.flatnonzero(known)
+                rows, epochs, features = rows[taken], epochs[taken], features[taken]
         if self._busy:
             free = self._free(rows)
             if free is not None:
@@ -72,18 +76,12 @@ class SignalIntake:
             self._batcher.submit_block(rows, epochs, features)
         return unknown
 
-    def _sender_numbers(self, block: SignalColumns) -> npt.NDArray[np.int64]:
-        """Each row's sender number: one lookup per group of rows (a frame), then repeated."""
-        groups = block.groups
-        names = list(map(_sender, groups))
-        found = list(map(self._numbers.get, names))
-        if None in found:
-            found = [self._number(name) for name in names]
-        numbers = np.array(found, np.int64)
-        if len(groups) == len(block):
-            return numbers
-        lengths = np.fromiter(map(len, map(_sequences, groups)), np.int64, len(groups))
-        return np.repeat(numbers, lengths)
+    def _sender_numbers(self, groups: list[RowGroup]) -> npt.NDArray[np.int64]:
+        """Each group's (frame's) sender number: one lookup per group, in C."""
+        try:
+            return np.fromiter(map(self._lookup, map(_sender, groups)), np.int64, len(groups))
+        except KeyError:  # a sender seen for the first time
+            return np.array([self._number(group.sender) for group in groups], np.int64)
 
     def _number(self, sender: str) -> int:
         number = self._numbers.get(sender)
@@ -101,13 +99,13 @@ class SignalIntake:
         rows: npt.NDArray[np.int64],
         senders: npt.NDArray[np.int64],
         slot_index: npt.NDArray[np.int64],
-    ) -> npt.NDArray[np.int64]:
-        """`rows` with the pairs seen for the first time given their memory rows."""
-        for index in np.flatnonzero(rows < 0).tolist():
+    ) -> None:
+        """Fill in `rows` for the known slots whose pair is seen for the first time (each
+        gets its memory row from the batcher)."""
+        for index in np.flatnonzero((rows < 0) & (slot_index < self._width)).tolist():
             sender, slot = int(senders[index]), int(slot_index[index])
             row = self._batcher.row(self._senders[sender], self._slots[slot])
-            self._table[sender, slot] = row
-        return self._table[senders, slot_index]
+            rows[index] = self._table[sender, slot] = row
 
     def _free(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.intp] | None:
         """The positions of `rows` whose slot awaits no ack; None when every one is free."""
