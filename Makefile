@@ -28,7 +28,7 @@ multihost: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy leyline bus
+	$(VENV)/bin/mypy leyline bus services
 
 bench: $(STAMP)
 	$(PYTHON) -m bench all

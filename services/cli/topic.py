@@ -71,7 +71,7 @@ def _echo(args: argparse.Namespace) -> int:
     shown = 0
     stopping = stop_on_signals()
 
-    def show(envelope: Envelope) -> None:
+    def show(envelope: Envelope[Any]) -> None:
         nonlocal shown
         if args.scope is not None and envelope.scope != args.scope:
             return

@@ -70,6 +70,6 @@ def _run(args: argparse.Namespace) -> int:
         log.info("worker training", epochs=config.epochs, resumed_at=worker.trainer.epoch)
         worker.run()
     finally:
-        worker.node.close()
+        worker.close()
     log.info("worker done", epoch=worker.trainer.epoch, last_applied=worker.ledger.last_applied)
     return 0

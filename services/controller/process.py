@@ -9,6 +9,7 @@ deduplicate by command id and sequence, so a resend is acknowledged, never re-ap
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 
@@ -174,7 +175,7 @@ class Controller:
     def _send(self, entry: JournalEntry) -> None:
         self.node.publish(Channel.CMD, entry.command, scope=entry.worker_id)
 
-    def _on_ack(self, envelope: Envelope) -> None:
+    def _on_ack(self, envelope: Envelope[Any]) -> None:
         message = envelope.message
         sender = envelope.header.sender
         if isinstance(message, WorkerHello):

@@ -23,7 +23,7 @@ def fields_of(message: msgspec.Struct) -> dict[str, Any]:
     return {name: msgspec.to_builtins(getattr(message, name)) for name in message.__struct_fields__}
 
 
-def as_json(envelope: Envelope) -> bytes:
+def as_json(envelope: Envelope[Any]) -> bytes:
     """Where a message came from and what it says, as one JSON object."""
     header = envelope.header
     return _JSON.encode(
@@ -39,7 +39,7 @@ def as_json(envelope: Envelope) -> bytes:
     )
 
 
-def as_line(envelope: Envelope) -> str:
+def as_line(envelope: Envelope[Any]) -> str:
     """`12:00:01.234 sig.w1. w1#42 FastTrainingSignals {...}`: time sent, topic, sender and
     sequence, type, fields."""
     header = envelope.header

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -157,7 +158,7 @@ class Player:
             return ack
         return msgspec.structs.replace(ack, command_id=live)
 
-    def _on_command(self, envelope: Envelope) -> None:
+    def _on_command(self, envelope: Envelope[Any]) -> None:
         command: AdaptationCommand = envelope.message
         self.live_commands.setdefault((envelope.scope, command.sequence), command.command_id)
 

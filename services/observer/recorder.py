@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from bus import Channel, Envelope, Gap, Rejection, Subscriber
 from bus.replay import ReplayClient
@@ -62,7 +63,7 @@ class Recorder:
         if not gap.topic.startswith(_SIG):
             self._wanted.append((gap, time.monotonic() + GIVE_UP_AFTER_S))
 
-    def _write(self, envelope: Envelope) -> None:
+    def _write(self, envelope: Envelope[Any]) -> None:
         header = envelope.header
         key = (header.sender, envelope.topic, header.incarnation, header.sequence)
         if key in self._seen:

@@ -111,7 +111,7 @@ class RecordingWriter:
         self._encoder = msgspec.json.Encoder()
         self.messages = 0
 
-    def write(self, envelope: Envelope, log_time_ns: int) -> None:
+    def write(self, envelope: Envelope[Any], log_time_ns: int) -> None:
         message = envelope.message
         tag = tag_of(type(message))
         channel_id = self._channels.get((envelope.topic, tag))
@@ -135,7 +135,7 @@ class RecordingWriter:
         )
         self.messages += 1
 
-    def _channel(self, envelope: Envelope, tag: str) -> int:
+    def _channel(self, envelope: Envelope[Any], tag: str) -> int:
         schema_id = self._schema_ids.get(tag)
         if schema_id is None:
             schema_id = self._writer.register_schema(tag, "jsonschema", self._schemas[tag])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from bus import Envelope, Gap, Rejection, Subscriber
 from bus.header import encode_frame
@@ -71,7 +72,7 @@ class BusStats:
             found = self.topics[name] = TopicStats(name)
         return found
 
-    def observe(self, envelope: Envelope, now_ns: int | None = None) -> None:
+    def observe(self, envelope: Envelope[Any], now_ns: int | None = None) -> None:
         now = time.monotonic_ns() if now_ns is None else now_ns
         stats = self._topic(envelope.topic.decode())
         # As one wire frame of its own (a batch shares its header among its messages).

@@ -124,7 +124,7 @@ class WorkerGroup:
             if now >= due:
                 for worker in self.workers:
                     if not worker.done:
-                        worker.epoch()
+                        worker.run_epoch()
                         worker.node.publisher.flush()
                         self.pump(0.0)  # commands are timed on receipt: take them as they come
                 due += epoch_s

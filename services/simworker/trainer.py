@@ -75,4 +75,4 @@ class SimulatedTrainer(Trainer):
 
 def _loss(accuracy: float) -> float:
     """Cross-entropy that falls as accuracy rises (2.3 = chance on ten classes)."""
-    return 2.3 * (1.0 - accuracy / 100.0) ** 1.5 + 0.02
+    return 2.3 * math.pow(1.0 - accuracy / 100.0, 1.5) + 0.02

@@ -77,7 +77,7 @@ class SimulatedWorker(Worker):
         the condition `Agent.connect` waits for, asked without waiting."""
         return not missing(*worker_links(self.node, self.worker_id))
 
-    def epoch(self) -> None:
+    def run_epoch(self) -> None:
         """One simulated epoch: its signals, telemetry and reports on the bus."""
         report = self.trainer.tick()
         sent = time.time_ns()
@@ -96,7 +96,7 @@ class SimulatedWorker(Worker):
         """Nothing is kept (`NoCheckpoint`), so not even the state is gathered: the 64 workers
         of a process would spend milliseconds each on it per epoch and per command."""
 
-    def _on_command(self, envelope: Envelope) -> None:
+    def _on_command(self, envelope: Envelope[Any]) -> None:
         command: AdaptationCommand = envelope.message
         self.deliveries += 1
         fresh = command.command_id not in self._timed and command.command_id not in self.ledger.acks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from bus import Channel, Envelope, Gap
 from bus.replay import ReplayClient
@@ -79,7 +80,7 @@ class SinkDaemon:
         self.flush()
         self.replay.close()
 
-    def _receive(self, envelope: Envelope) -> None:
+    def _receive(self, envelope: Envelope[Any]) -> None:
         message = envelope.message
         if not isinstance(message, StorableMessage):
             return

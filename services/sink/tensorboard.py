@@ -50,13 +50,14 @@ def _write_worker(writer: SummaryWriter, worker: WorkerTimeline) -> None:
         wall = sample.sent_ns / 1e9
         add_scalar(f"seed/{seed}/improvement", sample.improvement, epoch, walltime=wall)
     # Every epoch of a live seed, from its SeedTelemetry; its alpha stands for that epoch's.
-    for point in worker.seed_epochs:
-        wall, prefix, step = point.sent_ns / 1e9, f"seed/{point.seed_id}", point.epoch
-        alpha[point.seed_id, step] = (point.alpha, point.sent_ns)
-        add_scalar(f"{prefix}/accuracy", point.accuracy, step, walltime=wall)
-        add_scalar(f"{prefix}/accuracy_delta", point.accuracy_delta, step, walltime=wall)
-        add_scalar(f"{prefix}/gradient_norm", point.gradient_norm, step, walltime=wall)
-        add_scalar(f"{prefix}/gradient_health", point.gradient_health, step, walltime=wall)
+    for seed_epoch in worker.seed_epochs:
+        wall, step = seed_epoch.sent_ns / 1e9, seed_epoch.epoch
+        prefix = f"seed/{seed_epoch.seed_id}"
+        alpha[seed_epoch.seed_id, step] = (seed_epoch.alpha, seed_epoch.sent_ns)
+        add_scalar(f"{prefix}/accuracy", seed_epoch.accuracy, step, walltime=wall)
+        add_scalar(f"{prefix}/accuracy_delta", seed_epoch.accuracy_delta, step, walltime=wall)
+        add_scalar(f"{prefix}/gradient_norm", seed_epoch.gradient_norm, step, walltime=wall)
+        add_scalar(f"{prefix}/gradient_health", seed_epoch.gradient_health, step, walltime=wall)
     for (seed, epoch), (value, sent_ns) in sorted(alpha.items()):
         add_scalar(f"seed/{seed}/alpha", value, epoch, walltime=sent_ns / 1e9)
     # One text per epoch and tag: TensorBoard shows one entry per step.

@@ -176,8 +176,8 @@ def _collect(db: sqlite3.Connection) -> RunTimeline:
         )
         timeline.seeds.append(sample)
     for sender, seed, layer, epoch, sent_ns, stage, *figures in db.execute(_SEED_TELEMETRY):
-        point = SeedEpoch(seed, layer, epoch, sent_ns, SeedStage[stage], *figures)
-        worker(sender).seed_epochs.append(point)
+        seed_epoch = SeedEpoch(seed, layer, epoch, sent_ns, SeedStage[stage], *figures)
+        worker(sender).seed_epochs.append(seed_epoch)
     started = db.execute(
         "SELECT MIN(m) FROM (SELECT MIN(sent_ns) AS m FROM events"
         " UNION ALL SELECT MIN(sent_ns) FROM commands)"

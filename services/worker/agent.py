@@ -315,7 +315,7 @@ class Agent:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def _on_command(self, envelope: Envelope) -> None:
+    def _on_command(self, envelope: Envelope[Any]) -> None:
         self._receive(envelope.message)
 
     def _on_rejection(self, rejection: Rejection) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from bus import Channel, Envelope
 from bus.columnar import SignalColumns
@@ -44,7 +45,7 @@ class LocalController:
         node.subscriber.on_columns(Channel.SIG, self._count_signals)
         self._thread = threading.Thread(target=self._run, name="leyline-controller")
 
-    def _count(self, envelope: Envelope) -> None:
+    def _count(self, envelope: Envelope[Any]) -> None:
         self.telemetry += isinstance(envelope.message, TelemetryEvent)
 
     def _count_signals(self, block: SignalColumns) -> None:

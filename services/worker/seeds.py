@@ -234,9 +234,7 @@ class Seeds:
         slot = None if slot_id is None else self.slots[slot_id]
         if not verdict.allowed:
             assert verdict.reason is not None  # a refusal always names its reason
-            return self._rejected(
-                command, slot, AckReason[verdict.reason.name], verdict.detail
-            )
+            return self._rejected(command, slot, AckReason[verdict.reason.name], verdict.detail)
         assert slot is not None  # an allowed slot command names its slot
         if command.command_type is not CommandType.GERMINATE:
             slot.commands_received.append(command.command_id)

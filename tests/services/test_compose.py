@@ -150,9 +150,7 @@ def test_local_processes_get_loopback_hosts_and_their_own_data_dirs(
 def test_metrics_ports_are_distinct_so_services_can_share_one_host(
     services: dict[str, ComposeService],
 ) -> None:
-    ports = [
-        s.environment["LEYLINE_BUS_METRICS_PORT"] for n, s in services.items() if n != "keys"
-    ]
+    ports = [s.environment["LEYLINE_BUS_METRICS_PORT"] for n, s in services.items() if n != "keys"]
     assert len(set(ports)) == len(ports)
 
 

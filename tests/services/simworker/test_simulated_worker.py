@@ -182,7 +182,7 @@ def test_simulated_epochs_publish_a_signal_per_slot_and_an_improving_curve(
     seat: ControllerSeat,
 ) -> None:
     for _ in range(8):
-        seat.worker.epoch()
+        seat.worker.run_epoch()
     seat.wait(lambda: seat.messages(FastTrainingSignals)[15:] or None, "16 fast signals")
     signals = seat.messages(FastTrainingSignals)
     assert sorted({s.slot_index for s in signals}) == [0, 1]
