@@ -108,15 +108,17 @@ class InferenceLoop:
         """Decide every batch that is ready at `now` (full, or waited long enough)."""
         now = time.monotonic() if now is None else now
         parts = []
-        while batch := self.batcher.take(now):
-            parts.append(self.decide(batch))
+        batcher = self.batcher
+        while batcher.ready(now):
+            parts.append(self.decide(batcher.take(force=True)))
         return Decisions.join(self._members, self._encoder, parts)
 
     def flush(self) -> Decisions:
         """Decide everything pending now, ready or not (shutdown, tests)."""
         parts = []
-        while batch := self.batcher.take(force=True):
-            parts.append(self.decide(batch))
+        batcher = self.batcher
+        while len(batcher):
+            parts.append(self.decide(batcher.take(force=True)))
         return Decisions.join(self._members, self._encoder, parts)
 
     def forget(self, worker_id: str) -> None:
