@@ -67,9 +67,9 @@ def _burst(
             commands.worker_ids, commands.slot_ids, commands.command_ids, commands.payloads
         )
         done = clock()
-        latencies.extend(
-            (done - submitted[p.worker_id, p.slot_id]) * 1e6 for p in decisions.pending
-        )
+        pending = decisions.pending
+        keys = zip(pending.worker_ids(), pending.slot_ids(), strict=True)
+        latencies.extend((done - submitted[key]) * 1e6 for key in keys)
     return clock() - start, latencies
 
 

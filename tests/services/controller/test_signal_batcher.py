@@ -222,6 +222,7 @@ _steps = st.lists(
     st.one_of(
         st.tuples(st.just("rows"), st.lists(_arrival, max_size=10)),
         st.tuples(st.just("objects"), st.lists(_arrival, max_size=4)),
+        st.tuples(st.just("one"), st.lists(_arrival, max_size=3)),
         st.tuples(st.just("take"), st.booleans()),
         st.tuples(st.just("forget"), st.sampled_from(["w1", "w2", "w3"])),
         st.tuples(st.just("wait"), st.floats(0.0, 2.0)),
@@ -235,9 +236,10 @@ _steps = st.lists(
 def test_the_array_batcher_agrees_with_the_rules_written_plainly(
     steps: list[tuple], max_batch: int, max_wait_s: float
 ) -> None:
-    """Any interleaving of row blocks, object blocks, takes (forced or not), forgets and
-    waits: the same accepted counts, batches (worker, slot, epoch, arrival, memory row),
-    features of what is taken, deadline, pending count and counters as the plain rules."""
+    """Any interleaving of row blocks, object blocks, single submits, takes (forced or
+    not), forgets and waits: the same accepted counts, batches (worker, slot, epoch,
+    arrival, memory row), features of what is taken, deadline, pending count and counters
+    as the plain rules."""
     batcher, reference = (
         SignalBatcher(max_batch, max_wait_s),
         ReferenceBatcher(max_batch, max_wait_s),
@@ -245,7 +247,7 @@ def test_the_array_batcher_agrees_with_the_rules_written_plainly(
     now, serial = 0.0, 0
     for step in steps:
         kind = step[0]
-        if kind in ("rows", "objects"):
+        if kind in ("rows", "objects", "one"):
             arrivals = step[1]
             signals = []
             for _, _, epoch in arrivals:
@@ -253,15 +255,21 @@ def test_the_array_batcher_agrees_with_the_rules_written_plainly(
                 signals.append(make_signal(epoch=epoch, global_step=serial))
             keys = [(w, s) for w, s, _ in arrivals]
             features = np.array([_features(s) for s in signals], np.float32).reshape(-1, 27)
-            expected = sum(
+            expected = [
                 reference.submit(key, sig.epoch, row, now)
                 for key, sig, row in zip(keys, signals, features, strict=True)
-            )
+            ]
             if kind == "rows":
                 epochs = np.array([s.epoch for s in signals], np.int64)
-                assert batcher.submit_rows(keys, epochs, features, now=now) == expected
+                assert batcher.submit_rows(keys, epochs, features, now=now) == sum(expected)
+            elif kind == "one":
+                one_by_one = [
+                    batcher.submit(w, s, sig, now=now)
+                    for (w, s), sig in zip(keys, signals, strict=True)
+                ]
+                assert one_by_one == expected
             else:
-                assert batcher.submit_many(keys, signals, now=now) == expected
+                assert batcher.submit_many(keys, signals, now=now) == sum(expected)
         elif kind == "take":
             taken = batcher.take(now=now, force=step[1])
             want = reference.take(now, step[1])
