@@ -34,8 +34,8 @@ def _copy(
 ) -> int:  # pragma: no cover - compiled
     # Through views from the start offsets, the loop's indices are the small non-negative
     # `k` (no wraparound test per byte): ~3x faster than indexing at `at + k`.
-    to, size = out[at:], stop - start
-    origin = source[start:]
+    to, origin = out[at:], source[start:]
+    size: int = stop - start
     for k in range(size):
         to[k] = origin[k]
     return at + size
@@ -94,7 +94,7 @@ def encode_batch(
         one = 1 if bits == _ONE else 0
         code = ((slot_codes[row] * action_count + action) * reason_count + reasons[row]) * 2 + one
         if code >= len(parts) or parts[code, 0] < 0:
-            return -1 - code
+            return -1 - int(code)
         head, middle, after = parts[code, 0], parts[code, 1], parts[code, 2]
         tail, end = parts[code, 3], parts[code, 4]
         starts[count] = at

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -112,7 +112,9 @@ class ColumnBuffer:
         return self.fill_raw(write_raw(signals, self._raw), rows)
 
     def fill_raw(
-        self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64], rows: Sequence[int]
+        self,
+        raw: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+        rows: Sequence[int] | npt.NDArray[np.int64],
     ) -> torch.Tensor:
         """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly
         (float32 rows in one compiled pass)."""
@@ -125,7 +127,8 @@ class ColumnBuffer:
             self._copied.synchronize()
         if count:
             if raw.dtype == np.float32 and raw.flags.c_contiguous:
-                fill_columns(raw, np.asarray(rows, np.int64), _SOURCES, self._host_view)
+                rows32 = cast("npt.NDArray[np.float32]", raw)
+                fill_columns(rows32, np.asarray(rows, np.int64), _SOURCES, self._host_view)
             else:
                 self._host_view[:count, Column.ROW] = rows
                 self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]

@@ -17,7 +17,7 @@ import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -137,32 +137,36 @@ class CommandBatch:
 
     @property
     def epochs(self) -> _Ints:
-        return self._picked("epochs", 1)
+        picked: _Ints = self._picked("epochs", self._source.epochs)
+        return picked
 
     @property
     def actions(self) -> _Ints:
-        return self._picked("actions", 2)
+        picked: _Ints = self._picked("actions", self._source.actions)
+        return picked
 
     @property
     def reasons(self) -> _Ints:
-        return self._picked("reasons", 3)
+        picked: _Ints = self._picked("reasons", self._source.reasons)
+        return picked
 
     @property
     def confidence(self) -> npt.NDArray[np.float64]:
-        return self._picked("confidence", 4)
+        picked: npt.NDArray[np.float64] = self._picked("confidence", self._source.confidence)
+        return picked
 
     @property
     def worker_ids(self) -> list[str]:
         made = self._made.get("workers")
         if made is None:
-            made = self._made["workers"] = self._source[0].worker_ids(self._memory_rows())
+            made = self._made["workers"] = self._source.batch.worker_ids(self._memory_rows())
         return made  # type: ignore[return-value]
 
     @property
     def slot_ids(self) -> list[str]:
         made = self._made.get("slots")
         if made is None:
-            made = self._made["slots"] = self._source[0].slot_ids(self._memory_rows())
+            made = self._made["slots"] = self._source.batch.slot_ids(self._memory_rows())
         return made  # type: ignore[return-value]
 
     @property
@@ -170,7 +174,8 @@ class CommandBatch:
         """Each command's id counter (`CommandIds`)."""
         if self._positions is None:
             return np.arange(self._first, self._first + len(self), dtype=np.int64)
-        return self._first + self._positions
+        numbers: _Ints = self._first + self._positions
+        return numbers
 
     @property
     def command_ids(self) -> list[str]:
@@ -204,20 +209,31 @@ class CommandBatch:
         )  # fmt: skip
 
     def _memory_rows(self) -> _Ints:
-        return self._source[0].rows[self.rows]
+        rows: _Ints = self._source.batch.rows[self.rows]
+        return rows
 
-    def _picked(self, name: str, column: int) -> Any:
+    def _picked(self, name: str, column: npt.NDArray[Any]) -> Any:
+        """`column` at the commands' rows, picked once."""
         made = self._made.get(name)
         if made is None:
-            made = self._made[name] = self._source[column][self.rows]
+            made = self._made[name] = column[self.rows]
         return made
 
 
 _DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode
 _Ints = npt.NDArray[np.int64]
-#: What a batch's commands were made from: the decided batch and its columns per row
-#: (epochs, actions, reasons, confidence).
-_Source = tuple[Any, _Ints, _Ints, _Ints, npt.NDArray[np.float64]]
+
+
+class _Source(NamedTuple):
+    """What a batch's commands were made from: the decided rows' columns and the batch."""
+
+    epochs: _Ints
+    actions: _Ints
+    reasons: _Ints
+    confidence: npt.NDArray[np.float64]
+    batch: PendingBatch
+
+
 #: Columns of a template's row in `CommandEncoder`'s part table (`_command_bytes`).
 _PARTS = 5
 
@@ -304,7 +320,7 @@ class CommandEncoder:
         buffer = self._out[: ends[count - 1]].tobytes() if count else b""
         if batch is None:
             batch = PendingBatch.empty(RowNames())
-        source: _Source = (batch, batch.epochs, actions, reasons, confidence)
+        source = _Source(batch.epochs, actions, reasons, confidence, batch)
         return CommandBatch(
             source, acting[:count], self._ids, first, buffer, starts[:count], ends[:count]
         )
