@@ -17,8 +17,7 @@ of a columnar receive (`submit_block`, `submit_rows`) or as an object (`submit`,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import numpy as np
@@ -29,6 +28,7 @@ from leyline.features import write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE
 from services.controller import _conflation
 from services.controller._conflation import HEAD, NEXT, PENDING, TAIL
+from services.controller.rows import ColumnSequence
 
 SlotKey = tuple[str, str]
 _Ints = npt.NDArray[np.int64]
@@ -91,7 +91,7 @@ class RowNames:
         self.slot_code[row] = self.codes.code(slot_id)
 
 
-class PendingBatch(Sequence[PendingSignal]):
+class PendingBatch(ColumnSequence[PendingSignal]):
     """A taken batch as arrays, oldest first: memory rows, epochs and arrival times [n].
 
     Items are built as `PendingSignal`s only when read; `worker_ids()` and `slot_ids()`
@@ -154,17 +154,6 @@ class PendingBatch(Sequence[PendingSignal]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    @overload
-    def __getitem__(self, index: int) -> PendingSignal: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[PendingSignal]: ...
-
-    def __getitem__(self, index: int | slice) -> PendingSignal | list[PendingSignal]:
-        if isinstance(index, slice):
-            return [self._item(i) for i in range(len(self))[index]]
-        return self._item(range(len(self))[index])
-
     def _item(self, index: int) -> PendingSignal:
         row = int(self.rows[index])
         names = self._names
@@ -176,16 +165,6 @@ class PendingBatch(Sequence[PendingSignal]):
             row,
             int(self.epochs[index]),
         )
-
-    def __iter__(self) -> Iterator[PendingSignal]:
-        return map(self._item, range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PendingBatch | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # compared by value
 
 
 def _listed(own: _Ints, rows: _Ints | None) -> list[int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import functools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -137,37 +137,37 @@ class CommandBatch:
 
     @property
     def epochs(self) -> _Ints:
-        picked: _Ints = self._picked("epochs", self._source.epochs)
+        picked: _Ints = self._once("epochs", lambda: self._source.epochs[self.rows])
         return picked
 
     @property
     def actions(self) -> _Ints:
-        picked: _Ints = self._picked("actions", self._source.actions)
+        picked: _Ints = self._once("actions", lambda: self._source.actions[self.rows])
         return picked
 
     @property
     def reasons(self) -> _Ints:
-        picked: _Ints = self._picked("reasons", self._source.reasons)
+        picked: _Ints = self._once("reasons", lambda: self._source.reasons[self.rows])
         return picked
 
     @property
     def confidence(self) -> npt.NDArray[np.float64]:
-        picked: npt.NDArray[np.float64] = self._picked("confidence", self._source.confidence)
+        picked: npt.NDArray[np.float64] = self._once(
+            "confidence", lambda: self._source.confidence[self.rows]
+        )
         return picked
 
     @property
     def worker_ids(self) -> list[str]:
-        made = self._made.get("workers")
-        if made is None:
-            made = self._made["workers"] = self._source.batch.worker_ids(self._memory_rows())
-        return made  # type: ignore[return-value]
+        batch = self._source.batch
+        names: list[str] = self._once("workers", lambda: batch.worker_ids(self._memory_rows()))
+        return names
 
     @property
     def slot_ids(self) -> list[str]:
-        made = self._made.get("slots")
-        if made is None:
-            made = self._made["slots"] = self._source.batch.slot_ids(self._memory_rows())
-        return made  # type: ignore[return-value]
+        batch = self._source.batch
+        names: list[str] = self._once("slots", lambda: batch.slot_ids(self._memory_rows()))
+        return names
 
     @property
     def numbers(self) -> _Ints:
@@ -179,21 +179,13 @@ class CommandBatch:
 
     @property
     def command_ids(self) -> list[str]:
-        made = self._made.get("ids")
-        if made is None:
-            made = self._made["ids"] = self._ids.text(self.numbers.tolist())
-        return made  # type: ignore[return-value]
+        ids: list[str] = self._once("ids", lambda: self._ids.text(self.numbers.tolist()))
+        return ids
 
     @property
     def payloads(self) -> list[bytes]:
-        made = self._made.get("payloads")
-        if made is None:
-            buffer = self.buffer
-            made = self._made["payloads"] = [
-                buffer[start:end]
-                for start, end in zip(self.starts.tolist(), self.ends.tolist(), strict=True)
-            ]
-        return made  # type: ignore[return-value]
+        payloads: list[bytes] = self._once("payloads", self._cut)
+        return payloads
 
     def command(self, index: int) -> AdaptationCommand:
         """The `index`-th command as an object (validated by decoding its bytes)."""
@@ -212,12 +204,17 @@ class CommandBatch:
         rows: _Ints = self._source.batch.rows[self.rows]
         return rows
 
-    def _picked(self, name: str, column: npt.NDArray[Any]) -> Any:
-        """`column` at the commands' rows, picked once."""
+    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+        """The column `name`, made by `make` on its first read."""
         made = self._made.get(name)
         if made is None:
-            made = self._made[name] = column[self.rows]
+            made = self._made[name] = make()
         return made
+
+    def _cut(self) -> list[bytes]:
+        buffer = self.buffer
+        pairs = zip(self.starts.tolist(), self.ends.tolist(), strict=True)
+        return [buffer[start:end] for start, end in pairs]
 
 
 _DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode

@@ -10,8 +10,6 @@ of `Decision`s, built on the way out.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
-from typing import overload
 
 import msgspec
 import numpy as np
@@ -21,6 +19,7 @@ from leyline import AdaptationCommand
 from services.controller.batcher import PendingBatch, RowNames
 from services.controller.commands import CommandBatch, CommandEncoder
 from services.controller.policy import DecisionReason
+from services.controller.rows import ColumnSequence
 
 _REASONS = {int(reason): reason for reason in DecisionReason}
 _NOTHING = PendingBatch.empty(RowNames())
@@ -41,7 +40,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     command: AdaptationCommand | None
 
 
-class Decisions(Sequence[Decision]):
+class Decisions(ColumnSequence[Decision]):
     """Rows of decided signals, in batch order: action index, confidence, reason code.
 
     `actions` and `reasons` are int64, `confidence` float64 in [0, 1], one entry per row.
@@ -101,9 +100,9 @@ class Decisions(Sequence[Decision]):
 
     def commanded(self) -> list[Decision]:
         """The decisions that carry a command, in order, as objects."""
-        return [self._row(row) for row in self.commands().rows.tolist()]
+        return [self._item(row) for row in self.commands().rows.tolist()]
 
-    def _row(self, row: int) -> Decision:
+    def _item(self, row: int) -> Decision:
         item = self._items[row]
         action = int(self.actions[row])
         command = None
@@ -124,24 +123,3 @@ class Decisions(Sequence[Decision]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> Decision: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Decision]: ...
-
-    def __getitem__(self, index: int | slice) -> Decision | list[Decision]:
-        if isinstance(index, slice):
-            return [self._row(row) for row in range(len(self))[index]]
-        return self._row(range(len(self))[index])
-
-    def __iter__(self) -> Iterator[Decision]:
-        return map(self._row, range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Decisions | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # compared by value
