@@ -27,8 +27,8 @@ from leyline import AdaptationCommand, CommandType
 from leyline.actions import action_to_command
 from leyline.wire import encode
 from services.controller import _command_bytes
-from services.controller.batcher import PendingBatch, RowNames, SlotCodes
 from services.controller.layout import ActionLayout
+from services.controller.pending import PendingBatch, RowNames, SlotCodes
 from services.controller.policy import DecisionReason
 
 _REASON_TEXT = {int(reason): reason.text for reason in DecisionReason}

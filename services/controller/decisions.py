@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from leyline import AdaptationCommand
-from services.controller.batcher import PendingBatch, RowNames
 from services.controller.commands import CommandBatch, CommandEncoder
+from services.controller.pending import PendingBatch, RowNames
 from services.controller.policy import DecisionReason
 from services.controller.rows import ColumnSequence
 

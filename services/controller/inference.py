@@ -19,11 +19,12 @@ from leyline import ContractError
 from leyline.features import FeatureBounds
 from leyline.tensors import BatchConverter
 from services.controller._host_passes import check_proposals
-from services.controller.batcher import PendingBatch, PendingSignal, SignalBatcher
+from services.controller.batcher import SignalBatcher
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandEncoder
 from services.controller.decisions import Decisions
 from services.controller.masks import ActionMasker
+from services.controller.pending import PendingBatch, PendingSignal
 from services.controller.policy import ControlPolicy, DecisionReason
 
 #: The reason codes a policy may return (`DecisionReason`, numbered without gaps); any other
@@ -71,8 +72,6 @@ class InferenceLoop:
         self.submit_many = self.batcher.submit_many
         #: Queue a block of signals that came as rows (`SignalBatcher.submit_rows`).
         self.submit_rows = self.batcher.submit_rows
-        #: The same by memory rows (`SignalBatcher.submit_block`): the controller's intake.
-        self.submit_block = self.batcher.submit_block
         self._converter = BatchConverter(max_batch, self.device, policy.bounds)
         self._columns = ColumnBuffer(max_batch, self.device)
         self._on_refused: Callable[[PendingSignal, ContractError], None] | None = None

@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from bus.columnar import RowGroup, SignalColumns
 from services.controller._host_passes import block_rows
-from services.controller.batcher import SignalBatcher, SlotKey
+from services.controller.batcher import SignalBatcher
+from services.controller.pending import SlotKey
 
 _sender = attrgetter("sender")
 _start = attrgetter("start")

@@ -25,12 +25,12 @@ from leyline import (
 )
 from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
-from services.controller.batcher import PendingSignal
 from services.controller.commands import command_type
 from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
 from services.controller.intake import SignalIntake
 from services.controller.journal import CommandJournal, JournalEntry
+from services.controller.pending import PendingSignal
 from services.controller.policy import DecisionReason
 from services.node import Node
 
