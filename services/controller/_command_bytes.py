@@ -16,9 +16,14 @@ and tail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
 import numpy.typing as npt
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _U8 = numba.uint8[::1]
 #: Bytes read from a `bytes` object (`np.frombuffer`): the prefix and the timestamp.
@@ -28,16 +33,31 @@ _I64 = numba.int64[::1]
 _ONE = np.uint64(0x3FF0_0000_0000_0000)
 
 
+@intrinsic
+def _memcpy(
+    typing: Any, out: Any, at: Any, source: Any, start: Any, size: Any
+) -> tuple[Any, Callable[..., Any]]:  # pragma: no cover - compiled
+    """`size` bytes of `source` from `start` to `out` at `at`, as one memcpy: ~7x faster
+    than a byte loop for these 10-100 byte parts (measured on the VM)."""
+    signature = numba.types.void(out, at, source, start, size)
+
+    def generate(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        out_array = context.make_array(signature.args[0])(context, builder, args[0])
+        source_array = context.make_array(signature.args[2])(context, builder, args[2])
+        target = builder.gep(out_array.data, [args[1]])
+        origin = builder.gep(source_array.data, [args[3]])
+        cgutils.raw_memcpy(builder, target, origin, args[4], 1)
+        return context.get_dummy_value()
+
+    return signature, generate
+
+
 @numba.njit(inline="always")
 def _copy(
     source: npt.NDArray[np.uint8], start: int, stop: int, out: npt.NDArray[np.uint8], at: int
 ) -> int:  # pragma: no cover - compiled
-    # Through views from the start offsets, the loop's indices are the small non-negative
-    # `k` (no wraparound test per byte): ~3x faster than indexing at `at + k`.
-    to, origin = out[at:], source[start:]
     size: int = stop - start
-    for k in range(size):
-        to[k] = origin[k]
+    _memcpy(out, at, source, start, size)
     return at + size
 
 
