@@ -33,8 +33,7 @@ _I64 = numba.int64[::1]
 _ONE = np.uint64(0x3FF0_0000_0000_0000)
 
 
-@intrinsic
-def _memcpy(
+def _memcpy_typed(
     typing: Any, out: Any, at: Any, source: Any, start: Any, size: Any
 ) -> tuple[Any, Callable[..., Any]]:  # pragma: no cover - compiled
     """`size` bytes of `source` from `start` to `out` at `at`, as one memcpy: ~7x faster
@@ -46,10 +45,16 @@ def _memcpy(
         source_array = context.make_array(signature.args[2])(context, builder, args[2])
         target = builder.gep(out_array.data, [args[1]])
         origin = builder.gep(source_array.data, [args[3]])
-        cgutils.raw_memcpy(builder, target, origin, args[4], 1)
+        _RAW_MEMCPY(builder, target, origin, args[4], 1)
         return context.get_dummy_value()
 
     return signature, generate
+
+
+_RAW_MEMCPY: Any = cgutils.raw_memcpy
+#: Called inside compiled code with the copy's five arguments (numba's `intrinsic` object
+#: takes the typing context itself), so typed loosely here.
+_memcpy: Any = intrinsic(_memcpy_typed)
 
 
 @numba.njit(inline="always")
