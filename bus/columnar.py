@@ -9,8 +9,9 @@ preallocated rows, with the same checks:
   code the per-message path runs;
 - a frame whose body is the fixed layout (every message a `FastTrainingSignals.v2` record
   of `RECORD_BYTES` with one-byte epoch and slot, behind the batch's array header) joins one
-  `b"".join` of bodies and one `np.frombuffer`, and the whole drain's records are checked
-  at once against the record's template (tag, version, field types);
+  `b"".join` of bodies; one compiled pass (`leyline.kernels.take_records`) checks every
+  record of the drain against the record's template (tag, version, field types) and takes
+  its features, epoch and slot into the rows;
 - in frame order, each such frame's run of sequences is recorded in one step
   (`SequenceTracker.observe_run`) and its age taken once.
 
@@ -40,8 +41,8 @@ from bus.rejection import Rejection
 from bus.topics import Channel
 from leyline import FastTrainingSignals
 from leyline.features import write_raw
-from leyline.signals import FEATURE_BLOCK, TENSOR_SCHEMA_SIZE
-from leyline.wire import encode
+from leyline.records import RECORD_BYTES, template_words
+from leyline.signals import TENSOR_SCHEMA_SIZE
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -57,73 +58,6 @@ __all__ = [
 DEFAULT_MAX_ROWS = 1024
 #: Fewer rows than this in a drain go the per-message way (still delivered as columns).
 DEFAULT_MIN_ROWS = 16
-
-_TEMPLATE = encode(FastTrainingSignals.empty())
-#: A v2 signal with one-byte epoch and slot: array(4), tag, epoch, bin8(108), slot.
-RECORD_BYTES = len(_TEMPLATE)
-_EPOCH_AT = 1 + 1 + len(str(FastTrainingSignals.__struct_config__.tag))
-_FEATURES_AT = _EPOCH_AT + 3
-_SLOT_AT = _FEATURES_AT + FEATURE_BLOCK.size
-if (
-    _SLOT_AT + 1 != RECORD_BYTES
-    or RECORD_BYTES % 8
-    or _TEMPLATE[_EPOCH_AT + 1 : _FEATURES_AT] != bytes((0xC4, FEATURE_BLOCK.size))
-):  # the layout below is msgpack's for this contract; a contract change must revisit it
-    raise ImportError(f"FastTrainingSignals no longer encodes as the fixed record: {_TEMPLATE!r}")
-
-
-_Words = npt.NDArray[np.uint64]
-
-
-def _template() -> tuple[_Words, _Words]:
-    """The record's fixed bits, as the mask and value of its 64-bit words.
-
-    Fixed: the array header, the tag, the bin8 header; the epoch's and the slot's top bit
-    (clear: a positive fixint). The features are free.
-    """
-    mask = np.zeros(RECORD_BYTES, np.uint8)
-    mask[:_EPOCH_AT] = 0xFF
-    mask[_EPOCH_AT] = 0x80
-    mask[_EPOCH_AT + 1 : _FEATURES_AT] = 0xFF
-    mask[_SLOT_AT] = 0x80
-    value = np.frombuffer(_TEMPLATE, np.uint8) & mask
-    return mask.view("<u8").copy(), value.view("<u8").copy()
-
-
-_MASK, _VALUE = _template()
-_WORDS = len(_MASK)
-
-
-class _RecordChecker:
-    """Compares whole drains of records with the template: one AND and one compare over the
-    flat words against the template tiled to the drain's length (contiguous passes; per
-    record columns of words, strided, cost half as much again: bench convert)."""
-
-    def __init__(self) -> None:
-        self._size = 0
-        self._mask = self._value = self._scratch = np.empty(0, np.uint64)
-        self._differs = np.empty(0, np.bool_)
-
-    def bad(self, joined: bytes) -> npt.NDArray[np.intp]:
-        """The indices of the records in `joined` whose fixed bits differ from the template."""
-        words = np.frombuffer(joined, "<u8")
-        size = len(words)
-        if size > self._size:
-            records = max(size // _WORDS, 2 * self._size // _WORDS, 64)
-            self._mask, self._value = np.tile(_MASK, records), np.tile(_VALUE, records)
-            self._scratch = np.empty_like(self._mask)
-            self._differs = np.empty(len(self._mask), np.bool_)
-            self._size = len(self._mask)
-        scratch, differs = self._scratch[:size], self._differs[:size]
-        np.bitwise_and(words, self._mask[:size], out=scratch)
-        np.not_equal(scratch, self._value[:size], out=differs)
-        if not differs.any():
-            return _NONE
-        return np.flatnonzero(differs.reshape(-1, _WORDS).any(axis=1))
-
-
-_NONE = np.empty(0, np.intp)
-
 
 #: A plain reference: an enum member read through its class costs a descriptor call.
 _SIG = Channel.SIG
@@ -214,7 +148,14 @@ class ColumnReceiver:
         self._features = np.empty((capacity, TENSOR_SCHEMA_SIZE), np.float32)
         self._epoch = np.empty(capacity, np.int64)
         self._slot = np.empty(capacity, np.int64)
-        self._checker = _RecordChecker()
+        from leyline import kernels
+
+        self._take = kernels.take_records
+        mask, value = template_words()
+        self._template = (kernels.tiled(mask), kernels.tiled(value))
+        #: The feature rows as the record kernel writes them: each row's 108 bytes.
+        self._bytes = self._features.view(np.uint8)
+        self._bad = np.empty(capacity, np.int64)
         self._pending: list[_Pending] = []
         self._bodies: list[memoryview] = []
         self._rows = 0
@@ -254,26 +195,31 @@ class ColumnReceiver:
         self._pending, self._bodies = [], []
         self._rows = self._records = 0
         pipeline = self.pipeline
-        records: npt.NDArray[np.uint8] | None = None
+        features, epoch, slot = self._features, self._epoch, self._slot
         bad_frames: set[int] = set()
         take_whole = waiting >= self.min_rows and pipeline.guard_of(_SIG) is None and bool(bodies)
         started = time.perf_counter_ns()
+        records = 0
         if take_whole:
+            # One compiled pass checks every record against the template and takes its
+            # features, epoch and slot into the rows of its own index; rows that end up
+            # elsewhere (a frame refused or taken per message) move below.
             joined = b"".join(bodies)
-            records = np.frombuffer(joined, np.uint8).reshape(-1, RECORD_BYTES)
-            bad = self._checker.bad(joined)
-            if len(bad):
+            records = len(joined) // RECORD_BYTES
+            bad = self._take(joined, self._template, self._bytes, epoch, slot, self._bad)
+            if bad:
                 starts = np.array([first for _, _, first in pending if first >= 0])
-                bad_frames = set(starts[np.searchsorted(starts, bad, "right") - 1].tolist())
-        observe_run, frame_age = pipeline.tracker.observe_run, pipeline.frame_age
+                at = np.searchsorted(starts, self._bad[:bad], "right") - 1
+                bad_frames = set(starts[at].tolist())
+        observe_run, age_of = pipeline.tracker.observe_run, pipeline.clocks.age
         max_age = pipeline.max_signal_age_ns
+        now = pipeline.now()  # one drain, received together: aged at one reading of the clock
         columnar = 0
-        features, epoch, slot = self._features, self._epoch, self._slot
         groups: list[RowGroup] = []
         rejections: list[Rejection] = []
         rows = 0
-        run_start = run_end = -1  # the records of consecutive frames taken whole
-        run_rows = 0
+        #: The records' rows, copied aside once the block's rows stop lining up with them.
+        staged: tuple[npt.NDArray[Any], ...] | None = None
         for frame, admitted, first in pending:
             whole = take_whole and first >= 0 and first not in bad_frames
             outcomes = None
@@ -284,28 +230,26 @@ class ColumnReceiver:
                     header.sender, admitted.topic, header.incarnation, header.sequence, count
                 ):
                     if max_age is not None:
-                        age = frame_age(header)
+                        age = age_of(header.sender, header.incarnation, header.sent_ns, now)
                         if age > max_age:  # recorded in sequence, refused as stale
                             outcomes = pipeline.produce(admitted, frame, sequenced=True, age=age)
                     if outcomes is None:
-                        if run_end != first:
-                            rows = self._copy_run(records, run_start, run_end, run_rows)
-                            run_start, run_rows = first, rows
-                        run_end = first + count
+                        if first != rows or staged is not None:
+                            if staged is None:
+                                staged = self._staged(records)
+                            self._place(staged, first, count, rows)
                         first_sequence = header.sequence
                         groups.append(
                             RowGroup(
                                 header.sender,
                                 admitted.scope,
-                                rows + (first - run_start),
+                                rows,
                                 range(first_sequence, first_sequence + count),
                             )
                         )
+                        rows += count
                         columnar += 1
                         continue
-            rows = self._copy_run(records, run_start, run_end, run_rows)
-            run_start = run_end = -1
-            run_rows = rows
             self.fallback_frames += 1
             if outcomes is None:
                 outcomes = pipeline.produce(admitted, frame)
@@ -316,32 +260,27 @@ class ColumnReceiver:
                 else:
                     envelopes.append(outcome)
             if envelopes:
+                if staged is None and rows < records:
+                    staged = self._staged(records)
                 rows = self._write_envelopes(envelopes, rows, groups)
-                run_rows = rows
-        rows = self._copy_run(records, run_start, run_end, run_rows)
         self.columnar_frames += columnar
-        if records is not None and len(records):
+        if records:
             elapsed = time.perf_counter_ns() - started
-            pipeline.metrics.decode_latency.observe(elapsed // len(records), len(records))
+            pipeline.metrics.decode_latency.observe(elapsed // records, records)
         for rejection in rejections:
             self._refuse(rejection)
         if groups:
             self._deliver(SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups))
 
-    def _copy_run(
-        self, records: npt.NDArray[np.uint8] | None, start: int, end: int, at: int
-    ) -> int:
-        """Copy the records [start, end) into the rows from `at`; the rows written by then."""
-        if start < 0 or records is None:
-            return at
-        run = records[start:end]
-        stop = at + len(run)
-        self._features[at:stop].view(np.uint8).reshape(len(run), -1)[:] = run[
-            :, _FEATURES_AT:_SLOT_AT
-        ]
-        self._epoch[at:stop] = run[:, _EPOCH_AT]
-        self._slot[at:stop] = run[:, _SLOT_AT]
-        return stop
+    def _staged(self, records: int) -> tuple[npt.NDArray[Any], ...]:
+        """Copies of the first `records` rows, as the record take wrote them."""
+        return tuple(c[:records].copy() for c in (self._features, self._epoch, self._slot))
+
+    def _place(self, staged: tuple[npt.NDArray[Any], ...], first: int, count: int, at: int) -> None:
+        """The staged rows of records [first, first + count) into the rows from `at`."""
+        columns: tuple[npt.NDArray[Any], ...] = (self._features, self._epoch, self._slot)
+        for column, source in zip(columns, staged, strict=True):
+            column[at : at + count] = source[first : first + count]
 
     def block_of(self, envelopes: list[Envelope[Any]]) -> SignalColumns:
         """A block of fast signals that came as envelopes (a replay), for the same sinks."""

@@ -81,6 +81,10 @@ class Admitted(msgspec.Struct, frozen=True, gc=False):
     control: bool
 
 
+#: What a topic resolves to, once: channel, scope, control scope, data decoder (`_route`).
+_Route = tuple[Channel, str, bool, MessageDecoder | None]
+
+
 class _V1Header(msgspec.Struct, array_like=True):
     """The start of a wire v1 header frame: enough to name the version it was."""
 
@@ -119,7 +123,7 @@ class Pipeline:
         self.tracker = SequenceTracker()
         #: Each sender's clock offset, so freshness does not depend on synchronised clocks.
         self.clocks = ClockOffsets(MAX_STREAMS)
-        self._topics: dict[bytes, tuple[Channel, str]] = {}
+        self._routes: dict[bytes, _Route] = {}
         self.metrics = metrics or SubscriberMetrics()
         #: Rejections made so far: a frame that made none came out as envelopes only.
         self.refusals = 0
@@ -171,18 +175,16 @@ class Pipeline:
         The first half of `frame`, apart so that the columnar receive (`bus.columnar`)
         admits a frame exactly as the per-message path does before it decodes the body.
         """
-        topic_frame = frame[:MAX_TOPIC_BYTES]
         try:
             topic_frame, start = split_topic(frame)
-            parsed = self._topics.get(topic_frame)
-            if parsed is None:
-                parsed = parse_topic(topic_frame)
-                if len(self._topics) < MAX_CACHED_TOPICS:
-                    self._topics[topic_frame] = parsed
-            channel, scope = parsed
+        except ContractError as bad_frame:
+            return self._reject(bad_frame, peer or "?", frame[:MAX_TOPIC_BYTES])
+        try:
+            route = self._routes.get(topic_frame) or self._route(topic_frame)
             header, count, body = read_header(frame, start)
         except ContractError as bad_frame:
             return self._reject(bad_frame, peer or "?", topic_frame)
+        channel, scope, control, decoder = route
         self.metrics.received[channel] += count
         sender = header.sender
         if self._identity is not None:
@@ -198,16 +200,22 @@ class Pipeline:
                 "$.header.incarnation",
             )
             return self._reject(future, sender, topic_frame)
-        decoder: MessageDecoder | None
-        control = scope == CONTROL_SCOPE
         if control:
             decoder = self._replay_control if replay else self._control
-        else:
-            decoder = self._decoders.get(channel)
         if decoder is None:
             unwanted = ContractError(RejectReason.BAD_TOPIC, f"not subscribed to {channel.value}")
             return self._reject(unwanted, sender, topic_frame)
         return Admitted(channel, scope, topic_frame, header, count, body, decoder, control)
+
+    def _route(self, topic_frame: bytes) -> _Route:
+        """A topic's channel, scope, whether it is the control scope, and the decoder of its
+        data messages (None: not subscribed); cached, up to `MAX_CACHED_TOPICS`."""
+        channel, scope = parse_topic(topic_frame)
+        control = scope == CONTROL_SCOPE
+        route = (channel, scope, control, None if control else self._decoders.get(channel))
+        if len(self._routes) < MAX_CACHED_TOPICS:
+            self._routes[topic_frame] = route
+        return route
 
     def produce(
         self,
@@ -260,6 +268,10 @@ class Pipeline:
     def frame_age(self, header: Header) -> int:
         """A fast-signal frame's age (ns, skew taken out): `clocks.age` at this clock."""
         return self.clocks.age(header.sender, header.incarnation, header.sent_ns, self._clock())
+
+    def now(self) -> int:
+        """This pipeline's clock (ns): what ages and incarnations are judged against."""
+        return self._clock()
 
     @property
     def max_signal_age_ns(self) -> int | None:

@@ -3,7 +3,8 @@
 Each feature is divided by a scale (a declared bound, or a constant such as 100 for percent)
 and clipped to [0, 1], or to [-1, 1] for the signed deltas. Non-finite values are replaced
 deterministically: +inf by the upper bound, -inf by the lower bound (the clip does both), NaN
-by the feature's neutral value. numpy only: the torch side lives in `leyline.tensors`.
+by the feature's neutral value. numpy and the compiled row kernels (`leyline.kernels`): the
+torch side lives in `leyline.tensors`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import numpy as np
@@ -146,60 +147,60 @@ def feature_transforms(bounds: FeatureBounds = DEFAULT_BOUNDS) -> tuple[FeatureT
 
 
 class FeatureNormaliser:
-    """One set of bounds as per-feature columns, applied to whole [B, 27] batches at once.
+    """One set of bounds as per-feature columns, applied to whole [B, 27] batches at once by
+    the compiled row kernels (`leyline.kernels`: one pass, no numpy call per step)."""
 
-    On C-contiguous batches every step runs over the flat array against the per-feature
-    columns tiled to the batch's length: numpy broadcasting a 27-wide row runs its inner
-    loop 27 elements at a time, three times slower at B = 1024 (bench convert).
-    """
-
-    __slots__ = ("_high", "_low", "_nan", "_scale", "_tiled", "bounds")
+    __slots__ = ("_columns", "_kernels", "bounds")
 
     def __init__(self, bounds: FeatureBounds = DEFAULT_BOUNDS) -> None:
+        from leyline import kernels
+
         transforms = feature_transforms(bounds)
         self.bounds = bounds
-        self._scale = np.array([t.scale for t in transforms], np.float32)
-        self._low = np.array([t.low for t in transforms], np.float32)
-        self._high = np.array([t.high for t in transforms], np.float32)
-        self._nan = np.array([t.nan_value for t in transforms], np.float32)
-        self._tiled: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = None
+        self._kernels = kernels
+        columns = (
+            [t.scale for t in transforms],
+            [t.low for t in transforms],
+            [t.high for t in transforms],
+            [t.nan_value for t in transforms],
+        )
+        scale, low, high, nan = (kernels.tiled(np.array(c, np.float32)) for c in columns)
+        self._columns = (scale, low, high, nan)
 
-    def normalise_into(
-        self, raw: FloatArray, out: FloatArray, *, checked: bool = False
-    ) -> FloatArray:
-        """Write the normalised `raw` [B, 27] into `out` (which may be `raw` itself).
-
-        `checked`: the rows passed `RowChecker` (finite), so there is no NaN to replace.
-        """
-        if raw.shape != out.shape or raw.ndim != 2 or raw.shape[1] != TENSOR_SCHEMA_SIZE:
-            raise ValueError(
-                f"need two [B, {TENSOR_SCHEMA_SIZE}] arrays, got {raw.shape}, {out.shape}"
-            )
-        scale, low, high, nan = self._scale, self._low, self._high, self._nan
-        if raw.flags.c_contiguous and out.flags.c_contiguous:
-            scale, low, high, nan = self._flat(len(raw))
-            raw, out_flat = raw.reshape(-1), out.reshape(-1)
-        else:
-            out_flat = out
-        np.divide(raw, scale, out=out_flat)
-        # maximum/minimum rather than np.clip: the same result at half the per-call cost.
-        np.maximum(out_flat, low, out=out_flat)  # -inf lands on the lower bound; NaN stays NaN
-        np.minimum(out_flat, high, out=out_flat)  # +inf lands on the upper bound
-        if not checked:
-            np.copyto(out_flat, nan, where=np.isnan(out_flat))
+    def normalise_into(self, raw: FloatArray, out: FloatArray) -> FloatArray:
+        """Write the normalised `raw` [B, 27] into `out` (which may be `raw` itself)."""
+        _need_rows(raw, out)
+        self._kernels.normalise(raw, out, *self._columns)
         return out
 
-    def _flat(self, rows: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """The four columns tiled for `rows` rows (grown by doubling, then sliced)."""
-        size = rows * TENSOR_SCHEMA_SIZE
-        if self._tiled is None or len(self._tiled[0]) < size:
-            have = 0 if self._tiled is None else len(self._tiled[0]) // TENSOR_SCHEMA_SIZE
-            count = max(rows, 2 * have, 64)
-            columns = (self._scale, self._low, self._high, self._nan)
-            self._tiled = tuple(np.tile(c, count) for c in columns)  # type: ignore[assignment]
-        assert self._tiled is not None
-        scale, low, high, nan = self._tiled
-        return scale[:size], low[:size], high[:size], nan[:size]
+    def check_into(
+        self, raw: FloatArray, out: FloatArray, checker: RowChecker
+    ) -> npt.NDArray[np.intp]:
+        """`checker.bad_rows(raw)` and `normalise_into(raw, out)` in one pass; the bad rows'
+        indices, ascending. `out` must not be `raw`: a bad row stays there to be named."""
+        _need_rows(raw, out)
+        if np.shares_memory(raw, out):
+            raise ValueError("check_into needs `out` apart from `raw`")
+        bad = checker.scratch(len(raw))
+        count = self._kernels.check_normalise(raw, out, *checker.columns, *self._columns, bad)
+        return bad[:count].astype(np.intp) if count else _NO_ROWS
+
+
+def _need_rows(*arrays: npt.NDArray[Any]) -> None:
+    """The row kernels take C-contiguous float32 [B, 27] arrays of one shape."""
+    shape = arrays[0].shape
+    for array in arrays:
+        if (
+            array.shape != shape
+            or array.ndim != 2
+            or array.shape[1] != TENSOR_SCHEMA_SIZE
+            or array.dtype != np.float32
+            or not array.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"need C-contiguous float32 [B, {TENSOR_SCHEMA_SIZE}] arrays of one shape, "
+                f"got {[(a.dtype.name, a.shape) for a in arrays]}"
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -301,44 +302,40 @@ _SIGNED = np.array([r.low < 0 for r in _RANGES])
 #: is non-negative (`pack_features` never writes it).
 _MASK = np.where(_SIGNED, np.uint32(0x7FFF_FFFF), np.uint32(0xFFFF_FFFF)).astype(np.uint32)
 _LIMIT = np.array([r.high for r in _RANGES], np.float32).view(np.uint32)
-_INTEGRAL = np.array([r.feature.value for r in _RANGES if r.integral], np.intp)
+_WHOLE = np.array([r.integral for r in _RANGES], np.bool_)
 _NO_ROWS = np.empty(0, np.intp)
 
 
 class RowChecker:
     """Checks whole [B, 27] float32 batches of raw features against `feature_ranges()`.
 
-    Per batch: one AND and one compare of the bit patterns against their limits (finite and
-    in range together: NaN's and infinity's patterns lie above every finite limit) over the
-    flat batch, and an integer test of the seven counting features; a row is looked at on
-    its own only when it broke a rule, to name the feature (`refusal`).
+    One compiled pass over the batch (`leyline.kernels.bad_rows`): the bit patterns against
+    their limits (finite and in range together: NaN's and infinity's patterns lie above every
+    finite limit) and the counting features' whole numbers; a row is looked at on its own
+    only when its span broke a rule, and named by `refusal`.
     """
 
     def __init__(self, max_rows: int) -> None:
-        size = max_rows * TENSOR_SCHEMA_SIZE
-        self._mask = np.tile(_MASK, max_rows)
-        self._limit = np.tile(_LIMIT, max_rows)
-        self._scratch = np.empty(size, np.uint32)
-        self._over = np.empty(size, np.bool_)
+        from leyline import kernels
+
+        self._kernels = kernels
+        self.max_rows = max_rows
+        #: The rules as the row kernels take them: mask, limit, whole, tiled to a span.
+        self.columns = (kernels.tiled(_MASK), kernels.tiled(_LIMIT), kernels.tiled(_WHOLE))
+        self._bad = np.empty(max_rows, np.int64)
+
+    def scratch(self, rows: int) -> npt.NDArray[np.int64]:
+        """Room for the indices of up to `rows` bad rows (this checker's, reused)."""
+        if rows > self.max_rows:
+            raise ValueError(f"{rows} rows exceed this checker's {self.max_rows}")
+        return self._bad
 
     def bad_rows(self, rows: FloatArray) -> npt.NDArray[np.intp]:
         """The indices, ascending, of the rows that break a feature's range."""
-        count = len(rows)
-        if count == 0:
-            return _NO_ROWS
-        size = count * TENSOR_SCHEMA_SIZE
-        if rows.dtype != np.float32 or not rows.flags.c_contiguous or size > len(self._mask):
-            raise ValueError(f"need a C-contiguous float32 [<= {len(self._mask) // 27}, 27] array")
-        bits = rows.reshape(-1).view(np.uint32)
-        scratch, over = self._scratch[:size], self._over[:size]
-        np.bitwise_and(bits, self._mask[:size], out=scratch)
-        np.greater(scratch, self._limit[:size], out=over)
-        counts = rows[:, _INTEGRAL]
-        fractional = np.floor(counts) != counts  # NaN, too; the infinities are over
-        if not (over.any() or fractional.any()):
-            return _NO_ROWS
-        bad = over.reshape(count, TENSOR_SCHEMA_SIZE).any(axis=1) | fractional.any(axis=1)
-        return np.flatnonzero(bad)
+        _need_rows(rows)
+        bad = self.scratch(len(rows))
+        count = self._kernels.bad_rows(rows, *self.columns, bad)
+        return bad[:count].astype(np.intp) if count else _NO_ROWS
 
 
 def refusal(values: Sequence[float]) -> ContractError | None:

@@ -153,27 +153,36 @@ class BatchConverter:
 
     def ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
         """Normalise rows from `load` in place and move them to the device in one transfer."""
-        self._normaliser.normalise_into(rows, rows, checked=True)
+        self._normaliser.normalise_into(rows, rows)
         return self._transfer(len(rows))
 
     def convert_rows(self, raw: npt.NDArray[np.float32]) -> torch.Tensor:
         """The normalised batch of raw feature rows [B, 27] float32 (a columnar receive's
         `bus.columnar.SignalColumns.features`), checked and refused as `convert` does.
 
-        The rows are read, never written: normalising writes straight into the host buffer.
+        The rows are read, never written: one compiled pass checks them and normalises them
+        straight into the host buffer (`FeatureNormaliser.check_into`).
         """
         if len(raw) > self.max_batch:
             raise ValueError(f"{len(raw)} rows exceed max_batch {self.max_batch}")
-        kept = self._check(raw)
-        rows = raw if kept is None else raw[kept]
         self._wait_for_copy()
-        out = self._host_rows[: len(rows)]
-        self._normaliser.normalise_into(rows, out, checked=True)
-        return self._transfer(len(rows))
+        out = self._host_rows[: len(raw)]
+        kept = self._refuse(raw, self._normaliser.check_into(raw, out, self._checker))
+        if kept is None:
+            return self._transfer(len(out))
+        accepted = int(kept.sum())
+        out[:accepted] = out[kept]
+        return self._transfer(accepted)
 
     def _check(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_] | None:
         """None when every row passes; else which rows do, with `refused` set."""
-        bad = self._checker.bad_rows(rows)
+        return self._refuse(rows, self._checker.bad_rows(rows))
+
+    def _refuse(
+        self, rows: npt.NDArray[np.float32], bad: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.bool_] | None:
+        """`refused` set for the `bad` rows, each named; None when there are none, else
+        which rows pass."""
         if not len(bad):
             self.refused = []
             return None
