@@ -17,11 +17,12 @@ COPY leyline ./leyline
 COPY bus ./bus
 COPY services ./services
 # The image runs every service, so it installs the worker and controller extras. Importing
-# leyline.kernels compiles numba's kernels (~5 s) into a cache the service user owns (numba
-# only reads a cache directory it can also write), so a container starts without compiling.
+# leyline.kernels and services.controller compiles numba's kernels (~5 s each) into a cache
+# the service user owns (numba only reads a cache directory it can also write), so a
+# container starts without compiling.
 ENV NUMBA_CACHE_DIR=/var/cache/leyline-numba
 RUN pip install ".[worker,controller]" && rm -rf /src \
-    && cd / && python -c "import leyline.kernels"
+    && cd / && python -c "import leyline.kernels, services.controller"
 
 # Named volumes mounted on /data inherit this ownership, so the non-root user can write there.
 RUN useradd --create-home --uid 10001 leyline \

@@ -117,7 +117,7 @@ class _Feed:
 def _full_loop(loop: InferenceLoop, feed: _Feed, commanded: bool = False) -> Callable[[], object]:
     # The controller's own intake of a block (no command in flight: every slot is free),
     # and its tick's step, both on the monotonic clock as the controller reads it.
-    intake = SignalIntake(SLOTS, frozenset(), loop.submit_rows)
+    intake = SignalIntake(SLOTS, frozenset(), loop.batcher)
 
     def decide_one_batch() -> object:
         intake(feed.next())  # the batch as one drained receive

@@ -43,8 +43,6 @@ INBOX_SIZE = 10_000
 
 _log = structlog.get_logger("leyline.bus")
 # Plain ints: pyzmq's enum flags cost more per call than the calls themselves on this path.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _USER_ID = b"User-Id"
 _SIG = f"{Channel.SIG.value}.".encode()
@@ -136,6 +134,7 @@ class Subscriber:
         #: Bumped by every registration and cancellation: delivery resolves a frame's
         #: handlers once, and again only when this moved (a handler that cancels itself).
         self._handlers_version = 0
+        self._targets: dict[tuple[Channel, type], list[Handler]] = {}
         self._columns: ColumnReceiver | None = None
         self._column_sinks: list[ColumnSink] = []
         #: Rows delivered in columns so far (a drain reports its share).
@@ -206,6 +205,16 @@ class Subscriber:
 
     def _handlers_changed(self) -> None:
         self._handlers_version += 1
+        self._targets.clear()
+
+    def _targets_of(self, channel: Channel, kind: type) -> list[Handler]:
+        """The handlers a message of `kind` on `channel` goes to, resolved once per change."""
+        targets = self._targets.get((channel, kind))
+        if targets is None:
+            handlers = self._handlers.get(channel) or []
+            targets = [h for k, h in handlers if k is None or k is kind]
+            self._targets[(channel, kind)] = targets
+        return targets
 
     def on_columns(
         self,
@@ -259,7 +268,9 @@ class Subscriber:
 
         With one socket (plaintext, or one pinned server) the wait is the receive itself,
         blocking with ZMQ_RCVTIMEO: a frame that arrives is taken by the call that woke up,
-        with no poller in front of it (a poll and its Python wrapper per lone message).
+        with no poller in front of it (a poll and its Python wrapper per lone message). A
+        frame of one data message goes from that receive straight to `Pipeline.lone` and
+        its handler; the drain runs only when more is queued behind it.
         """
         delivered = 0
         timeout_ms = int(timeout_s * 1000)
@@ -277,7 +288,19 @@ class Subscriber:
                 pass
             else:
                 column_rows = self._column_rows
-                delivered = self._drain_link(link, received)
+                outcome = None
+                if not received.more and not self._column_sinks:
+                    # The lone frame of a round trip, straight to its handler; the drain
+                    # (and its setup) only when more is queued behind it.
+                    from_server = self.security is not None and link.peer is None
+                    peer = _identity_of(received) if from_server else link.peer
+                    outcome = self.pipeline.lone(received.bytes, peer)
+                if outcome is None:
+                    delivered = self._drain_link(link, received)
+                else:
+                    delivered = self._decided(outcome)
+                    if link.queued():
+                        delivered += self._drain_link(link, None, True)
                 delivered += self._after_drain(column_rows)
         else:
             readable = self._poller.poll(timeout_ms) if timeout_ms > 0 else True
@@ -290,7 +313,8 @@ class Subscriber:
             for dropped in self._sockets.check_connections():
                 self.metrics.rejected[dropped.reason] += 1
                 self._reject(dropped)
-        self.check_liveness(now)
+        if now >= self._next_liveness_check:
+            self.check_liveness(now)
         return delivered
 
     def receive(self, timeout_s: float | None = 0.0) -> Envelope[Any] | None:
@@ -332,7 +356,7 @@ class Subscriber:
     ) -> int:
         """Up to one batch of one socket's frames, starting with `received` if given.
 
-        ZMQ_EVENTS is asked before each receive instead of letting the last one raise
+        `Link.queued` is asked before each receive instead of letting the last one raise
         `zmq.Again`: an exception per drain costs more than the check (bench/bus.py); a
         socket known to be readable skips the first ask. The receive is zero-copy, which
         gives the frame's RCVMORE (`more`) and, on a server socket, its ZAP User-Id without
@@ -340,16 +364,16 @@ class Subscriber:
         """
         delivered = 0
         pipeline = self.pipeline
-        frame_of = pipeline.frame
+        frame_of, lone = pipeline.frame, pipeline.lone
         sock = link.socket
         recv: Callable[..., zmq.Frame] = sock.recv
-        option: Callable[[int], Any] = sock.getsockopt
+        queued = link.queued
         # Only a server socket's messages carry the identity to check, one per connection.
         from_server = self.security is not None and link.peer is None
         columns = self._columns if self._column_sinks else None
         for _ in range(self._batch):
             if received is None:
-                if not known and not option(_EVENTS) & _POLLIN:
+                if not known and not queued():
                     break
                 known = False
                 try:
@@ -371,6 +395,10 @@ class Subscriber:
                         columns.add(data, peer)  # decided with the drain's others
                         continue
                     columns.flush()
+                outcome = lone(data, peer)
+                if outcome is not None:  # one data message: decided, no list of outcomes
+                    delivered += self._decided(outcome)
+                    continue
                 outcomes = frame_of(data, False, peer)
             first = outcomes[0]
             if pipeline.refusals == refusals and first.scope != CONTROL_SCOPE:  # type: ignore[union-attr]
@@ -547,8 +575,6 @@ class Subscriber:
         if self._columns is not None and self._column_sinks and channel is Channel.SIG:
             block = self._columns.block_of(envelopes)
             return len(envelopes) if self._deliver_columns(block) else 0
-        handlers = self._handlers.get(channel) or []
-        inbox = self._inbox
         kind: type | None = None
         version = -1
         targets: list[Handler] = []
@@ -557,12 +583,9 @@ class Subscriber:
             message_kind = type(envelope.message)
             if message_kind is not kind or version != self._handlers_version:
                 kind, version = message_kind, self._handlers_version
-                targets = [h for k, h in handlers if k is None or k is kind]
+                targets = self._targets_of(channel, kind)
             if not targets:
-                if len(inbox) >= self._inbox_size:
-                    inbox.popleft()
-                    self.metrics.unclaimed_dropped += 1
-                inbox.append(envelope)
+                self._to_inbox(envelope)
                 delivered += 1
                 continue
             try:
@@ -574,6 +597,43 @@ class Subscriber:
             delivered += 1
         self.metrics.delivered[channel] += delivered
         return delivered
+
+    def _decided(self, outcome: Outcome) -> int:
+        """A lone frame's one outcome (`Pipeline.lone`) to its handlers or, refused, to the
+        rejection handlers; returns the messages delivered."""
+        if type(outcome) is not Envelope:
+            self._reject(outcome)  # type: ignore[arg-type]
+            return 0
+        delivered = self._deliver_one(outcome)
+        self._seen(outcome.header.sender)
+        return delivered
+
+    def _deliver_one(self, envelope: Envelope[Any]) -> int:
+        """`_deliver_all` of a frame's one data message (never a column sink's: a drain
+        with sinks hands their channel's frames to `bus.columnar`)."""
+        channel = envelope.channel
+        targets = self._targets.get((channel, type(envelope.message)))
+        if targets is None:
+            targets = self._targets_of(channel, type(envelope.message))
+        if not targets:
+            self._to_inbox(envelope)
+        else:
+            try:
+                for handler in targets:
+                    handler(envelope)
+            except Exception as exc:  # a handler's bug must not kill the subscriber
+                self._handler_failed(envelope, exc)
+                return 0
+        self.metrics.delivered[channel] += 1
+        return 1
+
+    def _to_inbox(self, envelope: Envelope[Any]) -> None:
+        """Keep a message no handler took for `receive`; a full inbox drops its oldest."""
+        inbox = self._inbox
+        if len(inbox) >= self._inbox_size:
+            inbox.popleft()
+            self.metrics.unclaimed_dropped += 1
+        inbox.append(envelope)
 
     def _handler_failed(self, envelope: Envelope[Any], exc: Exception) -> None:
         _log.exception("handler failed", topic=envelope.topic.decode(errors="replace"))

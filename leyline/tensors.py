@@ -130,7 +130,7 @@ class BatchConverter:
         return self._kept(write_raw(signals, self._host_rows))
 
     def gather(
-        self, table: npt.NDArray[np.float32], indices: Sequence[int]
+        self, table: npt.NDArray[np.float32], indices: Sequence[int] | npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
         """`load` for signals kept as raw rows: rows `indices` of `table` [N, 27] float32,
         gathered into the host buffer in one step, checked there."""

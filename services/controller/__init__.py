@@ -1,6 +1,6 @@
 """The controller's decision core: policies, legal-action masks and the inference loop."""
 
-from services.controller.batcher import PendingSignal, SignalBatcher
+from services.controller.batcher import SignalBatcher
 from services.controller.columns import Column, ColumnBuffer, ObservationBatch, pick_device
 from services.controller.decisions import Decision, Decisions
 from services.controller.heuristic import (
@@ -15,6 +15,7 @@ from services.controller.loading import load_policy
 from services.controller.masks import ActionMasker
 from services.controller.mlp import MlpPolicy
 from services.controller.module_policy import ModulePolicy, PolicyError
+from services.controller.pending import PendingSignal
 from services.controller.policy import ControlPolicy, DecisionReason, PolicyOutput
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,7 @@ from leyline import FastTrainingSignals
 from leyline.features import write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
 from leyline.tensors import default_device
+from services.controller._host_passes import fill_columns
 
 
 class Column(enum.IntEnum):
@@ -62,7 +63,7 @@ def pick_device(device: torch.device | str | None = None) -> torch.device:
 
 
 #: The feature each column after ROW is read from, in `Column` order.
-_SOURCES = [
+_SOURCES = np.array([
     TensorSchema.EPOCH,
     TensorSchema.PLATEAU_EPOCHS,
     TensorSchema.VAL_ACCURACY,
@@ -71,7 +72,7 @@ _SOURCES = [
     TensorSchema.SEED_EPOCHS_IN_STAGE,
     TensorSchema.SEED_IMPROVEMENT,
     TensorSchema.AVAILABLE_SLOTS,
-]
+], np.int64)  # fmt: skip
 
 
 class ColumnBuffer:
@@ -101,6 +102,8 @@ class ColumnBuffer:
         #: The last batch's columns on the host, as an array (a view, valid until the next
         #: fill): for what is decided on the host (masks, the check of the policy's output).
         self.host: npt.NDArray[np.float64] = self._host_view[:0]
+        #: The host buffer's first rows as tensors, by count: a tensor slice costs ~3 us.
+        self._views: dict[int, torch.Tensor] = {}
 
     def fill(self, signals: Sequence[FastTrainingSignals], rows: Sequence[int]) -> torch.Tensor:
         """The [B, COLUMN_COUNT] float64 columns of `signals` on the device (a view, reused)."""
@@ -109,9 +112,12 @@ class ColumnBuffer:
         return self.fill_raw(write_raw(signals, self._raw), rows)
 
     def fill_raw(
-        self, raw: npt.NDArray[np.float32] | npt.NDArray[np.float64], rows: Sequence[int]
+        self,
+        raw: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+        rows: Sequence[int] | npt.NDArray[np.int64],
     ) -> torch.Tensor:
-        """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly."""
+        """The same from raw rows [B, 27] (`write_raw`, `BatchConverter.load`), widened exactly
+        (float32 rows in one compiled pass)."""
         count = len(raw)
         if count > self.max_batch:
             raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")
@@ -120,11 +126,18 @@ class ColumnBuffer:
         if self._copied is not None:
             self._copied.synchronize()
         if count:
-            self._host_view[:count, Column.ROW] = rows
-            self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
+            if raw.dtype == np.float32 and raw.flags.c_contiguous:
+                rows32 = cast("npt.NDArray[np.float32]", raw)
+                fill_columns(rows32, np.asarray(rows, np.int64), _SOURCES, self._host_view)
+            else:
+                self._host_view[:count, Column.ROW] = rows
+                self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
         self.host = self._host_view[:count]
         if self._device_buffer is self._host:
-            return self._host[:count]
+            view = self._views.get(count)
+            if view is None:
+                view = self._views[count] = self._host[:count]
+            return view
         target = self._device_buffer[:count]
         target.copy_(self._host[:count], non_blocking=True)
         if self._copied is not None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import enum
 import functools
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -26,7 +26,9 @@ import numpy.typing as npt
 from leyline import AdaptationCommand, CommandType
 from leyline.actions import action_to_command
 from leyline.wire import encode
+from services.controller import _command_bytes
 from services.controller.layout import ActionLayout
+from services.controller.pending import PendingBatch, RowNames, SlotCodes
 from services.controller.policy import DecisionReason
 
 _REASON_TEXT = {int(reason): reason.text for reason in DecisionReason}
@@ -52,19 +54,26 @@ class CommandIds:
 
     Each instance draws a 64-bit random prefix once; ids are `<prefix>-<n>` for n = 1, 2, ...
     A restarted controller draws a new prefix, so it never repeats an id it issued before.
+    Held as integers (`reserve`) until an id is read as text (`text`).
     """
 
     __slots__ = ("_issued", "prefix")
 
     def __init__(self) -> None:
-        self.prefix = secrets.token_hex(8)
+        #: What every id begins with: 16 hex digits and a dash.
+        self.prefix = secrets.token_hex(8) + "-"
         self._issued = 0
 
-    def take(self, count: int) -> list[str]:
-        """The next `count` ids at once: a batch's ids without a call per id."""
-        first, prefix = self._issued + 1, self.prefix
+    def reserve(self, count: int) -> int:
+        """The first of the next `count` counter values (the others follow it)."""
+        first = self._issued + 1
         self._issued += count
-        return [f"{prefix}-{n}" for n in range(first, first + count)]
+        return first
+
+    def text(self, numbers: Iterable[int]) -> list[str]:
+        """The ids of counter values, as text."""
+        prefix = self.prefix
+        return [f"{prefix}{n}" for n in numbers]
 
 
 @functools.cache
@@ -85,138 +94,245 @@ def numbered(payload: bytes, sequence: int) -> bytes:
     return b"".join((_ONE_MORE[payload[0]], payload[1:], _SEQUENCE_KEY, _ENCODE(sequence)))
 
 
-@dataclass(slots=True)
 class CommandBatch:
     """The commands of one decided batch as columns, one per row whose action is not WAIT.
 
-    `rows` indexes the decisions they came from; `payloads` are the encoded, unnumbered
-    commands (`numbered` adds the journal's sequence). `command(i)` builds the object for
-    a reader that wants one, decoded from the bytes as a worker would decode them.
+    Held as the encoder left them: the payloads in one buffer (command i is
+    `buffer[starts[i]:ends[i]]`: encoded, unnumbered; `numbered` adds the journal's
+    sequence) and integer ids. `rows` indexes the decisions they came from; the other
+    columns are picked from the decisions' and the batch's when first read, the text ones
+    (`worker_ids`, `slot_ids`, `command_ids`, `payloads`) as lists for the journal and the
+    bus. `command(i)` builds the object for a reader that wants one, decoded from the bytes
+    as a worker would decode them.
     """
 
-    rows: list[int]
-    worker_ids: list[str]
-    slot_ids: list[str]
-    epochs: list[int]
-    actions: list[int]
-    reasons: list[int]
-    confidence: list[float]
-    command_ids: list[str]
-    payloads: list[bytes]
+    __slots__ = ("_first", "_ids", "_made", "_positions", "_source", "buffer", "ends", "rows",
+                 "starts")  # fmt: skip
+
+    def __init__(
+        self,
+        source: _Source,
+        rows: _Ints,
+        ids: CommandIds,
+        first: int,
+        buffer: bytes,
+        starts: _Ints,
+        ends: _Ints,
+        positions: _Ints | None = None,
+    ) -> None:
+        self._source = source
+        self.rows = rows
+        self._ids = ids
+        #: The counter of the encoded batch's first id, and which of that batch's commands
+        #: these are (None: all of them, in order).
+        self._first = first
+        self._positions = positions
+        self.buffer = buffer
+        self.starts = starts
+        self.ends = ends
+        self._made: dict[str, object] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def epochs(self) -> _Ints:
+        picked: _Ints = self._once("epochs", lambda: self._source.epochs[self.rows])
+        return picked
+
+    @property
+    def actions(self) -> _Ints:
+        picked: _Ints = self._once("actions", lambda: self._source.actions[self.rows])
+        return picked
+
+    @property
+    def reasons(self) -> _Ints:
+        picked: _Ints = self._once("reasons", lambda: self._source.reasons[self.rows])
+        return picked
+
+    @property
+    def confidence(self) -> npt.NDArray[np.float64]:
+        picked: npt.NDArray[np.float64] = self._once(
+            "confidence", lambda: self._source.confidence[self.rows]
+        )
+        return picked
+
+    @property
+    def worker_ids(self) -> list[str]:
+        batch = self._source.batch
+        names: list[str] = self._once("workers", lambda: batch.worker_ids(self._memory_rows()))
+        return names
+
+    @property
+    def slot_ids(self) -> list[str]:
+        batch = self._source.batch
+        names: list[str] = self._once("slots", lambda: batch.slot_ids(self._memory_rows()))
+        return names
+
+    @property
+    def numbers(self) -> _Ints:
+        """Each command's id counter (`CommandIds`)."""
+        if self._positions is None:
+            return np.arange(self._first, self._first + len(self), dtype=np.int64)
+        numbers: _Ints = self._first + self._positions
+        return numbers
+
+    @property
+    def command_ids(self) -> list[str]:
+        ids: list[str] = self._once("ids", lambda: self._ids.text(self.numbers.tolist()))
+        return ids
+
+    @property
+    def payloads(self) -> list[bytes]:
+        payloads: list[bytes] = self._once("payloads", self._cut)
+        return payloads
+
     def command(self, index: int) -> AdaptationCommand:
         """The `index`-th command as an object (validated by decoding its bytes)."""
-        return _DECODE(self.payloads[index])
+        return _DECODE(self.buffer[self.starts[index] : self.ends[index]])
 
     def take(self, keep: Sequence[int]) -> CommandBatch:
         """The commands at positions `keep` (in that order): e.g. those not held back."""
-        columns = [[column[i] for i in keep] for column in self._columns()]
-        return CommandBatch(*columns)
+        index = np.asarray(keep, np.intp)
+        positions = index if self._positions is None else self._positions[index]
+        return CommandBatch(
+            self._source, self.rows[index], self._ids, self._first, self.buffer,
+            self.starts[index], self.ends[index], positions,
+        )  # fmt: skip
 
-    def _columns(self) -> tuple[list, ...]:  # type: ignore[type-arg]  # one list per column
-        return (
-            self.rows,
-            self.worker_ids,
-            self.slot_ids,
-            self.epochs,
-            self.actions,
-            self.reasons,
-            self.confidence,
-            self.command_ids,
-            self.payloads,
-        )
+    def _memory_rows(self) -> _Ints:
+        rows: _Ints = self._source.batch.rows[self.rows]
+        return rows
+
+    def _once(self, name: str, make: Callable[[], Any]) -> Any:
+        """The column `name`, made by `make` on its first read."""
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = make()
+        return made
+
+    def _cut(self) -> list[bytes]:
+        buffer = self.buffer
+        pairs = zip(self.starts.tolist(), self.ends.tolist(), strict=True)
+        return [buffer[start:end] for start, end in pairs]
 
 
 _DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode
+_Ints = npt.NDArray[np.int64]
 
-#: A template's fixed parts: (head, middle, after, tail) around the id, the timestamp and,
-#: unless the confidence is 1.0 (the default, so not encoded), the confidence's 8 bytes.
-Template = tuple[bytes, bytes, bytes, bytes]
+
+class _Source(NamedTuple):
+    """What a batch's commands were made from: the decided rows' columns and the batch."""
+
+    epochs: _Ints
+    actions: _Ints
+    reasons: _Ints
+    confidence: npt.NDArray[np.float64]
+    batch: PendingBatch
+
+
+#: Columns of a template's row in `CommandEncoder`'s part table (`_command_bytes`).
+_PARTS = 5
 
 
 class CommandEncoder:
     """Encodes a batch's commands from its columns: templates, counter ids, one clock read.
 
-    A template is keyed by one integer per row, computed for the batch at once from the
-    (slot, action, reason, confidence is 1.0) columns; slots get their code on first use.
+    A template is keyed by one integer per row, ((slot x actions + action) x reasons +
+    reason) x 2 + (confidence is 1.0), slots coded by `slots`; templates are made on first
+    use, and the batch's bytes written in one compiled pass (`_command_bytes`).
     """
 
-    def __init__(self, layout: ActionLayout) -> None:
+    def __init__(self, layout: ActionLayout, slots: SlotCodes | None = None) -> None:
         self._actions: tuple[enum.IntEnum, ...] = tuple(layout.actions)
         self.wait = layout.wait
         self._ids = CommandIds()
-        self._slots: dict[str, int] = {}
-        self._slot_names: list[str] = []
-        self._templates: dict[int, Template] = {}
+        self._prefix = np.frombuffer(self._ids.prefix.encode(), np.uint8)
+        self._slots = SlotCodes() if slots is None else slots
+        self._parts = np.full((0, _PARTS), -1, np.int64)
+        self._bytes = np.empty(0, np.uint8)
+        self._longest = 0
+        self._out = np.empty(0, np.uint8)
 
     def encode(
         self,
         slot_ids: Sequence[str],
-        actions: npt.NDArray[np.int64],
-        reasons: npt.NDArray[np.int64],
+        actions: _Ints,
+        reasons: _Ints,
         confidence: npt.NDArray[np.float64],
     ) -> tuple[list[str], list[bytes]]:
-        """The ids and unnumbered bytes of one command per row (none may be WAIT).
+        """The ids and unnumbered bytes of one command per row (none may be WAIT), for a
+        caller with slot names: `commands`' encoding."""
+        commands = self._commands(actions, reasons, confidence, self._slots.codes(slot_ids))
+        if len(commands) != len(actions):
+            raise ValueError("a WAIT carries no command")
+        return commands.command_ids, commands.payloads
 
-        `reasons` are `DecisionReason` codes and `confidence` is in [0, 1]. Every per-row
-        step is a `map` or `zip` in C: each row's template found by its code, the batch's
-        timestamp folded into each template used once, the confidences' 8-byte encodings
-        cut from one conversion of the column.
-        """
-        count = len(actions)
-        ids = self._ids.take(count)
-        if not count:
-            return ids, []
-        ones = confidence == 1.0
-        codes: list[int] = self._codes(slot_ids, actions, reasons, ones).tolist()
-        used = set(codes)
-        templates = self._templates
-        for code in used.difference(templates):
-            self._template(code)
-        stamp = _ENCODE(datetime.now(UTC))  # one clock read for the whole batch
-        heads = {code: templates[code][0] for code in used}
-        middles = {code: templates[code][1] + stamp + templates[code][2] for code in used}
-        tails = {code: templates[code][3] for code in used}
-        values: list[bytes] = np.frombuffer(confidence.astype(">f8"), "V8").tolist()
-        for row in np.flatnonzero(ones).tolist():
-            values[row] = b""  # the default confidence is not encoded
-        rows = zip(
-            map(heads.__getitem__, codes),
-            map(_ENCODE, ids),
-            map(middles.__getitem__, codes),
-            values,
-            map(tails.__getitem__, codes),
-            strict=True,
-        )
-        return ids, list(map(b"".join, rows))
-
-    def _codes(
+    def commands(
         self,
-        slot_ids: Sequence[str],
-        actions: npt.NDArray[np.int64],
-        reasons: npt.NDArray[np.int64],
-        ones: npt.NDArray[np.bool_],
-    ) -> npt.NDArray[np.int64]:
-        """Each row's template code: ((slot x actions + action) x reasons + reason) x 2 + one."""
-        slots = self._slots
-        for slot_id in set(slot_ids).difference(slots):
-            slots[slot_id] = len(self._slot_names)
-            self._slot_names.append(slot_id)
-        slot = np.fromiter(map(slots.__getitem__, slot_ids), np.int64, len(slot_ids))
-        return ((slot * len(self._actions) + actions) * _REASON_CODES + reasons) * 2 + ones
+        batch: PendingBatch,
+        actions: _Ints,
+        reasons: _Ints,
+        confidence: npt.NDArray[np.float64],
+    ) -> CommandBatch:
+        """The commands of the decided rows of `batch` whose action is not WAIT.
 
-    def _template(self, code: int) -> Template:
-        """Encode, check and cut the command of one template code."""
+        `reasons` are `DecisionReason` codes and `confidence` is in [0, 1].
+        """
+        return self._commands(actions, reasons, confidence, batch.slot_codes(), batch)
+
+    def _commands(
+        self,
+        actions: _Ints,
+        reasons: _Ints,
+        confidence: npt.NDArray[np.float64],
+        slot_codes: _Ints,
+        batch: PendingBatch | None = None,
+    ) -> CommandBatch:
+        """Encode every non-WAIT row in one compiled pass (`_command_bytes.encode_batch`)."""
+        rows = len(actions)
+        actions = np.ascontiguousarray(actions, np.int64)
+        reasons = np.ascontiguousarray(reasons, np.int64)
+        bits = np.ascontiguousarray(confidence, np.float64).view(np.uint64)
+        stamp = np.frombuffer(_ENCODE(datetime.now(UTC)), np.uint8)  # one clock read a batch
+        acting, starts, ends = (
+            np.empty(rows, np.int64),
+            np.empty(rows, np.int64),
+            np.empty(rows, np.int64),
+        )
+        first = self._ids.reserve(0)
+        while True:
+            room = rows * (self._longest + len(stamp) + 2 + len(self._prefix) + 20 + 8)
+            if len(self._out) < room:
+                self._out = np.empty(2 * room, np.uint8)
+            count = _command_bytes.encode_batch(
+                actions, reasons, bits, slot_codes, self.wait, len(self._actions),
+                _REASON_CODES, self._parts, self._bytes, self._prefix, first, stamp,
+                self._out, acting, starts, ends,
+            )  # fmt: skip
+            if count >= 0:
+                break
+            self._template(-1 - count)  # a code seen for the first time: then again
+        self._ids.reserve(count)
+        buffer = self._out[: ends[count - 1]].tobytes() if count else b""
+        if batch is None:
+            batch = PendingBatch.empty(RowNames())
+        source = _Source(batch.epochs, actions, reasons, confidence, batch)
+        return CommandBatch(
+            source, acting[:count], self._ids, first, buffer, starts[:count], ends[:count]
+        )
+
+    def _template(self, code: int) -> None:
+        """Encode, check and cut the command of one template code, into the part table."""
         rest, one = divmod(code, 2)
         rest, reason = divmod(rest, _REASON_CODES)
         slot, action = divmod(rest, len(self._actions))
+        if action == self.wait or action >= len(self._actions) or reason not in _REASON_TEXT:
+            raise ValueError(f"no command for action {action}, reason {reason}")
         member = self._actions[action]
         confidence = 1.0 if one else _SENTINEL_CONFIDENCE
         command = action_to_command(
-            member, command_id=_SENTINEL_ID, seed_id=None, slot_id=self._slot_names[slot],
+            member, command_id=_SENTINEL_ID, seed_id=None, slot_id=self._slots.names[slot],
             reason=_REASON_TEXT[reason], confidence=confidence,
         )  # fmt: skip
         if command is None:
@@ -237,8 +353,17 @@ class CommandEncoder:
             value = _ENCODE(_SENTINEL_CONFIDENCE)
             after, tail = _cut(after, value)
             after += value[:1]
-        template = self._templates[code] = (head, middle, after, tail)
-        return template
+        if code >= len(self._parts):
+            grown = np.full((2 * code + 2, _PARTS), -1, np.int64)
+            grown[: len(self._parts)] = self._parts
+            self._parts = grown
+        at = len(self._bytes)
+        bounds = np.cumsum([at, len(head), len(middle), len(after), len(tail)])
+        self._parts[code] = bounds
+        self._bytes = np.concatenate(
+            (self._bytes, np.frombuffer(head + middle + after + tail, np.uint8))
+        )
+        self._longest = max(self._longest, len(head + middle + after + tail))
 
 
 def _cut(data: bytes, marker: bytes) -> tuple[bytes, bytes]:

@@ -10,23 +10,19 @@ of `Decision`s, built on the way out.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
-from operator import attrgetter, itemgetter
-from typing import overload
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from leyline import AdaptationCommand
-from services.controller.batcher import PendingSignal
 from services.controller.commands import CommandBatch, CommandEncoder
+from services.controller.pending import PendingBatch, RowNames
 from services.controller.policy import DecisionReason
+from services.controller.rows import ColumnSequence
 
 _REASONS = {int(reason): reason for reason in DecisionReason}
-_workers = attrgetter("worker_id")
-_slots = attrgetter("slot_id")
-_epochs = attrgetter("epoch")
+_NOTHING = PendingBatch.empty(RowNames())
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
@@ -44,7 +40,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     command: AdaptationCommand | None
 
 
-class Decisions(Sequence[Decision]):
+class Decisions(ColumnSequence[Decision]):
     """Rows of decided signals, in batch order: action index, confidence, reason code.
 
     `actions` and `reasons` are int64, `confidence` float64 in [0, 1], one entry per row.
@@ -57,14 +53,14 @@ class Decisions(Sequence[Decision]):
         self,
         members: tuple[enum.IntEnum, ...],
         encoder: CommandEncoder,
-        items: list[PendingSignal] | None = None,
+        items: PendingBatch | None = None,
         actions: npt.NDArray[np.int64] | None = None,
         confidence: npt.NDArray[np.float64] | None = None,
         reasons: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self._members = members
         self._encoder = encoder
-        self._items = items or []
+        self._items = _NOTHING if items is None else items
         self.actions = np.empty(0, np.int64) if actions is None else actions
         self.confidence = np.empty(0, np.float64) if confidence is None else confidence
         self.reasons = np.empty(0, np.int64) if reasons is None else reasons
@@ -72,8 +68,8 @@ class Decisions(Sequence[Decision]):
         self._by_row: dict[int, int] | None = None
 
     @property
-    def pending(self) -> list[PendingSignal]:
-        """The decided signals, one per row, in row order."""
+    def pending(self) -> PendingBatch:
+        """The decided signals, one per row, in row order (as arrays)."""
         return self._items
 
     @classmethod
@@ -85,11 +81,10 @@ class Decisions(Sequence[Decision]):
             return parts[0]
         if not parts:
             return cls(members, encoder)
-        items = [item for part in parts for item in part._items]
         return cls(
             members,
             encoder,
-            items,
+            PendingBatch.join([part._items for part in parts]),
             np.concatenate([part.actions for part in parts]),
             np.concatenate([part.confidence for part in parts]),
             np.concatenate([part.reasons for part in parts]),
@@ -98,32 +93,23 @@ class Decisions(Sequence[Decision]):
     def commands(self) -> CommandBatch:
         """The commands of the rows whose action is not WAIT, in row order (made once)."""
         if self._commands is None:
-            acting = np.flatnonzero(self.actions != self._encoder.wait)
-            rows: list[int] = acting.tolist()
-            picked = _pick(self._items, rows)
-            slot_ids = list(map(_slots, picked))
-            actions = self.actions[acting]
-            reasons = self.reasons[acting]
-            confidence = self.confidence[acting]
-            ids, payloads = self._encoder.encode(slot_ids, actions, reasons, confidence)
-            self._commands = CommandBatch(
-                rows, list(map(_workers, picked)), slot_ids, list(map(_epochs, picked)),
-                actions.tolist(), reasons.tolist(), confidence.tolist(), ids, payloads,
-            )  # fmt: skip
+            self._commands = self._encoder.commands(
+                self._items, self.actions, self.reasons, self.confidence
+            )
         return self._commands
 
     def commanded(self) -> list[Decision]:
         """The decisions that carry a command, in order, as objects."""
-        return [self._row(row) for row in self.commands().rows]
+        return [self._item(row) for row in self.commands().rows.tolist()]
 
-    def _row(self, row: int) -> Decision:
+    def _item(self, row: int) -> Decision:
         item = self._items[row]
         action = int(self.actions[row])
         command = None
         if action != self._encoder.wait:
             commands = self.commands()
             if self._by_row is None:
-                self._by_row = {r: i for i, r in enumerate(commands.rows)}
+                self._by_row = {r: i for i, r in enumerate(commands.rows.tolist())}
             command = commands.command(self._by_row[row])
         return Decision(
             item.worker_id,
@@ -137,34 +123,3 @@ class Decisions(Sequence[Decision]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> Decision: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Decision]: ...
-
-    def __getitem__(self, index: int | slice) -> Decision | list[Decision]:
-        if isinstance(index, slice):
-            return [self._row(row) for row in range(len(self))[index]]
-        return self._row(range(len(self))[index])
-
-    def __iter__(self) -> Iterator[Decision]:
-        return map(self._row, range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Decisions | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # compared by value
-
-
-def _pick(items: list[PendingSignal], rows: list[int]) -> Sequence[PendingSignal]:
-    """`items` at `rows`, gathered in C."""
-    if not rows:
-        return ()
-    if len(rows) == 1:
-        return (items[rows[0]],)
-    picked: tuple[PendingSignal, ...] = itemgetter(*rows)(items)
-    return picked

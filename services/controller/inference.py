@@ -8,28 +8,31 @@ the commands of the decisions it returns (`Decisions.commands()`: encoded bytes,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from leyline import ContractError, FastTrainingSignals
-from leyline.features import FeatureBounds, write_raw
-from leyline.signals import TENSOR_SCHEMA_SIZE
+from leyline import ContractError
+from leyline.features import FeatureBounds
 from leyline.tensors import BatchConverter
-from services.controller.batcher import PendingSignal, SignalBatcher, pending_rows, pending_signals
+from services.controller._host_passes import check_proposals
+from services.controller.batcher import SignalBatcher
 from services.controller.columns import ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandEncoder
 from services.controller.decisions import Decisions
 from services.controller.masks import ActionMasker
+from services.controller.pending import PendingBatch, PendingSignal
 from services.controller.policy import ControlPolicy, DecisionReason
 
 #: The reason codes a policy may return (`DecisionReason`, numbered without gaps); any other
 #: is refused as an illegal proposal.
-_FIRST_REASON, _LAST_REASON = min(DecisionReason), max(DecisionReason)
+_FIRST_REASON, _LAST_REASON = int(min(DecisionReason)), int(max(DecisionReason))
 assert len(DecisionReason) == _LAST_REASON - _FIRST_REASON + 1
+#: As a plain int: an enum member costs a compiled call's dispatcher a slow type lookup.
+_REFUSED = int(DecisionReason.ILLEGAL_PROPOSAL)
 
 
 class InferenceLoop:
@@ -80,9 +83,8 @@ class InferenceLoop:
         self.illegal = 0
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
-        self._encoder = CommandEncoder(self.layout)
+        self._encoder = CommandEncoder(self.layout, self.batcher.names.codes)
         self._host = self.device.type == "cpu"
-        self._rows = np.arange(max_batch)
 
     def on_refused(self, handler: Callable[[PendingSignal, ContractError], None]) -> None:
         """Call `handler` with each signal refused for its values, and why."""
@@ -105,15 +107,17 @@ class InferenceLoop:
         """Decide every batch that is ready at `now` (full, or waited long enough)."""
         now = time.monotonic() if now is None else now
         parts = []
-        while batch := self.batcher.take(now):
-            parts.append(self.decide(batch))
+        batcher = self.batcher
+        while batcher.ready(now):
+            parts.append(self.decide(batcher.take(force=True)))
         return Decisions.join(self._members, self._encoder, parts)
 
     def flush(self) -> Decisions:
         """Decide everything pending now, ready or not (shutdown, tests)."""
         parts = []
-        while batch := self.batcher.take(force=True):
-            parts.append(self.decide(batch))
+        batcher = self.batcher
+        while len(batcher):
+            parts.append(self.decide(batcher.take(force=True)))
         return Decisions.join(self._members, self._encoder, parts)
 
     def forget(self, worker_id: str) -> None:
@@ -123,22 +127,17 @@ class InferenceLoop:
         if rows:
             self.policy.forget(torch.tensor(rows, device=self.device))
 
-    def decide(self, batch: Sequence[PendingSignal]) -> Decisions:
+    def decide(self, batch: PendingBatch) -> Decisions:
         """Run the policy on one batch (at most `max_batch`); its decisions, as arrays."""
-        items = list(batch)
-        if not items:
+        if not len(batch):
             return Decisions(self._members, self._encoder)
-        signals = list(map(pending_signals, items))
-        rows = list(map(pending_rows, items))  # each (worker, slot)'s row, from the batcher
-        if None in signals:
-            raw = self._rows_of(items, signals, rows)
-        else:
-            raw = self._converter.load(signals)
+        rows = batch.rows  # each (worker, slot)'s memory row, from the batcher
+        raw = self._converter.gather(self.batcher.features, rows)
         if self._converter.refused:
-            items = self._refuse(items)
-            if not items:
+            batch = self._refuse(batch)
+            if not len(batch):
                 return Decisions(self._members, self._encoder)
-            rows = list(map(pending_rows, items))
+            rows = batch.rows
         self.policy.reserve(len(self.batcher.rows))
         with torch.inference_mode():
             columns = self._columns.fill_raw(raw, rows)  # before `ship` normalises `raw`
@@ -157,11 +156,11 @@ class InferenceLoop:
                     (output.actions.double(), output.confidence.double(), output.reasons.double())
                 ).cpu()
                 actions, confidence, reasons = results.numpy()
-        return self._checked(items, actions, confidence, reasons, legal)
+        return self._checked(batch, actions, confidence, reasons, legal)
 
     def _checked(
         self,
-        items: list[PendingSignal],
+        batch: PendingBatch,
         actions: npt.NDArray[Any],
         confidence: npt.NDArray[Any],
         reasons: npt.NDArray[Any],
@@ -169,59 +168,27 @@ class InferenceLoop:
     ) -> Decisions:
         """The policy's output held to its contract, on the host: a proposal out of range or
         masked, or with an unknown reason code, becomes WAIT (ILLEGAL_PROPOSAL, counted),
-        confidence is clamped to [0, 1]
-        (NaN to 0), and the columns take the dtypes `Decisions` promises."""
-        # Converted only where the policy's dtype differs; copied before any refusal below.
-        chosen: npt.NDArray[np.int64] = actions.astype(np.int64, copy=False)
-        why: npt.NDArray[np.int64] = reasons.astype(np.int64, copy=False)
-        sure: npt.NDArray[np.float64] = confidence.astype(np.float64, copy=False)
-        if not (sure.min() >= 0.0 and sure.max() <= 1.0):  # also when any is NaN
-            sure = np.nan_to_num(np.clip(sure, 0.0, 1.0), nan=0.0)
-        rows = self._rows[: len(chosen)]
-        # The common case checked by two reductions each: every action and reason in range.
-        if chosen.min() >= 0 and chosen.max() < legal.shape[1]:
-            allowed = legal[rows, chosen]
-        else:
-            in_range = (chosen >= 0) & (chosen < legal.shape[1])
-            allowed = in_range & legal[rows, np.where(in_range, chosen, 0)]
-        if not (why.min() >= _FIRST_REASON and why.max() <= _LAST_REASON):
-            allowed &= (why >= _FIRST_REASON) & (why <= _LAST_REASON)
-        if not allowed.all():
-            refused = ~allowed
-            self.illegal += int(refused.sum())
-            chosen, why, sure = chosen.copy(), why.copy(), sure.copy()
-            chosen[refused] = self.layout.wait
-            why[refused] = DecisionReason.ILLEGAL_PROPOSAL
-            sure[refused] = 1.0
-        return Decisions(self._members, self._encoder, items, chosen, sure, why)
+        confidence is clamped to [0, 1] (NaN to 0), and the columns take the dtypes
+        `Decisions` promises: one compiled pass (`check_proposals`)."""
+        count = len(actions)
+        chosen, why = np.empty(count, np.int64), np.empty(count, np.int64)
+        sure = np.empty(count, np.float64)
+        refused = check_proposals(
+            np.ascontiguousarray(actions, np.int64), np.ascontiguousarray(reasons, np.int64),
+            np.ascontiguousarray(confidence, np.float64), np.ascontiguousarray(legal),
+            int(self.layout.wait), _REFUSED, _FIRST_REASON, _LAST_REASON,
+            chosen, why, sure,
+        )  # fmt: skip
+        self.illegal += refused
+        return Decisions(self._members, self._encoder, batch, chosen, sure, why)
 
-    def _rows_of(
-        self,
-        items: list[PendingSignal],
-        signals: list[FastTrainingSignals | None],
-        rows: list[int],
-    ) -> npt.NDArray[np.float32]:
-        """A batch with signals that came as rows: every item's raw features from the
-        batcher's table at `rows` (those that came as objects written there first), checked.
-
-        A batch of rows only (a columnar receive's) skips the walk for objects."""
-        batcher = self.batcher
-        if signals.count(None) == len(signals):
-            return self._converter.gather(batcher.features, rows)
-        objects = [(item.row, signal) for item, signal in zip(items, signals, strict=True)
-                   if signal is not None]  # fmt: skip
-        batcher.reserve(len(batcher.rows))
-        written, blocks = zip(*objects, strict=True)
-        staged = np.empty((len(objects), TENSOR_SCHEMA_SIZE), np.float32)
-        batcher.features[list(written)] = write_raw(blocks, staged)
-        return self._converter.gather(batcher.features, rows)
-
-    def _refuse(self, items: list[PendingSignal]) -> list[PendingSignal]:
+    def _refuse(self, batch: PendingBatch) -> PendingBatch:
         """Report the converter's refusals; the items that were kept, in order."""
         refused = self._converter.refused
         self.refused += len(refused)
         if self._on_refused is not None:
             for index, error in refused:
-                self._on_refused(items[index], error)
-        dropped = {index for index, _ in refused}
-        return [item for index, item in enumerate(items) if index not in dropped]
+                self._on_refused(batch[index], error)
+        kept = np.ones(len(batch), np.bool_)
+        kept[[index for index, _ in refused]] = False
+        return batch.keep(np.flatnonzero(kept))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Set
 
-from services.controller.batcher import SlotKey
 from services.controller.journal import JournalEntry
+from services.controller.pending import SlotKey
 
 
 class InFlight:

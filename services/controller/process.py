@@ -25,12 +25,12 @@ from leyline import (
 )
 from leyline.actions import SLOT_IDS
 from leyline.telemetry import CommandIssued
-from services.controller.batcher import PendingSignal
-from services.controller.commands import CommandBatch, command_type
+from services.controller.commands import command_type
 from services.controller.inference import InferenceLoop
 from services.controller.inflight import InFlight, InFlightTable
 from services.controller.intake import SignalIntake
 from services.controller.journal import CommandJournal, JournalEntry
+from services.controller.pending import PendingSignal
 from services.controller.policy import DecisionReason
 from services.node import Node
 
@@ -75,7 +75,7 @@ class Controller:
         #: Signals refused by the inference loop for a value that breaks the contract.
         self.refused_signals = 0
         loop.on_refused(self._refused_signal)
-        self._intake = SignalIntake(self.slots, self.in_flight.busy_slots, loop.submit_rows)
+        self._intake = SignalIntake(self.slots, self.in_flight.busy_slots, loop.batcher)
         # Fast signals come in columns: each drain's rows straight into the batcher's table.
         node.subscriber.on_columns(Channel.SIG, self._on_signals)
         node.subscriber.on(Channel.ACK, self._on_ack)
@@ -96,8 +96,12 @@ class Controller:
             entries = self.journal.issue_batch(
                 commands.worker_ids, commands.slot_ids, commands.command_ids, commands.payloads
             )
-            for index, entry in enumerate(entries):
-                self._act(commands, index, entry)
+            columns = zip(
+                commands.actions.tolist(), commands.reasons.tolist(), commands.epochs.tolist(),
+                entries, strict=True,
+            )  # fmt: skip
+            for action, reason, epoch, entry in columns:
+                self._act(action, reason, epoch, entry)
         now = time.monotonic()
         for flight in self.in_flight.values():
             if now >= flight.resend_at:
@@ -140,12 +144,12 @@ class Controller:
         """Signals for a slot index this topology does not have (never decided)."""
         return self._intake.unknown
 
-    def _act(self, commands: CommandBatch, index: int, entry: JournalEntry) -> None:
+    def _act(self, action_index: int, reason_code: int, epoch: int, entry: JournalEntry) -> None:
         self.in_flight.add(InFlight(entry, time.monotonic() + self.ack_timeout_s))
         self._send(entry)
         self.issued += 1
-        action = self.loop.layout.actions(commands.actions[index])
-        reason = DecisionReason(commands.reasons[index]).text
+        action = self.loop.layout.actions(action_index)
+        reason = DecisionReason(reason_code).text
         self.node.emit(
             TelemetryEvent(
                 event_type=TelemetryEventType.COMMAND_ISSUED,
@@ -155,7 +159,7 @@ class Controller:
                     worker_id=entry.worker_id,
                 ),
                 slot_id=entry.slot_id,
-                epoch=commands.epochs[index],
+                epoch=epoch,
                 message=f"{action.name} #{entry.sequence} ({reason})",
             )
         )

@@ -113,6 +113,20 @@ def test_signal_older_than_max_age_is_stale() -> None:
     assert pipeline.metrics.rejected[RejectReason.STALE] == 1
 
 
+def test_a_stale_lone_signal_is_refused_by_the_fused_path_too() -> None:
+    now = 1_000 * SECOND
+    pipeline = Pipeline([Channel.SIG], max_signal_age_ns=SECOND // 2, clock=lambda: now)
+    payload = encode(fast_signals())
+    [fresh] = wire(b"sig.w1.", header(sequence=1, sent_ns=now - SECOND // 4), payload)
+    [old] = wire(b"sig.w1.", header(sequence=2, sent_ns=now - SECOND), payload)
+    assert pipeline.lone(fresh) is None  # a topic's first frame takes `frame`, which learns it
+    assert isinstance(pipeline.frame(fresh)[0], Envelope)
+    outcome = pipeline.lone(old)
+    assert isinstance(outcome, Rejection) and outcome.reason is RejectReason.STALE
+    assert pipeline.metrics.rejected[RejectReason.STALE] == 1
+    assert pipeline.metrics.received[Channel.SIG] == 2
+
+
 def test_max_age_applies_to_fast_signals_only() -> None:
     pipeline = Pipeline([Channel.SIG, Channel.TEL], max_signal_age_ns=SECOND, clock=lambda: 0)
     event = channel_samples()[Channel.TEL][0]

@@ -3,6 +3,8 @@ message, and a bad message inside a batch costs only itself."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from bus_samples import SLOT, batch, channel_samples, fast_signals, frames
 from hypothesis import given, settings
@@ -111,3 +113,28 @@ def test_every_valid_sample_passes_a_pipeline_without_guards() -> None:
     pipeline = Pipeline(list(Channel))
     for message in VALID:
         assert all(isinstance(outcome, Envelope) for outcome in pipeline.process(message))
+
+
+def _decided(outcome: Envelope[Any] | Rejection) -> tuple[Any, ...]:
+    """What an outcome decided (not a message's fields: a defaulted timestamp is the time
+    of its decode)."""
+    if isinstance(outcome, Rejection):
+        return ("refused", outcome.reason, outcome.sender, outcome.topic, outcome.detail)
+    return ("delivered", outcome.topic, outcome.header, type(outcome.message))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(ANY_FRAMES, st.sampled_from(VALID)), min_size=1, max_size=12))
+def test_the_lone_path_decides_every_frame_as_frame_does(arrivals: list[list[bytes]]) -> None:
+    """`Pipeline.lone` (falling back to `frame` when it declines) and `frame` alone give the
+    same outcomes, counts and sequence state, repeats, gaps and hostile frames included."""
+    fused, plain = _pipeline(), _pipeline()
+    for message in (parts[0] for parts in arrivals if len(parts) == 1):
+        outcome = fused.lone(message)
+        got = [outcome] if outcome is not None else fused.frame(message)
+        assert [_decided(o) for o in got] == [_decided(o) for o in plain.frame(message)]
+    assert fused.metrics.received == plain.metrics.received
+    assert fused.metrics.rejected == plain.metrics.rejected
+    assert fused.metrics.decode_latency.count == plain.metrics.decode_latency.count
+    assert fused.metrics.restarts == plain.metrics.restarts
+    assert fused.tracker.take_gaps() == plain.tracker.take_gaps()

@@ -6,6 +6,8 @@ import msgspec
 import numpy as np
 import pytest
 from controller_signals import SignalFactory
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leyline import AdaptationCommand, SeedStage
 from leyline.actions import action_to_command
@@ -117,8 +119,8 @@ def test_decisions_give_their_commands_as_columns_aligned_with_the_objects(
     commands = decisions.commands()
 
     assert commands is decisions.commands()  # made once: the same ids on every read
-    assert commands.rows == [1, 2]
-    assert (commands.worker_ids, commands.slot_ids, commands.epochs) == (
+    assert commands.rows.tolist() == [1, 2]
+    assert (commands.worker_ids, commands.slot_ids, commands.epochs.tolist()) == (
         ["w2", "w3"], ["s2", "s3"], [8, 12],
     )  # fmt: skip
     objects = [d.command for d in decisions.commanded()]
@@ -137,7 +139,34 @@ def test_a_batch_keeps_the_commands_asked_for_with_every_column(
 
     kept = commands.take([2, 0])
 
-    assert kept.rows == [2, 0]
+    assert kept.rows.tolist() == [2, 0]
     assert kept.worker_ids == ["w3", "w1"]
     assert kept.payloads == [commands.payloads[2], commands.payloads[0]]
     assert [kept.command(i).command_id for i in range(2)] == kept.command_ids
+
+
+@settings(max_examples=40, deadline=None)
+@given(issued=st.one_of(st.integers(0, 2_000), st.integers(0, 2**63 - 1_000)),
+       confidence=st.lists(st.sampled_from(_CONFIDENCES), min_size=1, max_size=300))  # fmt: skip
+def test_ids_count_up_across_digit_carries_in_the_contracts_bytes(
+    issued: int, confidence: list[float]
+) -> None:
+    """The compiled pass writes each id's digits by carrying from the last: across 9 -> 10,
+    99 -> 100, ..., and past the 31-byte fixstr limit, the ids and bytes are the contract's."""
+    layout = ActionLayout("cnn")
+    encoder = CommandEncoder(layout)
+    encoder._ids._issued = issued  # as if that many commands had been issued before
+    count = len(confidence)
+    ids, payloads = encoder.encode(
+        ["block2_post"] * count,
+        np.full(count, layout.cull, np.int64),
+        np.full(count, DecisionReason.SEED_REGRESSING, np.int64),
+        np.array(confidence, np.float64),
+    )
+    prefix = encoder._ids.prefix
+    assert ids == [f"{prefix}{n}" for n in range(issued + 1, issued + 1 + count)]
+    for command_id, payload, sure in zip(ids, payloads, confidence, strict=True):
+        sent = decode(payload)
+        assert isinstance(sent, AdaptationCommand)
+        assert (sent.command_id, sent.confidence) == (command_id, sure)
+        assert payload == encode(sent)

@@ -7,6 +7,7 @@ import pytest
 from controller_signals import SignalFactory, make_signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_batcher import ReferenceBatcher
 
 from leyline import FastTrainingSignals
 from services.controller import SignalBatcher
@@ -212,3 +213,78 @@ def _rows_against_objects(
         rows.conflated,
         rows.stale,
     )
+
+
+_arrival = st.tuples(
+    st.sampled_from(["w1", "w2", "w3"]), st.sampled_from(["a", "b"]), st.integers(0, 8)
+)
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("rows"), st.lists(_arrival, max_size=10)),
+        st.tuples(st.just("objects"), st.lists(_arrival, max_size=4)),
+        st.tuples(st.just("one"), st.lists(_arrival, max_size=3)),
+        st.tuples(st.just("take"), st.booleans()),
+        st.tuples(st.just("forget"), st.sampled_from(["w1", "w2", "w3"])),
+        st.tuples(st.just("wait"), st.floats(0.0, 2.0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=_steps, max_batch=st.integers(1, 5), max_wait_s=st.sampled_from([0.0, 0.5, 1.0]))
+def test_the_array_batcher_agrees_with_the_rules_written_plainly(
+    steps: list[tuple], max_batch: int, max_wait_s: float
+) -> None:
+    """Any interleaving of row blocks, object blocks, single submits, takes (forced or
+    not), forgets and waits: the same accepted counts, batches (worker, slot, epoch,
+    arrival, memory row), features of what is taken, deadline, pending count and counters
+    as the plain rules."""
+    batcher, reference = (
+        SignalBatcher(max_batch, max_wait_s),
+        ReferenceBatcher(max_batch, max_wait_s),
+    )
+    now, serial = 0.0, 0
+    for step in steps:
+        kind = step[0]
+        if kind in ("rows", "objects", "one"):
+            arrivals = step[1]
+            signals = []
+            for _, _, epoch in arrivals:
+                serial += 1
+                signals.append(make_signal(epoch=epoch, global_step=serial))
+            keys = [(w, s) for w, s, _ in arrivals]
+            features = np.array([_features(s) for s in signals], np.float32).reshape(-1, 27)
+            expected = [
+                reference.submit(key, sig.epoch, row, now)
+                for key, sig, row in zip(keys, signals, features, strict=True)
+            ]
+            if kind == "rows":
+                epochs = np.array([s.epoch for s in signals], np.int64)
+                assert batcher.submit_rows(keys, epochs, features, now=now) == sum(expected)
+            elif kind == "one":
+                one_by_one = [
+                    batcher.submit(w, s, sig, now=now)
+                    for (w, s), sig in zip(keys, signals, strict=True)
+                ]
+                assert one_by_one == expected
+            else:
+                assert batcher.submit_many(keys, signals, now=now) == sum(expected)
+        elif kind == "take":
+            taken = batcher.take(now=now, force=step[1])
+            want = reference.take(now, step[1])
+            assert [(p.worker_id, p.slot_id, p.epoch, p.arrived, p.row) for p in taken] == want
+            for worker, slot, *_ in want:
+                row = batcher.rows[worker, slot]
+                assert np.array_equal(batcher.features[row], reference.features[worker, slot])
+        elif kind == "forget":
+            batcher.forget(step[1])
+            reference.forget(step[1])
+        else:
+            now += step[1]
+        assert len(batcher) == len(reference.pending)
+        assert batcher.deadline() == reference.deadline()
+    assert (batcher.accepted, batcher.conflated, batcher.stale) == (
+        reference.accepted, reference.conflated, reference.stale,
+    )  # fmt: skip
+    assert batcher.rows == reference.rows

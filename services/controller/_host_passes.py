@@ -1,0 +1,123 @@
+"""The inference loop's per-batch host steps around the policy, each one compiled pass.
+
+In numpy each of these is two to ten calls (a fancy index, a cast, reductions, a gather),
+~2-4 us each on the VM: at B = 256 the decision columns, the masks and the check of the
+policy's output were ~120 us together against a ~180 us MLP forward (bench inference).
+The rules stay with their owners, as data: the mask table with `ActionMasker`, the column
+sources with `ColumnBuffer`, the reason range with `InferenceLoop`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+_I64 = numba.int64[::1]
+
+
+@numba.njit(
+    numba.void(numba.float32[:, ::1], _I64, _I64, numba.float64[:, ::1]), cache=True, nogil=True
+)
+def fill_columns(
+    raw: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    sources: npt.NDArray[np.int64],
+    out: npt.NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """`out[i] = (rows[i], raw[i, sources[0]], raw[i, sources[1]], ...)`, widened exactly."""
+    for i in range(len(rows)):
+        out[i, 0] = rows[i]
+        for j in range(len(sources)):
+            out[i, j + 1] = raw[i, sources[j]]
+
+
+@numba.njit(
+    numba.int64(numba.float64[:, ::1], numba.int64, numba.int64, numba.int64,
+                numba.boolean[:, ::1], numba.boolean[:, ::1]),
+    cache=True,
+    nogil=True,
+)  # fmt: skip
+def legal_masks(
+    columns: npt.NDArray[np.float64],
+    stage_at: int,
+    active_at: int,
+    available_at: int,
+    table: npt.NDArray[np.bool_],
+    out: npt.NDArray[np.bool_],
+) -> int:  # pragma: no cover - compiled
+    """Each row's mask, `table[2 * stage + can germinate]` (no active seed, a slot free);
+    -1 - i when row i's stage has no row in the table, else 0."""
+    stages = table.shape[0] // 2
+    width = table.shape[1]
+    for i in range(columns.shape[0]):
+        stage = columns[i, stage_at]
+        if not (0 <= stage < stages):
+            return -1 - i
+        can = columns[i, active_at] == 0 and columns[i, available_at] > 0
+        line = 2 * int(stage) + (1 if can else 0)
+        for j in range(width):
+            out[i, j] = table[line, j]
+    return 0
+
+
+@numba.njit(
+    numba.int64(_I64, _I64, numba.float64[::1], numba.boolean[:, ::1], numba.int64,
+                numba.int64, numba.int64, numba.int64, _I64, _I64, numba.float64[::1]),
+    cache=True,
+    nogil=True,
+)  # fmt: skip
+def check_proposals(
+    actions: npt.NDArray[np.int64],
+    reasons: npt.NDArray[np.int64],
+    confidence: npt.NDArray[np.float64],
+    legal: npt.NDArray[np.bool_],
+    wait: int,
+    refused_reason: int,
+    first_reason: int,
+    last_reason: int,
+    chosen: npt.NDArray[np.int64],
+    why: npt.NDArray[np.int64],
+    sure: npt.NDArray[np.float64],
+) -> int:  # pragma: no cover - compiled
+    """The policy's proposals held to the contract into `chosen`, `why`, `sure`: an action
+    out of range or not legal for its row, or a reason outside [first, last], becomes
+    `wait` with `refused_reason` and confidence 1.0; any other confidence is clamped to
+    [0, 1], NaN to 0. How many were refused."""
+    width = legal.shape[1]
+    refused = 0
+    for i in range(len(actions)):
+        action, reason, value = actions[i], reasons[i], confidence[i]
+        if value != value:
+            value = 0.0
+        value = min(max(value, 0.0), 1.0)
+        if 0 <= action < width and legal[i, action] and first_reason <= reason <= last_reason:
+            chosen[i], why[i], sure[i] = action, reason, value
+        else:
+            chosen[i], why[i], sure[i] = wait, refused_reason, 1.0
+            refused += 1
+    return refused
+
+
+@numba.njit(numba.int64(_I64, _I64, _I64, numba.int64[:, ::1], _I64), cache=True, nogil=True)
+def block_rows(
+    senders: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    slot_index: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
+    out: npt.NDArray[np.int64],
+) -> int:  # pragma: no cover - compiled
+    """Each row's memory row, `table[sender, slot]`, where group g's rows (from
+    `starts[g]` to the next group's start) share `senders[g]`, and -1 for a slot index
+    past the table; the smallest row found (-1: a pair has none yet or a slot is unknown)."""
+    smallest = np.iinfo(np.int64).max
+    count, width = len(slot_index), table.shape[1]
+    for group in range(len(senders)):
+        stop = starts[group + 1] if group + 1 < len(senders) else count
+        sender = senders[group]
+        for i in range(starts[group], stop):
+            slot = slot_index[i]
+            row = table[sender, slot] if 0 <= slot < width else -1
+            out[i] = row
+            smallest = min(smallest, row)
+    return smallest
