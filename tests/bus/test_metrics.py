@@ -53,7 +53,14 @@ def _busy_bus(bus: InProcessBus) -> tuple[list[MetricSource], dict[str, str]]:
     bus.connect(publisher, subscriber)
     for epoch in range(5):
         publisher.publish(Channel.SIG, fast_signals(epoch), "w1")
-    assert pump_until(lambda: subscriber.metrics.delivered[Channel.SIG] == 5, subscriber)
+    # The publisher's thread counts a batch once its send returns, which can be after the
+    # subscriber has the batch: wait for both counts.
+    assert pump_until(
+        lambda: (
+            subscriber.metrics.delivered[Channel.SIG] == publisher.metrics.sent[Channel.SIG] == 5
+        ),
+        subscriber,
+    )
     subscriber.pipeline.process(wire(b"sig.w1.", header(), b"\xc1"))  # one malformed payload
     return [publisher.metrics.samples, subscriber.metrics.samples], {"service": "worker"}
 
