@@ -79,10 +79,14 @@ class SignalColumns:
 
     `features` holds the raw (unnormalised) feature blocks [n, 27] float32, `epoch` and
     `slot_index` [n] int64; all three are views of the receiver's buffers, valid until the
-    next block. `groups` says which frame each run of rows came from.
+    next block. `groups` says which frame each run of rows came from; `group_senders` and
+    `group_starts` are the same groups' senders and first rows as flat columns, made where
+    the block is assembled (the receiver collects them as it makes the groups), so that a
+    consumer mapping rows to senders reads no `RowGroup` (a walk over a block's groups was
+    ~35 us of the controller's intake at 128 frames).
     """
 
-    __slots__ = ("epoch", "features", "groups", "slot_index")
+    __slots__ = ("epoch", "features", "group_senders", "group_starts", "groups", "slot_index")
 
     def __init__(
         self,
@@ -90,11 +94,18 @@ class SignalColumns:
         epoch: npt.NDArray[np.int64],
         slot_index: npt.NDArray[np.int64],
         groups: list[RowGroup],
+        group_senders: list[str] | None = None,
+        group_starts: list[int] | None = None,
     ) -> None:
         self.features = features
         self.epoch = epoch
         self.slot_index = slot_index
         self.groups = groups
+        if group_senders is None or group_starts is None:
+            group_senders = [group.sender for group in groups]
+            group_starts = [group.start for group in groups]
+        self.group_senders = group_senders
+        self.group_starts: npt.NDArray[np.int64] = np.array(group_starts, np.int64)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -216,6 +227,8 @@ class ColumnReceiver:
         now = pipeline.now()  # one drain, received together: aged at one reading of the clock
         columnar = 0
         groups: list[RowGroup] = []
+        senders: list[str] = []
+        starts: list[int] = []
         rejections: list[Rejection] = []
         rows = 0
         #: The records' rows, copied aside once the block's rows stop lining up with them.
@@ -239,6 +252,8 @@ class ColumnReceiver:
                                 staged = self._staged(records)
                             self._place(staged, first, count, rows)
                         first_sequence = header.sequence
+                        senders.append(header.sender)
+                        starts.append(rows)
                         groups.append(
                             RowGroup(
                                 header.sender,
@@ -262,6 +277,8 @@ class ColumnReceiver:
             if envelopes:
                 if staged is None and rows < records:
                     staged = self._staged(records)
+                senders.append(envelopes[0].header.sender)
+                starts.append(rows)
                 rows = self._write_envelopes(envelopes, rows, groups)
         self.columnar_frames += columnar
         if records:
@@ -270,7 +287,9 @@ class ColumnReceiver:
         for rejection in rejections:
             self._refuse(rejection)
         if groups:
-            self._deliver(SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups))
+            self._deliver(
+                SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups, senders, starts)
+            )
 
     def _staged(self, records: int) -> tuple[npt.NDArray[Any], ...]:
         """Copies of the first `records` rows, as the record take wrote them."""

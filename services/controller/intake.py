@@ -13,18 +13,14 @@ rows (`SignalBatcher.submit_block`).
 from __future__ import annotations
 
 from collections.abc import Set
-from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
 
-from bus.columnar import RowGroup, SignalColumns
+from bus.columnar import SignalColumns
 from services.controller._host_passes import block_rows
 from services.controller.batcher import SignalBatcher
 from services.controller.pending import SlotKey
-
-_sender = attrgetter("sender")
-_start = attrgetter("start")
 
 
 class SignalIntake:
@@ -54,9 +50,8 @@ class SignalIntake:
         if not count:
             return []
         slot_index = np.ascontiguousarray(block.slot_index, np.int64)
-        groups = block.groups
-        senders = self._sender_numbers(groups)
-        starts = np.fromiter(map(_start, groups), np.int64, len(groups))
+        senders = self._sender_numbers(block.group_senders)
+        starts = block.group_starts
         rows = np.empty(count, np.int64)
         epochs, features = block.epoch, block.features
         unknown: list[int] = []
@@ -77,12 +72,12 @@ class SignalIntake:
             self._batcher.submit_block(rows, epochs, features)
         return unknown
 
-    def _sender_numbers(self, groups: list[RowGroup]) -> npt.NDArray[np.int64]:
+    def _sender_numbers(self, senders: list[str]) -> npt.NDArray[np.int64]:
         """Each group's (frame's) sender number: one lookup per group, in C."""
         try:
-            return np.fromiter(map(self._lookup, map(_sender, groups)), np.int64, len(groups))
+            return np.fromiter(map(self._lookup, senders), np.int64, len(senders))
         except KeyError:  # a sender seen for the first time
-            return np.array([self._number(group.sender) for group in groups], np.int64)
+            return np.array([self._number(sender) for sender in senders], np.int64)
 
     def _number(self, sender: str) -> int:
         number = self._numbers.get(sender)

@@ -170,6 +170,9 @@ def test_columns_equal_the_per_message_path(
 
     def deliver(block: SignalColumns) -> None:
         assert len(block) <= max(max_rows, 24)  # a block holds one whole frame at least
+        # The flat group columns the receiver collects are its groups' own.
+        assert block.group_senders == [group.sender for group in block.groups]
+        assert block.group_starts.tolist() == [group.start for group in block.groups]
         rows.extend(_rows(block))
 
     receiver = ColumnReceiver(columns, deliver, rejections.append, max_rows, min_rows)
