@@ -228,7 +228,7 @@ class ColumnReceiver:
         columnar = 0
         groups: list[RowGroup] = []
         senders: list[str] = []
-        starts: list[int] = []
+        first_rows: list[int] = []
         rejections: list[Rejection] = []
         rows = 0
         #: The records' rows, copied aside once the block's rows stop lining up with them.
@@ -253,7 +253,7 @@ class ColumnReceiver:
                             self._place(staged, first, count, rows)
                         first_sequence = header.sequence
                         senders.append(header.sender)
-                        starts.append(rows)
+                        first_rows.append(rows)
                         groups.append(
                             RowGroup(
                                 header.sender,
@@ -278,7 +278,7 @@ class ColumnReceiver:
                 if staged is None and rows < records:
                     staged = self._staged(records)
                 senders.append(envelopes[0].header.sender)
-                starts.append(rows)
+                first_rows.append(rows)
                 rows = self._write_envelopes(envelopes, rows, groups)
         self.columnar_frames += columnar
         if records:
@@ -288,7 +288,7 @@ class ColumnReceiver:
             self._refuse(rejection)
         if groups:
             self._deliver(
-                SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups, senders, starts)
+                SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups, senders, first_rows)
             )
 
     def _staged(self, records: int) -> tuple[npt.NDArray[Any], ...]:
