@@ -288,7 +288,9 @@ class ColumnReceiver:
             self._refuse(rejection)
         if groups:
             self._deliver(
-                SignalColumns(features[:rows], epoch[:rows], slot[:rows], groups, senders, first_rows)
+                SignalColumns(
+                    features[:rows], epoch[:rows], slot[:rows], groups, senders, first_rows
+                )
             )
 
     def _staged(self, records: int) -> tuple[npt.NDArray[Any], ...]:

@@ -162,6 +162,33 @@ def test_memory_is_kept_per_worker_and_slot(layout: ActionLayout, signal: Signal
     ]
 
 
+class Reserving(AlwaysCull):
+    """Records each `reserve` the loop asks for."""
+
+    def __init__(self, layout: ActionLayout) -> None:
+        super().__init__(layout)
+        self.reserved: list[int] = []
+
+    def reserve(self, rows: int) -> None:
+        self.reserved.append(rows)
+
+
+def test_the_policy_reserves_every_new_row_and_a_new_policy_again(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    first = Reserving(layout)
+    loop = InferenceLoop(first, device="cpu")
+    for epoch, worker in ((8, "w1"), (9, "w1"), (10, "w2")):
+        loop.submit(worker, "a", signal(epoch=epoch), now=0.0)
+        loop.flush()
+    assert first.reserved == [1, 2]  # the second batch needed no new row
+    second = Reserving(layout)
+    loop.policy = second
+    loop.submit("w1", "a", signal(epoch=11), now=0.0)
+    loop.flush()
+    assert second.reserved == [2]
+
+
 def test_forget_resets_a_restarted_workers_memory(
     layout: ActionLayout, signal: SignalFactory
 ) -> None:
