@@ -4,10 +4,10 @@
 block of B rows (B / 2 workers, one frame each, of two cnn slots), as a columnar receive
 delivers it, through the controller's own `SignalIntake` (slot names, busy slots, then
 `submit_rows`: conflation, the rows' features into the batcher's table), then `step`, which
-gathers and checks the batch's rows (`BatchConverter.gather`), fills the decision columns from
-them (`ColumnBuffer.fill_raw`), normalises the features (`ship`), computes the masks, runs the
-policy under `torch.inference_mode`, reads the results back in one transfer and checks
-them on the host (illegal proposals to WAIT). The decisions come back as arrays
+stages the batch in one compiled pass (`stage_batch`: the rows gathered and checked, the
+decision columns and masks made from them, the features normalised), runs the policy under
+`torch.inference_mode`, reads the results back in one transfer and checks them on the host
+(illegal proposals to WAIT). The decisions come back as arrays
 (`Decisions`). **commanded**: the same, and then `Decisions.commands()`: the encoded bytes
 of a command for every row whose action is not WAIT (`CommandEncoder`: a template per
 action, reason, slot and confidence-is-1, patched with a counter id, the batch's one

@@ -150,7 +150,7 @@ class FeatureNormaliser:
     """One set of bounds as per-feature columns, applied to whole [B, 27] batches at once by
     the compiled row kernels (`leyline.kernels`: one pass, no numpy call per step)."""
 
-    __slots__ = ("_columns", "_kernels", "bounds")
+    __slots__ = ("_kernels", "bounds", "columns")
 
     def __init__(self, bounds: FeatureBounds = DEFAULT_BOUNDS) -> None:
         from leyline import kernels
@@ -165,12 +165,13 @@ class FeatureNormaliser:
             [t.nan_value for t in transforms],
         )
         scale, low, high, nan = (kernels.tiled(np.array(c, np.float32)) for c in columns)
-        self._columns = (scale, low, high, nan)
+        #: The bounds as the row kernels take them: scale, low, high, NaN value, tiled.
+        self.columns = (scale, low, high, nan)
 
     def normalise_into(self, raw: FloatArray, out: FloatArray) -> FloatArray:
         """Write the normalised `raw` [B, 27] into `out` (which may be `raw` itself)."""
         _need_rows(raw, out)
-        self._kernels.normalise(raw, out, *self._columns)
+        self._kernels.normalise(raw, out, *self.columns)
         return out
 
     def check_into(
@@ -182,7 +183,7 @@ class FeatureNormaliser:
         if np.shares_memory(raw, out):
             raise ValueError("check_into needs `out` apart from `raw`")
         bad = checker.scratch(len(raw))
-        count = self._kernels.check_normalise(raw, out, *checker.columns, *self._columns, bad)
+        count = self._kernels.check_normalise(raw, out, *checker.columns, *self.columns, bad)
         return bad[:count].astype(np.intp) if count else _NO_ROWS
 
 

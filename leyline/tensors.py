@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
     DeviceLike = torch.device | str | None
 
+_Words = npt.NDArray[np.uint32]
+_Floats = npt.NDArray[np.float32]
+#: `BatchConverter.rules`: mask, limit, whole, then scale, low, high, NaN value.
+Rules = tuple[_Words, _Words, npt.NDArray[np.bool_], _Floats, _Floats, _Floats, _Floats]
+
 __all__ = [
     "BatchConverter",
     "default_device",
@@ -106,6 +111,8 @@ class BatchConverter:
         # Marks the end of the last host-to-device copy; waiting on it before refilling the
         # host buffer keeps a non-blocking copy from reading half-written rows.
         self._copied = torch.Event(self.device) if self._pinned else None
+        #: The host buffer's first rows as tensors, by count: a tensor slice costs ~3 us.
+        self._views: dict[int, torch.Tensor] = {}
         self.refused: list[tuple[int, ContractError]] = []
         self.refused_total = 0
 
@@ -154,7 +161,20 @@ class BatchConverter:
     def ship(self, rows: npt.NDArray[np.float32]) -> torch.Tensor:
         """Normalise rows from `load` in place and move them to the device in one transfer."""
         self._normaliser.normalise_into(rows, rows)
-        return self._transfer(len(rows))
+        return self.transfer(len(rows))
+
+    @property
+    def rules(self) -> Rules:
+        """The checks and the bounds as the row kernels take them (`RowChecker.columns`:
+        mask, limit, whole; `FeatureNormaliser.columns`: scale, low, high, NaN value), for
+        a caller's own compiled pass."""
+        return (*self._checker.columns, *self._normaliser.columns)
+
+    def host_rows(self) -> npt.NDArray[np.float32]:
+        """The whole host buffer [max_batch, 27], once the last transfer has read it: for a
+        caller that checks and normalises rows in place itself (then `transfer`)."""
+        self._wait_for_copy()
+        return self._host_rows
 
     def convert_rows(self, raw: npt.NDArray[np.float32]) -> torch.Tensor:
         """The normalised batch of raw feature rows [B, 27] float32 (a columnar receive's
@@ -167,22 +187,22 @@ class BatchConverter:
             raise ValueError(f"{len(raw)} rows exceed max_batch {self.max_batch}")
         self._wait_for_copy()
         out = self._host_rows[: len(raw)]
-        kept = self._refuse(raw, self._normaliser.check_into(raw, out, self._checker))
+        kept = self.refuse(raw, self._normaliser.check_into(raw, out, self._checker))
         if kept is None:
-            return self._transfer(len(out))
+            return self.transfer(len(out))
         accepted = int(kept.sum())
         out[:accepted] = out[kept]
-        return self._transfer(accepted)
+        return self.transfer(accepted)
 
     def _check(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_] | None:
         """None when every row passes; else which rows do, with `refused` set."""
-        return self._refuse(rows, self._checker.bad_rows(rows))
+        return self.refuse(rows, self._checker.bad_rows(rows))
 
-    def _refuse(
+    def refuse(
         self, rows: npt.NDArray[np.float32], bad: npt.NDArray[np.intp]
     ) -> npt.NDArray[np.bool_] | None:
-        """`refused` set for the `bad` rows, each named; None when there are none, else
-        which rows pass."""
+        """`refused` set for the `bad` rows of raw `rows`, each named and counted; None when
+        there are none, else which rows pass."""
         if not len(bad):
             self.refused = []
             return None
@@ -196,10 +216,13 @@ class BatchConverter:
         if self._copied is not None:
             self._copied.synchronize()
 
-    def _transfer(self, count: int) -> torch.Tensor:
+    def transfer(self, count: int) -> torch.Tensor:
         """The first `count` host rows on the device: the host buffer itself on the CPU."""
         if self._target is self._host:
-            return self._host[:count]
+            view = self._views.get(count)
+            if view is None:
+                view = self._views[count] = self._host[:count]
+            return view
         batch = self._target[:count]
         batch.copy_(self._host[:count], non_blocking=self._pinned)
         if self._copied is not None:

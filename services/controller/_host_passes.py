@@ -13,7 +13,10 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from leyline.kernels import bad_rows, normalise
+
 _I64 = numba.int64[::1]
+_F32 = numba.float32[::1]
 
 
 @numba.njit(
@@ -58,6 +61,59 @@ def legal_masks(
         line = 2 * int(stage) + (1 if can else 0)
         for j in range(width):
             out[i, j] = table[line, j]
+    return 0
+
+
+@numba.njit(
+    numba.int64(numba.float32[:, ::1], _I64, numba.uint32[::1], numba.uint32[::1],
+                numba.boolean[::1], _F32, _F32, _F32, _F32, _I64, numba.int64, numba.int64,
+                numba.int64, numba.boolean[:, ::1], numba.float32[:, ::1],
+                numba.float32[:, ::1], numba.float64[:, ::1], numba.boolean[:, ::1], _I64),
+    cache=True,
+    nogil=True,
+)  # fmt: skip
+def stage_batch(
+    table: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.uint32],
+    limit: npt.NDArray[np.uint32],
+    whole: npt.NDArray[np.bool_],
+    scale: npt.NDArray[np.float32],
+    low: npt.NDArray[np.float32],
+    high: npt.NDArray[np.float32],
+    nan: npt.NDArray[np.float32],
+    sources: npt.NDArray[np.int64],
+    stage_at: int,
+    active_at: int,
+    available_at: int,
+    mask_table: npt.NDArray[np.bool_],
+    staged: npt.NDArray[np.float32],
+    features: npt.NDArray[np.float32],
+    columns: npt.NDArray[np.float64],
+    masks: npt.NDArray[np.bool_],
+    bad: npt.NDArray[np.int64],
+) -> int:  # pragma: no cover - compiled
+    """A decision batch's host inputs, every step of it in one call: the raw rows `table[rows]`
+    into `staged`, checked (`bad_rows`: mask, limit, whole), their decision columns
+    (`fill_columns`) and masks (`legal_masks`), then normalised into `features` (`normalise`:
+    scale, low, high, nan; in place it ran 3x slower, unvectorised for the aliasing). Stops
+    at the first step that fails: the count of refused rows (their indices in `bad`, the raw
+    rows in `staged` to be named), or `legal_masks`'s -1 - i for a row whose stage has no
+    mask; 0 when all is staged."""
+    count, width = len(rows), table.shape[1]
+    raw = staged[:count]
+    for i in range(count):  # element by element: a row slice per row costs 5x as much
+        source = rows[i]
+        for j in range(width):
+            raw[i, j] = table[source, j]
+    refused = bad_rows(raw, mask, limit, whole, bad)
+    if refused:
+        return refused
+    fill_columns(raw, rows, sources, columns)
+    missing = legal_masks(columns[:count], stage_at, active_at, available_at, mask_table, masks)
+    if missing:
+        return missing
+    normalise(raw, features[:count], scale, low, high, nan)
     return 0
 
 

@@ -62,8 +62,8 @@ def pick_device(device: torch.device | str | None = None) -> torch.device:
     return default_device() if device is None else torch.device(device)
 
 
-#: The feature each column after ROW is read from, in `Column` order.
-_SOURCES = np.array([
+#: The feature each column after ROW is read from, in `Column` order (index into a raw row).
+COLUMN_SOURCES = np.array([
     TensorSchema.EPOCH,
     TensorSchema.PLATEAU_EPOCHS,
     TensorSchema.VAL_ACCURACY,
@@ -123,15 +123,25 @@ class ColumnBuffer:
             raise ValueError(f"batch of {count} exceeds max_batch {self.max_batch}")
         if len(rows) != count:
             raise ValueError(f"{len(rows)} memory rows for {count} signals")
-        if self._copied is not None:
-            self._copied.synchronize()
+        host = self.host_buffer()
         if count:
             if raw.dtype == np.float32 and raw.flags.c_contiguous:
                 rows32 = cast("npt.NDArray[np.float32]", raw)
-                fill_columns(rows32, np.asarray(rows, np.int64), _SOURCES, self._host_view)
+                fill_columns(rows32, np.asarray(rows, np.int64), COLUMN_SOURCES, host)
             else:
-                self._host_view[:count, Column.ROW] = rows
-                self._host_view[:count, Column.ROW + 1 :] = raw[:, _SOURCES]
+                host[:count, Column.ROW] = rows
+                host[:count, Column.ROW + 1 :] = raw[:, COLUMN_SOURCES]
+        return self.transfer(count)
+
+    def host_buffer(self) -> npt.NDArray[np.float64]:
+        """The whole host buffer [max_batch, COLUMN_COUNT], once the last transfer has read
+        it: for a caller that writes the columns itself (then `transfer`)."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        return self._host_view
+
+    def transfer(self, count: int) -> torch.Tensor:
+        """The first `count` rows of the host buffer on the device (`host` their array)."""
         self.host = self._host_view[:count]
         if self._device_buffer is self._host:
             view = self._views.get(count)

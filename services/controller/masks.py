@@ -42,9 +42,9 @@ def stage_table(layout: ActionLayout) -> npt.NDArray[np.bool_]:
     return table
 
 
-#: The columns a mask reads, as plain ints: an enum member costs the compiled call's
-#: dispatcher a slow type lookup (~40 us, measured).
-_READ = (int(Column.SEED_STAGE), int(Column.HAS_ACTIVE_SEED), int(Column.AVAILABLE_SLOTS))
+#: The columns a mask reads (stage, active seed, available slots), as plain ints: an enum
+#: member costs the compiled call's dispatcher a slow type lookup (~40 us, measured).
+MASK_READS = (int(Column.SEED_STAGE), int(Column.HAS_ACTIVE_SEED), int(Column.AVAILABLE_SLOTS))
 
 
 class ActionMasker:
@@ -63,8 +63,8 @@ class ActionMasker:
         stages = stage_table(layout)
         cannot = stages.copy()
         cannot[:, list(layout.germinate.values())] = False
-        # Row 2 * stage + can_germinate.
-        self._table = np.ascontiguousarray(
+        #: [2 * stages, actions]: row 2 * stage + can germinate is that row's mask.
+        self.table = np.ascontiguousarray(
             np.stack((cannot, stages), axis=1).reshape(2 * len(SeedStage), -1)
         )
 
@@ -75,14 +75,20 @@ class ActionMasker:
     def legal(self, columns: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """The masks of host columns [B, COLUMN_COUNT] (`ColumnBuffer.host`), as an array:
         one compiled pass (`legal_masks`)."""
-        masks = np.empty((len(columns), self._table.shape[1]), np.bool_)
-        missing = legal_masks(np.ascontiguousarray(columns, np.float64), *_READ, self._table, masks)
+        masks = np.empty((len(columns), self.table.shape[1]), np.bool_)
+        missing = legal_masks(
+            np.ascontiguousarray(columns, np.float64), *MASK_READS, self.table, masks
+        )
         if missing:
-            stage = columns[-1 - missing, Column.SEED_STAGE]
-            raise IndexError(f"seed stage {stage} has no legal actions")
+            raise unknown_stage(columns, missing)
         return masks
 
     def __call__(self, columns: torch.Tensor) -> torch.Tensor:
         """The masks of columns held as a tensor, on this masker's device."""
         masks = self.legal(columns.detach().cpu().numpy())
         return torch.from_numpy(masks).to(self.device)
+
+
+def unknown_stage(columns: npt.NDArray[np.float64], missing: int) -> IndexError:
+    """The error for a row whose stage has no mask (`legal_masks` returned `missing`)."""
+    return IndexError(f"seed stage {columns[-1 - missing, Column.SEED_STAGE]} has no legal actions")

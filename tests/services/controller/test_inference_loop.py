@@ -20,8 +20,11 @@ from leyline import (
 )
 from leyline.features import FeatureBounds
 from leyline.signals import TensorSchema
+from leyline.tensors import BatchConverter
 from services.controller import (
     ActionLayout,
+    ActionMasker,
+    ColumnBuffer,
     ControlPolicy,
     DecisionReason,
     HeuristicPolicy,
@@ -384,3 +387,54 @@ def test_signals_as_rows_are_decided_as_the_same_signals_as_objects(
     assert [w for w, *_ in expected] == ["w1", "w3", "w4"]
     assert rows.refused == objects.refused == 1
     assert refused[0].path == f"$.features[{int(TensorSchema.SEED_ALPHA)}]"
+
+
+class Recording(ControlPolicy):
+    """WAITs everywhere, keeping a copy of the inputs the loop staged for it."""
+
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    def forward(self, batch: ObservationBatch, masks: torch.Tensor) -> PolicyOutput:
+        self.seen.append((batch.features.clone(), batch.columns.clone(), masks.clone()))
+        actions = torch.full((len(masks),), self.layout.wait, dtype=torch.int64)
+        return PolicyOutput(actions, torch.ones(len(masks)), torch.full_like(actions, 11))
+
+
+def test_the_staged_batch_is_what_each_owner_makes_of_it(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    """One compiled pass stages a batch (`stage_batch`); the policy sees exactly what the
+    converter, the column buffer and the masker make of the same signals one by one, and
+    a refused row in the middle leaves the rest in order."""
+    policy = Recording(layout, FeatureBounds(max_epochs=30))
+    policy.seen = []
+    loop = InferenceLoop(policy, max_batch=64, max_wait_s=1.0, device="cpu")
+    signals = [
+        signal(
+            epoch=3 + i,
+            seed_stage=stage,
+            plateau_epochs=i % 5,
+            seed_improvement=(i % 7) - 3.5,
+            available_slots=i % 2,
+            val_accuracy=40.0 + i / 3,
+        )
+        for i, stage in enumerate(list(SeedStage) * 4)
+    ]
+    block = bytearray(signals[5].features)
+    struct.pack_into("<f", block, 4 * TensorSchema.PLATEAU_EPOCHS, 1.5)  # not a whole count
+    signals[5] = FastTrainingSignals(signals[5].epoch, bytes(block), signals[5].slot_index)
+    for i, sig in enumerate(signals):
+        loop.submit(f"w{i}", "s", sig, now=0.0)
+
+    decisions = loop.flush()
+
+    kept = [sig for i, sig in enumerate(signals) if i != 5]
+    rows = [i for i in range(len(signals)) if i != 5]
+    assert [d.worker_id for d in decisions] == [f"w{i}" for i in rows]
+    assert loop.refused == 1
+    [(features, columns, masks)] = policy.seen
+    converter = BatchConverter(64, "cpu", policy.bounds)
+    expected_columns = ColumnBuffer(64, "cpu").fill(kept, rows)
+    assert torch.equal(features, converter.convert(kept))
+    assert torch.equal(columns, expected_columns)
+    assert torch.equal(masks, ActionMasker(layout)(expected_columns))
