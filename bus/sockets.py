@@ -9,9 +9,9 @@ Defaults, and why:
   (bus/monitor.py attaches it again, counted); a frame between the two reaches the pipeline;
 - an XPUB takes only subscriptions (69 B at most): its cap is 1 KiB, and its receive HWM 100
   bounds a flood under libzmq's habit of moving the whole pipe into an unbounded list;
-- linger 500 ms lets a closing publisher flush its last acks and telemetry without hanging
+- linger 0.5 s lets a closing publisher flush its last acks and telemetry without hanging
   shutdown on a dead peer;
-- reconnect 100 ms doubling to 5 s: a restarted peer is back within a tenth of a second and a
+- reconnect 0.1 s doubling to 5 s: a restarted peer is back within a tenth of a second and a
   dead one is not hammered;
 - TCP keepalive and ZMTP heartbeats (1 s, timeout 5 s) detect a silently dead peer;
 - a listen backlog of 4,096 (libzmq's default is 100; Linux caps it at net.core.somaxconn):
@@ -35,20 +35,21 @@ from leyline.budgets import DEFAULT_BUDGETS
 
 
 class SocketOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Transport options, validated; see the module docstring for the defaults."""
+    """Transport options, validated; see the module docstring for the defaults. Durations
+    are in seconds, as everywhere in Leyline (libzmq's milliseconds are made at the socket)."""
 
     send_hwm: int = msgspec.field(default=10_000)
     receive_hwm: int = 10_000
-    linger_ms: int = 500
+    linger_s: float = 0.5
     max_message_bytes: int = 4 * DEFAULT_BUDGETS.max_payload_bytes
-    reconnect_ms: int = 100
-    reconnect_max_ms: int = 5_000
+    reconnect_s: float = 0.1
+    reconnect_max_s: float = 5.0
     tcp_keepalive: bool = True
     tcp_keepalive_idle_s: int = 30
     tcp_keepalive_interval_s: int = 10
     tcp_keepalive_count: int = 3
-    heartbeat_ms: int = 1_000
-    heartbeat_timeout_ms: int = 5_000
+    heartbeat_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
     listen_backlog: int = 4_096
 
     def __post_init__(self) -> None:
@@ -85,19 +86,19 @@ def make_socket(
     o = options
     sock.setsockopt(zmq.SNDHWM, o.send_hwm)
     sock.setsockopt(zmq.RCVHWM, o.receive_hwm)
-    sock.setsockopt(zmq.LINGER, o.linger_ms)
+    sock.setsockopt(zmq.LINGER, _ms(o.linger_s))
     # A frame holds one message or a batch (bus/publisher.py BATCH_BYTES): the cap binds both.
     sock.setsockopt(zmq.MAXMSGSIZE, o.max_message_bytes)
-    sock.setsockopt(zmq.RECONNECT_IVL, o.reconnect_ms)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, o.reconnect_max_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL, _ms(o.reconnect_s))
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, _ms(o.reconnect_max_s))
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1 if o.tcp_keepalive else 0)
     if o.tcp_keepalive:
         sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, o.tcp_keepalive_idle_s)
         sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, o.tcp_keepalive_interval_s)
         sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, o.tcp_keepalive_count)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, o.heartbeat_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, o.heartbeat_timeout_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, o.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(o.heartbeat_s))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(o.heartbeat_timeout_s))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, _ms(o.heartbeat_timeout_s))
     sock.setsockopt(zmq.BACKLOG, o.listen_backlog)
     if kind == "xpub":
         # Every subscription reaches us (so each new subscriber gets its Ready), and a full
@@ -107,6 +108,11 @@ def make_socket(
         sock.setsockopt(zmq.MAXMSGSIZE, XPUB_MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.RCVHWM, XPUB_RECEIVE_HWM)
     return sock
+
+
+def _ms(seconds: float) -> int:
+    """A duration in seconds (every duration Leyline takes) as libzmq's milliseconds."""
+    return round(seconds * 1000)
 
 
 def attach(sock: zmq.Socket[bytes], address: str, bind: bool) -> str:

@@ -17,7 +17,7 @@ from services.config import ConfigError
 from services.observer.endpoints import BusMap
 
 #: A tool often starts before the run it watches: retry a missing publisher every 0.2 s.
-TOOL_SOCKET_OPTIONS = SocketOptions(reconnect_max_ms=200)
+TOOL_SOCKET_OPTIONS = SocketOptions(reconnect_max_s=0.2)
 
 
 def tool_security(bus: BusMap, identity: str) -> Curve | None:
