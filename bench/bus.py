@@ -26,6 +26,7 @@ best run is the figure.
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import statistics
 import tempfile
 import time
@@ -415,6 +416,7 @@ def run() -> dict[str, Any]:
             child.kill()
         Curve.stop_handlers(context)
         context.term()
+        shutil.rmtree(keys, ignore_errors=True)
     throughput = {mode: round(max(rates[mode])) for mode in MODES}
     latency = {}
     for mode in MODES:
