@@ -41,3 +41,12 @@ class SimulateConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     data_dir: Annotated[FilePath, _help("each worker's incarnation is kept here")] = "leyline-data"
     seed: Annotated[int, msgspec.Meta(ge=0, description="fixes every simulated curve")] = 0
     results: Annotated[FilePath | None, _help("write what every worker saw here, as JSON")] = None
+    nice: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=19,
+            description="niceness added to the simulated workers' processes: a load generator "
+            "on the services' host yields the CPU to them",
+        ),
+    ] = 10

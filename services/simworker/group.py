@@ -13,6 +13,7 @@ process of a run), so the controller sees all workers' signals arrive at once.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -148,6 +149,7 @@ class WorkerGroup:
             "connect_s": round(self.connect_s, 3),
             "start_at": self.start_at,
             "late_epochs": self.late_epochs,
+            "niceness": os.nice(0),
             "workers": [worker.summary() for worker in self.workers],
         }
 
@@ -186,5 +188,6 @@ def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "connect_s": max((p["connect_s"] for p in parts), default=0.0),
         "start_at": min((p["start_at"] for p in parts), default=0.0),
         "late_epochs": max((p["late_epochs"] for p in parts), default=0),
+        "niceness": sorted({p["niceness"] for p in parts}),
         "workers": [w for p in parts for w in p["workers"]],
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -94,7 +95,16 @@ def warm_up() -> None:
 
 
 def _child(config: SimulateConfig, bus: BusConfig, pipe: Connection) -> None:
-    """One process's workers: connect, report, await the start time, run, write results."""
+    """One process's workers: connect, report, await the start time, run, write results.
+
+    At `config.nice` more niceness than the launcher: the workers share the host with the
+    services they drive, which on their own hosts would not compete with them. At the same
+    priority, 16 processes building and connecting 1,024 workers took most of the 2-core VM,
+    and the controller's I/O thread and ZAP helper, serial and starved of their share, took
+    ~3 s to finish the handshakes they finish in 0.1-0.8 s with the simulator niced
+    (bench scale, BENCHMARKS.md).
+    """
+    os.nice(config.nice)
     lift_socket_cap()
     try:
         run_group(

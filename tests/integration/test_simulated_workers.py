@@ -9,6 +9,7 @@ sink stored every worker's every epoch, and nothing anywhere was refused.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def test_every_simulated_worker_ran_every_epoch_and_applied_each_command_once(
     assert [w["worker"] for w in workers if w["applied_more_than_once"]] == []
     assert all(w["commands"] == w["last_applied"] for w in workers)
     assert [w["worker"] for w in workers if w["rejections"]] == []
+    assert run.results["niceness"] == [os.nice(0) + 10]  # yielding the CPU to the services
 
 
 def test_every_issued_command_was_acked_with_one_outcome(run: SimulatedRun) -> None:
