@@ -194,6 +194,7 @@ class Publisher:
                 sender_id,
                 self.incarnation,
                 security=security,
+                options=options,
             )
         self._replay_endpoint = "" if self._replay is None else self._replay.endpoint
         if self._replay is not None and replay_advertise is not None:

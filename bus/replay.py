@@ -21,7 +21,7 @@ import zmq
 
 from bus.header import TERMINATOR, encode_head
 from bus.security import Curve
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, SocketOptions, attach, make_socket
 from bus.topics import CONTROL_SCOPE, Channel, control_topic, parse_topic
 from leyline import ContractError, ReplayDone, ReplayRequest
 from leyline.wire import REGISTRY
@@ -89,8 +89,11 @@ class ReplayServer:
         sender_id: str,
         incarnation: int,
         security: Curve | None = None,
+        options: SocketOptions = DEFAULT_SOCKET_OPTIONS,
     ) -> None:
-        self._socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        # From the factory, for its listen backlog above all: every worker that found the same
+        # gap (a restarted controller) connects at once, past libzmq's default of 100.
+        self._socket = make_socket(context, "router", options)
         if security is not None:
             security.serve(self._socket)  # only trusted keys may ask for a replay
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -203,10 +206,8 @@ class ReplayClient:
         now = self._clock()
         connection = self._connections.get(key)
         if connection is None:
-            sock = self._context.socket(zmq.DEALER)
+            sock = make_socket(self._context, "dealer", self._options)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, self._options.receive_hwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._options.max_message_bytes)
             if self._security is not None:
                 self._security.pin(sock, peer)
             sock.connect(endpoint)

@@ -14,9 +14,12 @@ Defaults, and why:
 - reconnect 0.1 s doubling to 5 s: a restarted peer is back within a tenth of a second and a
   dead one is not hammered;
 - TCP keepalive and ZMTP heartbeats (1 s, timeout 5 s) detect a silently dead peer;
-- a listen backlog of 4,096 (libzmq's default is 100; Linux caps it at net.core.somaxconn):
-  1,024 workers connecting at once (a start, or a restarted controller) overflowed a backlog of
-  100 into tens of thousands of dropped connections, reset mid-handshake (bench/scale.py).
+- a listen backlog of 4,096 on every bound socket, replay servers' included (libzmq's default
+  is 100; Linux caps it at net.core.somaxconn, 4,096 since 5.4): 1,024 workers connecting at
+  once (a start, or a restarted controller) overflowed a backlog of 100 into tens of thousands
+  of dropped connections, reset mid-handshake, and a dropped SYN is retried only after 1, 3,
+  7 s (bench/scale.py). An endpoint's accept queue held up to 538 connections at 1,024
+  workers (`ss -lnt`, 2 cores busy): size it to the peers that may connect at once.
 """
 
 from __future__ import annotations
@@ -67,13 +70,20 @@ XPUB_MAX_MESSAGE_BYTES = 1024
 #: most 100 keeps what a flood queues there within what a bounded drain takes out.
 XPUB_RECEIVE_HWM = 100
 
-SocketKind = Literal["xpub", "sub", "xsub", "pub"]
+SocketKind = Literal["xpub", "sub", "xsub", "pub", "router", "dealer"]
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 #: pyzmq's compiled send: its Python `Socket.send` wrapper (routing ids and groups, which
 #: Leyline never uses) costs a frame and a keyword call on every publish.
 send_now = _BackendSocket.send
-_KINDS = {"xpub": zmq.XPUB, "sub": zmq.SUB, "xsub": zmq.XSUB, "pub": zmq.PUB}
+_KINDS = {
+    "xpub": zmq.XPUB,
+    "sub": zmq.SUB,
+    "xsub": zmq.XSUB,
+    "pub": zmq.PUB,
+    "router": zmq.ROUTER,  # a replay server (bus/replay.py)
+    "dealer": zmq.DEALER,  # a replay client
+}
 
 
 def make_socket(
