@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -14,6 +15,7 @@ from leyline.lifecycle import SeedStage
 
 __all__ = [
     "EXPLODING_GRADIENT_NORM",
+    "MAX_LIVENESS_PEERS",
     "PAYLOAD_FOR_EVENT",
     "VANISHING_GRADIENT_NORM",
     "CommandExecuted",
@@ -25,6 +27,7 @@ __all__ = [
     "ImprovementDetected",
     "IsolationViolation",
     "PeerLiveness",
+    "PeerSilence",
     "PerformanceDegradation",
     "PlateauDetected",
     "SeedCulled",
@@ -180,12 +183,32 @@ class ContractViolation(_Payload, frozen=True, tag="ContractViolation"):
     command_id: Ident = ""
 
 
+#: Peers one liveness event names at most: hundreds changing at one check (a starved host)
+#: make a few events, not hundreds, each inside the payload budget (~150 B a peer at most).
+MAX_LIVENESS_PEERS = 256
+
+
+class PeerSilence(msgspec.Struct, frozen=True, kw_only=True):
+    """One more peer of a `PeerLiveness` event, and how long it had been silent."""
+
+    peer: Ident
+    silent_for_ms: NonNegative
+
+
 class PeerLiveness(_Payload, frozen=True, tag="PeerLiveness"):
-    """A peer went silent (stale) or came back."""
+    """Peers that went silent (stale) or came back at one liveness check: `peer` and each of
+    `others` (one event for all of them, so a reader that counts peers counts both)."""
 
     peer: Ident
     channel: Ident
     silent_for_ms: NonNegative
+    others: Annotated[list[PeerSilence], msgspec.Meta(max_length=MAX_LIVENESS_PEERS - 1)] = (
+        msgspec.field(default_factory=list)
+    )
+
+    def peers(self) -> list[tuple[str, float]]:
+        """Every peer this event reports, with its silence in ms."""
+        return [(self.peer, self.silent_for_ms)] + [(o.peer, o.silent_for_ms) for o in self.others]
 
 
 TelemetryPayload = (

@@ -30,7 +30,7 @@ from leyline import (
     TelemetryEvent,
     TelemetryEventType,
 )
-from leyline.telemetry import ContractViolation, PeerLiveness
+from leyline.telemetry import MAX_LIVENESS_PEERS, ContractViolation, PeerLiveness, PeerSilence
 
 _log = structlog.get_logger("leyline.node")
 
@@ -132,7 +132,9 @@ class Node:
         for address in subscribe_connect:
             self.subscriber.attach(address, bind=False)
         self.subscriber.on_rejection(self._report_rejection)
-        self.subscriber.on_liveness(self._report_liveness)
+        #: The peers that went silent (True) or came back (False) since the last report.
+        self._liveness: dict[bool, list[tuple[str, float]]] = {True: [], False: []}
+        self.subscriber.on_liveness(self._note_liveness)
         self._violations = TokenBucket(violation_rate)
         self._metrics = None
         if metrics_port is not None:
@@ -166,6 +168,7 @@ class Node:
     def pump(self, timeout_ms: int = 0) -> int:
         """One turn of the bus: deliver what arrived, answer subscriptions, heartbeat."""
         delivered = self.subscriber.poll(timeout_ms / 1000)
+        self.report_liveness()
         self.publisher.service()
         return delivered
 
@@ -177,6 +180,7 @@ class Node:
                 tick()
 
     def close(self) -> None:
+        self.report_liveness()
         self.publisher.service()
         self.publisher.close()
         self.subscriber.close()
@@ -204,13 +208,45 @@ class Node:
             )
         )
 
-    def _report_liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
-        kind = TelemetryEventType.PEER_STALE if stale else TelemetryEventType.PEER_RECOVERED
-        _log.warning("peer silent" if stale else "peer back", peer=sender, silent_ms=silent_ms)
-        self.emit(
+    def _note_liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
+        self._liveness[stale].append((sender, silent_ms))
+
+    def report_liveness(self) -> None:
+        """Report the peers that went silent or came back since the last report (`pump` does,
+        after each poll, so once per liveness check): one log line and one event per
+        `MAX_LIVENESS_PEERS` of each kind, not one per peer. When a starved host silenced
+        hundreds at once, that was hundreds of durable events at the worst moment."""
+        for stale, changed in self._liveness.items():
+            if not changed:
+                continue
+            _log.warning(
+                "peers silent" if stale else "peers back",
+                peers=len(changed),
+                first=[peer for peer, _ in changed[:8]],
+            )
+            for event in liveness_events(stale, changed):
+                self.emit(event)
+            changed.clear()
+
+
+def liveness_events(stale: bool, changed: Sequence[tuple[str, float]]) -> list[TelemetryEvent]:
+    """`PEER_STALE` (or `PEER_RECOVERED`) events naming every (peer, silent ms) of `changed`
+    once, `MAX_LIVENESS_PEERS` to an event."""
+    kind = TelemetryEventType.PEER_STALE if stale else TelemetryEventType.PEER_RECOVERED
+    events = []
+    for start in range(0, len(changed), MAX_LIVENESS_PEERS):
+        (peer, silent_ms), *others = changed[start : start + MAX_LIVENESS_PEERS]
+        payload = PeerLiveness(
+            peer=peer,
+            channel="*",
+            silent_for_ms=silent_ms,
+            others=[PeerSilence(peer=p, silent_for_ms=ms) for p, ms in others],
+        )
+        events.append(
             TelemetryEvent(
                 event_type=kind,
-                payload=PeerLiveness(peer=sender, channel="*", silent_for_ms=silent_ms),
+                payload=payload,
                 severity=Severity.WARNING if stale else Severity.INFO,
             )
         )
+    return events

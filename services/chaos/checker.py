@@ -14,6 +14,7 @@ the window.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,7 +39,8 @@ _TEL_LOSSES = (
     " FROM losses WHERE channel = 'tel'"
 )
 _LIVENESS = (
-    "SELECT event_type, sender, json_extract(message, '$.payload.peer') FROM events"
+    "SELECT event_type, sender, json_extract(message, '$.payload.peer'),"
+    " json_extract(message, '$.payload.others') FROM events"
     " WHERE event_type IN ('PEER_STALE', 'PEER_RECOVERED')"
 )
 
@@ -58,6 +60,7 @@ class Counts(msgspec.Struct, kw_only=True):
     events_stored: int = 0
     events_lost: int = 0
     events_unaccounted: int = 0
+    #: Peers reported stale and back (an event names every peer of one check).
     peer_stale: int = 0
     peer_recovered: int = 0
 
@@ -67,7 +70,7 @@ class Verdict(msgspec.Struct, kw_only=True):
 
     counts: Counts
     failures: list[str] = msgspec.field(default_factory=list)
-    #: (reporter, peer) of every PEER_STALE event stored.
+    #: (reporter, peer) of every peer a stored PEER_STALE event names.
     stale_reports: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
     @property
@@ -121,12 +124,14 @@ def check(files: RunFiles) -> Verdict:
         liveness = db.execute(_LIVENESS).fetchall()
     telemetry = _check_telemetry(verdict, files, sequences, losses)
     _check_commands(verdict, files, entries, executions, telemetry)
-    for event_type, reporter, peer in liveness:
+    for event_type, reporter, peer, others in liveness:
+        # One event names every peer that changed at one check: `peer` and its `others`.
+        peers = [peer, *(other["peer"] for other in json.loads(others or "[]"))]
         if event_type == "PEER_STALE":
-            verdict.counts.peer_stale += 1
-            verdict.stale_reports.append((reporter, peer))
+            verdict.counts.peer_stale += len(peers)
+            verdict.stale_reports.extend((reporter, p) for p in peers)
         else:
-            verdict.counts.peer_recovered += 1
+            verdict.counts.peer_recovered += len(peers)
     return verdict
 
 
