@@ -7,7 +7,7 @@ package stays importable (and fast to import) where torch is not wanted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ Rules = tuple[_Words, _Words, npt.NDArray[np.bool_], _Floats, _Floats, _Floats, 
 
 __all__ = [
     "BatchConverter",
+    "StagedBuffer",
     "default_device",
     "to_tensor",
 ]
@@ -74,6 +75,48 @@ def to_tensor(
     return torch.from_numpy(row[0]).to(_resolve(device))
 
 
+class StagedBuffer:
+    """A preallocated host buffer and where a batch of its first rows goes on a device.
+
+    On the CPU the two are one buffer and a batch is a view of its first rows, kept by row
+    count (a tensor slice costs ~3 us). Towards CUDA the host buffer is pinned and a batch is
+    one non-blocking copy into a preallocated device buffer; `host()` waits for the last
+    copy to end, so refilling the buffer never races a copy still reading it.
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> None:
+        import torch
+
+        self._pinned = device.type == "cuda"
+        self._host = torch.zeros(shape, dtype=dtype, pin_memory=self._pinned)
+        #: The host buffer as an array, for reading what was just written (`host` to write).
+        self.array: npt.NDArray[Any] = self._host.numpy()
+        self._target = (
+            self._host if device.type == "cpu" else torch.zeros(shape, dtype=dtype, device=device)
+        )
+        self._copied = torch.Event(device) if self._pinned else None
+        self._views: dict[int, torch.Tensor] = {}
+
+    def host(self) -> npt.NDArray[Any]:
+        """The whole host buffer, once the last transfer has read it: to be written."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        return self.array
+
+    def transfer(self, count: int) -> torch.Tensor:
+        """The first `count` rows on the device: a view of the host buffer on the CPU."""
+        if self._target is self._host:
+            view = self._views.get(count)
+            if view is None:
+                view = self._views[count] = self._host[:count]
+            return view
+        batch = self._target[:count]
+        batch.copy_(self._host[:count], non_blocking=self._pinned)
+        if self._copied is not None:
+            self._copied.record()
+        return batch
+
+
 class BatchConverter:
     """Converts up to `max_batch` signals per call into one normalised [B, 27] tensor on a device.
 
@@ -100,23 +143,11 @@ class BatchConverter:
         self.device = _resolve(device)
         self._normaliser = FeatureNormaliser(bounds)
         self._checker = RowChecker(max_batch)
-        self._pinned = self.device.type == "cuda"
         shape = (max_batch, TENSOR_SCHEMA_SIZE)
-        self._host = torch.empty(shape, dtype=torch.float32, pin_memory=self._pinned)
-        self._host_rows = self._host.numpy()
+        self._staged = StagedBuffer(shape, torch.float32, self.device)
         #: Where `convert` joins the signals' raw rows: `convert_rows` reads them from here
         #: (normalising in place ran unvectorised, 3x slower, for the aliasing).
         self._raw = np.empty(shape, np.float32)
-        self._target = (
-            self._host
-            if self.device.type == "cpu"
-            else torch.empty(shape, dtype=torch.float32, device=self.device)
-        )
-        # Marks the end of the last host-to-device copy; waiting on it before refilling the
-        # host buffer keeps a non-blocking copy from reading half-written rows.
-        self._copied = torch.Event(self.device) if self._pinned else None
-        #: The host buffer's first rows as tensors, by count: a tensor slice costs ~3 us.
-        self._views: dict[int, torch.Tensor] = {}
         self.refused: list[tuple[int, ContractError]] = []
         self.refused_total = 0
 
@@ -141,8 +172,7 @@ class BatchConverter:
     def host_rows(self) -> npt.NDArray[np.float32]:
         """The whole host buffer [max_batch, 27], once the last transfer has read it: for a
         caller that checks and normalises rows into it itself (then `transfer`)."""
-        self._wait_for_copy()
-        return self._host_rows
+        return self._staged.host()
 
     def convert_rows(self, raw: npt.NDArray[np.float32]) -> torch.Tensor:
         """The normalised batch of raw feature rows [B, 27] float32 (a columnar receive's
@@ -153,8 +183,7 @@ class BatchConverter:
         """
         if len(raw) > self.max_batch:
             raise ValueError(f"{len(raw)} rows exceed max_batch {self.max_batch}")
-        self._wait_for_copy()
-        out = self._host_rows[: len(raw)]
+        out = self.host_rows()[: len(raw)]
         kept = self.refuse(raw, self._normaliser.check_into(raw, out, self._checker))
         if kept is None:
             return self.transfer(len(out))
@@ -176,22 +205,9 @@ class BatchConverter:
         kept[bad] = False
         return kept
 
-    def _wait_for_copy(self) -> None:
-        if self._copied is not None:
-            self._copied.synchronize()
-
     def transfer(self, count: int) -> torch.Tensor:
         """The first `count` host rows on the device: the host buffer itself on the CPU."""
-        if self._target is self._host:
-            view = self._views.get(count)
-            if view is None:
-                view = self._views[count] = self._host[:count]
-            return view
-        batch = self._target[:count]
-        batch.copy_(self._host[:count], non_blocking=self._pinned)
-        if self._copied is not None:
-            self._copied.record()
-        return batch
+        return self._staged.transfer(count)
 
     @staticmethod
     def _refusal(row: npt.NDArray[np.float32]) -> ContractError:

@@ -19,7 +19,7 @@ import torch
 from leyline import FastTrainingSignals
 from leyline.features import write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE, TensorSchema
-from leyline.tensors import default_device
+from leyline.tensors import StagedBuffer, default_device
 from services.controller._host_passes import fill_columns
 
 
@@ -88,22 +88,11 @@ class ColumnBuffer:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self.device = pick_device(device)
-        pinned = self.device.type == "cuda"
-        self._host = torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, pin_memory=pinned)
-        self._host_view = self._host.numpy()
+        self._staged = StagedBuffer((max_batch, COLUMN_COUNT), torch.float64, self.device)
         self._raw = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float64)
-        self._device_buffer = (
-            torch.zeros((max_batch, COLUMN_COUNT), dtype=torch.float64, device=self.device)
-            if pinned
-            else self._host
-        )
-        # The end of the last copy: refilling the host buffer waits for it (see BatchConverter).
-        self._copied = torch.Event(self.device) if pinned else None
         #: The last batch's columns on the host, as an array (a view, valid until the next
         #: fill): for what is decided on the host (masks, the check of the policy's output).
-        self.host: npt.NDArray[np.float64] = self._host_view[:0]
-        #: The host buffer's first rows as tensors, by count: a tensor slice costs ~3 us.
-        self._views: dict[int, torch.Tensor] = {}
+        self.host: npt.NDArray[np.float64] = self._staged.array[:0]
 
     def fill(self, signals: Sequence[FastTrainingSignals], rows: Sequence[int]) -> torch.Tensor:
         """The [B, COLUMN_COUNT] float64 columns of `signals` on the device (a view, reused)."""
@@ -136,20 +125,9 @@ class ColumnBuffer:
     def host_buffer(self) -> npt.NDArray[np.float64]:
         """The whole host buffer [max_batch, COLUMN_COUNT], once the last transfer has read
         it: for a caller that writes the columns itself (then `transfer`)."""
-        if self._copied is not None:
-            self._copied.synchronize()
-        return self._host_view
+        return self._staged.host()
 
     def transfer(self, count: int) -> torch.Tensor:
         """The first `count` rows of the host buffer on the device (`host` their array)."""
-        self.host = self._host_view[:count]
-        if self._device_buffer is self._host:
-            view = self._views.get(count)
-            if view is None:
-                view = self._views[count] = self._host[:count]
-            return view
-        target = self._device_buffer[:count]
-        target.copy_(self._host[:count], non_blocking=True)
-        if self._copied is not None:
-            self._copied.record()
-        return target
+        self.host = self._staged.array[:count]
+        return self._staged.transfer(count)

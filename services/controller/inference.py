@@ -18,7 +18,7 @@ import torch
 from leyline import ContractError
 from leyline.features import FeatureBounds
 from leyline.signals import TENSOR_SCHEMA_SIZE
-from leyline.tensors import BatchConverter
+from leyline.tensors import BatchConverter, StagedBuffer
 from services.controller._host_passes import check_proposals, stage_batch
 from services.controller.batcher import SignalBatcher
 from services.controller.columns import COLUMN_SOURCES, ColumnBuffer, ObservationBatch, pick_device
@@ -79,9 +79,8 @@ class InferenceLoop:
         #: Signals refused for a value that breaks the contract (never decided).
         self.refused = 0
         self._masker = ActionMasker(self.layout, self.device)
-        #: A batch's masks on the host (`_stage` writes them), and as tensors by row count.
-        self._legal = np.empty((max_batch, len(self.layout)), np.bool_)
-        self._mask_views: dict[int, torch.Tensor] = {}
+        #: A batch's legal-action masks (`_stage` writes them on the host).
+        self._masks = StagedBuffer((max_batch, len(self.layout)), torch.bool, self.device)
         #: A batch's raw rows and the indices of its refused rows (`_stage`).
         self._staged = np.empty((max_batch, TENSOR_SCHEMA_SIZE), np.float32)
         self._bad = np.empty(max_batch, np.int64)
@@ -153,12 +152,7 @@ class InferenceLoop:
         with torch.inference_mode():
             features = self._converter.transfer(count)
             columns = self._columns.transfer(count)
-            legal = self._legal[:count]
-            masks = self._mask_views.get(count)
-            if masks is None:
-                masks = self._mask_views[count] = torch.from_numpy(legal)
-            if not self._host:
-                masks = masks.to(self.device)
+            masks = self._masks.transfer(count)
             output = self.policy(ObservationBatch(features, columns), masks)
             if self._host:  # the tensors are the arrays: no copy
                 actions = output.actions.numpy()
@@ -169,7 +163,7 @@ class InferenceLoop:
                     (output.actions.double(), output.confidence.double(), output.reasons.double())
                 ).cpu()
                 actions, confidence, reasons = results.numpy()
-        return self._checked(batch, actions, confidence, reasons, legal)
+        return self._checked(batch, actions, confidence, reasons, self._masks.array[:count])
 
     def _stage(self, rows: npt.NDArray[np.int64]) -> int:
         """The batch of memory `rows` into the host buffers in one compiled pass: raw rows
@@ -182,7 +176,7 @@ class InferenceLoop:
             self.batcher.features, rows, *self._converter.rules, COLUMN_SOURCES, *MASK_READS,
             self._masker.table, self._staged, self._converter.host_rows(),
             self._columns.host_buffer(),
-            self._legal, self._bad,
+            self._masks.host(), self._bad,
         )  # fmt: skip
 
     def _reserve(self) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from leyline import FastTrainingSignals
 from leyline.features import normalise_into, write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE
-from leyline.tensors import BatchConverter, default_device, to_tensor
+from leyline.tensors import BatchConverter, StagedBuffer, default_device, to_tensor
 
 signal_lists = st.lists(for_struct(FastTrainingSignals), max_size=12)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -123,3 +123,20 @@ def test_cuda_batches_equal_cpu_batches_across_reuse(
         assert tensor.device.type == "cuda"
         assert torch.equal(tensor.cpu(), one_by_one(batch))
         assert torch.equal(tensor, one_by_one(batch, "cuda"))
+
+
+def test_a_staged_batch_on_the_cpu_is_a_kept_view_of_the_host_buffer() -> None:
+    staged = StagedBuffer((8, 3), torch.float64, torch.device("cpu"))
+    staged.host()[:2] = [[1, 2, 3], [4, 5, 6]]
+    batch = staged.transfer(2)
+    assert batch.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert batch.data_ptr() == staged.array.ctypes.data  # no copy
+    assert staged.transfer(2) is batch  # one view per row count, kept
+
+
+def test_a_staged_batch_for_another_device_is_copied_there() -> None:
+    # The meta device stands in for an accelerator: the rows must leave the host buffer.
+    staged = StagedBuffer((8, 3), torch.bool, torch.device("meta"))
+    batch = staged.transfer(5)
+    assert batch.device.type == "meta"
+    assert batch.shape == (5, 3) and batch.dtype == torch.bool
