@@ -54,7 +54,7 @@ class Channel(enum.StrEnum):
 
 #: The contracts each channel may carry; anything else is refused at decode.
 CHANNEL_CONTRACTS: dict[Channel, tuple[type[msgspec.Struct], ...]] = {
-    Channel.CMD: (AdaptationCommand,),
+    Channel.CMD: (AdaptationCommand, WorkerHello),
     Channel.SIG: (FastTrainingSignals,),
     Channel.ACK: (CommandAck, WorkerHello),
     Channel.TEL: (TelemetryEvent,),

@@ -86,6 +86,7 @@ def train(scratch: Path) -> int:
             stages = ", ".join(f"{s.slot_id} {s.stage.name}" for s in seeds.slots.values())
             same = "identical" if len(set(hashes)) == 1 else "DIFFERENT"
             print(f"epoch {agent.epoch}: {stages}; parameters on {ranks.world} ranks {same}")
+    agent.finish()  # every rank: the last safe point, then rank 0's farewell
     agent.close()
     ok = identical
     if local is not None:

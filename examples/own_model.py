@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             agent.connect(timeout_s=10.0)
             train(agent, net, optimizer, args.epochs)
             agent.safe_point(0.5)  # the answers to the last epoch
+            agent.finish()  # farewell: the controller settles anything still in flight
         finally:
             if local is not None:
                 local.stop()

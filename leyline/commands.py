@@ -241,7 +241,14 @@ def lift_ack_v1(old: CommandAckV1) -> CommandAck:
 class WorkerHello(
     msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="WorkerHello.v1"
 ):
-    """A (re)starting worker names the last command sequence it applied, to get the rest."""
+    """A (re)starting worker names the last command sequence it applied, to get the rest.
+
+    With `finished`, it is a farewell: the worker's run is over, it applied through
+    `last_applied_sequence` and will apply nothing more. The controller settles the rest as
+    unapplied and answers with the same hello on `cmd.<worker>.`, so that the worker knows
+    it was heard and may exit (a farewell lost in a partition is said again until then).
+    """
 
     worker_id: Ident
     last_applied_sequence: Count = 0
+    finished: bool = False

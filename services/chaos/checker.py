@@ -22,7 +22,7 @@ import msgspec
 import torch
 
 from leyline import CommandType
-from services.controller.journal import CommandJournal
+from services.controller.journal import UNAPPLIED, CommandJournal
 from services.sink.losses import LossReason, merged, subtract, without
 from services.sink.store import TelemetryStore
 
@@ -55,6 +55,8 @@ class Counts(msgspec.Struct, kw_only=True):
     commands_duplicated: int = 0
     commands_lost: int = 0
     commands_pending: int = 0
+    #: In flight when the worker's run ended: settled UNAPPLIED on its farewell.
+    commands_unapplied: int = 0
     commands_unwitnessed: int = 0
     events_sent: int = 0
     events_stored: int = 0
@@ -207,6 +209,8 @@ def _check_commands(
                 counts.commands_applied += 1
             elif outcome is None:
                 counts.commands_pending += 1
+            elif outcome == UNAPPLIED:
+                counts.commands_unapplied += 1
             else:
                 counts.commands_lost += 1
                 verdict.failures.append(

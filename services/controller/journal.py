@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 
+#: The journal's outcome for a command the worker's run ended before (never applied): the
+#: worker's own outcomes are `AckOutcome` names.
+UNAPPLIED = "UNAPPLIED"
+
 _DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode
 _INSERT = (
     "INSERT INTO commands (worker, sequence, command_id, slot_id, payload, issued_ns)"
@@ -142,6 +146,18 @@ class CommandJournal:
                 (outcome.name, time.time_ns(), command_id),
             )
         return cursor.rowcount == 1
+
+    def settle_unapplied(self, command_ids: Sequence[str]) -> int:
+        """Record commands a worker finished its run without applying (its farewell named
+        an earlier sequence) as `UNAPPLIED`, unless already settled; how many were."""
+        now = time.time_ns()
+        with self._db:
+            cursor = self._db.executemany(
+                "UPDATE commands SET outcome = ?, acked_ns = ? "
+                "WHERE command_id = ? AND outcome IS NULL",
+                [(UNAPPLIED, now, command_id) for command_id in command_ids],
+            )
+        return cursor.rowcount
 
     def unacked(self, worker_id: str | None = None, after: int = 0) -> list[JournalEntry]:
         """Commands not yet acknowledged (of one worker, past a sequence), in issue order."""

@@ -3,7 +3,9 @@
 Every command is committed to the journal before it is sent, numbered per worker. Unacked
 commands are resent with exponential backoff; a worker's hello (on start or after a restart)
 names the last sequence it applied and gets everything after it again, in order. Workers
-deduplicate by command id and sequence, so a resend is acknowledged, never re-applied.
+deduplicate by command id and sequence, so a resend is acknowledged, never re-applied. A
+worker's farewell (a finished hello) ends its run: what is still in flight to it is settled
+UNAPPLIED, and the farewell is answered.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class Controller:
         self.applied = 0
         self.rejected = 0
         self.resent = 0
+        #: Commands settled UNAPPLIED: in flight when their worker's run ended (its farewell).
+        self.unapplied = 0
+        #: Workers whose farewell was heard: nothing more is decided for them.
+        self.finished: set[str] = set()
         #: Acks and hellos ignored because they speak for another worker than their sender.
         self.misattributed = 0
         #: Signals refused by the inference loop for a value that breaks the contract.
@@ -89,8 +95,13 @@ class Controller:
         commands = decisions.commands()
         if len(commands):
             slots = zip(commands.worker_ids, commands.slot_ids, strict=True)
-            free = [i for i, (worker, slot) in enumerate(slots) if not busy(worker, slot)]
-            if len(free) < len(commands):  # a slot still awaiting an ack is not told again
+            finished = self.finished
+            free = [
+                i
+                for i, (worker, slot) in enumerate(slots)
+                if not busy(worker, slot) and worker not in finished
+            ]
+            if len(free) < len(commands):  # a slot awaiting an ack is not told again
                 commands = commands.take(free)
             # One journal transaction for everything decided, committed before anything is sent.
             entries = self.journal.issue_batch(
@@ -208,6 +219,30 @@ class Controller:
         else:
             self.applied += 1
 
+    def _settle_applied(self, worker: str, last: int) -> None:
+        """Commands through `last` the worker applied, their acks lost (its checkpoint, as a
+        hello names it, says so): settled as DUPLICATE."""
+        for flight in self.in_flight.of_worker(worker):
+            entry = flight.entry
+            if entry.sequence <= last:
+                self.journal.acknowledge(entry.command_id, AckOutcome.DUPLICATE)
+                self.in_flight.pop(entry.command_id)
+
+    def _farewell(self, worker: str, last: int) -> None:
+        """The worker's run is over at `last`: what is still in flight to it will never be
+        applied (settled UNAPPLIED), its queued signals are dropped, nothing more is decided
+        for it, and the farewell is answered so that the worker may exit."""
+        unapplied = [flight.entry.command_id for flight in self.in_flight.of_worker(worker)]
+        for command_id in unapplied:
+            self.in_flight.pop(command_id)
+        self.unapplied += self.journal.settle_unapplied(unapplied)
+        self.loop.batcher.forget(worker)
+        if worker not in self.finished:
+            self.finished.add(worker)
+            _log.info("worker finished", worker=worker, last_applied=last, unapplied=len(unapplied))
+        farewell = WorkerHello(worker_id=worker, last_applied_sequence=last, finished=True)
+        self.node.publish(Channel.CMD, farewell, scope=worker)
+
     def _settle_earlier(self, worker: str, sequence: int) -> None:
         """A worker takes its commands in sequence order, so an ack of `sequence` means it took
         every earlier one: one whose own ack was lost (in a partition) is settled now, as a
@@ -251,14 +286,13 @@ class Controller:
         """
         worker = hello.worker_id
         last = hello.last_applied_sequence
+        self._settle_applied(worker, last)
+        if hello.finished:
+            self._farewell(worker, last)
+            return
+        self.finished.discard(worker)  # the same id, running again
         if last == 0:
             self.loop.forget(worker)  # a fresh worker counts its epochs from the start again
-        for flight in self.in_flight.of_worker(worker):
-            entry = flight.entry
-            if entry.sequence <= last:
-                # Applied, its ack lost: the worker's checkpoint says so.
-                self.journal.acknowledge(entry.command_id, AckOutcome.DUPLICATE)
-                self.in_flight.pop(entry.command_id)
         pending = self.in_flight.of_worker(worker)
         now = time.monotonic()
         for flight in pending:

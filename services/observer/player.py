@@ -159,8 +159,9 @@ class Player:
         return msgspec.structs.replace(ack, command_id=live)
 
     def _on_command(self, envelope: Envelope[Any]) -> None:
-        command: AdaptationCommand = envelope.message
-        self.live_commands.setdefault((envelope.scope, command.sequence), command.command_id)
+        command = envelope.message
+        if isinstance(command, AdaptationCommand):  # not a farewell's answer
+            self.live_commands.setdefault((envelope.scope, command.sequence), command.command_id)
 
     def close(self, settle_s: float = 1.0) -> None:
         """Keep heartbeating for `settle_s` (receivers learn the last sequences), then close."""

@@ -97,7 +97,10 @@ class SimulatedWorker(Worker):
         of a process would spend milliseconds each on it per epoch and per command."""
 
     def _on_command(self, envelope: Envelope[Any]) -> None:
-        command: AdaptationCommand = envelope.message
+        command = envelope.message
+        if not isinstance(command, AdaptationCommand):  # a farewell's answer
+            super()._on_command(envelope)
+            return
         self.deliveries += 1
         fresh = command.command_id not in self._timed and command.command_id not in self.ledger.acks
         sent = self._signal_sent.get(command.target_slot_id or "")

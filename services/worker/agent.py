@@ -18,6 +18,10 @@ sequence. With a checkpoint, each applied command and each epoch is saved atomic
 it is acknowledged, so a restarted process resumes exactly where its acknowledgements say it
 was; state queries change nothing and are not checkpointed on their own.
 
+At the end of the run `finish` applies what is due and says farewell (a finished hello): the
+controller settles what is still in flight as unapplied and answers, and only then does the
+agent stop listening, so a command sent as the run ended is never left unacknowledged.
+
 Under data parallelism only the speaking rank (rank 0) has a node; every rank calls the same
 verbs, and `ranks` hands every rank the commands rank 0 decided, in order, at the same safe
 point, and the metrics all ranks agree on, so every rank's seeds move identically.
@@ -54,6 +58,10 @@ from services.worker.seeds import Seeds
 _log = structlog.get_logger("leyline.worker")
 #: Commands held while a predecessor is missing.
 MAX_WAITING = 256
+#: How long `finish` waits for the controller to answer its farewell (a partition may hold
+#: it), and how often it says it again meanwhile.
+FAREWELL_TIMEOUT_S = 60.0
+FAREWELL_REPEAT_S = 1.0
 
 
 class Ranks(Protocol):
@@ -145,7 +153,8 @@ class Agent:
     `state` is what the checkpoint holds besides the command ledger (default: a
     `TrainingState` of the seeds, the clock and `extra`); `state_dict()` gives the same to a
     user who checkpoints themselves. `command_window_s` is how long `end_epoch` listens for
-    the controller's answer to the epoch before training on.
+    the controller's answer to the epoch before training on; `farewell_timeout_s` how long
+    `finish` waits for the controller to answer the farewell.
     """
 
     def __init__(
@@ -159,6 +168,7 @@ class Agent:
         extra: Mapping[str, Stateful] | None = None,
         command_window_s: float = 0.1,
         ranks: Ranks | None = None,
+        farewell_timeout_s: float = FAREWELL_TIMEOUT_S,
     ) -> None:
         if node is None and (ranks is None or ranks.speaker):
             raise ValueError("only a rank that does not speak on the bus runs without a node")
@@ -170,10 +180,19 @@ class Agent:
         self.checkpoint = checkpoint
         self.ledger = CommandLedger()
         self.command_window_s = command_window_s
+        self.farewell_timeout_s = farewell_timeout_s
         self.ranks = ranks
         #: Commands in sequence order, queued as delivered, applied at the next safe point.
         self.due: list[Pending] = []
         self._next_hello = 0.0
+        #: Whether the controller was heard (ready, or a command came): only then is a
+        #: farewell's answer waited for.
+        self._controller_heard = False
+        #: After `finish`: commands are no longer applied, and whether the farewell was answered.
+        self.finished = False
+        self.farewell_answered = False
+        #: Commands that arrived after the farewell: not applied (the controller settles them).
+        self.after_farewell = 0
         self._commands = topic(Channel.CMD, self.worker_id).decode()
         self.resumed = self._resume()
         if node is not None:
@@ -207,6 +226,7 @@ class Agent:
         except NotReadyError as exc:
             _log.warning("peers not ready, starting anyway", missing=exc.missing)
             heard = False
+        self._controller_heard = heard
         self.hello()
         return heard
 
@@ -218,6 +238,42 @@ class Agent:
             worker_id=self.worker_id, last_applied_sequence=self.ledger.last_applied
         )
         self.node.publish(Channel.ACK, hello)
+
+    def finish(self, timeout_s: float | None = None) -> bool:
+        """End the run: apply what is due, checkpoint, then say farewell until the controller
+        answers it, for at most `timeout_s` (`farewell_timeout_s`); whether it was answered.
+
+        Commands that arrive after the farewell are not applied: the controller settles them
+        as unapplied when it hears it. The farewell is said again every
+        `FAREWELL_REPEAT_S` until answered, so one lost in a partition is not the last word;
+        a controller never heard from (no readiness, no command) is not waited for. Call it
+        once, after the last epoch, on every rank.
+        """
+        self.safe_point()
+        self.save()
+        self.finished = True
+        node = self.node
+        if node is None:  # a data-parallel rank that does not speak
+            return True
+        timeout_s = self.farewell_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        said = 0.0
+        while not self.farewell_answered and not node.stopping:
+            now = time.monotonic()
+            if now >= said + FAREWELL_REPEAT_S:
+                said = now
+                farewell = WorkerHello(
+                    worker_id=self.worker_id,
+                    last_applied_sequence=self.ledger.last_applied,
+                    finished=True,
+                )
+                node.publish(Channel.ACK, farewell)
+            if now >= deadline or not self._controller_heard:
+                break
+            node.pump(max(1, int(1000 * min(said + FAREWELL_REPEAT_S, deadline) - 1000 * now)))
+        if not self.farewell_answered and self._controller_heard:
+            _log.warning("farewell not answered", timeout_s=timeout_s)
+        return self.farewell_answered
 
     # -- the three verbs -------------------------------------------------------------------
 
@@ -316,7 +372,14 @@ class Agent:
     # -- commands ----------------------------------------------------------------------------
 
     def _on_command(self, envelope: Envelope[Any]) -> None:
-        self._receive(envelope.message)
+        message = envelope.message
+        if isinstance(message, WorkerHello):  # the controller's answer to a farewell
+            if self.finished and message.finished:
+                same = message.last_applied_sequence == self.ledger.last_applied
+                self.farewell_answered = self.farewell_answered or same
+            return
+        self._controller_heard = True
+        self._receive(message)
 
     def _on_rejection(self, rejection: Rejection) -> None:
         """Nothing the bus refused is applied. A command refused at decode is still answered
@@ -341,6 +404,9 @@ class Agent:
             return
         if sequence <= ledger.last_applied:
             self._ack_duplicate(command)
+            return
+        if self.finished:  # after the farewell: settled unapplied by the controller
+            self.after_farewell += 1
             return
         queued = ledger.last_applied + len(self.due)
         if sequence <= queued:

@@ -88,6 +88,7 @@ class LeylineCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.agent.safe_point(self.agent.command_window_s)
+        self.agent.finish()
 
 
 def _value(metrics: dict[str, Any], name: str, default: float) -> float:

@@ -46,5 +46,5 @@ class Worker(Agent):
             self.publish(report)
             self.save()
             self.safe_point(self.command_window_s)
-        self.safe_point(0.5)
-        self.save()  # the state queries answered since the last checkpoint
+        self.safe_point(0.5)  # the answers to the last epoch's signals
+        self.finish()

@@ -23,7 +23,9 @@ def test_random_schedule_of_kills_and_pauses_keeps_every_guarantee(tmp_path: Pat
     assert {fault.kind for fault in result.faults} == {FaultKind.KILL, FaultKind.PAUSE}
     counts = json.loads(result.counts_json())
     assert counts["passed"] is True
-    assert counts["commands_issued"] == counts["commands_applied"] + counts["commands_pending"]
+    assert counts["commands_issued"] == (
+        counts["commands_applied"] + counts["commands_pending"] + counts["commands_unapplied"]
+    )
 
 
 def test_chaos_command_refuses_a_folder_with_files(tmp_path: Path) -> None:

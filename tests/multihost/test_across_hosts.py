@@ -6,6 +6,7 @@ on the addresses they advertised: the path that a loopback-only replay address b
 Partitions cut a worker or the controller mid-command for longer than a peer takes to go
 stale; the delivery checker then judges the journal, the checkpoints and the sink's records,
 and the controller's view of the workers' stages must have caught up (no report refused).
+Workers that finish while the controller is cut off wait for their farewell's answer.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CUT_S = 7.0
 #: ~0.21 s each on an idle machine, ended with the heal: the run never settled).
 PARTITION_EPOCHS = 100
 PARTITION_S = 8.0
+#: Short runs, so that both workers end while the controller is cut off.
+FAREWELL_EPOCHS = 20
 START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 120.0
 
@@ -91,3 +94,39 @@ def test_a_partitioned_host_costs_no_command_twice_or_out_of_order_and_no_teleme
         f"partition {host}: heard again after (s) {recovery}, refused {refused}, {verdict.counts}"
     )
     assert refused == {}
+
+
+def test_workers_that_finish_while_the_controller_is_cut_off_are_answered_after_the_heal(
+    host_stack: Callable[[int], HostStack],
+) -> None:
+    stack = host_stack(FAREWELL_EPOCHS)
+    stack.start()
+    stack.wait_until(
+        lambda: len(stack.epochs_stored()) == len(WORKERS), START_TIMEOUT_S, "a first epoch"
+    )
+    stack.host("controller").cut()
+    # The sink still hears the workers: wait until both have published their last epoch.
+    stack.wait_until(
+        lambda: all(stack.epochs_stored().get(w) == FAREWELL_EPOCHS for w in WORKERS),
+        RUN_TIMEOUT_S,
+        "the last epochs",
+    )
+    time.sleep(CUT_S)  # past the heartbeat timeout: the connections, and what they held, drop
+    exited = [w for w in WORKERS if stack.finished(w)]
+    stack.host("controller").heal()
+    # Before farewells, a worker exited here, and what the controller had sent it stayed
+    # unacknowledged for good, resent every 30 s.
+    assert exited == [], f"{exited} exited before the controller heard their farewell"
+    codes = stack.run_to_the_end(RUN_TIMEOUT_S)  # every command settled, the sink caught up
+    assert codes == dict.fromkeys(codes, 0), stack.log_tails()
+    verdict = stack.verdict()
+    assert verdict.passed, verdict.failures
+    counts = verdict.counts
+    assert counts.commands_issued == counts.commands_applied + counts.commands_unapplied
+    assert stack.query("SELECT * FROM losses") == []
+    # The controller's answers, on each worker's command topic, as the sink recorded them.
+    answered = stack.query(
+        "SELECT worker FROM hellos WHERE channel = 'cmd' AND json_extract(message, '$.finished')"
+    )
+    assert {worker for (worker,) in answered} == set(WORKERS)
+    print(f"farewell across a cut: {counts}")

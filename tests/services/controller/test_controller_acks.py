@@ -8,6 +8,7 @@ runs a real worker built as `leyline worker` builds it.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,9 @@ class ControllerRig:
         loop = InferenceLoop(HeuristicPolicy(ActionLayout("cnn")), device="cpu")
         self.controller = Controller(self.node, loop, self.journal, ack_timeout_s=ACK_TIMEOUT_S)
         self.peers: list[Publisher] = []
+        #: Workers the rig pumps, and every worker it made (each closed at the end).
         self.workers: list[Worker] = []
+        self.made: list[Worker] = []
 
     def speaker(self, sender: str) -> Publisher:
         """A publisher on the controller's intake, heard by it, sending as `sender`."""
@@ -79,6 +82,7 @@ class ControllerRig:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         self.workers.append(worker)
+        self.made.append(worker)
 
         def connected() -> bool | None:
             heard = self.node.subscriber.wait_ready(0.0, publishers=[WORKER])
@@ -113,7 +117,7 @@ class ControllerRig:
         return [outcome for _, _, _, outcome in self.journal.entries()]
 
     def close(self) -> None:
-        for worker in self.workers:
+        for worker in self.made:
             worker.node.close()
         for peer in self.peers:
             peer.close()
@@ -234,6 +238,7 @@ def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(
         assert not first.checkpoint.path.exists()  # a query costs no checkpoint
 
         rig.workers.remove(first)
+        rig.made.remove(first)
         first.node.close()  # it dies before anything else made it write one
         second = rig.worker(tmp_path / "worker")
         assert second.ledger.last_applied == 0
@@ -242,5 +247,78 @@ def test_a_state_query_answered_before_a_crash_is_answered_again_after_it(
         rig.wait(lambda: second.ledger.last_applied or None, "the query to be sent again")
         assert second.ledger.last_applied == 1  # so the next command is not held behind it
         assert rig.outcomes() == ["APPLIED"]
+    finally:
+        rig.close()
+
+
+def test_a_farewell_settles_what_the_worker_will_never_apply(tmp_path: Path) -> None:
+    rig = ControllerRig(tmp_path, [_germinate(), _germinate(), _germinate()])
+    try:
+        worker = rig.speaker(WORKER)
+        # The run ended having applied 1 (its ack lost); 2 and 3 were still in flight.
+        farewell = WorkerHello(worker_id=WORKER, last_applied_sequence=1, finished=True)
+        worker.publish(Channel.ACK, farewell, WORKER)
+        rig.wait(lambda: rig.controller.unapplied or None, "the farewell")
+
+        assert rig.outcomes() == ["DUPLICATE", "UNAPPLIED", "UNAPPLIED"]
+        assert rig.controller.in_flight == {}
+        assert rig.controller.finished == {WORKER}
+        rig.controller.ack_timeout_s = 0.0  # anything still in flight would now be resent
+        rig.settle()
+        assert rig.controller.resent == 0
+        # The same id starting again is commanded again.
+        worker.publish(Channel.ACK, WorkerHello(worker_id=WORKER), WORKER)
+        rig.wait(lambda: (not rig.controller.finished) or None, "the new run's hello")
+    finally:
+        rig.close()
+
+
+def _finishing_worker(rig: ControllerRig, data_dir: Path) -> Worker:
+    """A real worker with the rig's command queued, not applied: the test drives its node."""
+    worker = rig.worker(data_dir)
+    rig.workers.remove(worker)  # pumped by the test from here on (the rig still closes it)
+    worker.hello()
+    rig.wait(lambda: worker.node.pump(1) or worker.due or None, "the command to reach it")
+    return worker
+
+
+def test_a_finishing_worker_applies_what_is_due_and_exits_once_its_farewell_is_answered(
+    tmp_path: Path,
+) -> None:
+    rig = ControllerRig(tmp_path, [_germinate()])
+    try:
+        worker = _finishing_worker(rig, tmp_path / "worker")
+        answered: list[bool] = []
+        finishing = threading.Thread(target=lambda: answered.append(worker.finish(TIMEOUT_S)))
+        finishing.start()
+        rig.wait(lambda: (not finishing.is_alive()) or None, "the farewell's answer")
+        finishing.join()
+
+        assert answered == [True]
+        assert rig.outcomes() == ["APPLIED"] and worker.ledger.last_applied == 1
+        assert rig.controller.finished == {WORKER} and rig.controller.unapplied == 0
+        # A command that reaches it after the farewell is not applied.
+        late = AdaptationCommand(
+            command_id=new_id(), command_type=CommandType.REQUEST_STATE, sequence=2
+        )
+        rig.node.publish(Channel.CMD, late, scope=WORKER)
+        rig.wait(lambda: worker.node.pump(5) or worker.after_farewell or None, "the late one")
+        assert worker.ledger.last_applied == 1 and worker.due == []
+    finally:
+        rig.close()
+
+
+def test_an_unanswered_farewell_is_said_until_the_timeout_and_heard_afterwards(
+    tmp_path: Path,
+) -> None:
+    rig = ControllerRig(tmp_path, [_germinate()])
+    try:
+        worker = _finishing_worker(rig, tmp_path / "worker")
+        # The controller hears nothing while the worker finishes (as across a partition).
+        assert worker.finish(timeout_s=2.5) is False
+        assert worker.ledger.last_applied == 1
+
+        rig.wait(lambda: rig.controller.finished or None, "the farewells, once heard")
+        assert rig.outcomes() == ["APPLIED"] and rig.controller.in_flight == {}
     finally:
         rig.close()

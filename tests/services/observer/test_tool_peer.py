@@ -221,7 +221,8 @@ def test_topic_echo_prints_the_filtered_messages_as_json_lines(
     assert {(m["topic"], m["sender"], m["type"]) for m in lines} == {
         ("ack.w1.", "w1", "WorkerHello.v1")
     }
-    assert all(m["message"] == {"worker_id": "w1", "last_applied_sequence": 0} for m in lines)
+    hello = {"worker_id": "w1", "last_applied_sequence": 0, "finished": False}
+    assert all(m["message"] == hello for m in lines)
     sequences = [m["sequence"] for m in lines]
     assert sequences == sorted(sequences)
 

@@ -104,6 +104,7 @@ def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
     assert [a.outcome for a in acks()] == [AckOutcome.APPLIED, AckOutcome.APPLIED]
     assert worker.model.germinations == 1 and worker.ledger.last_applied == 1
 
+    worker.farewell_timeout_s = 0.0  # the test's controller answers no farewell
     worker.run()  # one epoch: published, checkpointed
 
     def signals() -> list[FastTrainingSignals] | None:
