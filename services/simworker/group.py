@@ -29,6 +29,7 @@ from services.cli._service import make_node
 from services.config import BusConfig
 from services.simworker.config import SimulateConfig
 from services.simworker.worker import SimulatedWorker
+from services.worker.agent import FAREWELL_REPEAT_S, FAREWELL_TIMEOUT_S
 
 _log = structlog.get_logger("leyline.simulate")
 #: How often every worker's bus is serviced (heartbeats, liveness, subscriptions, replays):
@@ -139,6 +140,23 @@ class WorkerGroup:
         settle_until = time.monotonic() + self.config.settle_s
         while not self.stopping and time.monotonic() < settle_until:
             self.pump(SERVICE_INTERVAL_S)
+        self.farewell()
+
+    def farewell(self) -> None:
+        """Every worker's farewell, said again each `FAREWELL_REPEAT_S` until the controller
+        answers it, for at most `FAREWELL_TIMEOUT_S` (as `Agent.finish`, for all at once)."""
+        deadline = time.monotonic() + FAREWELL_TIMEOUT_S
+        waiting = list(self.workers)
+        while waiting and not self.stopping and time.monotonic() < deadline:
+            for worker in waiting:
+                worker.say_farewell()
+                worker.node.publisher.flush()
+            again = min(time.monotonic() + FAREWELL_REPEAT_S, deadline)
+            while waiting and time.monotonic() < again:
+                self.pump(min(SERVICE_INTERVAL_S, max(0.0, again - time.monotonic())))
+                waiting = [worker for worker in waiting if not worker.farewell_answered]
+        if waiting:
+            _log.warning("farewells not answered", unanswered=len(waiting))
 
     def close(self) -> None:
         for worker in self.workers:

@@ -126,6 +126,7 @@ class SimulatedWorker(Worker):
             "applied_more_than_once": sum(1 for n in self.applied.values() if n > 1),
             "deliveries": self.deliveries,
             "last_applied": self.ledger.last_applied,
+            "farewell_answered": self.farewell_answered,
             # Delivered, not applied when the run ended (none: every delivery is applied at
             # once); and waiting for a predecessor that never came.
             "due_at_close": len(self.due),

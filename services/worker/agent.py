@@ -262,18 +262,26 @@ class Agent:
             now = time.monotonic()
             if now >= said + FAREWELL_REPEAT_S:
                 said = now
-                farewell = WorkerHello(
-                    worker_id=self.worker_id,
-                    last_applied_sequence=self.ledger.last_applied,
-                    finished=True,
-                )
-                node.publish(Channel.ACK, farewell)
+                self.say_farewell()
             if now >= deadline or not self._controller_heard:
                 break
             node.pump(max(1, int(1000 * min(said + FAREWELL_REPEAT_S, deadline) - 1000 * now)))
         if not self.farewell_answered and self._controller_heard:
             _log.warning("farewell not answered", timeout_s=timeout_s)
         return self.farewell_answered
+
+    def say_farewell(self) -> None:
+        """Publish the farewell (a finished hello naming the last applied sequence) once;
+        from now on nothing is applied. `finish` says it until answered; a caller driving
+        many agents' buses itself (the simulated workers) says it for each."""
+        self.finished = True
+        if self.node is not None:
+            farewell = WorkerHello(
+                worker_id=self.worker_id,
+                last_applied_sequence=self.ledger.last_applied,
+                finished=True,
+            )
+            self.node.publish(Channel.ACK, farewell)
 
     # -- the three verbs -------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ def test_every_simulated_worker_ran_every_epoch_and_applied_each_command_once(
     assert sum(w["commands"] for w in workers) > 0  # the controller did take decisions
     assert [w["worker"] for w in workers if w["applied_more_than_once"]] == []
     assert all(w["commands"] == w["last_applied"] for w in workers)
+    assert [w["worker"] for w in workers if not w["farewell_answered"]] == []
     assert [w["worker"] for w in workers if w["rejections"]] == []
     assert run.results["niceness"] == [os.nice(0) + 10]  # yielding the CPU to the services
 
@@ -133,8 +134,11 @@ def test_the_sink_stored_every_workers_every_epoch_and_no_refusal(run: Simulated
         )
     )
     assert epochs == {f"sim{n}": EPOCHS for n in range(1, WORKERS + 1)}
-    hellos = query(run.sink_db, "SELECT DISTINCT sender FROM hellos")
+    hellos = query(run.sink_db, "SELECT DISTINCT sender FROM hellos WHERE channel = 'ack'")
     assert len(hellos) == WORKERS
+    # Every farewell was answered, and the sink kept the answers (on each `cmd.<id>.`).
+    answered = query(run.sink_db, "SELECT DISTINCT worker FROM hellos WHERE channel = 'cmd'")
+    assert len(answered) == WORKERS
     violations = query(
         run.sink_db, "SELECT sender, message FROM events WHERE event_type = 'CONTRACT_VIOLATION'"
     )
