@@ -320,6 +320,7 @@ def run_count(
         "listen_overflows": overflows,
         "applied_more_than_once": sum(w["applied_more_than_once"] for w in results["workers"]),
         "commands_due_at_close": sum(w.get("due_at_close", 0) for w in results["workers"]),
+        "farewells_unanswered": sum(1 for w in results["workers"] if not w["farewell_answered"]),
         "workers_with_all_epochs_stored": sum(1 for n in epochs_stored.values() if n == epochs),
         "bus_rejections_at_workers": sum(sum(w["rejections"].values()) for w in results["workers"]),
         "signals_heard_pct": round(100 * decisions / signals, 1) if signals else None,
