@@ -203,7 +203,10 @@ class Controller:
             self._ignore("ack", sender, ack.worker_id)
             return
         self.in_flight.pop(ack.command_id)
-        self._settle_earlier(sender, flight.entry.sequence)
+        # A worker takes its commands in sequence order, so an ack of N means it took every
+        # earlier one: one whose own ack was lost (in a partition) is settled now, not left to a
+        # resend that may find the worker gone.
+        self._settle_applied(sender, flight.entry.sequence - 1)
         # Every outcome settles the command: a REJECTED one (by the lifecycle guard, at
         # decode, or while applying) would be rejected again, so it is never resent.
         self.journal.acknowledge(ack.command_id, ack.outcome)
@@ -220,8 +223,8 @@ class Controller:
             self.applied += 1
 
     def _settle_applied(self, worker: str, last: int) -> None:
-        """Commands through `last` the worker applied, their acks lost (its checkpoint, as a
-        hello names it, says so): settled as DUPLICATE."""
+        """Commands through `last` the worker applied, their acks lost (as its hello or a later
+        ack says): settled as DUPLICATE."""
         for flight in self.in_flight.of_worker(worker):
             entry = flight.entry
             if entry.sequence <= last:
@@ -233,25 +236,16 @@ class Controller:
         applied (settled UNAPPLIED), its queued signals are dropped, nothing more is decided
         for it, and the farewell is answered so that the worker may exit."""
         unapplied = [flight.entry.command_id for flight in self.in_flight.of_worker(worker)]
-        for command_id in unapplied:
-            self.in_flight.pop(command_id)
-        self.unapplied += self.journal.settle_unapplied(unapplied)
-        self.loop.batcher.forget(worker)
-        if worker not in self.finished:
+        if unapplied:
+            for command_id in unapplied:
+                self.in_flight.pop(command_id)
+            self.unapplied += self.journal.settle_unapplied(unapplied)
+        if worker not in self.finished:  # a farewell said again costs only its answer
             self.finished.add(worker)
+            self.loop.batcher.forget(worker)
             _log.info("worker finished", worker=worker, last_applied=last, unapplied=len(unapplied))
         farewell = WorkerHello(worker_id=worker, last_applied_sequence=last, finished=True)
         self.node.publish(Channel.CMD, farewell, scope=worker)
-
-    def _settle_earlier(self, worker: str, sequence: int) -> None:
-        """A worker takes its commands in sequence order, so an ack of `sequence` means it took
-        every earlier one: one whose own ack was lost (in a partition) is settled now, as a
-        hello would settle it, not left to a resend that may find the worker gone."""
-        for flight in self.in_flight.of_worker(worker):
-            entry = flight.entry
-            if entry.sequence < sequence:
-                self.journal.acknowledge(entry.command_id, AckOutcome.DUPLICATE)
-                self.in_flight.pop(entry.command_id)
 
     def _refused_signal(self, item: PendingSignal, error: ContractError) -> None:
         """A fast signal whose feature block broke the contract: counted, logged, not decided."""

@@ -265,7 +265,8 @@ class Agent:
                 self.say_farewell()
             if now >= deadline or not self._controller_heard:
                 break
-            node.pump(max(1, int(1000 * min(said + FAREWELL_REPEAT_S, deadline) - 1000 * now)))
+            wait_s = min(said + FAREWELL_REPEAT_S, deadline) - now
+            node.pump(max(1, int(wait_s * 1000)))
         if not self.farewell_answered and self._controller_heard:
             _log.warning("farewell not answered", timeout_s=timeout_s)
         return self.farewell_answered
@@ -382,9 +383,9 @@ class Agent:
     def _on_command(self, envelope: Envelope[Any]) -> None:
         message = envelope.message
         if isinstance(message, WorkerHello):  # the controller's answer to a farewell
-            if self.finished and message.finished:
-                same = message.last_applied_sequence == self.ledger.last_applied
-                self.farewell_answered = self.farewell_answered or same
+            answers = message.last_applied_sequence == self.ledger.last_applied
+            if self.finished and message.finished and answers:
+                self.farewell_answered = True
             return
         self._controller_heard = True
         self._receive(message)
