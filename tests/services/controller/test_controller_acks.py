@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from controller_signals import SignalFactory
 
 from bus import Channel, Publisher
 from leyline import AckOutcome, AdaptationCommand, CommandAck, CommandType, WorkerHello, new_id
@@ -273,6 +274,33 @@ def test_a_farewell_settles_what_the_worker_will_never_apply(tmp_path: Path) -> 
         rig.close()
 
 
+def test_a_farewell_forged_for_another_worker_settles_nothing(rig: ControllerRig) -> None:
+    impostor = rig.speaker("evil")
+    farewell = WorkerHello(worker_id=WORKER, last_applied_sequence=0, finished=True)
+    impostor.publish(Channel.ACK, farewell, "evil")
+    assert rig.wait(lambda: rig.controller.misattributed or None, "the farewell counted") == 1
+
+    assert list(rig.controller.in_flight) == [rig.issued[0].command_id]
+    assert rig.outcomes() == [None]
+    assert (rig.controller.finished, rig.controller.unapplied) == (set(), 0)
+
+
+def test_nothing_more_is_decided_for_a_worker_after_its_farewell(
+    rig: ControllerRig, signal: SignalFactory
+) -> None:
+    worker = rig.speaker(WORKER)
+    farewell = WorkerHello(worker_id=WORKER, last_applied_sequence=0, finished=True)
+    worker.publish(Channel.ACK, farewell, WORKER)
+    rig.wait(lambda: rig.controller.finished or None, "the farewell")
+    # A plateau in an empty slot, for the finished worker and for one still running (a
+    # signal that was on its way, say): only the running one is commanded.
+    for sender in (WORKER, "w2"):
+        rig.controller.loop.submit(sender, SLOT, signal(epoch=8, plateau_epochs=4))
+    rig.wait(lambda: rig.controller.issued or None, "a decision")
+
+    assert [(w, s) for w, s, *_ in rig.journal.entries()] == [(WORKER, 1), ("w2", 1)]
+
+
 def _finishing_worker(rig: ControllerRig, data_dir: Path) -> Worker:
     """A real worker with the rig's command queued, not applied: the test drives its node."""
     worker = rig.worker(data_dir)
@@ -308,7 +336,7 @@ def test_a_finishing_worker_applies_what_is_due_and_exits_once_its_farewell_is_a
         rig.close()
 
 
-def test_an_unanswered_farewell_is_said_until_the_timeout_and_heard_afterwards(
+def test_an_unanswered_farewell_times_out_and_is_heard_once_the_controller_listens(
     tmp_path: Path,
 ) -> None:
     rig = ControllerRig(tmp_path, [_germinate()])
