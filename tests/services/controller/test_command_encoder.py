@@ -170,3 +170,29 @@ def test_ids_count_up_across_digit_carries_in_the_contracts_bytes(
         assert isinstance(sent, AdaptationCommand)
         assert (sent.command_id, sent.confidence) == (command_id, sure)
         assert payload == encode(sent)
+
+
+def test_a_step_of_several_batches_gives_their_commands_as_one_batch_in_order(
+    layout: ActionLayout, signal: SignalFactory
+) -> None:
+    loop = InferenceLoop(HeuristicPolicy(layout), max_batch=2, device="cpu")
+    workers = [f"w{n}" for n in range(5)]
+    for n, worker in enumerate(workers):  # acting rows in every batch of two, and a WAIT
+        epoch = 2 if n == 3 else 8
+        loop.submit(worker, "s1", signal(epoch=epoch, plateau_epochs=4), now=0.0)
+    loop.submit("w9", "s1", signal(epoch=9, seed_stage=SeedStage.PROBATIONARY), now=0.0)
+
+    decisions = loop.flush()  # three batches of two
+    commands = decisions.commands()
+
+    acting = [row for row in range(len(decisions)) if decisions.actions[row] != layout.wait]
+    assert len(decisions) == 6 and acting == [0, 1, 2, 4, 5]
+    assert commands.rows.tolist() == acting
+    assert commands.worker_ids == ["w0", "w1", "w2", "w4", "w9"]
+    assert commands.epochs.tolist() == [8, 8, 8, 8, 9]
+    prefix = commands.command_ids[0].rsplit("-", 1)[0]
+    assert commands.command_ids == [f"{prefix}-{n}" for n in range(1, 6)]
+    objects = [d.command for d in decisions.commanded()]
+    assert [c.command_id for c in objects if c is not None] == commands.command_ids
+    assert [encode(c) for c in objects if c is not None] == commands.payloads
+    assert [commands.command(i) for i in range(5)] == objects
