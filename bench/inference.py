@@ -7,13 +7,12 @@ delivers it, through the controller's own `SignalIntake` (slot names, busy slots
 stages the batch in one compiled pass (`stage_batch`: the rows gathered and checked, the
 decision columns and masks made from them, the features normalised), runs the policy under
 `torch.inference_mode`, reads the results back in one transfer and checks them on the host
-(illegal proposals to WAIT) in the same compiled pass that encodes the commands
-(`CommandEncoder.checked`: the bytes of a command for every row whose action is not WAIT,
-from a template per action, reason, slot and confidence-is-1, patched with a counter id,
-the batch's one timestamp and its confidence). The decisions come back as arrays
-(`Decisions`). **commanded**: the same, and then `Decisions.commands()`, the commands as
-the columns the journal takes: what the controller journals and sends. This is the goal's
-figure ("commands included"); since 2026-12-04 the two differ only by that read.
+(illegal proposals to WAIT). The decisions come back as arrays
+(`Decisions`). **commanded**: the same, and then `Decisions.commands()`: the encoded bytes
+of a command for every row whose action is not WAIT (`CommandEncoder`: a template per
+action, reason, slot and confidence-is-1, patched with a counter id, the batch's one
+timestamp and its confidence), with the columns the journal takes: what the controller
+journals and sends. This is the goal's figure ("commands included").
 **ceiling**: the same policy's `forward` on ready tensors (features, columns, masks already
 on the device). The ratio is the share of a decision's time the policy itself takes.
 

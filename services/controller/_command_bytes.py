@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 
 _U8 = numba.uint8[::1]
 #: Bytes read from a `bytes` object (`np.frombuffer`): the prefix and the timestamp.
-BYTES = numba.types.Array(numba.uint8, 1, "C", readonly=True)
+_BYTES = numba.types.Array(numba.uint8, 1, "C", readonly=True)
 _I64 = numba.int64[::1]
 #: The bits of 1.0, the default confidence (not encoded).
 _ONE = np.uint64(0x3FF0_0000_0000_0000)
@@ -69,7 +69,7 @@ def _copy(
 @numba.njit(
     numba.int64(
         _I64, _I64, numba.uint64[::1], _I64, numba.int64, numba.int64, numba.int64,
-        numba.int64[:, ::1], _U8, BYTES, numba.int64, BYTES, _U8, _I64, _I64, _I64,
+        numba.int64[:, ::1], _U8, _BYTES, numba.int64, _BYTES, _U8, _I64, _I64, _I64,
     ),
     cache=True,
     nogil=True,

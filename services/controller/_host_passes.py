@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from leyline.kernels import bad_rows, normalise
-from services.controller._command_bytes import BYTES, encode_batch
 
 _I64 = numba.int64[::1]
 _F32 = numba.float32[::1]
@@ -154,57 +153,6 @@ def check_proposals(
             chosen[i], why[i], sure[i] = wait, refused_reason, 1.0
             refused += 1
     return refused
-
-
-@numba.njit(
-    numba.int64(
-        _I64, _I64, numba.float64[::1], numba.boolean[:, ::1], numba.int64, numba.int64,
-        numba.int64, numba.int64, _I64, _I64, numba.float64[::1], _I64, numba.int64,
-        numba.int64, numba.int64[:, ::1], numba.uint8[::1], BYTES, numba.int64, BYTES,
-        numba.uint8[::1], _I64, _I64, _I64, _I64,
-    ),
-    cache=True,
-    nogil=True,
-)  # fmt: skip
-def check_and_encode(
-    actions: npt.NDArray[np.int64],
-    reasons: npt.NDArray[np.int64],
-    confidence: npt.NDArray[np.float64],
-    legal: npt.NDArray[np.bool_],
-    wait: int,
-    refused_reason: int,
-    first_reason: int,
-    last_reason: int,
-    chosen: npt.NDArray[np.int64],
-    why: npt.NDArray[np.int64],
-    sure: npt.NDArray[np.float64],
-    slot_codes: npt.NDArray[np.int64],
-    action_count: int,
-    reason_count: int,
-    parts: npt.NDArray[np.int64],
-    template_bytes: npt.NDArray[np.uint8],
-    prefix: npt.NDArray[np.uint8],
-    first_number: int,
-    stamp: npt.NDArray[np.uint8],
-    out: npt.NDArray[np.uint8],
-    acting: npt.NDArray[np.int64],
-    starts: npt.NDArray[np.int64],
-    ends: npt.NDArray[np.int64],
-    refused: npt.NDArray[np.int64],
-) -> int:  # pragma: no cover - compiled
-    """`check_proposals` into `chosen`, `why`, `sure` (how many it refused into
-    `refused[0]`), then `encode_batch` of what it chose: its count of commands written, or
-    -1 - code. As two
-    calls these cost ~3 us more at B = 256, most of it the second call's dispatch and
-    argument checks running cold after the policy's forward (bench inference)."""
-    refused[0] = check_proposals(
-        actions, reasons, confidence, legal, wait, refused_reason, first_reason, last_reason,
-        chosen, why, sure,
-    )  # fmt: skip
-    return encode_batch(
-        chosen, why, sure.view(np.uint64), slot_codes, wait, action_count, reason_count,
-        parts, template_bytes, prefix, first_number, stamp, out, acting, starts, ends,
-    )  # fmt: skip
 
 
 @numba.njit(numba.int64(_I64, _I64, _I64, numba.int64[:, ::1], _I64), cache=True, nogil=True)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from leyline import AdaptationCommand, CommandType
 from leyline.actions import action_to_command
 from leyline.wire import encode
-from services.controller import _command_bytes, _host_passes
+from services.controller import _command_bytes
 from services.controller.layout import ActionLayout
 from services.controller.pending import PendingBatch, RowNames, SlotCodes
 from services.controller.policy import DecisionReason
@@ -135,34 +135,6 @@ class CommandBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    @classmethod
-    def join(
-        cls,
-        parts: Sequence[CommandBatch],
-        batch: PendingBatch,
-        actions: _Ints,
-        reasons: _Ints,
-        confidence: npt.NDArray[np.float64],
-    ) -> CommandBatch:
-        """The commands of several decided batches (one encoder's, at least one), in order,
-        as one batch over their decisions joined (`batch` and the decided columns)."""
-        rows = np.cumsum([0] + [len(part._source.actions) for part in parts[:-1]])
-        at = np.cumsum([0] + [len(part.buffer) for part in parts[:-1]])
-        numbers = np.concatenate([part.numbers for part in parts])
-        first = int(numbers[0]) if len(numbers) else parts[0]._first
-        positions = numbers - first
-        in_order = bool((positions == np.arange(len(positions))).all())
-        return cls(
-            _Source(batch.epochs, actions, reasons, confidence, batch),
-            np.concatenate([part.rows + offset for part, offset in zip(parts, rows, strict=True)]),
-            parts[0]._ids,
-            first,
-            b"".join(part.buffer for part in parts),
-            np.concatenate([part.starts + offset for part, offset in zip(parts, at, strict=True)]),
-            np.concatenate([part.ends + offset for part, offset in zip(parts, at, strict=True)]),
-            None if in_order else positions,
-        )
-
     @property
     def epochs(self) -> _Ints:
         picked: _Ints = self._once("epochs", lambda: self._source.epochs[self.rows])
@@ -247,7 +219,6 @@ class CommandBatch:
 
 _DECODE = msgspec.msgpack.Decoder(AdaptationCommand).decode
 _Ints = npt.NDArray[np.int64]
-_Bytes = npt.NDArray[np.uint8]
 
 
 class _Source(NamedTuple):
@@ -282,8 +253,6 @@ class CommandEncoder:
         self._bytes = np.empty(0, np.uint8)
         self._longest = 0
         self._out = np.empty(0, np.uint8)
-        #: Where `checked`'s pass counts the proposals it refused.
-        self._refused = np.zeros(1, np.int64)
 
     def encode(
         self,
@@ -312,38 +281,6 @@ class CommandEncoder:
         """
         return self._commands(actions, reasons, confidence, batch.slot_codes(), batch)
 
-    def checked(
-        self,
-        batch: PendingBatch,
-        proposals: tuple[_Ints, _Ints, npt.NDArray[np.float64]],
-        legal: npt.NDArray[np.bool_],
-        rules: tuple[int, int, int],
-        decided: tuple[_Ints, _Ints, npt.NDArray[np.float64]],
-    ) -> tuple[CommandBatch, int]:
-        """`batch`'s proposals (actions, reasons, confidence) held to the `legal` masks and
-        `rules` (the refusal's reason, the first and last reason allowed) into `decided`
-        (`_host_passes.check_proposals`), and the commands of the decided rows whose action
-        is not WAIT, in one compiled pass; with how many proposals were refused."""
-        actions = np.ascontiguousarray(proposals[0], np.int64)
-        reasons = np.ascontiguousarray(proposals[1], np.int64)
-        confidence = np.ascontiguousarray(proposals[2], np.float64)
-        legal = np.ascontiguousarray(legal)
-        chosen, why, sure = decided
-        slot_codes = batch.slot_codes()
-        refused = self._refused
-
-        def write(first: int, stamp: _Bytes, out: _Bytes, acting: _Ints, starts: _Ints,
-                  ends: _Ints) -> int:  # fmt: skip
-            return int(
-                _host_passes.check_and_encode(
-                    actions, reasons, confidence, legal, self.wait, *rules, chosen, why, sure,
-                    slot_codes, len(self._actions), _REASON_CODES, self._parts, self._bytes,
-                    self._prefix, first, stamp, out, acting, starts, ends, refused,
-                )
-            )  # fmt: skip
-
-        return self._batch(write, chosen, why, sure, batch), int(refused[0])
-
     def _commands(
         self,
         actions: _Ints,
@@ -353,35 +290,10 @@ class CommandEncoder:
         batch: PendingBatch | None = None,
     ) -> CommandBatch:
         """Encode every non-WAIT row in one compiled pass (`_command_bytes.encode_batch`)."""
+        rows = len(actions)
         actions = np.ascontiguousarray(actions, np.int64)
         reasons = np.ascontiguousarray(reasons, np.int64)
         bits = np.ascontiguousarray(confidence, np.float64).view(np.uint64)
-
-        def write(first: int, stamp: _Bytes, out: _Bytes, acting: _Ints, starts: _Ints,
-                  ends: _Ints) -> int:  # fmt: skip
-            return int(
-                _command_bytes.encode_batch(
-                    actions, reasons, bits, slot_codes, self.wait, len(self._actions),
-                    _REASON_CODES, self._parts, self._bytes, self._prefix, first, stamp, out,
-                    acting, starts, ends,
-                )
-            )  # fmt: skip
-
-        return self._batch(write, actions, reasons, confidence, batch)
-
-    def _batch(
-        self,
-        write: Callable[[int, _Bytes, _Bytes, _Ints, _Ints, _Ints], int],
-        actions: _Ints,
-        reasons: _Ints,
-        confidence: npt.NDArray[np.float64],
-        batch: PendingBatch | None,
-    ) -> CommandBatch:
-        """The commands an encoding pass `write`s (first id counter, the batch's timestamp,
-        the buffer, and the acting rows, starts and ends it fills: how many, or -1 - code
-        for a code with no template yet, which is made before the pass runs again) for the
-        decided `actions`, `reasons` and `confidence`."""
-        rows = len(actions)
         stamp = np.frombuffer(_ENCODE(datetime.now(UTC)), np.uint8)  # one clock read a batch
         acting, starts, ends = (
             np.empty(rows, np.int64),
@@ -393,7 +305,11 @@ class CommandEncoder:
             room = rows * (self._longest + len(stamp) + 2 + len(self._prefix) + 20 + 8)
             if len(self._out) < room:
                 self._out = np.empty(2 * room, np.uint8)
-            count = write(first, stamp, self._out, acting, starts, ends)
+            count = _command_bytes.encode_batch(
+                actions, reasons, bits, slot_codes, self.wait, len(self._actions),
+                _REASON_CODES, self._parts, self._bytes, self._prefix, first, stamp,
+                self._out, acting, starts, ends,
+            )  # fmt: skip
             if count >= 0:
                 break
             self._template(-1 - count)  # a code seen for the first time: then again

@@ -57,7 +57,6 @@ class Decisions(ColumnSequence[Decision]):
         actions: npt.NDArray[np.int64] | None = None,
         confidence: npt.NDArray[np.float64] | None = None,
         reasons: npt.NDArray[np.int64] | None = None,
-        commands: CommandBatch | None = None,
     ) -> None:
         self._members = members
         self._encoder = encoder
@@ -65,9 +64,7 @@ class Decisions(ColumnSequence[Decision]):
         self.actions = np.empty(0, np.int64) if actions is None else actions
         self.confidence = np.empty(0, np.float64) if confidence is None else confidence
         self.reasons = np.empty(0, np.int64) if reasons is None else reasons
-        #: The acting rows' commands: encoded with the decisions (`CommandEncoder.checked`)
-        #: or on the first read.
-        self._commands = commands
+        self._commands: CommandBatch | None = None
         self._by_row: dict[int, int] | None = None
 
     @property
@@ -84,18 +81,14 @@ class Decisions(ColumnSequence[Decision]):
             return parts[0]
         if not parts:
             return cls(members, encoder)
-        batch = PendingBatch.join([part._items for part in parts])
-        actions = np.concatenate([part.actions for part in parts])
-        confidence = np.concatenate([part.confidence for part in parts])
-        reasons = np.concatenate([part.reasons for part in parts])
-        encoded = [part._commands for part in parts]
-        commands = None
-        if all(part is not None for part in encoded):
-            commands = CommandBatch.join(
-                [part for part in encoded if part is not None], batch, actions, reasons,
-                confidence,
-            )  # fmt: skip
-        return cls(members, encoder, batch, actions, confidence, reasons, commands)
+        return cls(
+            members,
+            encoder,
+            PendingBatch.join([part._items for part in parts]),
+            np.concatenate([part.actions for part in parts]),
+            np.concatenate([part.confidence for part in parts]),
+            np.concatenate([part.reasons for part in parts]),
+        )
 
     def commands(self) -> CommandBatch:
         """The commands of the rows whose action is not WAIT, in row order (made once)."""

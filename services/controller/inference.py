@@ -19,7 +19,7 @@ from leyline import ContractError
 from leyline.features import FeatureBounds
 from leyline.signals import TENSOR_SCHEMA_SIZE
 from leyline.tensors import BatchConverter, StagedBuffer
-from services.controller._host_passes import stage_batch
+from services.controller._host_passes import check_proposals, stage_batch
 from services.controller.batcher import SignalBatcher
 from services.controller.columns import COLUMN_SOURCES, ColumnBuffer, ObservationBatch, pick_device
 from services.controller.commands import CommandEncoder
@@ -90,9 +90,6 @@ class InferenceLoop:
         # Lookup table: an enum call per decision showed up at large batches (bench inference).
         self._members = tuple(self.layout.actions)
         self._encoder = CommandEncoder(self.layout, self.batcher.names.codes)
-        self._rules = (_REFUSED, _FIRST_REASON, _LAST_REASON)
-        #: Entered per batch; made once (a new one costs ~0.5 us more: bench inference).
-        self._inference_mode = torch.inference_mode()
         self._host = self.device.type == "cpu"
         #: The policy and memory-row count last reserved for (`_reserve`).
         self._reserved: tuple[ControlPolicy, int] | None = None
@@ -152,7 +149,7 @@ class InferenceLoop:
         if missing:
             raise unknown_stage(self._columns.host_buffer()[:count], missing)
         self._reserve()
-        with self._inference_mode:
+        with torch.inference_mode():
             features = self._converter.transfer(count)
             columns = self._columns.transfer(count)
             masks = self._masks.transfer(count)
@@ -203,16 +200,18 @@ class InferenceLoop:
         """The policy's output held to its contract, on the host: a proposal out of range or
         masked, or with an unknown reason code, becomes WAIT (ILLEGAL_PROPOSAL, counted),
         confidence is clamped to [0, 1] (NaN to 0), and the columns take the dtypes
-        `Decisions` promises; the acting rows' commands are encoded in the same compiled
-        pass (`CommandEncoder.checked`)."""
+        `Decisions` promises: one compiled pass (`check_proposals`)."""
         count = len(actions)
         chosen, why = np.empty(count, np.int64), np.empty(count, np.int64)
         sure = np.empty(count, np.float64)
-        commands, refused = self._encoder.checked(
-            batch, (actions, reasons, confidence), legal, self._rules, (chosen, why, sure)
-        )
+        refused = check_proposals(
+            np.ascontiguousarray(actions, np.int64), np.ascontiguousarray(reasons, np.int64),
+            np.ascontiguousarray(confidence, np.float64), np.ascontiguousarray(legal),
+            int(self.layout.wait), _REFUSED, _FIRST_REASON, _LAST_REASON,
+            chosen, why, sure,
+        )  # fmt: skip
         self.illegal += refused
-        return Decisions(self._members, self._encoder, batch, chosen, sure, why, commands)
+        return Decisions(self._members, self._encoder, batch, chosen, sure, why)
 
     def _refuse(self, batch: PendingBatch, count: int) -> PendingBatch:
         """Name and report the `count` refused rows `_stage` found; the items kept, in order."""
