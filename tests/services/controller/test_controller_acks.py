@@ -350,3 +350,30 @@ def test_an_unanswered_farewell_times_out_and_is_heard_once_the_controller_liste
         assert rig.outcomes() == ["APPLIED"] and rig.controller.in_flight == {}
     finally:
         rig.close()
+
+
+def test_an_answer_that_comes_before_the_worker_finished_is_not_its_farewells(
+    tmp_path: Path,
+) -> None:
+    rig = ControllerRig(tmp_path, [_germinate()])
+    try:
+        worker = _finishing_worker(rig, tmp_path / "worker")
+        received = worker.node.subscriber.metrics.received
+        before = received[Channel.CMD]
+        # The controller's answer, early (one to an earlier life of this id, say): it names
+        # the worker's last applied sequence, 0, as an answer to a farewell now would.
+        early = WorkerHello(worker_id=WORKER, last_applied_sequence=0, finished=True)
+        rig.node.publish(Channel.CMD, early, scope=WORKER)
+        rig.wait(lambda: worker.node.pump(5) or received[Channel.CMD] > before or None, "it")
+
+        assert worker.farewell_answered is False and worker.finished is False
+        answered: list[bool] = []
+        finishing = threading.Thread(target=lambda: answered.append(worker.finish(TIMEOUT_S)))
+        finishing.start()
+        rig.wait(lambda: (not finishing.is_alive()) or None, "the farewell's own answer")
+        finishing.join()
+
+        assert answered == [True]  # by the answer to the farewell it said: through 1
+        assert rig.outcomes() == ["APPLIED"] and worker.ledger.last_applied == 1
+    finally:
+        rig.close()
