@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-_LEAKY = '''
+_LEAKY = """
 from bus import Channel, Publisher, Subscriber
 
 def test_leaves_a_publisher_open():
@@ -20,7 +20,7 @@ def test_closes_both():
     subscriber = Subscriber(publisher.address, [(Channel.CMD, "tidy-worker")])
     subscriber.close()
     publisher.close()
-'''
+"""
 
 
 def test_a_test_that_leaves_a_socket_open_fails_and_names_it(pytester: pytest.Pytester) -> None:
