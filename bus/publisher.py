@@ -213,6 +213,10 @@ class Publisher:
             self._thread.start()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def replay_endpoint(self) -> str:
         """Where peers reach this publisher's replay server ("" when it keeps no window)."""
         return self._replay_endpoint

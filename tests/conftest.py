@@ -27,11 +27,7 @@ def _closes_what_it_opens(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for kind in (Publisher, Subscriber):
         monkeypatch.setattr(kind, "__init__", _tracked(kind.__init__, made))
     yield
-    left = [
-        item
-        for item in list(made)
-        if not (item._closed if isinstance(item, Publisher) else item.closed)
-    ]
+    left = [item for item in list(made) if not item.closed]
     for item in left:
         item.close()
     if left:

@@ -285,6 +285,23 @@ def test_a_farewell_forged_for_another_worker_settles_nothing(rig: ControllerRig
     assert (rig.controller.finished, rig.controller.unapplied) == (set(), 0)
 
 
+def test_a_flood_of_farewells_settles_once_and_costs_one_answer_each(
+    rig: ControllerRig,
+) -> None:
+    worker = rig.speaker(WORKER)
+    sent = rig.node.publisher.metrics.sent
+    before = sent[Channel.CMD]
+    farewell = WorkerHello(worker_id=WORKER, last_applied_sequence=0, finished=True)
+    for _ in range(200):
+        worker.publish(Channel.ACK, farewell, WORKER)
+    rig.wait(lambda: sent[Channel.CMD] - before >= 200 or None, "every farewell answered")
+    rig.settle()
+
+    assert sent[Channel.CMD] - before == 200  # one answer each: nothing amplified
+    assert rig.outcomes() == ["UNAPPLIED"] and rig.controller.unapplied == 1
+    assert rig.controller.finished == {WORKER} and rig.controller.in_flight == {}
+
+
 def test_nothing_more_is_decided_for_a_worker_after_its_farewell(
     rig: ControllerRig, signal: SignalFactory
 ) -> None:
@@ -310,19 +327,24 @@ def _finishing_worker(rig: ControllerRig, data_dir: Path) -> Worker:
     return worker
 
 
+def _finish(rig: ControllerRig, worker: Worker) -> bool:
+    """`worker.finish` on a thread while the rig runs the controller; what it returned."""
+    answered: list[bool] = []
+    finishing = threading.Thread(target=lambda: answered.append(worker.finish(TIMEOUT_S)))
+    finishing.start()
+    rig.wait(lambda: (not finishing.is_alive()) or None, "the farewell's answer")
+    finishing.join()
+    return answered[0]
+
+
 def test_a_finishing_worker_applies_what_is_due_and_exits_once_its_farewell_is_answered(
     tmp_path: Path,
 ) -> None:
     rig = ControllerRig(tmp_path, [_germinate()])
     try:
         worker = _finishing_worker(rig, tmp_path / "worker")
-        answered: list[bool] = []
-        finishing = threading.Thread(target=lambda: answered.append(worker.finish(TIMEOUT_S)))
-        finishing.start()
-        rig.wait(lambda: (not finishing.is_alive()) or None, "the farewell's answer")
-        finishing.join()
 
-        assert answered == [True]
+        assert _finish(rig, worker) is True
         assert rig.outcomes() == ["APPLIED"] and worker.ledger.last_applied == 1
         assert rig.controller.finished == {WORKER} and rig.controller.unapplied == 0
         # A command that reaches it after the farewell is not applied.
@@ -367,13 +389,7 @@ def test_an_answer_that_comes_before_the_worker_finished_is_not_its_farewells(
         rig.wait(lambda: worker.node.pump(5) or received[Channel.CMD] > before or None, "it")
 
         assert worker.farewell_answered is False and worker.finished is False
-        answered: list[bool] = []
-        finishing = threading.Thread(target=lambda: answered.append(worker.finish(TIMEOUT_S)))
-        finishing.start()
-        rig.wait(lambda: (not finishing.is_alive()) or None, "the farewell's own answer")
-        finishing.join()
-
-        assert answered == [True]  # by the answer to the farewell it said: through 1
+        assert _finish(rig, worker) is True  # by the answer to the farewell it said: through 1
         assert rig.outcomes() == ["APPLIED"] and worker.ledger.last_applied == 1
     finally:
         rig.close()
