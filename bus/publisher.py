@@ -527,7 +527,7 @@ class Publisher:
             if remaining <= 0:
                 return False
             with self._lock:
-                self._socket.poll(int(min(remaining, 0.01) * 1000), zmq.POLLIN)
+                self._socket.poll(min(remaining, 0.01), zmq.POLLIN)
                 self._service(None)
         return True
 

@@ -125,6 +125,12 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def wait_ms(seconds: float) -> int:
+    """A wait in seconds as libzmq's whole milliseconds, at least one when positive: a wait
+    under a millisecond made 0 would poll without waiting, and a loop around it spin."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
 def attach(sock: zmq.Socket[bytes], address: str, bind: bool) -> str:
     """Bind or connect `sock` to `address`; returns the concrete address (resolved port)."""
     if bind:
@@ -257,13 +263,14 @@ class SocketGroup:
                 return data
         return None
 
-    def poll(self, timeout_ms: int, flags: int = zmq.POLLIN) -> bool:
+    def poll(self, timeout_s: float, flags: int = zmq.POLLIN) -> bool:
+        """Whether any link is ready for `flags` within `timeout_s`."""
         if not self.links:
             return False
         poller = zmq.Poller()
         for link in self.links:
             poller.register(link.socket, flags)
-        return bool(poller.poll(timeout_ms))
+        return bool(poller.poll(wait_ms(timeout_s)))
 
     def close(self) -> None:
         for link in self.links:

@@ -18,7 +18,7 @@ from bus.pipeline import DEFAULT_MAX_CLOCK_SKEW_S, Envelope, Outcome, Pipeline, 
 from bus.rejection import RateLimitedLog, Rejection
 from bus.security import Curve
 from bus.sequence import MAX_STREAMS, Gap
-from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions
+from bus.sockets import DEFAULT_SOCKET_OPTIONS, Link, SocketGroup, SocketOptions, wait_ms
 from bus.topics import (
     CHANNEL_CONTRACTS,
     CONTROL_SCOPE,
@@ -36,7 +36,7 @@ M = TypeVar("M", bound=msgspec.Struct)
 Handler = Callable[[Envelope[Any]], None]
 RejectionHandler = Callable[[Rejection], None]
 GapHandler = Callable[[Gap], None]
-#: Called with (sender, stale, silent_for_ms) when a peer goes silent or comes back.
+#: Called with (sender, stale, silent_for_s) when a peer goes silent or comes back.
 LivenessHandler = Callable[[str, bool, float], None]
 #: Valid messages no handler took, kept for `receive`; beyond it the oldest go, counted.
 INBOX_SIZE = 10_000
@@ -273,7 +273,7 @@ class Subscriber:
         its handler; the drain runs only when more is queued behind it.
         """
         delivered = 0
-        timeout_ms = int(timeout_s * 1000)
+        timeout_ms = wait_ms(timeout_s)
         self._lagging = False
         links = self._sockets.links
         if len(links) == 1 and timeout_ms > 0:
@@ -523,10 +523,10 @@ class Subscriber:
             silent = max(0, as_of - seen)  # heard since we last caught up: not silent
             if silent > self._stale_ns and sender not in self._stale:
                 self._stale.add(sender)
-                self._liveness(sender, True, silent / 1e6)
+                self._liveness(sender, True, silent / 1e9)
             elif silent <= self._stale_ns and sender in self._stale:
                 self._stale.discard(sender)
-                self._liveness(sender, False, silent / 1e6)
+                self._liveness(sender, False, silent / 1e9)
         self.metrics.stale_peers = len(self._stale)
 
     @property
@@ -685,9 +685,9 @@ class Subscriber:
             for handler in self._on_gap:
                 handler(gap)
 
-    def _liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
+    def _liveness(self, sender: str, stale: bool, silent_s: float) -> None:
         for handler in self._on_liveness:
-            handler(sender, stale, silent_ms)
+            handler(sender, stale, silent_s)
 
 
 def _identity_of(frame: zmq.Frame) -> str:

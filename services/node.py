@@ -132,7 +132,8 @@ class Node:
         for address in subscribe_connect:
             self.subscriber.attach(address, bind=False)
         self.subscriber.on_rejection(self._report_rejection)
-        #: The peers that went silent (True) or came back (False) since the last report.
+        #: The peers that went silent (True) or came back (False) since the last report, with
+        #: how long they were silent in ms (the unit of the events that report them).
         self._liveness: dict[bool, list[tuple[str, float]]] = {True: [], False: []}
         self.subscriber.on_liveness(self._note_liveness)
         self._violations = TokenBucket(violation_rate)
@@ -165,17 +166,18 @@ class Node:
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGTERM, self.stop)
 
-    def pump(self, timeout_ms: int = 0) -> int:
-        """One turn of the bus: deliver what arrived, answer subscriptions, heartbeat."""
-        delivered = self.subscriber.poll(timeout_ms / 1000)
+    def pump(self, timeout_s: float = 0.0) -> int:
+        """One turn of the bus: wait up to `timeout_s` and deliver what arrived, answer
+        subscriptions, heartbeat."""
+        delivered = self.subscriber.poll(timeout_s)
         self.report_liveness()
         self.publisher.service()
         return delivered
 
-    def run(self, tick: Callable[[], None] | None = None, timeout_ms: int = 50) -> None:
+    def run(self, tick: Callable[[], None] | None = None, timeout_s: float = 0.05) -> None:
         """Pump the bus and call `tick` until stopped."""
         while not self.stopping:
-            self.pump(timeout_ms)
+            self.pump(timeout_s)
             if tick is not None:
                 tick()
 
@@ -208,8 +210,8 @@ class Node:
             )
         )
 
-    def _note_liveness(self, sender: str, stale: bool, silent_ms: float) -> None:
-        self._liveness[stale].append((sender, silent_ms))
+    def _note_liveness(self, sender: str, stale: bool, silent_s: float) -> None:
+        self._liveness[stale].append((sender, silent_s * 1000))
 
     def report_liveness(self) -> None:
         """Report the peers that went silent or came back since the last report (`pump` does,

@@ -126,10 +126,10 @@ class Controller:
         while not self.node.stopping:
             deadline = self.loop.deadline()
             wait = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
-            self.node.pump(max(1, int(wait * 1000)))
+            self.node.pump(wait)
             self.tick()
 
-    def _on_liveness(self, worker_id: str, stale: bool, silent_ms: float) -> None:
+    def _on_liveness(self, worker_id: str, stale: bool, silent_s: float) -> None:
         """A worker heard again after a silence (a partition, a pause) gets its unacked
         commands at the next tick, and their backoff starts again from `ack_timeout_s`: an
         ack lost in the cut is not left to a backoff that grew while the worker was

@@ -25,6 +25,7 @@ import zmq
 
 from bus import Channel
 from bus.security import Curve, TrustStore, load_key_pair, secret_key_path, trust_dir
+from bus.sockets import wait_ms
 from services.cli._service import make_node
 from services.config import BusConfig
 from services.simworker.config import SimulateConfig
@@ -87,7 +88,7 @@ class WorkerGroup:
 
     def pump(self, timeout_s: float) -> None:
         """Deliver what arrived for any worker; service every worker's bus when it is due."""
-        for sock, _ in self._poller.poll(int(timeout_s * 1000)):
+        for sock, _ in self._poller.poll(wait_ms(timeout_s)):
             worker = self._owner[sock]
             worker.node.subscriber.drain()
             worker.apply_due()

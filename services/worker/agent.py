@@ -266,7 +266,7 @@ class Agent:
             if now >= deadline or not self._controller_heard:
                 break
             wait_s = min(said + FAREWELL_REPEAT_S, deadline) - now
-            node.pump(max(1, int(wait_s * 1000)))
+            node.pump(wait_s)
         if not self.farewell_answered and self._controller_heard:
             _log.warning("farewell not answered", timeout_s=timeout_s)
         return self.farewell_answered
@@ -343,7 +343,7 @@ class Agent:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            node.pump(max(1, int(remaining * 1000)))
+            node.pump(remaining)
 
     # -- publishing --------------------------------------------------------------------------
 

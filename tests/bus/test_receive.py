@@ -45,6 +45,16 @@ def test_receive_returns_each_message_no_handler_took_then_none(inproc: InProces
     assert subscriber.receive(0.01) is None
 
 
+def test_a_wait_under_a_millisecond_waits_one_not_none(inproc: InProcessBus) -> None:
+    """ZeroMQ counts whole ms: 0.4 ms truncated to 0 made every such poll a busy one."""
+    _, subscriber = _connected(inproc)
+    (socket,) = subscriber.sockets
+    subscriber.poll(0.0004)
+    assert socket.getsockopt(zmq.RCVTIMEO) == 1
+    subscriber.poll(0.25)
+    assert socket.getsockopt(zmq.RCVTIMEO) == 250
+
+
 def test_iteration_yields_messages_as_they_come(inproc: InProcessBus) -> None:
     publisher, subscriber = _connected(inproc)
     publisher.publish_many(Channel.SIG, [fast_signals(epoch) for epoch in range(5)], "w1")

@@ -43,6 +43,9 @@ def test_peers_silent_at_one_check_make_one_event_naming_each() -> None:
         assert sorted(_peers(events, TelemetryEventType.PEER_STALE)) == sorted(
             p.sender_id for p in publishers
         )
+        # The bus says seconds; the event, as its contract has it, milliseconds.
+        assert isinstance(stale[0].payload, PeerLiveness)
+        assert all(5_900 < ms < 6_500 for _, ms in stale[0].payload.peers())
         node.pump(0)  # nothing changed since: nothing more
         assert len(events) == 1
         for publisher in publishers:

@@ -93,7 +93,7 @@ class ControllerRig:
         return worker
 
     def pump(self) -> None:
-        self.node.pump(5)
+        self.node.pump(0.005)
         self.controller.tick()
         for peer in self.peers:
             peer.service()
@@ -323,7 +323,7 @@ def _finishing_worker(rig: ControllerRig, data_dir: Path) -> Worker:
     worker = rig.worker(data_dir)
     rig.workers.remove(worker)  # pumped by the test from here on (the rig still closes it)
     worker.hello()
-    rig.wait(lambda: worker.node.pump(1) or worker.due or None, "the command to reach it")
+    rig.wait(lambda: worker.node.pump(0.001) or worker.due or None, "the command to reach it")
     return worker
 
 
@@ -352,7 +352,7 @@ def test_a_finishing_worker_applies_what_is_due_and_exits_once_its_farewell_is_a
             command_id=new_id(), command_type=CommandType.REQUEST_STATE, sequence=2
         )
         rig.node.publish(Channel.CMD, late, scope=WORKER)
-        rig.wait(lambda: worker.node.pump(5) or worker.after_farewell or None, "the late one")
+        rig.wait(lambda: worker.node.pump(0.005) or worker.after_farewell or None, "the late one")
         assert worker.ledger.last_applied == 1 and worker.due == []
     finally:
         rig.close()
@@ -386,7 +386,7 @@ def test_an_answer_that_comes_before_the_worker_finished_is_not_its_farewells(
         # the worker's last applied sequence, 0, as an answer to a farewell now would.
         early = WorkerHello(worker_id=WORKER, last_applied_sequence=0, finished=True)
         rig.node.publish(Channel.CMD, early, scope=WORKER)
-        rig.wait(lambda: worker.node.pump(5) or received[Channel.CMD] > before or None, "it")
+        rig.wait(lambda: worker.node.pump(0.005) or received[Channel.CMD] > before or None, "it")
 
         assert worker.farewell_answered is False and worker.finished is False
         assert _finish(rig, worker) is True  # by the answer to the farewell it said: through 1

@@ -73,7 +73,7 @@ class ControllerSeat:
         return (heard and subscribed and self.worker.heard()) or None
 
     def pump(self) -> None:
-        self.worker.node.pump(5)
+        self.worker.node.pump(0.005)
         self.worker.apply_due()
         self.publisher.service()
         self.intake.poll(5)

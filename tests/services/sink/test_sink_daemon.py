@@ -43,7 +43,7 @@ def test_a_hello_sent_before_the_sink_joined_is_replayed_and_stored(
             while store.sequences("w1", "ack.w1.", worker.incarnation) != [1, 2]:
                 assert time.monotonic() < deadline, "the hello never reached the store"
                 worker.service()
-                node.pump(10)
+                node.pump(0.01)
                 daemon.tick()
         finally:
             daemon.flush()

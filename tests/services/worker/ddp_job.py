@@ -56,7 +56,7 @@ class Seat:
         deadline = time.monotonic() + TIMEOUT_S
         wanted = topic(Channel.CMD, "w1")
         while time.monotonic() < deadline:
-            node.pump(2)
+            node.pump(0.002)
             self.pump()
             heard = self.subscriber.wait_ready(0.0, publishers=["w1"])
             subscribed = self.publisher.wait_for_subscribers(wanted, 1, 0.0)
@@ -77,7 +77,7 @@ class Seat:
         assert agent.node is not None
         deadline = time.monotonic() + TIMEOUT_S
         while not agent.due and time.monotonic() < deadline:
-            agent.node.pump(2)
+            agent.node.pump(0.002)
             self.pump()
         assert agent.due, "the command never arrived"
 
@@ -142,7 +142,7 @@ def main(out: Path) -> None:
         deadline = time.monotonic() + TIMEOUT_S
         while len(seat.acks) < 2 and time.monotonic() < deadline:
             assert agent.node is not None
-            agent.node.pump(2)  # the acks went out at their safe points; deliver them
+            agent.node.pump(0.002)  # the acks went out at their safe points; deliver them
             seat.pump()
         result = {
             "hashes": hashes,

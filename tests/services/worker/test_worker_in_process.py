@@ -91,7 +91,7 @@ def test_the_digits_worker_applies_a_command_once_at_its_safe_point(
         sequence=1,
     )
     controller.publish(Channel.CMD, germinate, "w1")
-    _wait(lambda: (node.pump(5), intake.poll(0)), lambda: worker.due or None)
+    _wait(lambda: (node.pump(0.005), intake.poll(0)), lambda: worker.due or None)
     assert worker.model.germinations == 0  # delivered and queued, not applied between steps
 
     worker.safe_point(0.01)
@@ -144,7 +144,7 @@ def test_the_heuristic_controller_grows_a_seed_in_a_users_model_in_process(
         agent.end_epoch(train_loss=loss.item(), val_loss=loss.item(), val_accuracy=50.0)
 
     def answered() -> bool | None:
-        controller_node.pump(5)
+        controller_node.pump(0.005)
         controller.tick()
         agent.safe_point(0.005)
         return (controller.issued > 0 and not controller.in_flight) or None
@@ -153,7 +153,7 @@ def test_the_heuristic_controller_grows_a_seed_in_a_users_model_in_process(
         epoch()
         deadline = time.monotonic() + 0.2  # the controller's turn at this epoch's signals
         while time.monotonic() < deadline and not controller.issued:
-            controller_node.pump(5)
+            controller_node.pump(0.005)
             controller.tick()
         if controller.issued:
             break
