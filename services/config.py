@@ -122,9 +122,9 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     )
     topology: Annotated[Topology, _help("host family")] = "cnn"
     max_batch: Annotated[PositiveInt, _help("signals per inference batch at most")] = 64
-    max_wait_ms: Annotated[
-        float, msgspec.Meta(ge=0.0, le=10_000.0, description="longest wait to fill a batch")
-    ] = 20.0
+    max_wait_s: Annotated[
+        float, msgspec.Meta(ge=0.0, le=10.0, description="longest wait to fill a batch")
+    ] = 0.02
     journal: Annotated[FilePath, _help("durable journal of issued commands")] = (
         "leyline-data/controller-journal.db"
     )

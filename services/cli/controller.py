@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     loop = InferenceLoop(
         policy,
         max_batch=config.max_batch,
-        max_wait_s=config.max_wait_ms / 1000,
+        max_wait_s=config.max_wait_s,
         device=device,
     )
     journal = CommandJournal(config.journal)

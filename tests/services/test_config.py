@@ -192,6 +192,23 @@ def test_a_missing_or_malformed_toml_file_is_a_config_error(tmp_path: Path) -> N
     assert "is not valid TOML" in error_of(lambda: load_config(BusConfig, "bus", broken, {}))
 
 
+def test_every_duration_setting_is_in_seconds() -> None:
+    """One unit for every duration, named by its suffix: a setting in ms is a trap."""
+    for section, cls in SECTIONS.items():
+        names = [field.name for field in msgspec.structs.fields(cls)]
+        assert not [name for name in names if name.endswith("_ms")], section
+    assert load_config(ControllerConfig, "controller", env={}).max_wait_s == 0.02
+
+
+def test_a_setting_in_the_old_unit_is_refused_naming_the_new_one(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[controller]\nmax_wait_ms = 5\n")
+    message = error_of(lambda: load_config(ControllerConfig, "controller", path, {}))
+    assert message.startswith(f"invalid config: controller.max_wait_ms (from {path}): unknown")
+    assert "max_wait_s" in message
+    env = {"LEYLINE_CONTROLLER_MAX_WAIT_S": "0.005"}
+    assert load_config(ControllerConfig, "controller", env=env).max_wait_s == 0.005
+
+
 def test_every_field_gets_a_flag_named_after_it() -> None:
     for section, cls in SECTIONS.items():
         parser = argparse.ArgumentParser()
