@@ -10,7 +10,13 @@ State, per memory row: `decided` (the last decided epoch, -1 for none), `epoch`,
 queue holds (row, arrival number) in arrival order; an entry is live while its row's
 `order` still equals its number (a forget or a take ends it), so conflation keeps a
 signal's place and a forgotten one is skipped. `counters` holds head, tail, the next
-arrival number and how many rows are pending.
+arrival number, how many rows are pending and the running counts of accepted, conflated and
+stale signals. A full queue is compacted in the pass; only one too short even then goes
+back to the caller to grow (each Python step around a pass costs ~1-2 us when the
+policy's forward has just left the caches cold: bench inference).
+
+`submit_paired` also finds each signal's memory row by (sender, slot) in a table (the
+controller's intake numbers the senders), so a drained block is queued in one call.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-HEAD, TAIL, NEXT, PENDING = range(4)
+HEAD, TAIL, NEXT, PENDING, ACCEPTED, CONFLATED, STALE = range(7)
+#: No row is skipped (`_queue_rows`).
+_NO_SKIP = np.zeros(0, np.bool_)
 
 _I64 = numba.int64[::1]
 _F64 = numba.float64[::1]
@@ -27,8 +35,90 @@ _F32_2D = numba.float32[:, ::1]
 _B1 = numba.boolean[::1]
 
 
+@numba.njit(cache=True, nogil=True)
+def _queue_rows(
+    rows: npt.NDArray[np.int64],
+    epochs: npt.NDArray[np.int64],
+    block: npt.NDArray[np.float32],
+    now: float,
+    decided: npt.NDArray[np.int64],
+    epoch: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    arrived: npt.NDArray[np.float64],
+    table: npt.NDArray[np.float32],
+    queue_rows: npt.NDArray[np.int64],
+    queue_order: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+    taken: npt.NDArray[np.bool_],
+    skip: npt.NDArray[np.bool_],
+) -> int:  # pragma: no cover - compiled
+    """Each (row, epoch) by the rules, in order (the queue has room): `block[i]` goes to
+    `table[rows[i]]` when accepted, `taken[i]` says whether it was; a row whose `skip[row]`
+    is set (when `skip` is not empty) is passed over, not counted. How many were accepted.
+
+    Called once a block, not once a row: an array passed to a compiled helper costs a
+    reference count step each way (~40 ns a row for this state).
+    """
+    accepted = conflated = stale = 0
+    skipping = len(skip) > 0
+    width = block.shape[1]
+    for i in range(len(rows)):
+        row = rows[i]
+        value = epochs[i]
+        taken[i] = False
+        if skipping and skip[row]:
+            continue
+        pending = order[row]
+        if value <= decided[row] or (pending and value < epoch[row]):
+            stale += 1
+            continue
+        if pending:
+            conflated += 1
+        else:
+            number = counters[NEXT]
+            counters[NEXT] = number + 1
+            order[row] = number
+            arrived[row] = now
+            tail = counters[TAIL]
+            queue_rows[tail] = row
+            queue_order[tail] = number
+            counters[TAIL] = tail + 1
+            counters[PENDING] += 1
+        epoch[row] = value
+        for j in range(width):
+            table[row, j] = block[i, j]
+        taken[i] = True
+        accepted += 1
+    counters[ACCEPTED] += accepted
+    counters[CONFLATED] += conflated
+    counters[STALE] += stale
+    return accepted
+
+
+@numba.njit(inline="always")
+def _make_room(
+    count: int,
+    queue_rows: npt.NDArray[np.int64],
+    queue_order: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+) -> bool:  # pragma: no cover - compiled
+    """Room for `count` more queue entries, the live ones moved to the front if need be;
+    False when the queue is too short even then (the caller grows it)."""
+    head, tail = counters[HEAD], counters[TAIL]
+    if tail + count <= len(queue_rows):
+        return True
+    live = tail - head
+    if live + count > len(queue_rows):
+        return False
+    for k in range(live):
+        queue_rows[k] = queue_rows[head + k]
+        queue_order[k] = queue_order[head + k]
+    counters[HEAD], counters[TAIL] = 0, live
+    return True
+
+
 @numba.njit(
-    numba.int64[::1](
+    numba.int64(
         _I64, _I64, _F32_2D, numba.float64, _I64, _I64, _I64, _F64, _F32_2D, _I64, _I64, _I64,
         _B1,
     ),
@@ -49,45 +139,74 @@ def submit_block(
     queue_order: npt.NDArray[np.int64],
     counters: npt.NDArray[np.int64],
     taken: npt.NDArray[np.bool_],
-) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
+) -> int:  # pragma: no cover - compiled
     """Queue each (row, epoch) in order; `block[i]` goes to `table[rows[i]]` when accepted.
 
-    `taken[i]` says whether signal i was accepted; the queue has room for every signal.
-    Returns (accepted, conflated, stale).
+    `taken[i]` says whether signal i was accepted. Returns how many were, or -1 when the
+    queue has too little room (nothing queued).
     """
-    accepted = conflated = stale = 0
-    width = block.shape[1]
-    for i in range(len(rows)):
-        row = rows[i]
-        value = epochs[i]
-        if value <= decided[row]:
-            stale += 1
-            taken[i] = False
-            continue
-        if order[row]:
-            if value < epoch[row]:
-                stale += 1
-                taken[i] = False
-                continue
-            conflated += 1
-        else:
-            number = counters[NEXT]
-            counters[NEXT] = number + 1
-            order[row] = number
-            arrived[row] = now
-            tail = counters[TAIL]
-            queue_rows[tail] = row
-            queue_order[tail] = number
-            counters[TAIL] = tail + 1
-            counters[PENDING] += 1
-        epoch[row] = value
-        for j in range(width):
-            table[row, j] = block[i, j]
-        taken[i] = True
-        accepted += 1
-    result = np.empty(3, np.int64)
-    result[0], result[1], result[2] = accepted, conflated, stale
-    return result
+    if not _make_room(len(rows), queue_rows, queue_order, counters):
+        return -1
+    return _queue_rows(
+        rows, epochs, block, now, decided, epoch, order, arrived, table, queue_rows,
+        queue_order, counters, taken, _NO_SKIP,
+    )  # fmt: skip
+
+
+@numba.njit(
+    numba.int64(
+        _I64, _I64, _I64, numba.int64[:, ::1], _B1, _I64, _F32_2D, numba.float64, _I64, _I64,
+        _I64, _F64, _F32_2D, _I64, _I64, _I64, _B1, _I64,
+    ),
+    cache=True,
+    nogil=True,
+)  # fmt: skip
+def submit_paired(
+    senders: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    slot_index: npt.NDArray[np.int64],
+    pairs: npt.NDArray[np.int64],
+    skip: npt.NDArray[np.bool_],
+    epochs: npt.NDArray[np.int64],
+    block: npt.NDArray[np.float32],
+    now: float,
+    decided: npt.NDArray[np.int64],
+    epoch: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    arrived: npt.NDArray[np.float64],
+    table: npt.NDArray[np.float32],
+    queue_rows: npt.NDArray[np.int64],
+    queue_order: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+    taken: npt.NDArray[np.bool_],
+    rows: npt.NDArray[np.int64],
+) -> int:  # pragma: no cover - compiled
+    """`submit_block` for rows found by pair: row i of group g (rows `starts[g]` to the next
+    group's start) is memory row `pairs[senders[g], slot_index[i]]`, written into `rows`;
+    a row whose `skip[row]` is set is passed over (not taken, not counted).
+
+    Returns how many were accepted; -1 when a row has no memory row (-1 in `pairs`, or a
+    slot index past its width) and -2 when the queue has too little room. Either way
+    nothing is queued, and `rows` holds every row found (-1 for those not).
+    """
+    count, width = len(slot_index), pairs.shape[1]
+    missing = False
+    for group in range(len(senders)):
+        stop = starts[group + 1] if group + 1 < len(senders) else count
+        sender = senders[group]
+        for i in range(starts[group], stop):
+            slot = slot_index[i]
+            row = pairs[sender, slot] if 0 <= slot < width else -1
+            rows[i] = row
+            missing |= row < 0
+    if missing:
+        return -1
+    if not _make_room(count, queue_rows, queue_order, counters):
+        return -2
+    return _queue_rows(
+        rows[:count], epochs, block, now, decided, epoch, order, arrived, table, queue_rows,
+        queue_order, counters, taken, skip,
+    )  # fmt: skip
 
 
 @numba.njit(

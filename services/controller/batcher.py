@@ -27,7 +27,7 @@ from leyline import FastTrainingSignals
 from leyline.features import write_raw
 from leyline.signals import TENSOR_SCHEMA_SIZE
 from services.controller import _conflation
-from services.controller._conflation import HEAD, NEXT, PENDING, TAIL
+from services.controller._conflation import ACCEPTED, CONFLATED, HEAD, NEXT, PENDING, STALE, TAIL
 from services.controller.pending import PendingBatch, RowNames, SlotKey, grown
 
 _Ints = npt.NDArray[np.int64]
@@ -68,7 +68,7 @@ class SignalBatcher:
         self._arrived = np.zeros(64, np.float64)
         self._queue_rows = np.zeros(256, np.int64)
         self._queue_order = np.zeros(256, np.int64)
-        self._counters = np.zeros(4, np.int64)
+        self._counters = np.zeros(7, np.int64)
         self._counters[NEXT] = 1
         # What a take writes into (copied out for the batch).
         self._out_rows = np.empty(max_batch, np.int64)
@@ -83,9 +83,20 @@ class SignalBatcher:
             np.empty(1, np.int64),
             np.empty((1, TENSOR_SCHEMA_SIZE), np.float32),
         )
-        self.accepted = 0
-        self.conflated = 0
-        self.stale = 0
+
+    @property
+    def accepted(self) -> int:
+        return int(self._counters[ACCEPTED])
+
+    @property
+    def conflated(self) -> int:
+        """Accepted signals that replaced a pending one."""
+        return int(self._counters[CONFLATED])
+
+    @property
+    def stale(self) -> int:
+        """Signals dropped: no newer than the pending or last decided epoch."""
+        return int(self._counters[STALE])
 
     def __len__(self) -> int:
         return int(self._counters[PENDING])
@@ -177,11 +188,51 @@ class SignalBatcher:
         block's buffers may be reused afterwards.
         """
         accepted = self._queue(rows, epochs, features, now)
-        objects = self._objects
-        if objects:  # an accepted row replaces a pending object
-            for index in np.flatnonzero(self._taken[: len(rows)]).tolist():
-                objects.pop(int(rows[index]), None)
+        if accepted and self._objects:
+            self._drop_objects(rows)
         return accepted
+
+    def submit_paired(
+        self,
+        pairs: npt.NDArray[np.int64],
+        senders: _Ints,
+        starts: _Ints,
+        slot_index: _Ints,
+        skip: npt.NDArray[np.bool_],
+        epochs: _Ints,
+        features: npt.NDArray[np.float32],
+        rows: _Ints,
+        now: float | None = None,
+    ) -> int:
+        """Queue a block whose memory rows are found by pair, in one compiled pass: row i of
+        group g (its rows from `starts[g]` to the next group's start) is the signal of memory
+        row `pairs[senders[g], slot_index[i]]`, written into `rows`; rows whose `skip[row]`
+        is set are passed over. How many were accepted, or -1 (nothing queued) when some row
+        has no memory row in `pairs` (-1 there, or a slot index past its width): `rows` then
+        holds the rows found and -1 for the others.
+        """
+        count = len(slot_index)
+        arrived = time.monotonic() if now is None else now
+        while True:
+            if len(self._taken) < count:
+                self._taken = np.empty(2 * count, np.bool_)
+            accepted: int = _conflation.submit_paired(
+                senders, starts, slot_index, pairs, skip, epochs, features, arrived,
+                self._decided, self._epoch, self._order, self._arrived, self.features,
+                self._queue_rows, self._queue_order, self._counters, self._taken, rows,
+            )  # fmt: skip
+            if accepted != -2:
+                break
+            self._grow_queue(count)
+        if accepted > 0 and self._objects:
+            self._drop_objects(rows[:count])
+        return accepted
+
+    def _drop_objects(self, rows: _Ints) -> None:
+        """The pending objects of the rows just accepted: replaced by those rows."""
+        objects = self._objects
+        for index in np.flatnonzero(self._taken[: len(rows)]).tolist():
+            objects.pop(int(rows[index]), None)
 
     def _queue(
         self,
@@ -196,37 +247,27 @@ class SignalBatcher:
         if len(epochs) != count or len(features) != count:
             raise ValueError(f"{count} rows, {len(epochs)} epochs, {len(features)} features")
         arrived = time.monotonic() if now is None else now
-        self._room(count)
-        accepted, conflated, stale = _conflation.submit_block(
-            np.ascontiguousarray(rows, np.int64),
-            np.ascontiguousarray(epochs, np.int64),
-            np.ascontiguousarray(features, np.float32),
-            float(arrived),
-            self._decided,
-            self._epoch,
-            self._order,
-            self._arrived,
-            self.features,
-            self._queue_rows,
-            self._queue_order,
-            self._counters,
-            self._taken,
-        ).tolist()
-        self.accepted += accepted
-        self.conflated += conflated
-        self.stale += stale
-        return int(accepted)
-
-    def _room(self, count: int) -> None:
-        """Room in the queue for `count` more entries (and in `_taken` for the block)."""
         if len(self._taken) < count:
             self._taken = np.empty(2 * count, np.bool_)
+        rows = np.ascontiguousarray(rows, np.int64)
+        epochs = np.ascontiguousarray(epochs, np.int64)
+        features = np.ascontiguousarray(features, np.float32)
+        while True:
+            accepted: int = _conflation.submit_block(
+                rows, epochs, features, float(arrived), self._decided, self._epoch,
+                self._order, self._arrived, self.features, self._queue_rows,
+                self._queue_order, self._counters, self._taken,
+            )  # fmt: skip
+            if accepted >= 0:
+                return accepted
+            self._grow_queue(count)
+
+    def _grow_queue(self, count: int) -> None:
+        """A queue with room for its live entries and `count` more (by doubling)."""
         counters = self._counters
         head, tail = int(counters[HEAD]), int(counters[TAIL])
-        if tail + count <= len(self._queue_rows):
-            return
         live = tail - head
-        size = max(len(self._queue_rows), 2 * (live + count))
+        size = max(2 * len(self._queue_rows), 2 * (live + count))
         rows, order = np.zeros(size, np.int64), np.zeros(size, np.int64)
         rows[:live], order[:live] = self._queue_rows[head:tail], self._queue_order[head:tail]
         self._queue_rows, self._queue_order = rows, order

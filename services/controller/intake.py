@@ -3,11 +3,12 @@
 What the controller does with each drained `SignalColumns` block, kept apart from the
 controller so that bench inference feeds the loop through exactly this path. Each sender
 gets a number once; a table of (sender number, slot index) to memory row then finds the
-whole block's rows in one compiled pass (`block_rows`), so the Python work is one dict
-lookup per frame (group of rows), not a key per row. Unknown slot indices come out of the
-same pass; busy slots are found through the memory rows of the slots in flight (filtered
-only when some slot of the block awaits an ack); the block goes to the batcher by memory
-rows (`SignalBatcher.submit_block`).
+whole block's rows, and queues them, in one compiled pass (`SignalBatcher.submit_paired`),
+so the Python work is one dict lookup per frame (group of rows), not a key per row. Slots
+awaiting an ack are passed over in the same pass, by their memory rows' marks. A block
+with a pair seen for the first time, or an unknown slot index, takes a slower way once:
+the new pairs get their memory rows, the unknown slot indices are counted and the rest
+queued by row (`SignalBatcher.submit_block`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bus.columnar import SignalColumns
-from services.controller._host_passes import block_rows
 from services.controller.batcher import SignalBatcher
-from services.controller.pending import SlotKey
+from services.controller.pending import SlotKey, grown
 
 
 class SignalIntake:
@@ -41,7 +41,10 @@ class SignalIntake:
         self._senders: list[str] = []
         #: [senders, slots] memory rows; -1 before the batcher gave the pair one.
         self._table = np.full((16, max(self._width, 1)), -1, np.int64)
+        #: Per memory row: set while its slot awaits an ack (only during a call).
         self._marks = np.zeros(64, np.bool_)
+        #: Each row's memory row, as the pass finds them.
+        self._rows = np.empty(64, np.int64)
         self.unknown = 0
 
     def __call__(self, block: SignalColumns) -> list[int]:
@@ -49,27 +52,61 @@ class SignalIntake:
         count = len(block)
         if not count:
             return []
-        slot_index = np.ascontiguousarray(block.slot_index, np.int64)
+        if len(self._rows) < count:
+            self._rows = np.empty(2 * count, np.int64)
         senders = self._sender_numbers(block.group_senders)
-        starts = block.group_starts
-        rows = np.empty(count, np.int64)
-        epochs, features = block.epoch, block.features
+        slot_index = np.ascontiguousarray(block.slot_index, np.int64)
+        self._mark_room()
+        busy = self._busy_rows() if self._busy else None
+        try:
+            if self._batcher.submit_paired(
+                self._table, senders, block.group_starts, slot_index, self._marks,
+                block.epoch, block.features, self._rows,
+            ) >= 0:  # fmt: skip
+                return []
+            return self._first_sight(block, senders, slot_index)
+        finally:
+            if busy:
+                self._marks[busy] = False
+
+    def _busy_rows(self) -> list[int]:
+        """The memory rows of the slots awaiting an ack, marked for the pass."""
+        known = self._batcher.rows
+        busy = [row for row in map(known.get, self._busy) if row is not None]
+        self._marks[busy] = True
+        return busy
+
+    def _mark_room(self) -> None:
+        """A mark for every memory row the batcher has given (the pass reads the marks of
+        the rows it finds), the marks set so far kept."""
+        if len(self._marks) < len(self._batcher.rows):
+            self._marks = grown(self._marks, len(self._batcher.rows))  # type: ignore[assignment]
+
+    def _first_sight(
+        self,
+        block: SignalColumns,
+        senders: npt.NDArray[np.int64],
+        slot_index: npt.NDArray[np.int64],
+    ) -> list[int]:
+        """Queue a block with a pair seen for the first time or an unknown slot index: the
+        new pairs get memory rows, the unknown slots are counted and left out."""
+        count = len(block)
+        rows = self._rows[:count]
+        known = slot_index < self._width
         unknown: list[int] = []
-        if block_rows(senders, starts, slot_index, self._table, rows) < 0:
-            known = slot_index < self._width
-            if not known.all():
-                unknown = slot_index[~known].tolist()
-                self.unknown += len(unknown)
-            self._new_rows(rows, np.repeat(senders, np.diff(starts, append=count)), slot_index)
-            if unknown:
-                taken = np.flatnonzero(known)
-                rows, epochs, features = rows[taken], epochs[taken], features[taken]
-        if self._busy:
-            free = self._free(rows)
-            if free is not None:
-                rows, epochs, features = rows[free], epochs[free], features[free]
-        if len(rows):
-            self._batcher.submit_block(rows, epochs, features)
+        if not known.all():
+            unknown = slot_index[~known].tolist()
+            self.unknown += len(unknown)
+        self._new_rows(
+            rows, np.repeat(senders, np.diff(block.group_starts, append=count)), slot_index
+        )
+        self._mark_room()
+        busy = self._busy_rows() if self._busy else []  # a new pair may be one of them
+        free = known & ~self._marks[np.where(known, rows, 0)]
+        self._marks[busy] = False
+        taken = np.flatnonzero(free)
+        if len(taken):
+            self._batcher.submit_block(rows[taken], block.epoch[taken], block.features[taken])
         return unknown
 
     def _sender_numbers(self, senders: list[str]) -> npt.NDArray[np.int64]:
@@ -102,19 +139,3 @@ class SignalIntake:
             sender, slot = int(senders[index]), int(slot_index[index])
             row = self._batcher.row(self._senders[sender], self._slots[slot])
             rows[index] = self._table[sender, slot] = row
-
-    def _free(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.intp] | None:
-        """The positions of `rows` whose slot awaits no ack; None when every one is free."""
-        known = self._batcher.rows
-        busy = [row for row in map(known.get, self._busy) if row is not None]
-        if not busy:
-            return None
-        marks = self._marks
-        if len(marks) < len(known):
-            marks = self._marks = np.zeros(2 * len(known), np.bool_)
-        marks[busy] = True
-        hit = marks[rows]
-        marks[busy] = False
-        if not hit.any():
-            return None
-        return np.flatnonzero(~hit)

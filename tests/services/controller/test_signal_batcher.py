@@ -288,3 +288,61 @@ def test_the_array_batcher_agrees_with_the_rules_written_plainly(
         reference.accepted, reference.conflated, reference.stale,
     )  # fmt: skip
     assert batcher.rows == reference.rows
+
+
+def test_a_full_queue_is_compacted_then_grown_and_keeps_every_pending_signal() -> None:
+    """Rounds of re-queued slots fill the queue with ended entries (compacted in the pass),
+    then a block longer than the queue grows it; by row and by pair alike, every pending
+    signal is taken once, oldest first, as the plain rules take them."""
+    by_row, by_pair = SignalBatcher(50, 0.0), SignalBatcher(50, 0.0)
+    reference = ReferenceBatcher(50, 0.0)
+    for worker in range(400):  # memory rows 0-799, in order, in all three
+        for slot in "ab":
+            by_row.row(f"w{worker}", slot)
+            by_pair.row(f"w{worker}", slot)
+            reference.rows[(f"w{worker}", slot)] = len(reference.rows)
+    pairs = np.arange(800, dtype=np.int64).reshape(400, 2)
+    no_skip = np.zeros(800, np.bool_)
+    out = np.empty(800, np.int64)
+    for turn, count in enumerate([100] * 12 + [700]):  # 12 x 100 entries pass 256; then 700
+        rows = np.arange(count, dtype=np.int64)
+        epochs = np.full(count, turn + 1, np.int64)
+        features = np.full((count, 27), turn, np.float32)
+        assert by_row.submit_block(rows, epochs, features, now=0.0) == count
+        senders, starts = np.arange(count // 2, dtype=np.int64), np.arange(0, count, 2)
+        slots = np.tile(np.array([0, 1], np.int64), count // 2)
+        assert (
+            by_pair.submit_paired(pairs, senders, starts, slots, no_skip, epochs, features, out)
+            == count
+        )
+        assert np.array_equal(out[:count], rows)
+        for row in range(count):
+            reference.submit((f"w{row // 2}", "ab"[row % 2]), turn + 1, features[row], 0.0)
+        want = reference.take(0.0, True)
+        for batcher in (by_row, by_pair):
+            taken = batcher.take(force=True)
+            assert [(p.worker_id, p.slot_id, p.epoch) for p in taken] == [
+                (worker, slot, epoch) for worker, slot, epoch, _, _ in want
+            ]
+    for batcher in (by_row, by_pair):
+        assert len(batcher) == len(reference.pending)
+        assert (batcher.accepted, batcher.conflated, batcher.stale) == (
+            reference.accepted, reference.conflated, reference.stale,
+        )  # fmt: skip
+
+
+def test_a_pair_without_a_memory_row_queues_nothing() -> None:
+    batcher = SignalBatcher(8, 0.0)
+    batcher.row("w0", "a")
+    pairs = np.array([[0, -1]], np.int64)
+    out = np.empty(2, np.int64)
+    one = np.ones(2, np.int64)
+    features = np.zeros((2, 27), np.float32)
+    skip = np.zeros(1, np.bool_)
+    args = (pairs, one[:1] * 0, np.zeros(1, np.int64), np.array([0, 1], np.int64), skip)
+    assert batcher.submit_paired(*args, one, features, out) == -1
+    assert out.tolist() == [0, -1] and len(batcher) == 0 and batcher.accepted == 0
+    skip[0] = True  # a skipped row is passed over, not counted
+    args = (pairs, one[:1] * 0, np.zeros(1, np.int64), np.array([0], np.int64), skip)
+    assert batcher.submit_paired(*args, one[:1], features[:1], out) == 0
+    assert (len(batcher), batcher.accepted, batcher.stale) == (0, 0, 0)
