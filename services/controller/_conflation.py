@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 HEAD, TAIL, NEXT, PENDING, ACCEPTED, CONFLATED, STALE = range(7)
-#: No row is skipped (`_queue_rows`).
-_NO_SKIP = np.zeros(0, np.bool_)
+#: No row is skipped (`submit_block`).
+NO_SKIP = np.zeros(0, np.bool_)
 
 _I64 = numba.int64[::1]
 _F64 = numba.float64[::1]
@@ -35,8 +35,37 @@ _F32_2D = numba.float32[:, ::1]
 _B1 = numba.boolean[::1]
 
 
-@numba.njit(cache=True, nogil=True)
-def _queue_rows(
+@numba.njit(inline="always")
+def _make_room(
+    count: int,
+    queue_rows: npt.NDArray[np.int64],
+    queue_order: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+) -> bool:  # pragma: no cover - compiled
+    """Room for `count` more queue entries, the live ones moved to the front if need be;
+    False when the queue is too short even then (the caller grows it)."""
+    head, tail = counters[HEAD], counters[TAIL]
+    if tail + count <= len(queue_rows):
+        return True
+    live = tail - head
+    if live + count > len(queue_rows):
+        return False
+    for k in range(live):
+        queue_rows[k] = queue_rows[head + k]
+        queue_order[k] = queue_order[head + k]
+    counters[HEAD], counters[TAIL] = 0, live
+    return True
+
+
+@numba.njit(
+    numba.int64(
+        _I64, _I64, _F32_2D, numba.float64, _I64, _I64, _I64, _F64, _F32_2D, _I64, _I64, _I64,
+        _B1, _B1,
+    ),
+    cache=True,
+    nogil=True,
+)  # fmt: skip
+def submit_block(
     rows: npt.NDArray[np.int64],
     epochs: npt.NDArray[np.int64],
     block: npt.NDArray[np.float32],
@@ -52,13 +81,16 @@ def _queue_rows(
     taken: npt.NDArray[np.bool_],
     skip: npt.NDArray[np.bool_],
 ) -> int:  # pragma: no cover - compiled
-    """Each (row, epoch) by the rules, in order (the queue has room): `block[i]` goes to
-    `table[rows[i]]` when accepted, `taken[i]` says whether it was; a row whose `skip[row]`
-    is set (when `skip` is not empty) is passed over, not counted. How many were accepted.
+    """Queue each (row, epoch) in order, by the rules: `block[i]` goes to `table[rows[i]]`
+    when accepted, `taken[i]` says whether it was; a row whose `skip[row]` is set (when
+    `skip` is not empty) is passed over, not counted. Returns how many were accepted, or -1
+    when the queue has too little room (nothing queued).
 
-    Called once a block, not once a row: an array passed to a compiled helper costs a
-    reference count step each way (~40 ns a row for this state).
+    The rules are this one loop, not a helper called per row: an array passed to a compiled
+    helper costs a reference count step each way (~40 ns a row for this state).
     """
+    if not _make_room(len(rows), queue_rows, queue_order, counters):
+        return -1
     accepted = conflated = stale = 0
     skipping = len(skip) > 0
     width = block.shape[1]
@@ -93,64 +125,6 @@ def _queue_rows(
     counters[CONFLATED] += conflated
     counters[STALE] += stale
     return accepted
-
-
-@numba.njit(inline="always")
-def _make_room(
-    count: int,
-    queue_rows: npt.NDArray[np.int64],
-    queue_order: npt.NDArray[np.int64],
-    counters: npt.NDArray[np.int64],
-) -> bool:  # pragma: no cover - compiled
-    """Room for `count` more queue entries, the live ones moved to the front if need be;
-    False when the queue is too short even then (the caller grows it)."""
-    head, tail = counters[HEAD], counters[TAIL]
-    if tail + count <= len(queue_rows):
-        return True
-    live = tail - head
-    if live + count > len(queue_rows):
-        return False
-    for k in range(live):
-        queue_rows[k] = queue_rows[head + k]
-        queue_order[k] = queue_order[head + k]
-    counters[HEAD], counters[TAIL] = 0, live
-    return True
-
-
-@numba.njit(
-    numba.int64(
-        _I64, _I64, _F32_2D, numba.float64, _I64, _I64, _I64, _F64, _F32_2D, _I64, _I64, _I64,
-        _B1,
-    ),
-    cache=True,
-    nogil=True,
-)  # fmt: skip
-def submit_block(
-    rows: npt.NDArray[np.int64],
-    epochs: npt.NDArray[np.int64],
-    block: npt.NDArray[np.float32],
-    now: float,
-    decided: npt.NDArray[np.int64],
-    epoch: npt.NDArray[np.int64],
-    order: npt.NDArray[np.int64],
-    arrived: npt.NDArray[np.float64],
-    table: npt.NDArray[np.float32],
-    queue_rows: npt.NDArray[np.int64],
-    queue_order: npt.NDArray[np.int64],
-    counters: npt.NDArray[np.int64],
-    taken: npt.NDArray[np.bool_],
-) -> int:  # pragma: no cover - compiled
-    """Queue each (row, epoch) in order; `block[i]` goes to `table[rows[i]]` when accepted.
-
-    `taken[i]` says whether signal i was accepted. Returns how many were, or -1 when the
-    queue has too little room (nothing queued).
-    """
-    if not _make_room(len(rows), queue_rows, queue_order, counters):
-        return -1
-    return _queue_rows(
-        rows, epochs, block, now, decided, epoch, order, arrived, table, queue_rows,
-        queue_order, counters, taken, _NO_SKIP,
-    )  # fmt: skip
 
 
 @numba.njit(
@@ -201,12 +175,11 @@ def submit_paired(
             missing |= row < 0
     if missing:
         return -1
-    if not _make_room(count, queue_rows, queue_order, counters):
-        return -2
-    return _queue_rows(
+    accepted = submit_block(
         rows[:count], epochs, block, now, decided, epoch, order, arrived, table, queue_rows,
         queue_order, counters, taken, skip,
     )  # fmt: skip
+    return -2 if accepted < 0 else accepted
 
 
 @numba.njit(

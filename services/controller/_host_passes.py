@@ -153,27 +153,3 @@ def check_proposals(
             chosen[i], why[i], sure[i] = wait, refused_reason, 1.0
             refused += 1
     return refused
-
-
-@numba.njit(numba.int64(_I64, _I64, _I64, numba.int64[:, ::1], _I64), cache=True, nogil=True)
-def block_rows(
-    senders: npt.NDArray[np.int64],
-    starts: npt.NDArray[np.int64],
-    slot_index: npt.NDArray[np.int64],
-    table: npt.NDArray[np.int64],
-    out: npt.NDArray[np.int64],
-) -> int:  # pragma: no cover - compiled
-    """Each row's memory row, `table[sender, slot]`, where group g's rows (from
-    `starts[g]` to the next group's start) share `senders[g]`, and -1 for a slot index
-    past the table; the smallest row found (-1: a pair has none yet or a slot is unknown)."""
-    smallest = np.iinfo(np.int64).max
-    count, width = len(slot_index), table.shape[1]
-    for group in range(len(senders)):
-        stop = starts[group + 1] if group + 1 < len(senders) else count
-        sender = senders[group]
-        for i in range(starts[group], stop):
-            slot = slot_index[i]
-            row = table[sender, slot] if 0 <= slot < width else -1
-            out[i] = row
-            smallest = min(smallest, row)
-    return smallest

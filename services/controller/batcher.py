@@ -256,7 +256,7 @@ class SignalBatcher:
             accepted: int = _conflation.submit_block(
                 rows, epochs, features, float(arrived), self._decided, self._epoch,
                 self._order, self._arrived, self.features, self._queue_rows,
-                self._queue_order, self._counters, self._taken,
+                self._queue_order, self._counters, self._taken, _conflation.NO_SKIP,
             )  # fmt: skip
             if accepted >= 0:
                 return accepted
