@@ -10,7 +10,7 @@ arrays over those rows (epochs, arrival order and time, the last decided epoch) 
 of rows in arrival order; a block of signals is one compiled pass over them
 (`services.controller._conflation`), with no object per signal. A signal's raw features go
 into the batcher's feature table at its row when it is accepted, whether it came as a row
-of a columnar receive (`submit_block`, `submit_rows`) or as an object (`submit`,
+of a columnar receive (`submit_block`, `submit_rows`, `submit_paired`) or as an object (`submit`,
 `submit_many`, which also keep the object for readers of the batch). A taken batch is a
 `PendingBatch` of arrays (`services.controller.pending`).
 """

@@ -332,17 +332,27 @@ def test_a_full_queue_is_compacted_then_grown_and_keeps_every_pending_signal() -
 
 
 def test_a_pair_without_a_memory_row_queues_nothing() -> None:
+    """Sender 0's slot 1 has no memory row yet: nothing of the block is queued, and `rows`
+    says which rows were found. A row whose mark is set is passed over, not counted."""
     batcher = SignalBatcher(8, 0.0)
     batcher.row("w0", "a")
     pairs = np.array([[0, -1]], np.int64)
-    out = np.empty(2, np.int64)
-    one = np.ones(2, np.int64)
-    features = np.zeros((2, 27), np.float32)
-    skip = np.zeros(1, np.bool_)
-    args = (pairs, one[:1] * 0, np.zeros(1, np.int64), np.array([0, 1], np.int64), skip)
-    assert batcher.submit_paired(*args, one, features, out) == -1
-    assert out.tolist() == [0, -1] and len(batcher) == 0 and batcher.accepted == 0
-    skip[0] = True  # a skipped row is passed over, not counted
-    args = (pairs, one[:1] * 0, np.zeros(1, np.int64), np.array([0], np.int64), skip)
-    assert batcher.submit_paired(*args, one[:1], features[:1], out) == 0
+    sender, start = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    epochs, features = np.ones(2, np.int64), np.zeros((2, 27), np.float32)
+    skip, rows = np.zeros(1, np.bool_), np.empty(2, np.int64)
+    slots = np.array([0, 1], np.int64)
+    assert batcher.submit_paired(pairs, sender, start, slots, skip, epochs, features, rows) == -1
+    assert rows.tolist() == [0, -1] and len(batcher) == 0 and batcher.accepted == 0
+    skip[0] = True
+    slot_a = np.array([0], np.int64)
+    assert (
+        batcher.submit_paired(pairs, sender, start, slot_a, skip, epochs[:1], features[:1], rows)
+        == 0
+    )
     assert (len(batcher), batcher.accepted, batcher.stale) == (0, 0, 0)
+    skip[0] = False  # the ack came: the same row is queued
+    assert (
+        batcher.submit_paired(pairs, sender, start, slot_a, skip, epochs[:1], features[:1], rows)
+        == 1
+    )
+    assert [(p.worker_id, p.slot_id, p.epoch) for p in batcher.take(force=True)] == [("w0", "a", 1)]
