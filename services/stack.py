@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,9 +20,50 @@ from bus.security import Role, ensure_keys
 from services.observer.endpoints import TOOL_IDENTITY, BusMap, write_bus_map
 from services.progress import WorkerProgress, read_progress
 
+#: Where Linux keeps its range of ephemeral ports (the local ports of outgoing connections).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port handed out: the ones below are left to other software's fixed listeners.
+_LOWEST_PORT = 10_000
+
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 right now."""
+    """`count` distinct TCP ports free on 127.0.0.1 right now, below the ephemeral range.
+
+    A service binds its port a moment after the port is chosen. A port of the ephemeral
+    range could meanwhile become the local port of some process's outgoing connection
+    (one service connecting to another), and the bind would fail with "address in use".
+    Below that range no connection is ever given one.
+    """
+    first_ephemeral = _first_ephemeral_port()
+    candidates = range(_LOWEST_PORT, first_ephemeral)
+    if len(candidates) < 4 * count:  # an unusual range: let the kernel choose
+        return _kernel_chosen_ports(count)
+    ports: list[int] = []
+    for port in random.sample(candidates, min(len(candidates), 64 * count)):
+        if _bindable(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise OSError(f"no {count} free ports in {candidates.start}-{candidates.stop - 1}")
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):

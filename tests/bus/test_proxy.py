@@ -18,6 +18,7 @@ from bus_samples import fast_signals
 
 from bus import Channel, Envelope, Proxy, Publisher, Subscriber
 from bus.security import Curve
+from services.stack import free_ports
 
 PER_PUBLISHER = 200
 
@@ -94,13 +95,6 @@ def test_two_publishers_reach_two_subscribers_through_the_proxy(running_proxy: P
     assert metrics.dropped == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _await_listening(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     """Until something accepts TCP connections at `address` (the process bound it)."""
     host, port = address.removeprefix("tcp://").rsplit(":", 1)
@@ -119,7 +113,7 @@ def _await_listening(address: str, process: subprocess.Popen[bytes], timeout_s: 
 def test_leyline_proxy_command_forwards_between_processes(
     key_dir: Path, curve: Callable[[str], Curve]
 ) -> None:
-    frontend, backend = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+    frontend, backend = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
     command = [sys.executable, "-m", "services.cli", "proxy", "--frontend", frontend]
     process = subprocess.Popen(
         [*command, "--backend", backend, "--keys-dir", str(key_dir)],
